@@ -1,0 +1,386 @@
+"""Exceptions raised by :mod:`lmstudio_async`.
+
+Every exception derives from :class:`LMStudioError`. Several also derive from
+the matching built-in so ordinary ``except`` clauses keep working::
+
+    LMStudioError
+    ├── LMStudioValueError (ValueError)      bad input caught before sending
+    │   └── ConfigError                      unknown / ill-typed / out-of-range config field
+    ├── ServerError                          the server reported an error
+    │   └── ModelNotFoundError               no model matches the request
+    ├── ProtocolError                        the peer broke the protocol
+    ├── LMStudioTimeoutError (TimeoutError)  a call took too long
+    └── LMStudioConnectionError (ConnectionError)
+        ├── AuthenticationError              API token missing or rejected
+        └── ClientClosedError                the client was closed
+
+Secrets: no constructor here takes an API token, and host strings have any
+``user:password@`` part removed before they reach a message or an attribute.
+Use :func:`scrub` to strip known secrets from server-provided text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, ClassVar
+
+__all__ = [
+    "AuthenticationError",
+    "ClientClosedError",
+    "ConfigError",
+    "LMStudioConnectionError",
+    "LMStudioError",
+    "LMStudioTimeoutError",
+    "LMStudioValueError",
+    "ModelNotFoundError",
+    "ProtocolError",
+    "ServerError",
+    "scrub",
+]
+
+_REDACTED = "***"
+_USERINFO_RE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)?(?P<userinfo>[^/@\s]*)@")
+
+
+def scrub(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """Return ``text`` with every non-empty string of ``secrets`` replaced by ``***``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, _REDACTED)
+    return text
+
+
+def _safe_host(host: str | None) -> str | None:
+    """Drop any ``user:password@`` part from a host or URL string."""
+    if host is None:
+        return None
+    host = str(host)
+    match = _USERINFO_RE.match(host)
+    if match is None:
+        return host
+    return (match.group("scheme") or "") + host[match.end() :]
+
+
+def _rebuild(cls: type[LMStudioError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    obj = cls.__new__(cls)
+    Exception.__init__(obj, *args)
+    obj.__dict__.update(state)
+    return obj
+
+
+class LMStudioError(Exception):
+    """Base class of every exception raised by this package."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only constructors do not survive the default exception pickling.
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+
+
+class LMStudioValueError(LMStudioError, ValueError):
+    """Invalid input detected on the client side, before anything was sent."""
+
+
+class ConfigError(LMStudioValueError):
+    """An unknown, ill-typed or out-of-range load or prediction config field.
+
+    ``field`` names the offending field (``None`` when the whole config is at
+    fault, e.g. a config object for the wrong model domain).
+    """
+
+    field: str | None
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ProtocolError(LMStudioError):
+    """The peer violated the protocol: an undecodable or unexpected frame, or a
+    peer that is not an LM Studio server at all."""
+
+
+class LMStudioTimeoutError(LMStudioError, TimeoutError):
+    """A call did not complete in time.
+
+    ``kind`` is ``"connect"`` (establishing the connection), ``"idle"`` (no
+    message for ``timeout`` seconds) or ``"total"`` (the whole call).
+    """
+
+    timeout: float | None
+    kind: str
+
+    _KIND_TEXT: ClassVar[dict[str, str]] = {
+        "connect": "connecting to LM Studio",
+        "idle": "waiting for the server to respond",
+        "total": "waiting for the call to complete",
+    }
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        timeout: float | None = None,
+        kind: str = "total",
+        operation: str | None = None,
+    ) -> None:
+        if message is None:
+            what = self._KIND_TEXT.get(kind, "waiting")
+            after = f" after {timeout:g}s" if timeout is not None else ""
+            prefix = f"{operation}: " if operation else ""
+            message = f"{prefix}timed out{after} {what} ({kind} timeout)"
+        super().__init__(message)
+        self.timeout = timeout
+        self.kind = kind
+        self.operation = operation
+
+
+class LMStudioConnectionError(LMStudioError, ConnectionError):
+    """The connection to LM Studio could not be made or was lost.
+
+    ``host`` is the server address (without credentials), when known.
+    """
+
+    host: str | None
+
+    def __init__(self, message: str | None = None, *, host: str | None = None) -> None:
+        self.host = _safe_host(host)
+        if message is None:
+            message = self._default_message()
+        super().__init__(message)
+
+    def _default_message(self) -> str:
+        where = f" at {self.host}" if self.host else ""
+        return f"Could not connect to LM Studio{where}"
+
+
+class AuthenticationError(LMStudioConnectionError):
+    """LM Studio rejected the connection: the API token is missing or wrong.
+
+    The message names the host, never the token.
+    """
+
+    def _default_message(self) -> str:
+        where = f" at {self.host}" if self.host else ""
+        return f"LM Studio{where} rejected the connection: the API token is missing or wrong"
+
+
+class ClientClosedError(LMStudioConnectionError):
+    """The client was closed while the call was in flight, or before it was made."""
+
+    def _default_message(self) -> str:
+        where = f" (connected to {self.host})" if self.host else ""
+        return f"The LM Studio client was closed{where}"
+
+
+class ServerError(LMStudioError):
+    """An error reported by the server.
+
+    Attributes mirror the server's error payload: ``title``, ``root_title``,
+    ``cause``, ``suggestion``, ``error_data``, ``display_data`` and ``code``
+    (``display_data["code"]`` when present). ``operation`` says what was being
+    done, e.g. ``"Model load"``; it prefixes the message::
+
+        Model load failed: <title> — <cause> Suggestion: <suggestion>
+    """
+
+    title: str
+    root_title: str | None
+    cause: str | None
+    suggestion: str | None
+    display_data: dict[str, Any] | None
+    error_data: dict[str, Any] | None
+    operation: str | None
+
+    def __init__(
+        self,
+        title: str,
+        *,
+        root_title: str | None = None,
+        cause: str | None = None,
+        suggestion: str | None = None,
+        display_data: Mapping[str, Any] | None = None,
+        error_data: Mapping[str, Any] | None = None,
+        operation: str | None = None,
+    ) -> None:
+        self.title = title
+        self.root_title = root_title
+        self.cause = cause
+        self.suggestion = suggestion
+        self.display_data = dict(display_data) if display_data is not None else None
+        self.error_data = dict(error_data) if error_data is not None else None
+        self.operation = operation
+        super().__init__(self._format())
+
+    @property
+    def code(self) -> str | None:
+        """The machine-readable error kind (``displayData.code``), if any."""
+        if self.display_data is None:
+            return None
+        code = self.display_data.get("code")
+        return code if isinstance(code, str) else None
+
+    def _headline(self) -> str:
+        return self.title
+
+    def _format(self) -> str:
+        text = self._headline()
+        if self.operation:
+            text = f"{self.operation} failed: {text}"
+        if self.cause:
+            text += f" — {self.cause}"
+        if self.suggestion:
+            text += f" Suggestion: {self.suggestion}"
+        return text
+
+
+_SAMPLE_LIMIT = 10
+
+
+def _sample_text(sample: Sequence[str], total: int | None, label: str) -> str:
+    shown = list(sample[:_SAMPLE_LIMIT])
+    if total is None or total < len(sample):
+        total = len(sample)
+    if not shown:
+        return "no models are loaded" if label == "loaded" else "no models are available"
+    text = ", ".join(shown)
+    if total > len(shown):
+        text += f", … {total} in total"
+    return f"{label}: {text}"
+
+
+def _str_list(value: Any) -> list[str]:
+    if not isinstance(value, list | tuple):
+        return []
+    return [str(v) for v in value if isinstance(v, str | int | float)]
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _describe_query(query: Mapping[str, Any]) -> str:
+    parts: list[str] = []
+    if isinstance(query.get("identifier"), str):
+        parts.append(f"identifier {query['identifier']!r}")
+    if isinstance(query.get("path"), str):
+        parts.append(f"path {query['path']!r}")
+    if isinstance(query.get("domain"), str):
+        parts.append(f"domain {query['domain']!r}")
+    if isinstance(query.get("vision"), bool):
+        parts.append("vision support" if query["vision"] else "no vision support")
+    return " and ".join(parts)
+
+
+class ModelNotFoundError(ServerError):
+    """No model matches what was asked for.
+
+    Raised for the server codes ``generic.noModelMatchingQuery`` and
+    ``generic.pathNotFound`` (as the official Python SDK does), and also for
+    ``generic.identifierNotFound`` and ``generic.specificModelUnloaded``,
+    which mean the same to a user: the model you named is not there. Also
+    raised client-side, without a server payload (see :meth:`client_side` and
+    :meth:`nothing_loaded`); ``code`` is then ``None``.
+
+    ``subject`` is the model key, identifier or path that was asked about;
+    ``available`` is a sample of loaded identifiers or downloaded model keys
+    when the server supplied one, and ``total_available`` its full count.
+    """
+
+    subject: str | None
+    available: list[str]
+    total_available: int | None
+
+    def __init__(
+        self,
+        title: str,
+        *,
+        subject: str | None = None,
+        root_title: str | None = None,
+        cause: str | None = None,
+        suggestion: str | None = None,
+        display_data: Mapping[str, Any] | None = None,
+        error_data: Mapping[str, Any] | None = None,
+        operation: str | None = None,
+        message: str | None = None,
+    ) -> None:
+        self.subject = subject
+        self._message = message
+        self.available = []
+        self.total_available = None
+        super().__init__(
+            title,
+            root_title=root_title,
+            cause=cause,
+            suggestion=suggestion,
+            display_data=display_data,
+            error_data=error_data,
+            operation=operation,
+        )
+
+    @classmethod
+    def client_side(
+        cls,
+        message: str,
+        *,
+        subject: str | None = None,
+        operation: str | None = None,
+    ) -> ModelNotFoundError:
+        """A model-not-found error detected by the client (no server payload)."""
+        return cls(message, subject=subject, operation=operation)
+
+    @classmethod
+    def nothing_loaded(
+        cls, domain: str | None = None, *, operation: str | None = None
+    ) -> ModelNotFoundError:
+        """ "No LLM is loaded" / "No embedding model is loaded" / "No model is loaded"."""
+        noun = {"llm": "LLM", "embedding": "embedding model"}.get(domain or "", "model")
+        return cls(f"No {noun} is loaded", operation=operation)
+
+    def _headline(self) -> str:
+        if self._message is not None:
+            return self._message
+        friendly = self._friendly()
+        return friendly if friendly is not None else self.title
+
+    def _friendly(self) -> str | None:
+        data = self.display_data or {}
+        code = self.code
+        if code == "generic.noModelMatchingQuery":
+            self.available = _str_list(data.get("loadedModelsSample"))
+            self.total_available = _int_or_none(data.get("totalLoadedModels"))
+            query = data.get("query")
+            described = _describe_query(query) if isinstance(query, Mapping) else ""
+            if not described and self.subject:
+                described = f"identifier {self.subject!r}"
+            if not described:
+                if not self.available and not self.total_available:
+                    return "No model is loaded"
+                return (
+                    "No loaded model matches the query ("
+                    + _sample_text(self.available, self.total_available, "loaded")
+                    + ")"
+                )
+            sample = _sample_text(self.available, self.total_available, "loaded")
+            return f"No loaded model matches {described} ({sample})"
+        if code == "generic.identifierNotFound":
+            self.available = _str_list(data.get("loadedModelsSample"))
+            self.total_available = _int_or_none(data.get("totalLoadedModels"))
+            ident = data.get("identifier")
+            name = ident if isinstance(ident, str) else self.subject
+            sample = _sample_text(self.available, self.total_available, "loaded")
+            target = f"identifier {name!r}" if name else "the given identifier"
+            return f"No loaded model has {target} ({sample})"
+        if code == "generic.pathNotFound":
+            self.available = _str_list(data.get("availablePathsSample"))
+            self.total_available = _int_or_none(data.get("totalModels"))
+            path = data.get("path")
+            name = path if isinstance(path, str) else self.subject
+            sample = _sample_text(self.available, self.total_available, "available")
+            target = repr(name) if name else "the given path"
+            return f"No downloaded model matches {target} ({sample})"
+        if code == "generic.specificModelUnloaded":
+            if self.subject:
+                return f"The model instance {self.subject!r} is no longer loaded"
+            return "The model instance is no longer loaded"
+        return None

@@ -1,0 +1,243 @@
+"""Typed load configurations for LLMs and embedding models.
+
+Every field defaults to ``None``, meaning *not set: the server decides*; only
+fields you set are sent. Values are checked when the config is constructed,
+and a bad value raises :class:`~lmstudio_async.errors.ConfigError` naming the
+field::
+
+    >>> LlmLoadConfig(context_length=8192, gpu_offload="max", seed=42)
+    LlmLoadConfig(context_length=8192, gpu_offload='max', ..., seed=42, ...)
+
+GPU split: ``main_gpu``, ``split_strategy`` and ``disabled_gpus`` travel
+together in one server setting (``load.gpuSplitConfig``). When any of them is
+set, the other two are filled in at construction with the values that will
+actually be sent (``split_strategy="evenly"``, ``disabled_gpus=()``), so the
+config always shows exactly what the server receives.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar, Literal, TypeAlias, get_args
+
+import msgspec
+import msgspec.structs
+
+from lmstudio_async.errors import ConfigError
+
+__all__ = [
+    "CacheQuantization",
+    "EmbeddingLoadConfig",
+    "GpuOffload",
+    "LlmLoadConfig",
+    "LoadConfig",
+    "SplitStrategy",
+]
+
+GpuOffload: TypeAlias = float | Literal["max", "off"]
+"""Share of the model to offload to the GPU: a ratio in ``[0, 1]``, or
+``"max"`` (as much as possible) or ``"off"`` (CPU only)."""
+
+SplitStrategy: TypeAlias = Literal["evenly", "favor_main_gpu"]
+"""How to split a model across several GPUs."""
+
+CacheQuantization: TypeAlias = Literal[
+    "f32", "f16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"
+]
+"""Data type of the llama.cpp K/V cache."""
+
+_CACHE_TYPES: tuple[str, ...] = get_args(CacheQuantization)
+_SPLIT_STRATEGIES: tuple[str, ...] = get_args(SplitStrategy)
+_GPU_SPLIT_FIELDS = ("main_gpu", "split_strategy", "disabled_gpus")
+
+
+def _got(value: Any) -> str:
+    if _is_number(value):
+        return repr(value)
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+class _LoadConfigBase(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, repr_omit_defaults=True
+):
+    """Shared behaviour of the load-config Structs."""
+
+    domain: ClassVar[Literal["llm", "embedding"]]
+
+    def _fail(self, field: str, expected: str, value: Any) -> ConfigError:
+        return ConfigError(
+            f"{type(self).__name__}.{field}: expected {expected}, got {_got(value)}",
+            field=field,
+        )
+
+    def _check_int(self, field: str, minimum: int, maximum: int | None = None) -> None:
+        value = getattr(self, field)
+        if value is None:
+            return
+        ok = _is_int(value) and value >= minimum and (maximum is None or value <= maximum)
+        if not ok:
+            if maximum is not None:
+                expected = f"int in [{minimum}, {maximum}]"
+            elif minimum == 1:
+                expected = "int > 0"
+            else:
+                expected = f"int >= {minimum}"
+            raise self._fail(field, expected, value)
+
+    def _check_number(self, field: str, minimum: float) -> None:
+        value = getattr(self, field)
+        if value is None:
+            return
+        if not (_is_number(value) and math.isfinite(value) and value >= minimum):
+            raise self._fail(field, f"finite number >= {minimum:g}", value)
+
+    def _check_bool(self, field: str) -> None:
+        value = getattr(self, field)
+        if value is not None and not isinstance(value, bool):
+            raise self._fail(field, "bool", value)
+
+    def _check_choice(self, field: str, choices: tuple[str, ...]) -> None:
+        value = getattr(self, field)
+        if value is not None and value not in choices:
+            raise self._fail(field, "one of " + ", ".join(repr(c) for c in choices), value)
+
+    def _check_common(self) -> None:
+        self._check_int("context_length", 1)
+        offload = getattr(self, "gpu_offload", None)
+        if offload not in (None, "max", "off") and not (
+            _is_number(offload) and 0.0 <= offload <= 1.0
+        ):
+            raise self._fail("gpu_offload", "a ratio in [0, 1], 'max' or 'off'", offload)
+        self._check_int("main_gpu", 0)
+        self._check_choice("split_strategy", _SPLIT_STRATEGIES)
+        disabled = getattr(self, "disabled_gpus", None)
+        if disabled is not None:
+            if isinstance(disabled, list):
+                disabled = tuple(disabled)
+                msgspec.structs.force_setattr(self, "disabled_gpus", disabled)
+            if not (isinstance(disabled, tuple) and all(_is_int(g) and g >= 0 for g in disabled)):
+                raise self._fail("disabled_gpus", "a tuple of GPU indices (int >= 0)", disabled)
+        self._check_number("rope_frequency_base", 0.0)
+        self._check_number("rope_frequency_scale", 0.0)
+        self._check_bool("keep_model_in_memory")
+        self._check_bool("try_mmap")
+        self._check_int("seed", -1)
+        self._check_int("eval_batch_size", 1)
+        # The GPU split settings are sent as one object: make the implied parts explicit.
+        if any(getattr(self, f) is not None for f in _GPU_SPLIT_FIELDS):
+            if getattr(self, "split_strategy", None) is None:
+                msgspec.structs.force_setattr(self, "split_strategy", "evenly")
+            if getattr(self, "disabled_gpus", None) is None:
+                msgspec.structs.force_setattr(self, "disabled_gpus", ())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields that are set (not ``None``), by their snake_case names."""
+        return {
+            name: value
+            for name in self.__struct_fields__
+            if (value := getattr(self, name)) is not None
+        }
+
+
+class LlmLoadConfig(
+    _LoadConfigBase, frozen=True, kw_only=True, forbid_unknown_fields=True, repr_omit_defaults=True
+):
+    """How to load an LLM. Unset (``None``) fields are left to the server."""
+
+    domain: ClassVar[Literal["llm", "embedding"]] = "llm"
+
+    context_length: int | None = None
+    """Context window in tokens (> 0)."""
+    gpu_offload: GpuOffload | None = None
+    """GPU offload: ratio in ``[0, 1]``, ``"max"`` or ``"off"``."""
+    main_gpu: int | None = None
+    """Index of the main GPU (>= 0)."""
+    split_strategy: SplitStrategy | None = None
+    """``"evenly"`` or ``"favor_main_gpu"`` (multi-GPU split)."""
+    disabled_gpus: tuple[int, ...] | None = None
+    """Indices of GPUs not to use."""
+    gpu_strict_vram_cap: bool | None = None
+    """Never spill model weights from VRAM into shared memory."""
+    offload_kv_cache_to_gpu: bool | None = None
+    """Keep the KV cache in GPU memory."""
+    flash_attention: bool | None = None
+    """Use Flash Attention."""
+    eval_batch_size: int | None = None
+    """Prompt-processing batch size (>= 1)."""
+    seed: int | None = None
+    """Random seed (>= -1; -1 means random)."""
+    rope_frequency_base: float | None = None
+    """RoPE frequency base (>= 0)."""
+    rope_frequency_scale: float | None = None
+    """RoPE frequency scale (>= 0)."""
+    keep_model_in_memory: bool | None = None
+    """Keep the model in system memory even when offloaded to the GPU."""
+    try_mmap: bool | None = None
+    """Memory-map the model file if possible."""
+    use_fp16_for_kv_cache: bool | None = None
+    """Store the KV cache as FP16."""
+    k_cache_quantization: CacheQuantization | None = None
+    """K-cache data type (llama.cpp)."""
+    v_cache_quantization: CacheQuantization | None = None
+    """V-cache data type (llama.cpp)."""
+    num_experts: int | None = None
+    """Number of experts to use for mixture-of-experts models (>= 0)."""
+    max_parallel_predictions: int | None = None
+    """Maximum number of predictions run in parallel (1..1023)."""
+
+    def __post_init__(self) -> None:
+        self._check_common()
+        self._check_bool("gpu_strict_vram_cap")
+        self._check_bool("offload_kv_cache_to_gpu")
+        self._check_bool("flash_attention")
+        self._check_bool("use_fp16_for_kv_cache")
+        self._check_choice("k_cache_quantization", _CACHE_TYPES)
+        self._check_choice("v_cache_quantization", _CACHE_TYPES)
+        self._check_int("num_experts", 0)
+        self._check_int("max_parallel_predictions", 1, 1023)
+
+
+class EmbeddingLoadConfig(
+    _LoadConfigBase, frozen=True, kw_only=True, forbid_unknown_fields=True, repr_omit_defaults=True
+):
+    """How to load an embedding model. Unset (``None``) fields are left to the server."""
+
+    domain: ClassVar[Literal["llm", "embedding"]] = "embedding"
+
+    context_length: int | None = None
+    """Context window in tokens (> 0)."""
+    gpu_offload: GpuOffload | None = None
+    """GPU offload: ratio in ``[0, 1]``, ``"max"`` or ``"off"``."""
+    main_gpu: int | None = None
+    """Index of the main GPU (>= 0)."""
+    split_strategy: SplitStrategy | None = None
+    """``"evenly"`` or ``"favor_main_gpu"`` (multi-GPU split)."""
+    disabled_gpus: tuple[int, ...] | None = None
+    """Indices of GPUs not to use."""
+    rope_frequency_base: float | None = None
+    """RoPE frequency base (>= 0)."""
+    rope_frequency_scale: float | None = None
+    """RoPE frequency scale (>= 0)."""
+    keep_model_in_memory: bool | None = None
+    """Keep the model in system memory even when offloaded to the GPU."""
+    try_mmap: bool | None = None
+    """Memory-map the model file if possible."""
+    seed: int | None = None
+    """Random seed (>= -1; -1 means random)."""
+    eval_batch_size: int | None = None
+    """Batch size (>= 1)."""
+
+    def __post_init__(self) -> None:
+        self._check_common()
+
+
+LoadConfig: TypeAlias = LlmLoadConfig | EmbeddingLoadConfig
+"""A load config of either domain."""

@@ -1,0 +1,98 @@
+"""lmstudio_async: manage models in LM Studio's memory from asyncio, threads and scripts.
+
+Async::
+
+    async with lmstudio_async.AsyncClient() as client:
+        llm = await client.llm.model("llama-3.2-1b-instruct")
+
+Sync::
+
+    with lmstudio_async.Client() as client:
+        llm = client.llm.model("llama-3.2-1b-instruct")
+"""
+
+from ._client import (
+    LLM,
+    USE_CLIENT_DEFAULT,
+    AsyncClient,
+    ConfigMismatchError,
+    ConfigMismatchWarning,
+    EmbeddingModel,
+    EmbeddingNamespace,
+    LlmNamespace,
+    SystemNamespace,
+)
+from ._protocol.info import (
+    EmbeddingModelInfo,
+    EmbeddingModelInstanceInfo,
+    EstimateResult,
+    LlmInfo,
+    LlmInstanceInfo,
+    MemoryEstimate,
+    ModelInfo,
+    ModelInstanceInfo,
+    Quantization,
+)
+from ._timeouts import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_KEEPALIVE_INTERVAL,
+    DEFAULT_KEEPALIVE_TIMEOUT,
+    DEFAULT_TIMEOUTS,
+    Timeouts,
+)
+from .config import EmbeddingLoadConfig, LlmLoadConfig
+from .errors import (
+    AuthenticationError,
+    ClientClosedError,
+    ConfigError,
+    LMStudioConnectionError,
+    LMStudioError,
+    LMStudioTimeoutError,
+    LMStudioValueError,
+    ModelNotFoundError,
+    ProtocolError,
+    ServerError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_KEEPALIVE_INTERVAL",
+    "DEFAULT_KEEPALIVE_TIMEOUT",
+    "DEFAULT_TIMEOUTS",
+    "LLM",
+    "USE_CLIENT_DEFAULT",
+    "AsyncClient",
+    "AuthenticationError",
+    "ClientClosedError",
+    "ConfigError",
+    "ConfigMismatchError",
+    "ConfigMismatchWarning",
+    "EmbeddingLoadConfig",
+    "EmbeddingModel",
+    "EmbeddingModelInfo",
+    "EmbeddingModelInstanceInfo",
+    "EmbeddingNamespace",
+    "EstimateResult",
+    "LMStudioConnectionError",
+    "LMStudioError",
+    "LMStudioTimeoutError",
+    "LMStudioValueError",
+    "LlmInfo",
+    "LlmInstanceInfo",
+    "LlmLoadConfig",
+    "LlmNamespace",
+    "MemoryEstimate",
+    "ModelInfo",
+    "ModelInstanceInfo",
+    "ModelNotFoundError",
+    "ProtocolError",
+    "Quantization",
+    "ServerError",
+    "SystemNamespace",
+    "Timeouts",
+    "__version__",
+]

@@ -1,0 +1,764 @@
+"""The asyncio client: :class:`AsyncClient`, its namespaces and model handles.
+
+This is the one real implementation of the API; the sync :class:`~lmstudio_async.Client`
+runs these same coroutines in a shared loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import inspect
+import logging
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, ClassVar, Final, Generic, Literal, TypeAlias, TypeVar
+
+import msgspec
+from msgspec import UNSET, Raw
+
+from ._protocol.endpoints import (
+    LOAD_PACKET_DECODER,
+    AlreadyLoaded,
+    LoadProgress,
+    LoadSuccess,
+    Progress,
+    StartLoading,
+    Success,
+    UnloadingOtherJitModel,
+    check_key,
+    instance_specifier,
+    ttl_ms,
+)
+from ._protocol.errors import map_server_error
+from ._protocol.info import (
+    EmbeddingModelInfo,
+    EmbeddingModelInstanceInfo,
+    EstimateResult,
+    LlmInfo,
+    LlmInstanceInfo,
+    ModelInfo,
+    ModelInstanceInfo,
+    decode_estimate_result,
+    decode_instance_info,
+    decode_instance_info_list,
+    decode_model_info_list,
+)
+from ._protocol.kvconfig import (
+    KvConfig,
+    coerce_load_config,
+    config_differences,
+    fields_to_load_config,
+    load_config_stack,
+)
+from ._timeouts import DEFAULT_TIMEOUTS, Timeouts, resolve_timeouts
+from ._transport import ChannelStream, RemoteError, Transport
+from .config import EmbeddingLoadConfig, LlmLoadConfig
+from .errors import (
+    LMStudioError,
+    LMStudioValueError,
+    ModelNotFoundError,
+    ProtocolError,
+    ServerError,
+)
+
+__all__ = [
+    "USE_CLIENT_DEFAULT",
+    "AsyncClient",
+    "ConfigMismatchError",
+    "ConfigMismatchWarning",
+    "EmbeddingModel",
+    "EmbeddingNamespace",
+    "LLM",
+    "LlmNamespace",
+    "ProgressCallback",
+    "SystemNamespace",
+]
+
+log = logging.getLogger("lmstudio_async")
+
+ProgressCallback: TypeAlias = Callable[[float], Any]
+"""``on_progress(fraction)``: a plain function or a coroutine function."""
+
+MismatchPolicy: TypeAlias = Literal["warn", "raise", "reload"]
+
+_KV_CONFIG_DECODER: Final = msgspec.json.Decoder(KvConfig)
+_REAP_SECONDS: Final = 30.0
+
+
+class _UseClientDefault:
+    """Sentinel: use the client's deadlines for this call."""
+
+    _instance: ClassVar[_UseClientDefault | None] = None
+
+    def __new__(cls) -> _UseClientDefault:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "USE_CLIENT_DEFAULT"
+
+    def __reduce__(self) -> str:
+        return "USE_CLIENT_DEFAULT"
+
+
+USE_CLIENT_DEFAULT: Final = _UseClientDefault()
+"""Default of every ``timeout=`` parameter: the client's own :class:`Timeouts`."""
+
+TimeoutParam: TypeAlias = "float | Timeouts | None | _UseClientDefault"
+
+
+class ConfigMismatchWarning(UserWarning):
+    """``model(key, config=...)`` returned an instance loaded with a different config."""
+
+
+class ConfigMismatchError(LMStudioError):
+    """``model(key, config=..., on_config_mismatch="raise")`` found an instance with another config."""
+
+    def __init__(self, message: str, *, identifier: str, differences: dict[str, tuple[Any, Any]]):
+        super().__init__(message)
+        self.identifier = identifier
+        self.differences = differences
+
+
+# --- progress reporting ------------------------------------------------------------------
+
+
+class _Progress:
+    """Delivers non-decreasing fractions in [0, 1] to callbacks, ending with 1.0."""
+
+    __slots__ = ("callbacks", "last")
+
+    def __init__(self) -> None:
+        self.callbacks: list[ProgressCallback] = []
+        self.last = -1.0
+
+    async def report(self, value: float) -> None:
+        value = min(max(float(value), 0.0), 1.0)
+        if value <= self.last:
+            return
+        self.last = value
+        for callback in self.callbacks:
+            result = callback(value)
+            if inspect.isawaitable(result):
+                await result
+
+    async def finish(self) -> None:
+        if self.callbacks:
+            await self.report(1.0)
+
+
+def _check_callback(on_progress: object) -> ProgressCallback | None:
+    if on_progress is not None and not callable(on_progress):
+        raise LMStudioValueError(
+            f"on_progress must be a function taking a float, got {type(on_progress).__name__}"
+        )
+    return on_progress  # type: ignore[return-value,unused-ignore]
+
+
+class _Flight:
+    """One shared get-or-load, awaited by every concurrent ``model(key)`` caller."""
+
+    __slots__ = ("progress", "task", "waiters")
+
+    def __init__(self) -> None:
+        self.progress = _Progress()
+        self.waiters = 0
+        self.task: asyncio.Task[ModelInstanceInfo] | None = None
+
+
+# --- the client --------------------------------------------------------------------------------
+
+
+class AsyncClient:
+    """Asynchronous LM Studio client.
+
+    ``api_host`` takes ``host:port``, ``http://host:port`` or ``ws://host:port``;
+    without it, ``$LMSTUDIO_API_HOST`` is used, else localhost's LM Studio ports
+    are probed concurrently on first use. ``api_token`` defaults to
+    ``$LMSTUDIO_API_TOKEN`` (guest access when neither is set). ``timeout`` is the
+    idle deadline in seconds, a :class:`Timeouts`, or ``None`` for no idle deadline.
+
+    Nothing is connected until the first call; each namespace (``llm``,
+    ``embedding``, ``system``) then opens one WebSocket, shared by all its calls::
+
+        async with AsyncClient("localhost:1234") as client:
+            model = await client.llm.model("llama-3.2-1b-instruct")
+    """
+
+    def __init__(
+        self,
+        api_host: str | None = None,
+        *,
+        api_token: str | None = None,
+        timeout: float | Timeouts | None = DEFAULT_TIMEOUTS,
+    ) -> None:
+        self._timeouts = resolve_timeouts(timeout, DEFAULT_TIMEOUTS)
+        self._transport = Transport(api_host, api_token, self._timeouts)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.llm = LlmNamespace(self)
+        """LLM model management."""
+        self.embedding = EmbeddingNamespace(self)
+        """Embedding model management."""
+        self.system = SystemNamespace(self)
+        """Server-wide queries (downloaded models, version)."""
+
+    def __repr__(self) -> str:
+        state = "closed" if self._transport.closed else "open"
+        return f"<AsyncClient host={self._transport.host or 'auto'!s} {state}>"
+
+    @property
+    def api_host(self) -> str | None:
+        """``host:port`` of the server, or ``None`` until auto-discovery has run."""
+        return self._transport.host
+
+    @property
+    def timeouts(self) -> Timeouts:
+        """The client-wide default deadlines."""
+        return self._timeouts
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`aclose` has run."""
+        return self._transport.closed
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close every socket; calls still in flight fail with ``ClientClosedError``."""
+        if self._transport.closed:
+            return
+        tasks = list(self._tasks)
+        await self._transport.aclose()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- internals shared by the namespaces ---------------------------------------
+
+    def _timeouts_for(self, timeout: TimeoutParam) -> Timeouts:
+        if isinstance(timeout, _UseClientDefault):
+            return self._timeouts
+        return resolve_timeouts(timeout, self._timeouts)
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("background task %s failed: %r", task.get_name(), task.exception())
+
+    def _server_error(self, exc: RemoteError, operation: str, subject: str | None) -> ServerError:
+        return map_server_error(
+            exc.error, operation=operation, subject=subject, secrets=self._transport.identity
+        )
+
+    async def _rpc(
+        self,
+        namespace: str,
+        endpoint: str,
+        parameter: Any = UNSET,
+        *,
+        timeout: TimeoutParam = USE_CLIENT_DEFAULT,
+        operation: str | None = None,
+        subject: str | None = None,
+    ) -> Raw | None:
+        sock = self._transport.socket(namespace)
+        try:
+            return await sock.rpc(endpoint, parameter, self._timeouts_for(timeout))
+        except RemoteError as exc:
+            raise self._server_error(exc, operation or endpoint, subject) from None
+
+    async def _load_channel(
+        self,
+        namespace: str,
+        endpoint: str,
+        creation: dict[str, Any],
+        progress: _Progress,
+        timeouts: Timeouts,
+        *,
+        operation: str,
+        subject: str,
+    ) -> tuple[ModelInstanceInfo, bool]:
+        """Run a loadModel/getOrLoad channel; returns (instance, loaded_now)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeouts.total is None else loop.time() + timeouts.total
+        sock = self._transport.socket(namespace)
+        stream = await sock.open_channel(endpoint, creation)
+        try:
+            while True:
+                raw = await stream.receive(timeouts.idle, deadline)
+                if raw is None:
+                    raise ProtocolError(
+                        f"{operation} of {subject!r}: LM Studio closed the channel without a result"
+                    )
+                try:
+                    packet = LOAD_PACKET_DECODER.decode(raw)
+                except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                    log.warning("%s of %r: ignored an unexpected packet: %s", operation, subject, exc)
+                    continue
+                kind = type(packet)
+                if kind is Progress or kind is LoadProgress:
+                    await progress.report(packet.progress)  # type: ignore[union-attr]
+                elif isinstance(packet, Success | LoadSuccess):
+                    await progress.finish()
+                    return packet.info, True
+                elif isinstance(packet, AlreadyLoaded):
+                    await progress.finish()
+                    return packet.info, False
+                elif kind is StartLoading:
+                    await progress.report(0.0)
+                elif kind is UnloadingOtherJitModel:
+                    log.info(
+                        "%s of %r: LM Studio is evicting JIT-loaded %r",
+                        operation,
+                        subject,
+                        packet.info.identifier,  # type: ignore[union-attr]
+                    )
+        except RemoteError as exc:
+            raise self._server_error(exc, operation, subject) from None
+        except BaseException:
+            # Cancelled, timed out, or a callback failed: stop the load on the server.
+            if not stream.finished:
+                stream.send({"type": "cancel"})
+                self._spawn(self._reap(stream, namespace), f"lmstudio-reap-{subject}")
+            raise
+
+    async def _reap(self, stream: ChannelStream, namespace: str) -> None:
+        """After a cancel: drain the channel; unload an instance the load finished anyway."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _REAP_SECONDS
+        try:
+            while True:
+                raw = await stream.receive(None, deadline)
+                if raw is None:
+                    return
+                with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError):
+                    packet = LOAD_PACKET_DECODER.decode(raw)
+                    if type(packet) is Success or type(packet) is LoadSuccess:
+                        identifier = packet.info.identifier
+                        log.info("cancelled load of %r completed anyway; unloading it", identifier)
+                        with contextlib.suppress(ModelNotFoundError):
+                            await self._rpc(namespace, "unloadModel", {"identifier": identifier})
+                        return
+        except (RemoteError, LMStudioError):
+            return
+        finally:
+            stream.socket.forget_channel(stream)
+
+
+_HandleT = TypeVar("_HandleT", bound="_ModelHandle[Any, Any]")
+_InfoT = TypeVar("_InfoT", LlmInfo, EmbeddingModelInfo)
+_InstanceT = TypeVar("_InstanceT", LlmInstanceInfo, EmbeddingModelInstanceInfo)
+_ConfigT = TypeVar("_ConfigT", LlmLoadConfig, EmbeddingLoadConfig)
+
+
+class _ModelHandle(Generic[_InstanceT, _ConfigT]):
+    """A loaded model instance; tied to that instance, not just its identifier."""
+
+    _domain: ClassVar[Literal["llm", "embedding"]]
+
+    def __init__(self, namespace: _ModelNamespace[Any, Any, Any, Any], info: _InstanceT) -> None:
+        self._namespace = namespace
+        self._info: _InstanceT = info
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.identifier!r} ({self.model_key})>"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, _ModelHandle):
+            return NotImplemented
+        return bool(self._info.instance_reference == other._info.instance_reference)
+
+    def __hash__(self) -> int:
+        return hash(self._info.instance_reference)
+
+    @property
+    def identifier(self) -> str:
+        """The instance identifier (unique among loaded instances)."""
+        return self._info.identifier
+
+    @property
+    def model_key(self) -> str:
+        """Key of the downloaded model this instance was loaded from."""
+        return self._info.model_key
+
+    @property
+    def instance_reference(self) -> str:
+        """The server's immutable reference to this exact instance."""
+        return self._info.instance_reference
+
+    @property
+    def info(self) -> _InstanceT:
+        """Instance info as last received (see :meth:`get_info` for a fresh copy)."""
+        return self._info
+
+    def _specifier(self) -> dict[str, Any]:
+        return instance_specifier(self._info.instance_reference)
+
+    async def get_info(self, *, timeout: TimeoutParam = USE_CLIENT_DEFAULT) -> _InstanceT:
+        """Fresh instance info (context length, TTL, last-used time…).
+
+        Raises :class:`ModelNotFoundError` naming the identifier once the instance is gone.
+        """
+        ns = self._namespace
+        raw = await ns._client._rpc(
+            ns._name,
+            "getModelInfo",
+            {"specifier": self._specifier(), "throwIfNotFound": True},
+            timeout=timeout,
+            operation=f"Get info of {self.identifier!r}",
+            subject=self.identifier,
+        )
+        if raw is None:
+            raise ModelNotFoundError.client_side(
+                f"Model instance {self.identifier!r} is no longer loaded", subject=self.identifier
+            )
+        info: _InstanceT = decode_instance_info(raw)  # type: ignore[assignment]
+        self._info = info
+        return info
+
+    async def get_load_config(self, *, timeout: TimeoutParam = USE_CLIENT_DEFAULT) -> _ConfigT:
+        """The effective load config of this instance, as typed fields."""
+        ns = self._namespace
+        raw = await ns._client._rpc(
+            ns._name,
+            "getLoadConfig",
+            {"specifier": self._specifier()},
+            timeout=timeout,
+            operation=f"Get load config of {self.identifier!r}",
+            subject=self.identifier,
+        )
+        if raw is None:
+            raise ProtocolError(f"LM Studio sent no load config for {self.identifier!r}")
+        kv = _KV_CONFIG_DECODER.decode(raw)
+        return fields_to_load_config(self._domain, kv.fields)  # type: ignore[return-value]
+
+    async def get_context_length(self, *, timeout: TimeoutParam = USE_CLIENT_DEFAULT) -> int:
+        """Context length the instance was loaded with."""
+        return (await self.get_info(timeout=timeout)).context_length
+
+    async def unload(self, *, timeout: TimeoutParam = USE_CLIENT_DEFAULT) -> None:
+        """Unload this instance. Raises :class:`ModelNotFoundError` if it is already gone."""
+        await self._namespace.unload(self.identifier, timeout=timeout)
+
+
+class LLM(_ModelHandle[LlmInstanceInfo, LlmLoadConfig]):
+    """Handle of a loaded LLM instance."""
+
+    _domain = "llm"
+
+
+class EmbeddingModel(_ModelHandle[EmbeddingModelInstanceInfo, EmbeddingLoadConfig]):
+    """Handle of a loaded embedding-model instance."""
+
+    _domain = "embedding"
+
+
+class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
+    """Model management for one domain (``client.llm`` / ``client.embedding``)."""
+
+    _name: ClassVar[Literal["llm", "embedding"]]
+    _noun: ClassVar[str]
+    _handle_cls: type[_HandleT]
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+        self._flights: dict[tuple[Any, ...], _Flight] = {}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} of {self._client!r}>"
+
+    def _handle(self, info: ModelInstanceInfo) -> _HandleT:
+        return self._handle_cls(self, info)
+
+    def _config(self, config: object) -> Any:
+        return coerce_load_config(self._name, config)  # type: ignore[arg-type]
+
+    # --- get / load ---------------------------------------------------------------
+
+    async def model(
+        self,
+        key: str | None = None,
+        *,
+        ttl: float | None = None,
+        config: _ConfigT | Mapping[str, Any] | None = None,
+        on_progress: ProgressCallback | None = None,
+        on_config_mismatch: MismatchPolicy = "warn",
+        timeout: TimeoutParam = USE_CLIENT_DEFAULT,
+    ) -> _HandleT:
+        """Any loaded model (no ``key``), or the instance matching ``key``, loading it if needed.
+
+        ``key`` matches an instance identifier, a model key or a path prefix. If
+        nothing matches, the model is loaded just in time (reporting progress to
+        ``on_progress``) with ``ttl`` (idle seconds before auto-unload; ``None``:
+        none) and ``config``. Concurrent calls with the same arguments share one
+        load. When a matching instance is already loaded with a config that
+        differs from the explicit ``config``, ``on_config_mismatch`` decides:
+        ``"warn"`` (:class:`ConfigMismatchWarning`, the default), ``"raise"``
+        (:class:`ConfigMismatchError`) or ``"reload"`` (unload it, load anew).
+        """
+        timeouts = self._client._timeouts_for(timeout)
+        if key is None:
+            if ttl is not None or config is not None or on_progress is not None:
+                raise LMStudioValueError(
+                    f"{self._name}.model() without a key returns an already loaded model; "
+                    "ttl, config and on_progress need a key"
+                )
+            return await self._any(timeouts)
+        check_key(key, "model key")
+        ttl_value = ttl_ms(ttl)
+        cfg = self._config(config)
+        callback = _check_callback(on_progress)
+        if on_config_mismatch not in ("warn", "raise", "reload"):
+            raise LMStudioValueError(
+                f"on_config_mismatch must be 'warn', 'raise' or 'reload', got {on_config_mismatch!r}"
+            )
+        stack = load_config_stack(self._name, cfg)
+        flight_key = (key, ttl_value, msgspec.json.encode(stack), on_config_mismatch)
+        flight = self._flights.get(flight_key)
+        if flight is None:
+            flight = _Flight()
+            flight.task = asyncio.ensure_future(
+                self._get_or_load(key, ttl_value, cfg, stack, on_config_mismatch, flight.progress, timeouts)
+            )
+            self._flights[flight_key] = flight
+            flight.task.add_done_callback(functools.partial(self._landed, flight_key, flight))
+        task = flight.task
+        assert task is not None
+        if callback is not None:
+            flight.progress.callbacks.append(callback)
+        flight.waiters += 1
+        try:
+            info = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            flight.waiters -= 1
+            if flight.waiters == 0 and not task.done():
+                task.cancel()
+            raise
+        flight.waiters -= 1
+        return self._handle(info)
+
+    def _landed(self, key: tuple[Any, ...], flight: _Flight, task: asyncio.Task[Any]) -> None:
+        if self._flights.get(key) is flight:
+            del self._flights[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter re-raises it
+
+    async def _any(self, timeouts: Timeouts) -> _HandleT:
+        operation = f"{self._name}.model()"
+        try:
+            raw = await self._client._rpc(
+                self._name,
+                "getModelInfo",
+                {"specifier": {"type": "query", "query": {}}, "throwIfNotFound": True},
+                timeout=timeouts,
+                operation=operation,
+            )
+        except ModelNotFoundError:
+            raise ModelNotFoundError.nothing_loaded(self._name, operation=operation) from None
+        if raw is None:
+            raise ModelNotFoundError.nothing_loaded(self._name, operation=operation)
+        return self._handle(decode_instance_info(raw))
+
+    async def _get_or_load(
+        self,
+        key: str,
+        ttl_value: int | None,
+        cfg: Any,
+        stack: dict[str, Any],
+        policy: MismatchPolicy,
+        progress: _Progress,
+        timeouts: Timeouts,
+    ) -> ModelInstanceInfo:
+        creation: dict[str, Any] = {"identifier": key, "loadConfigStack": stack}
+        if ttl_value is not None:
+            creation["loadTtlMs"] = ttl_value
+        for attempt in range(2):
+            info, loaded_now = await self._client._load_channel(
+                self._name, "getOrLoad", creation, progress, timeouts, operation="Get-or-load", subject=key
+            )
+            if loaded_now or cfg is None or attempt == 1:
+                return info
+            handle = self._handle(info)
+            effective = await handle.get_load_config(timeout=timeouts)
+            differences = config_differences(cfg, effective)
+            if not differences:
+                return info
+            detail = ", ".join(f"{name}: asked {want!r}, loaded with {got!r}" for name, (want, got) in differences.items())
+            message = f"{info.identifier!r} is already loaded with a different config ({detail})"
+            if policy == "raise":
+                raise ConfigMismatchError(message, identifier=info.identifier, differences=differences)
+            if policy == "warn":
+                warnings.warn(
+                    f"{message}; pass on_config_mismatch='reload' to reload it with your config",
+                    ConfigMismatchWarning,
+                    stacklevel=2,
+                )
+                return info
+            await self.unload(info.identifier, timeout=timeouts)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def load(
+        self,
+        key: str,
+        identifier: str | None = None,
+        *,
+        ttl: float | None = None,
+        config: _ConfigT | Mapping[str, Any] | None = None,
+        on_progress: ProgressCallback | None = None,
+        timeout: TimeoutParam = USE_CLIENT_DEFAULT,
+    ) -> _HandleT:
+        """Load a new instance of ``key`` (always a new one).
+
+        Without ``identifier`` the server names it (the model key, then
+        ``key:2``, ``key:3``…); a taken ``identifier`` raises :class:`ServerError`.
+        ``ttl`` is the idle time in seconds before LM Studio unloads it (``None``:
+        never). Cancelling the call (or its deadline) cancels the load on the server.
+        """
+        check_key(key, "model key")
+        if identifier is not None:
+            check_key(identifier, "identifier")
+        ttl_value = ttl_ms(ttl)
+        cfg = self._config(config)
+        callback = _check_callback(on_progress)
+        timeouts = self._client._timeouts_for(timeout)
+        creation: dict[str, Any] = {"modelKey": key, "loadConfigStack": load_config_stack(self._name, cfg)}
+        if identifier is not None:
+            creation["identifier"] = identifier
+        if ttl_value is not None:
+            creation["ttlMs"] = ttl_value
+        progress = _Progress()
+        if callback is not None:
+            progress.callbacks.append(callback)
+        info, _ = await self._client._load_channel(
+            self._name,
+            "loadModel",
+            creation,
+            progress,
+            timeouts,
+            operation="Model load",
+            subject=identifier or key,
+        )
+        return self._handle(info)
+
+    @contextlib.asynccontextmanager
+    async def loaded(
+        self,
+        key: str,
+        identifier: str | None = None,
+        *,
+        ttl: float | None = None,
+        config: _ConfigT | Mapping[str, Any] | None = None,
+        on_progress: ProgressCallback | None = None,
+        timeout: TimeoutParam = USE_CLIENT_DEFAULT,
+    ) -> AsyncIterator[_HandleT]:
+        """``async with ns.loaded(key) as model:`` a new instance, unloaded on exit
+        (also on error and on cancellation)."""
+        handle = await self.load(
+            key, identifier, ttl=ttl, config=config, on_progress=on_progress, timeout=timeout
+        )
+        try:
+            yield handle
+        finally:
+            with contextlib.suppress(ModelNotFoundError):
+                await asyncio.shield(self.unload(handle.identifier, timeout=timeout))
+
+    # --- unload / list ---------------------------------------------------------------
+
+    async def unload(self, identifier: str, *, timeout: TimeoutParam = USE_CLIENT_DEFAULT) -> None:
+        """Unload the instance ``identifier``; :class:`ModelNotFoundError` if none has it."""
+        check_key(identifier, "identifier")
+        await self._client._rpc(
+            self._name,
+            "unloadModel",
+            {"identifier": identifier},
+            timeout=timeout,
+            operation="Unload",
+            subject=identifier,
+        )
+
+    async def list_loaded(self, *, timeout: TimeoutParam = USE_CLIENT_DEFAULT) -> list[_HandleT]:
+        """Handles of every loaded instance of this domain, in load order."""
+        raw = await self._client._rpc(self._name, "listLoaded", timeout=timeout)
+        if raw is None:
+            return []
+        return [self._handle(info) for info in decode_instance_info_list(raw)]
+
+    async def list_downloaded(self, *, timeout: TimeoutParam = USE_CLIENT_DEFAULT) -> list[_InfoT]:
+        """Downloaded models of this domain."""
+        infos = await self._client.system.list_downloaded(timeout=timeout)
+        return [info for info in infos if info.type == self._name]  # type: ignore[misc]
+
+    async def estimate(
+        self,
+        key: str,
+        *,
+        config: _ConfigT | Mapping[str, Any] | None = None,
+        timeout: TimeoutParam = USE_CLIENT_DEFAULT,
+    ) -> EstimateResult:
+        """Memory a load of ``key`` with ``config`` would need, and whether it fits."""
+        check_key(key, "model key")
+        cfg = self._config(config)
+        raw = await self._client._rpc(
+            self._name,
+            "estimateModelUsage",
+            {"modelKey": key, "loadConfigStack": load_config_stack(self._name, cfg)},
+            timeout=timeout,
+            operation="Estimate",
+            subject=key,
+        )
+        if raw is None:
+            raise ProtocolError(f"LM Studio sent no estimate for {key!r}")
+        return decode_estimate_result(raw)
+
+
+class LlmNamespace(_ModelNamespace[LLM, LlmInfo, LlmInstanceInfo, LlmLoadConfig]):
+    """``client.llm``: LLM model management."""
+
+    _name = "llm"
+    _handle_cls = LLM
+
+
+class EmbeddingNamespace(
+    _ModelNamespace[EmbeddingModel, EmbeddingModelInfo, EmbeddingModelInstanceInfo, EmbeddingLoadConfig]
+):
+    """``client.embedding``: embedding model management."""
+
+    _name = "embedding"
+    _handle_cls = EmbeddingModel
+
+
+class SystemNamespace:
+    """``client.system``: server-wide queries."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    def __repr__(self) -> str:
+        return f"<SystemNamespace of {self._client!r}>"
+
+    async def list_downloaded(self, *, timeout: TimeoutParam = USE_CLIENT_DEFAULT) -> list[ModelInfo]:
+        """Every downloaded model (LLMs and embedding models)."""
+        raw = await self._client._rpc("system", "listDownloadedModels", timeout=timeout)
+        return [] if raw is None else decode_model_info_list(raw)
+
+    async def version(self, *, timeout: TimeoutParam = USE_CLIENT_DEFAULT) -> str:
+        """LM Studio's version string, e.g. ``"0.3.30"``."""
+        raw = await self._client._rpc("system", "version", timeout=timeout)
+        if raw is None:
+            raise ProtocolError("LM Studio sent no version")
+        data = msgspec.json.decode(raw)
+        return str(data.get("version", "")) if isinstance(data, dict) else str(data)
+

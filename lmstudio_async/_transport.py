@@ -1,0 +1,659 @@
+"""aiohttp transport: host discovery, one lazy authenticated WebSocket per namespace.
+
+Each :class:`NamespaceSocket` owns one WebSocket and one reader task that feeds
+every frame to the sans-I/O :class:`~lmstudio_async._protocol.connection.Connection`
+and hands the resulting events to the waiting calls. Sockets open on first use;
+when one dies (peer gone, keepalive expired, server restarted) every call in
+flight on it fails with :class:`~lmstudio_async.errors.LMStudioConnectionError`
+and the next call opens a fresh socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import logging
+import os
+import re
+import secrets
+from collections.abc import Iterable
+from typing import Any, Final, TypeAlias
+
+import aiohttp
+import msgspec
+from msgspec import UNSET, Raw
+
+from ._protocol.connection import (
+    ChannelClosed,
+    ChannelFailed,
+    ChannelMessage,
+    Connection,
+    KeepAliveAnswered,
+    Malformed,
+    PeerKeepAlive,
+    RpcFailed,
+    RpcSucceeded,
+    Unroutable,
+    Warning_,
+)
+from ._protocol.errors import SerializedError
+from ._timeouts import Timeouts
+from .errors import (
+    AuthenticationError,
+    ClientClosedError,
+    LMStudioConnectionError,
+    LMStudioTimeoutError,
+    LMStudioValueError,
+    ProtocolError,
+)
+
+__all__ = [
+    "DEFAULT_PORTS",
+    "ChannelStream",
+    "NamespaceSocket",
+    "RemoteError",
+    "Transport",
+    "parse_api_host",
+    "probe_lmstudio",
+]
+
+log = logging.getLogger("lmstudio_async")
+
+DEFAULT_PORTS: Final = (41343, 52993, 16141, 39414, 22931)
+"""Ports of LM Studio's always-on local API server, probed when no host is given."""
+
+ENV_API_HOST: Final = "LMSTUDIO_API_HOST"
+ENV_API_TOKEN: Final = "LMSTUDIO_API_TOKEN"
+_TOKEN_RE: Final = re.compile(r"^sk-lm-([A-Za-z0-9]{8}):([A-Za-z0-9]{20})$")
+_HOST_RE: Final = re.compile(r"^(?:(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*)://)?(?P<netloc>[^/?#\s]+)/?$")
+_TEXT = aiohttp.WSMsgType.TEXT
+_WebSocket: TypeAlias = "aiohttp.ClientWebSocketResponse[Any]"
+
+
+# --- configuration helpers ------------------------------------------------------
+
+
+def parse_api_host(api_host: str) -> tuple[str, str]:
+    """Split ``host:port``, ``http://host:port`` or ``ws://host:port`` into (http base, ws base).
+
+    ``https``/``wss`` select TLS. Raises :class:`LMStudioValueError` naming the value.
+    """
+    if not isinstance(api_host, str):
+        raise LMStudioValueError(f"api_host must be a string like 'localhost:1234', got {api_host!r}")
+    match = _HOST_RE.match(api_host.strip())
+    if match is None:
+        raise LMStudioValueError(
+            f"api_host {api_host!r} is not of the form 'host:port', 'http://host:port' or "
+            "'ws://host:port'"
+        )
+    scheme = (match["scheme"] or "http").lower()
+    netloc = match["netloc"]
+    if scheme in ("http", "ws"):
+        http, ws = "http", "ws"
+    elif scheme in ("https", "wss"):
+        http, ws = "https", "wss"
+    else:
+        raise LMStudioValueError(f"api_host {api_host!r} has unsupported scheme {scheme!r}")
+    host, _, port = netloc.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise LMStudioValueError(f"api_host {api_host!r} needs an explicit port, e.g. 'localhost:1234'")
+    return f"{http}://{netloc}", f"{ws}://{netloc}"
+
+
+def credentials(api_token: str | None) -> tuple[str, str]:
+    """(clientIdentifier, clientPasskey) from an API token, or a random guest identity."""
+    if api_token is None:
+        api_token = os.environ.get(ENV_API_TOKEN, "")
+    api_token = api_token.strip()
+    if not api_token:
+        return (
+            "guest:" + base64.b64encode(secrets.token_bytes(18)).decode(),
+            base64.b64encode(secrets.token_bytes(18)).decode(),
+        )
+    match = _TOKEN_RE.match(api_token)
+    if match is None:
+        # Never echo the token: it is a secret even when malformed.
+        raise LMStudioValueError(
+            "api_token is malformed: LM Studio tokens look like 'sk-lm-XXXXXXXX:YYYYYYYYYYYYYYYYYYYY' "
+            "(8 and 20 letters or digits)"
+        )
+    return match[1], match[2]
+
+
+async def probe_lmstudio(
+    session: aiohttp.ClientSession, http_base: str, timeout: float
+) -> bool:
+    """True when ``GET <http_base>/lmstudio-greeting`` answers like LM Studio."""
+    try:
+        async with session.get(
+            f"{http_base}/lmstudio-greeting", timeout=aiohttp.ClientTimeout(total=timeout)
+        ) as resp:
+            if resp.status != 200:
+                return False
+            body = await resp.read()
+        data = msgspec.json.decode(body)
+    except (aiohttp.ClientError, asyncio.TimeoutError, msgspec.DecodeError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("lmstudio") is True
+
+
+async def discover_host(
+    session: aiohttp.ClientSession, ports: Iterable[int], timeout: float
+) -> str | None:
+    """Probe localhost's LM Studio ports concurrently; the first that answers wins."""
+    tasks = {
+        asyncio.ensure_future(probe_lmstudio(session, f"http://127.0.0.1:{port}", timeout)): port
+        for port in ports
+    }
+    try:
+        for finished in asyncio.as_completed(tasks):
+            if await finished:
+                # as_completed yields new awaitables; find the port by the finished task.
+                for task, port in tasks.items():
+                    if task.done() and not task.cancelled() and task.result():
+                        return f"127.0.0.1:{port}"
+        return None
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+# --- calls and channels ---------------------------------------------------------------
+
+
+class RemoteError(Exception):
+    """Internal: a server error not yet given its user-facing context."""
+
+    def __init__(self, error: SerializedError) -> None:
+        super().__init__(error.title)
+        self.error = error
+
+
+def _expire(fut: asyncio.Future[Any], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+
+
+class ChannelStream:
+    """Receiving end of one channel: packets queue here until the caller reads them."""
+
+    __slots__ = ("_done", "_error", "_queue", "_waiter", "channel_id", "socket")
+
+    def __init__(self, socket: NamespaceSocket) -> None:
+        self.socket = socket
+        self.channel_id = -1
+        self._queue: collections.deque[Raw] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._done = False
+        self._error: BaseException | None = None
+
+    # called by the reader
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def deliver(self, message: Raw) -> None:
+        self._queue.append(message)
+        self._wake()
+
+    def finish(self, error: BaseException | None = None) -> None:
+        self._done = True
+        self._error = error
+        self._wake()
+
+    @property
+    def finished(self) -> bool:
+        """The server ended the channel (or the connection died) and the queue is drained."""
+        return self._done and not self._queue
+
+    async def receive(self, idle: float | None, deadline: float | None) -> Raw | None:
+        """Next packet, or ``None`` once the channel closed normally.
+
+        Raises :class:`RemoteError` for a ``channelError``, the connection error
+        when the socket died, and :class:`LMStudioTimeoutError` when ``idle``
+        seconds pass without a packet or the loop time passes ``deadline``.
+        """
+        while True:
+            if self._queue:
+                return self._queue.popleft()
+            if self._done:
+                if self._error is not None:
+                    raise self._error
+                return None
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiter = waiter
+            handle = None
+            wait = idle
+            kind = "idle"
+            if deadline is not None:
+                remaining = deadline - loop.time()
+                if wait is None or remaining < wait:
+                    wait, kind = max(remaining, 0.0), "total"
+            if wait is not None:
+                handle = loop.call_at(
+                    loop.time() + wait,
+                    _expire,
+                    waiter,
+                    LMStudioTimeoutError(
+                        f"no message from LM Studio within the {kind} deadline ({wait:g} s)",
+                        timeout=wait,
+                        kind=kind,
+                    ),
+                )
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                if handle is not None:
+                    handle.cancel()
+
+    def send(self, message: Any) -> None:
+        """Send a client packet (e.g. ``{"type": "cancel"}``) if the socket is still up."""
+        self.socket.send_channel_message(self, message)
+
+
+# --- sockets ---------------------------------------------------------------------------
+
+
+class NamespaceSocket:
+    """One namespace's WebSocket: lazily opened, authenticated, demultiplexed."""
+
+    def __init__(self, transport: Transport, namespace: str) -> None:
+        self.transport = transport
+        self.namespace = namespace
+        self._ws: _WebSocket | None = None
+        self._conn: Connection[Any] = Connection()
+        self._reader: asyncio.Task[None] | None = None
+        self._open_lock = asyncio.Lock()
+        self._last_rx = 0.0
+        self._keepalive: asyncio.TimerHandle | None = None
+        self._death: BaseException | None = None
+        self.warnings: collections.deque[str] = collections.deque(maxlen=20)
+        self.dropped_frames = 0
+
+    @property
+    def is_open(self) -> bool:
+        return self._ws is not None and self._reader is not None
+
+    # --- opening -----------------------------------------------------------
+
+    async def _ensure_open(self) -> _WebSocket:
+        ws = self._ws
+        if ws is not None:
+            return ws
+        async with self._open_lock:
+            if self._ws is not None:
+                return self._ws
+            return await self._open()
+
+    async def _open(self) -> _WebSocket:
+        transport = self.transport
+        transport.check_open()
+        timeouts = transport.timeouts
+        host = await transport.resolve_host()
+        url = f"{transport.ws_base}/{self.namespace}"
+        ws: _WebSocket | None = None
+        try:
+            async with asyncio.timeout(timeouts.connect):
+                try:
+                    ws = await transport.session.ws_connect(
+                        url, autoping=True, max_msg_size=0, decode_text=False
+                    )
+                except aiohttp.WSServerHandshakeError as exc:
+                    raise ProtocolError(
+                        f"{host} does not look like LM Studio: the WebSocket upgrade of "
+                        f"/{self.namespace} was answered with HTTP {exc.status}"
+                    ) from None
+                except aiohttp.ClientConnectorError as exc:
+                    raise LMStudioConnectionError(
+                        f"cannot connect to LM Studio at {host}: {exc.os_error.strerror or exc}",
+                        host=host,
+                    ) from None
+                except aiohttp.ClientError as exc:
+                    raise LMStudioConnectionError(
+                        f"cannot connect to LM Studio at {host}: {exc}", host=host
+                    ) from None
+                assert ws is not None
+                conn: Connection[Any] = Connection()
+                await ws.send_frame(Connection.auth_frame(*transport.identity), _TEXT)
+                msg = await ws.receive()
+                if msg.type is not _TEXT and msg.type is not aiohttp.WSMsgType.BINARY:
+                    raise LMStudioConnectionError(
+                        f"LM Studio at {host} closed the /{self.namespace} socket during "
+                        "authentication",
+                        host=host,
+                    )
+                try:
+                    result = conn.receive_auth(msg.data)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    raise ProtocolError(
+                        f"{host} does not look like LM Studio: unexpected reply to the "
+                        "authentication packet"
+                    ) from None
+                if not result.success:
+                    reason = transport.scrub(str(result.error or "no reason given"))
+                    raise AuthenticationError(
+                        f"LM Studio at {host} refused the client's credentials: {reason}",
+                        host=host,
+                    )
+        except TimeoutError as exc:
+            if ws is not None:
+                await _close_quietly(ws)
+            if isinstance(exc, LMStudioTimeoutError):
+                raise
+            raise LMStudioTimeoutError(
+                f"connecting to LM Studio at {host} (/{self.namespace}) took longer than "
+                f"{timeouts.connect:g} s",
+                timeout=timeouts.connect,
+                kind="connect",
+            ) from None
+        except BaseException:
+            if ws is not None:
+                await _close_quietly(ws)
+            raise
+        self._conn = conn
+        self._ws = ws
+        self._death = None
+        loop = asyncio.get_running_loop()
+        self._last_rx = loop.time()
+        self._reader = loop.create_task(self._read(ws, conn), name=f"lmstudio-reader-{self.namespace}")
+        self._schedule_keepalive()
+        transport.reader_tasks.add(self._reader)
+        self._reader.add_done_callback(transport.reader_tasks.discard)
+        return ws
+
+    # --- reading -----------------------------------------------------------
+
+    async def _read(self, ws: _WebSocket, conn: Connection[Any]) -> None:
+        loop = asyncio.get_running_loop()
+        receive = conn.receive
+        reason: BaseException | None = None
+        try:
+            while True:
+                msg = await ws.receive()
+                self._last_rx = loop.time()
+                if msg.type is _TEXT:
+                    event = receive(msg.data)
+                elif msg.type is aiohttp.WSMsgType.BINARY:
+                    self._note_dropped(f"binary frame of {len(msg.data)} bytes")
+                    continue
+                elif msg.type in (aiohttp.WSMsgType.PING, aiohttp.WSMsgType.PONG):
+                    continue
+                else:
+                    break  # CLOSE / CLOSING / CLOSED / ERROR
+                cls = type(event)
+                if cls is ChannelMessage:
+                    event.target.deliver(event.message)  # type: ignore[attr-defined]
+                elif cls is RpcSucceeded:
+                    fut = event.target  # type: ignore[attr-defined]
+                    if not fut.done():
+                        fut.set_result(event.result)  # type: ignore[attr-defined]
+                elif cls is RpcFailed:
+                    fut = event.target  # type: ignore[attr-defined]
+                    if not fut.done():
+                        fut.set_exception(RemoteError(event.error))  # type: ignore[attr-defined]
+                elif cls is ChannelClosed:
+                    event.target.finish()  # type: ignore[attr-defined]
+                elif cls is ChannelFailed:
+                    event.target.finish(RemoteError(event.error))  # type: ignore[attr-defined]
+                elif cls is Warning_:
+                    text = f"{event.kind or 'unknown'}: {event.warning}"  # type: ignore[attr-defined]
+                    self.warnings.append(text)
+                    log.warning("LM Studio /%s warning: %s", self.namespace, text)
+                elif cls is PeerKeepAlive:
+                    await ws.send_frame(PeerKeepAlive.reply, _TEXT)
+                elif cls is KeepAliveAnswered:
+                    pass
+                elif cls is Unroutable:
+                    log.debug("LM Studio /%s: dropped %r", self.namespace, event)
+                elif cls is Malformed:
+                    self._note_dropped(event.detail)  # type: ignore[attr-defined]
+        except asyncio.CancelledError:
+            reason = self._death
+            if reason is None:
+                raise
+        except Exception as exc:  # the socket broke under us
+            reason = exc
+        finally:
+            self._teardown(ws, conn, reason)
+
+    def _note_dropped(self, detail: str) -> None:
+        self.dropped_frames += 1
+        log.warning("LM Studio /%s: dropped an invalid frame: %s", self.namespace, detail)
+
+    def _teardown(
+        self, ws: _WebSocket, conn: Connection[Any], reason: BaseException | None
+    ) -> None:
+        if self._ws is ws:
+            self._ws = None
+            self._reader = None
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            self._keepalive = None
+        transport = self.transport
+        if transport.closed:
+            error: BaseException = ClientClosedError(
+                "the LM Studio client was closed while this call was in flight", host=transport.host
+            )
+        elif isinstance(reason, LMStudioConnectionError):
+            error = reason
+        else:
+            detail = f": {reason}" if reason is not None and str(reason) else ""
+            error = LMStudioConnectionError(
+                f"connection to LM Studio at {transport.host} (/{self.namespace}) was lost{detail}",
+                host=transport.host,
+            )
+        for target in conn.close():
+            if isinstance(target, ChannelStream):
+                target.finish(error)
+            elif not target.done():
+                target.set_exception(error)
+        if not ws.closed:
+            task = asyncio.get_running_loop().create_task(_close_quietly(ws))
+            transport.reader_tasks.add(task)
+            task.add_done_callback(transport.reader_tasks.discard)
+
+    def _schedule_keepalive(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._keepalive = loop.call_later(self.transport.timeouts.keepalive_interval, self._tick)
+
+    def _tick(self) -> None:
+        self._keepalive = None
+        ws, reader = self._ws, self._reader
+        if ws is None or reader is None:
+            return
+        timeouts = self.transport.timeouts
+        silent = asyncio.get_running_loop().time() - self._last_rx
+        if silent >= timeouts.keepalive_timeout:
+            self._death = LMStudioConnectionError(
+                f"LM Studio at {self.transport.host} (/{self.namespace}) stopped answering "
+                f"(nothing received for {silent:.0f} s; keepalive timeout "
+                f"{timeouts.keepalive_timeout:g} s)",
+                host=self.transport.host,
+            )
+            reader.cancel()
+            return
+        if silent >= timeouts.keepalive_interval:
+            self._send_nowait(Connection.keep_alive_frame())
+        self._schedule_keepalive()
+
+    # --- sending -----------------------------------------------------------
+
+    def _send_nowait(self, frame: bytes) -> None:
+        ws = self._ws
+        if ws is None:
+            return
+        task = asyncio.get_running_loop().create_task(_send_quietly(ws, frame))
+        self.transport.reader_tasks.add(task)
+        task.add_done_callback(self.transport.reader_tasks.discard)
+
+    async def rpc(self, endpoint: str, parameter: Any, timeouts: Timeouts) -> Raw | None:
+        """One RPC round trip. Raises :class:`RemoteError` for a server error."""
+        ws = self._ws
+        if ws is None:
+            ws = await self._ensure_open()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Raw | None] = loop.create_future()
+        conn = self._conn
+        call_id, frame = conn.start_rpc(fut, endpoint, parameter)
+        wait = timeouts.idle
+        kind = "idle"
+        if timeouts.total is not None and (wait is None or timeouts.total < wait):
+            wait, kind = timeouts.total, "total"
+        handle = None
+        if wait is not None:
+            handle = loop.call_later(
+                wait,
+                _expire,
+                fut,
+                LMStudioTimeoutError(
+                    f"LM Studio did not answer {endpoint} within the {kind} deadline ({wait:g} s)",
+                    timeout=wait,
+                    kind=kind,
+                ),
+            )
+        try:
+            await ws.send_frame(frame, _TEXT)
+            return await fut
+        except ConnectionResetError as exc:
+            raise LMStudioConnectionError(
+                f"connection to LM Studio at {self.transport.host} (/{self.namespace}) was lost: "
+                f"{exc}",
+                host=self.transport.host,
+            ) from None
+        finally:
+            if handle is not None:
+                handle.cancel()
+            if not fut.done() or fut.cancelled() or isinstance(fut.exception(), TimeoutError):
+                conn.forget_call(call_id)
+
+    async def open_channel(self, endpoint: str, creation_parameter: Any = UNSET) -> ChannelStream:
+        """Open a channel; read its packets with :meth:`ChannelStream.receive`."""
+        ws = self._ws
+        if ws is None:
+            ws = await self._ensure_open()
+        stream = ChannelStream(self)
+        channel_id, frame = self._conn.start_channel(stream, endpoint, creation_parameter)
+        stream.channel_id = channel_id
+        try:
+            await ws.send_frame(frame, _TEXT)
+        except ConnectionResetError as exc:
+            self._conn.forget_channel(channel_id)
+            raise LMStudioConnectionError(
+                f"connection to LM Studio at {self.transport.host} (/{self.namespace}) was lost: "
+                f"{exc}",
+                host=self.transport.host,
+            ) from None
+        return stream
+
+    def send_channel_message(self, stream: ChannelStream, message: Any) -> None:
+        if stream.finished or self._ws is None:
+            return
+        self._send_nowait(Connection.channel_frame(stream.channel_id, message))
+
+    def forget_channel(self, stream: ChannelStream) -> None:
+        self._conn.forget_channel(stream.channel_id)
+
+    async def aclose(self) -> None:
+        reader, ws = self._reader, self._ws
+        if reader is not None:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+        if ws is not None:
+            await _close_quietly(ws)
+
+
+async def _close_quietly(ws: _WebSocket) -> None:
+    try:
+        async with asyncio.timeout(2.0):
+            await ws.close()
+    except (Exception, asyncio.CancelledError):  # noqa: S110 - best effort on a dying socket
+        pass
+
+
+async def _send_quietly(ws: _WebSocket, frame: bytes) -> None:
+    try:
+        await ws.send_frame(frame, _TEXT)
+    except Exception as exc:
+        log.debug("LM Studio: could not send a frame on a closing socket: %s", exc)
+
+
+class Transport:
+    """One aiohttp session plus one :class:`NamespaceSocket` per namespace."""
+
+    def __init__(self, api_host: str | None, api_token: str | None, timeouts: Timeouts) -> None:
+        if api_host is None:
+            api_host = os.environ.get(ENV_API_HOST) or None
+        self._requested_host = api_host
+        self.http_base = ""
+        self.ws_base = ""
+        self.host: str | None = None
+        if api_host is not None:
+            self.http_base, self.ws_base = parse_api_host(api_host)
+            self.host = self.http_base.split("://", 1)[1]
+        self.identity = credentials(api_token)
+        self.timeouts = timeouts
+        self._session: aiohttp.ClientSession | None = None
+        self._sockets: dict[str, NamespaceSocket] = {}
+        self._resolve_lock: asyncio.Lock | None = None
+        self.reader_tasks: set[asyncio.Task[Any]] = set()
+        self.closed = False
+
+    def scrub(self, text: str) -> str:
+        """Remove credentials from a text that may be shown to a person."""
+        for secret in self.identity:
+            if len(secret) >= 8:
+                text = text.replace(secret, "***")
+        return text
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise ClientClosedError("the LM Studio client is closed", host=self.host)
+
+    async def resolve_host(self) -> str:
+        if self.host is not None:
+            return self.host
+        if self._resolve_lock is None:
+            self._resolve_lock = asyncio.Lock()
+        async with self._resolve_lock:
+            if self.host is None:
+                found = await discover_host(self.session, DEFAULT_PORTS, min(self.timeouts.connect, 2.0))
+                if found is None:
+                    ports = ", ".join(map(str, DEFAULT_PORTS))
+                    raise LMStudioConnectionError(
+                        f"LM Studio is not running on this machine (probed 127.0.0.1 ports {ports}); "
+                        f"start it, or pass api_host= or set {ENV_API_HOST}",
+                        host=None,
+                    )
+                self.http_base, self.ws_base = f"http://{found}", f"ws://{found}"
+                self.host = found
+            return self.host
+
+    def socket(self, namespace: str) -> NamespaceSocket:
+        sock = self._sockets.get(namespace)
+        if sock is None:
+            self.check_open()
+            sock = self._sockets[namespace] = NamespaceSocket(self, namespace)
+        return sock
+
+    async def aclose(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        await asyncio.gather(*(s.aclose() for s in self._sockets.values()), return_exceptions=True)
+        pending = list(self.reader_tasks)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()

@@ -26,7 +26,7 @@ import difflib
 import math
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, overload
 
 import msgspec
 
@@ -258,6 +258,18 @@ def _normalise_mapping(
 _PATH_RE = re.compile(r" - at `\$\.(\w+)")
 
 
+@overload
+def coerce_load_config(
+    domain: Literal["llm"], config: LlmLoadConfig | Mapping[str, Any] | None
+) -> LlmLoadConfig | None: ...
+@overload
+def coerce_load_config(
+    domain: Literal["embedding"], config: EmbeddingLoadConfig | Mapping[str, Any] | None
+) -> EmbeddingLoadConfig | None: ...
+@overload
+def coerce_load_config(
+    domain: Domain, config: LoadConfig | Mapping[str, Any] | None
+) -> LoadConfig | None: ...
 def coerce_load_config(
     domain: Domain, config: LoadConfig | Mapping[str, Any] | None
 ) -> LoadConfig | None:
@@ -421,9 +433,18 @@ def _accepts(cls: type[LoadConfig], values: dict[str, Any]) -> dict[str, Any] | 
         return None
 
 
+_FieldsInput: TypeAlias = KvConfig | Mapping[str, Any] | Iterable[KvField | Mapping[str, Any]]
+
+
+@overload
+def fields_to_load_config(domain: Literal["llm"], fields: _FieldsInput) -> LlmLoadConfig: ...
+@overload
 def fields_to_load_config(
-    domain: Domain, fields: KvConfig | Mapping[str, Any] | Iterable[KvField | Mapping[str, Any]]
-) -> LoadConfig:
+    domain: Literal["embedding"], fields: _FieldsInput
+) -> EmbeddingLoadConfig: ...
+@overload
+def fields_to_load_config(domain: Domain, fields: _FieldsInput) -> LoadConfig: ...
+def fields_to_load_config(domain: Domain, fields: _FieldsInput) -> LoadConfig:
     """Map KV fields (e.g. a ``getLoadConfig`` result) back to a typed config.
 
     Accepts a :class:`KvConfig`, a ``{"fields": [...]}`` mapping, or an iterable

@@ -267,17 +267,14 @@ def coerce_load_config(
     domain: Literal["embedding"], config: EmbeddingLoadConfig | Mapping[str, Any] | None
 ) -> EmbeddingLoadConfig | None: ...
 @overload
-def coerce_load_config(
-    domain: Domain, config: LoadConfig | Mapping[str, Any] | None
-) -> LoadConfig | None: ...
-def coerce_load_config(
-    domain: Domain, config: LoadConfig | Mapping[str, Any] | None
-) -> LoadConfig | None:
+def coerce_load_config(domain: Domain, config: object) -> LoadConfig | None: ...
+def coerce_load_config(domain: Domain, config: object) -> LoadConfig | None:
     """Validate a user-supplied load config for ``domain``.
 
     Accepts ``None`` (returned as is), a config Struct of the right domain
     (returned as is; the other domain's Struct raises :class:`ConfigError`),
-    or a mapping of field names. Mapping keys may be our snake_case names, their
+    or a mapping of field names (anything else raises :class:`ConfigError`).
+    Mapping keys may be our snake_case names, their
     camelCase spellings, or the official SDKs' names (``contextLength``,
     ``llamaKCacheQuantizationType``, ``offloadKVCacheToGpu``, and a nested
     ``gpu`` mapping with ``ratio`` / ``mainGpu`` / ``splitStrategy`` /

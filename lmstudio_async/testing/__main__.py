@@ -1,0 +1,3 @@
+from lmstudio_async.testing._cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,126 @@
+"""Command line for the stand-in: ``python -m lmstudio_async.testing``.
+
+``add_arguments`` / ``server_from_args`` / ``serve`` are reusable by other CLIs
+(e.g. ``lmstudio-async serve``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+import threading
+
+from ._server import DEFAULT_PORT, StandInServer
+
+__all__ = ["add_arguments", "main", "serve", "server_from_args"]
+
+READY_LINE = "LM Studio stand-in listening on {url}"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the stand-in's options to ``parser``."""
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"TCP port (default {DEFAULT_PORT}, LM Studio's first default; 0 picks a free port)",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    parser.add_argument(
+        "--api-token",
+        metavar="TOKEN",
+        default=None,
+        help="require this LM Studio API token (sk-lm-<8 alnum>:<20 alnum>) from clients",
+    )
+    parser.add_argument(
+        "--catalog",
+        metavar="FILE",
+        default=None,
+        help="JSON list of ModelInfo objects replacing the built-in downloaded-model catalogue",
+    )
+    parser.add_argument(
+        "--memory-gb",
+        type=float,
+        default=24.0,
+        help="simulated memory budget in GB (default 24)",
+    )
+    parser.add_argument(
+        "--load-seconds",
+        type=float,
+        default=0.3,
+        help="simulated time per model load in seconds (default 0.3)",
+    )
+    parser.add_argument(
+        "--no-jit-evict",
+        dest="jit_evict",
+        action="store_false",
+        help="keep other JIT-loaded models when a new JIT load starts",
+    )
+    parser.add_argument(
+        "--tokens-per-second",
+        type=float,
+        default=50.0,
+        help="simulated generation speed (reserved; inference is not simulated yet)",
+    )
+
+
+def server_from_args(ns: argparse.Namespace) -> StandInServer:
+    """Build a (not yet started) server; raises ``ValueError`` with a clear message."""
+    return StandInServer(
+        ns.port,
+        api_token=ns.api_token,
+        catalog=ns.catalog,
+        memory_gb=ns.memory_gb,
+        load_seconds=ns.load_seconds,
+        jit_evict=ns.jit_evict,
+        host=ns.host,
+        tokens_per_second=ns.tokens_per_second,
+    )
+
+
+async def serve(server: StandInServer, *, announce: bool = True) -> None:
+    """Run ``server`` until SIGINT/SIGTERM (or cancellation), printing the ready line."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+                installed.append(sig)
+    try:
+        await server.start()
+        try:
+            if announce:
+                print(READY_LINE.format(url=server.url), flush=True)
+            await stop.wait()
+        finally:
+            await server.stop()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m lmstudio_async.testing",
+        description="Run a stand-in LM Studio server (model management API) for tests and demos.",
+    )
+    add_arguments(parser)
+    ns = parser.parse_args(argv)
+    try:
+        server = server_from_args(ns)
+    except ValueError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(server))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        print(f"{parser.prog}: error: cannot listen on {ns.host}:{ns.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0

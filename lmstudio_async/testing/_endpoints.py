@@ -1,0 +1,408 @@
+"""Endpoint handlers for the llm, embedding and system namespaces (and empty ones)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import random
+import re
+from typing import Any
+
+from . import _errors as err
+from . import _schema as s
+from ._connection import (
+    VOID,
+    ChannelContext,
+    ChannelEndpoint,
+    Connection,
+    Namespace,
+    RpcEndpoint,
+)
+from ._kvconfig import collapse_stack, config_fields, effective_config
+from ._state import Instance, ModelState
+
+LMSTUDIO_VERSION = "0.3.31"
+LMSTUDIO_BUILD = 1
+EMBEDDING_DIMENSIONS = 768
+
+_cancel_packet = s.obj({"type": s.literal("cancel")})
+_never = s.literal()  # accepts nothing
+_device = s.nullable(s.string)
+
+
+def _check_device(value: Any) -> None:
+    if isinstance(value, str):
+        raise err.unknown_device(value)
+
+
+def _state(conn: Connection) -> ModelState:
+    return conn.rt.state
+
+
+# --- loading ------------------------------------------------------------------------------
+
+
+async def _progress(ctx: ChannelContext, inst: Instance, packet_type: str) -> None:
+    rt = ctx.runtime
+    steps = max(1, rt.progress_steps)
+    delay = rt.load_seconds / steps
+    key = inst.model_key
+    for step in range(1, steps + 1):
+        await ctx.pause(delay, lambda: err.load_cancelled(key))
+        await ctx.send({"type": packet_type, "progress": step / steps})
+    await ctx.pause(0, lambda: err.load_cancelled(key))
+
+
+def _prepare(
+    state: ModelState, domain: str, model: dict[str, Any], stack: dict[str, Any]
+) -> tuple[dict[str, Any], Any]:
+    config = effective_config(domain, model, collapse_stack(stack))
+    return config, state.estimate(model, config)
+
+
+def _load_model(domain: str) -> Any:
+    async def handler(ctx: ChannelContext, param: dict[str, Any]) -> None:
+        state = _state(ctx.conn)
+        _check_device(param.get("deviceIdentifier"))
+        explicit = param.get("identifier")
+        if explicit is not None and state.identifier_taken(explicit):
+            raise err.identifier_exists(explicit)
+        model, ambiguous = state.resolve_downloaded(param["modelKey"], domain)
+        resolved: dict[str, Any] = {"type": "resolved", "info": model}
+        if ambiguous:
+            resolved["ambiguous"] = ambiguous
+        await ctx.send(resolved)
+        config, memory = _prepare(state, domain, model, param["loadConfigStack"])
+        state.check_fits(model, memory, freed=[])
+        if explicit is not None and state.identifier_taken(explicit):
+            raise err.identifier_exists(explicit)
+        identifier = explicit if explicit is not None else state.auto_identifier(model["modelKey"])
+        ttl = param.get("ttlMs")
+        inst = state.reserve(
+            identifier=identifier,
+            model=model,
+            config=config,
+            memory=memory,
+            jit=False,
+            ttl_ms=None if ttl is None else int(ttl),
+        )
+        try:
+            await _progress(ctx, inst, "progress")
+            state.commit(inst)
+        except BaseException:
+            state.discard(inst)
+            raise
+        await ctx.send({"type": "success", "info": inst.info()})
+
+    return handler
+
+
+def _get_or_load(domain: str) -> Any:
+    async def handler(ctx: ChannelContext, param: dict[str, Any]) -> None:
+        state = _state(ctx.conn)
+        _check_device(param.get("deviceIdentifier"))
+        query = param["identifier"]
+        existing = state.find_by_query({"identifier": query}, domain)
+        if existing is not None:
+            state.touch(existing)
+            await ctx.send({"type": "alreadyLoaded", "info": existing.info()})
+            return
+        model, _ambiguous = state.resolve_downloaded(query, domain)
+        config, memory = _prepare(state, domain, model, param["loadConfigStack"])
+        evict = state.jit_to_evict()
+        state.check_fits(model, memory, freed=evict)
+        for other in evict:
+            state.discard(other)
+        identifier = state.auto_identifier(model["modelKey"])
+        ttl = param.get("loadTtlMs")
+        inst = state.reserve(
+            identifier=identifier,
+            model=model,
+            config=config,
+            memory=memory,
+            jit=True,
+            ttl_ms=None if ttl is None else int(ttl),
+        )
+        try:
+            await ctx.send({"type": "startLoading", "identifier": identifier, "info": model})
+            for other in evict:
+                await ctx.send({"type": "unloadingOtherJITModel", "info": other.info()})
+            await _progress(ctx, inst, "loadProgress")
+            state.commit(inst)
+        except BaseException:
+            state.discard(inst)
+            raise
+        await ctx.send({"type": "loadSuccess", "info": inst.info()})
+
+    return handler
+
+
+# --- RPCs shared by llm and embedding -----------------------------------------------------
+
+
+def _list_loaded(domain: str) -> Any:
+    def handler(conn: Connection, _param: Any) -> Any:
+        return [i.info() for i in _state(conn).loaded(domain)]
+
+    return handler
+
+
+def _get_model_info(domain: str) -> Any:
+    def handler(conn: Connection, param: dict[str, Any]) -> Any:
+        state = _state(conn)
+        inst = state.find_by_specifier(param["specifier"], domain)
+        if inst is not None:
+            return inst.info()
+        if not param["throwIfNotFound"]:
+            return VOID
+        return state.require(param["specifier"], domain).info()
+
+    return handler
+
+
+def _get_load_config(domain: str) -> Any:
+    def handler(conn: Connection, param: dict[str, Any]) -> Any:
+        return config_fields(_state(conn).require(param["specifier"], domain).config)
+
+    return handler
+
+
+def _unload(domain: str) -> Any:
+    def handler(conn: Connection, param: dict[str, Any]) -> Any:
+        _check_device(param.get("deviceIdentifier"))
+        _state(conn).unload(param["identifier"], domain)
+        return VOID
+
+    return handler
+
+
+def _estimate(domain: str) -> Any:
+    def handler(conn: Connection, param: dict[str, Any]) -> Any:
+        state = _state(conn)
+        _check_device(param.get("deviceIdentifier"))
+        model, _ = state.resolve_downloaded(param["modelKey"], domain)
+        _config, memory = _prepare(state, domain, model, param["loadConfigStack"])
+        return {
+            "memory": memory.to_wire(),
+            "passesGuardrails": memory.total_bytes <= state.free_bytes(),
+        }
+
+    return handler
+
+
+def _processing_state(domain: str) -> Any:
+    def handler(conn: Connection, param: dict[str, Any]) -> Any:
+        state = _state(conn)
+        inst = state.find_by_specifier(param["specifier"], domain)
+        if inst is None:
+            if not param["throwIfNotFound"]:
+                return VOID
+            state.require(param["specifier"], domain)
+        return {"status": "idle", "queued": 0}
+
+    return handler
+
+
+_TOKEN_RE = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+
+
+def _tokens(text: str) -> list[int]:
+    return [
+        int.from_bytes(hashlib.blake2s(t.encode(), digest_size=4).digest(), "big") % 128_000
+        for t in _TOKEN_RE.findall(text)
+    ]
+
+
+def _use(conn: Connection, specifier: dict[str, Any], domain: str) -> Instance:
+    state = _state(conn)
+    inst = state.require(specifier, domain)
+    state.touch(inst)
+    return inst
+
+
+def _tokenize(domain: str) -> Any:
+    def handler(conn: Connection, param: dict[str, Any]) -> Any:
+        _use(conn, param["specifier"], domain)
+        return {"tokens": _tokens(param["inputString"])}
+
+    return handler
+
+
+def _count_tokens(domain: str) -> Any:
+    def handler(conn: Connection, param: dict[str, Any]) -> Any:
+        _use(conn, param["specifier"], domain)
+        return {"tokenCount": len(_tokens(param["inputString"]))}
+
+    return handler
+
+
+def _apply_prompt_template(conn: Connection, param: dict[str, Any]) -> Any:
+    _use(conn, param["specifier"], "llm")
+    parts: list[str] = []
+    for message in param["history"]["messages"]:
+        text = "".join(
+            str(p.get("text", "")) for p in message.get("content", []) if isinstance(p, dict)
+        )
+        parts.append(f"<|{message.get('role', 'user')}|>\n{text}\n")
+    return {"formatted": "".join(parts) + "<|assistant|>\n"}
+
+
+def _embed_string(conn: Connection, param: dict[str, Any]) -> Any:
+    _use(conn, param["modelSpecifier"], "embedding")
+    seed = int.from_bytes(hashlib.sha256(param["inputString"].encode()).digest()[:8], "big")
+    rng = random.Random(seed)
+    vector = [rng.gauss(0.0, 1.0) for _ in range(EMBEDDING_DIMENSIONS)]
+    norm = sum(v * v for v in vector) ** 0.5 or 1.0
+    return {"embedding": [v / norm for v in vector]}
+
+
+# --- system -------------------------------------------------------------------------------
+
+
+def _list_downloaded(conn: Connection, _param: Any) -> Any:
+    return [dict(m) for m in _state(conn).catalog]
+
+
+def _list_variants(conn: Connection, param: dict[str, Any]) -> Any:
+    low = param["modelKey"].lower()
+    return [dict(m) for m in _state(conn).catalog if str(m["modelKey"]).lower() == low]
+
+
+def _notify(conn: Connection, param: dict[str, Any]) -> Any:
+    _state(conn).notifications.append(dict(param))
+    return VOID
+
+
+def _version(_conn: Connection, _param: Any) -> Any:
+    return {"version": LMSTUDIO_VERSION, "build": LMSTUDIO_BUILD}
+
+
+def _info(_conn: Connection, _param: Any) -> Any:
+    return {"pid": os.getpid(), "isDaemon": False, "version": LMSTUDIO_VERSION}
+
+
+def _get_flags(conn: Connection, _param: Any) -> Any:
+    return sorted(_state(conn).experiment_flags)
+
+
+def _set_flag(conn: Connection, param: dict[str, Any]) -> Any:
+    flags = _state(conn).experiment_flags
+    if param["value"]:
+        flags.add(param["code"])
+    else:
+        flags.discard(param["code"])
+    return VOID
+
+
+async def _alive(ctx: ChannelContext, _param: Any) -> None:
+    # Kept open until the connection closes; no packets in either direction.
+    await asyncio.Event().wait()
+
+
+# --- tables -------------------------------------------------------------------------------
+
+_spec = s.model_specifier
+_stack = s.kv_config_stack
+
+
+def _model_namespace(domain: str) -> Namespace:
+    rpc = {
+        "listLoaded": RpcEndpoint(s.void, _list_loaded(domain)),
+        "getModelInfo": RpcEndpoint(
+            s.obj({"specifier": _spec, "throwIfNotFound": s.boolean}), _get_model_info(domain)
+        ),
+        "getLoadConfig": RpcEndpoint(s.obj({"specifier": _spec}), _get_load_config(domain)),
+        "unloadModel": RpcEndpoint(
+            s.obj({"identifier": s.string}, {"deviceIdentifier": _device}), _unload(domain)
+        ),
+        "estimateModelUsage": RpcEndpoint(
+            s.obj({"modelKey": s.string, "loadConfigStack": _stack}, {"deviceIdentifier": _device}),
+            _estimate(domain),
+        ),
+        "getInstanceProcessingState": RpcEndpoint(
+            s.obj({"specifier": _spec, "throwIfNotFound": s.boolean}), _processing_state(domain)
+        ),
+        "getBasePredictionConfig": RpcEndpoint(s.anything, None),
+        "tokenize": RpcEndpoint(
+            s.obj({"specifier": _spec, "inputString": s.string}), _tokenize(domain)
+        ),
+        "countTokens": RpcEndpoint(
+            s.obj({"specifier": _spec, "inputString": s.string}), _count_tokens(domain)
+        ),
+    }
+    channels = {
+        "loadModel": ChannelEndpoint(
+            s.obj(
+                {"modelKey": s.string, "loadConfigStack": _stack},
+                {"identifier": s.reasonable_key, "ttlMs": s.ttl, "deviceIdentifier": _device},
+            ),
+            _cancel_packet,
+            _load_model(domain),
+        ),
+        "getOrLoad": ChannelEndpoint(
+            s.obj(
+                {"identifier": s.reasonable_key, "loadConfigStack": _stack},
+                {"loadTtlMs": s.ttl, "deviceIdentifier": _device},
+            ),
+            _cancel_packet,
+            _get_or_load(domain),
+        ),
+    }
+    if domain == "llm":
+        history = s.obj({"messages": s.array(s.obj({"role": s.string}))})
+        rpc["applyPromptTemplate"] = RpcEndpoint(
+            s.obj(
+                {"specifier": _spec, "history": history, "predictionConfigStack": _stack},
+                {"opts": s.obj({})},
+            ),
+            _apply_prompt_template,
+        )
+        rpc["preloadDraftModel"] = RpcEndpoint(s.anything, None)
+        channels["predict"] = ChannelEndpoint(s.anything, _cancel_packet, None)
+        channels["completeRawText"] = ChannelEndpoint(s.anything, _cancel_packet, None)
+    else:
+        rpc["embedString"] = RpcEndpoint(
+            s.obj({"modelSpecifier": _spec, "inputString": s.string}), _embed_string
+        )
+    return Namespace(rpc, channels)
+
+
+def _system_namespace() -> Namespace:
+    rpc = {
+        "listDownloadedModels": RpcEndpoint(s.void, _list_downloaded),
+        "listDownloadedModelVariants": RpcEndpoint(s.obj({"modelKey": s.string}), _list_variants),
+        "notify": RpcEndpoint(
+            s.obj({"title": s.string}, {"description": s.string, "noAutoDismiss": s.boolean}),
+            _notify,
+        ),
+        "version": RpcEndpoint(s.void, _version),
+        "info": RpcEndpoint(s.void, _info),
+        "getExperimentFlags": RpcEndpoint(s.void, _get_flags),
+        "setExperimentFlag": RpcEndpoint(s.obj({"code": s.string, "value": s.boolean}), _set_flag),
+        "startHttpServer": RpcEndpoint(s.anything, None),
+        "stopHttpServer": RpcEndpoint(s.anything, None),
+        "requestShutdown": RpcEndpoint(s.anything, None),
+    }
+    channels = {"alive": ChannelEndpoint(s.void, _never, _alive)}
+    return Namespace(rpc, channels)
+
+
+NAMESPACE_NAMES = (
+    "llm",
+    "embedding",
+    "system",
+    "files",
+    "repository",
+    "diagnostics",
+    "plugins",
+    "runtime",
+)
+
+
+def build_namespaces() -> dict[str, Namespace]:
+    spaces = {name: Namespace({}, {}) for name in NAMESPACE_NAMES}
+    spaces["llm"] = _model_namespace("llm")
+    spaces["embedding"] = _model_namespace("embedding")
+    spaces["system"] = _system_namespace()
+    return spaces

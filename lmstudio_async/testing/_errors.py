@@ -1,0 +1,102 @@
+"""LM Studio-style errors (``SerializedLMSExtendedError``) raised by the stand-in's handlers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+SAMPLE_SIZE = 10
+
+
+class StandInError(Exception):
+    """An error that becomes an ``rpcError`` / ``channelError`` payload."""
+
+    def __init__(
+        self,
+        title: str,
+        *,
+        cause: str | None = None,
+        suggestion: str | None = None,
+        display_data: dict[str, Any] | None = None,
+        error_data: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(title)
+        self.title = title
+        self.cause = cause
+        self.suggestion = suggestion
+        self.display_data = display_data
+        self.error_data = error_data
+
+    def serialize(self) -> dict[str, Any]:
+        payload: dict[str, Any] = {"title": self.title, "rootTitle": self.title}
+        if self.cause is not None:
+            payload["cause"] = self.cause
+        if self.suggestion is not None:
+            payload["suggestion"] = self.suggestion
+        if self.error_data is not None:
+            payload["errorData"] = self.error_data
+        if self.display_data is not None:
+            payload["displayData"] = self.display_data
+        return payload
+
+
+def no_model_matching_query(query: Mapping[str, Any], loaded: Sequence[str]) -> StandInError:
+    return StandInError(
+        "No loaded model matches the given query",
+        display_data={
+            "code": "generic.noModelMatchingQuery",
+            "query": dict(query),
+            "loadedModelsSample": list(loaded[:SAMPLE_SIZE]),
+            "totalLoadedModels": len(loaded),
+        },
+    )
+
+
+def path_not_found(path: str, available: Sequence[str]) -> StandInError:
+    return StandInError(
+        f'No downloaded model matches "{path}"',
+        display_data={
+            "code": "generic.pathNotFound",
+            "path": path,
+            "availablePathsSample": list(available[:SAMPLE_SIZE]),
+            "totalModels": len(available),
+        },
+    )
+
+
+def domain_mismatch(path: str, actual: str, expected: str) -> StandInError:
+    return StandInError(
+        f'Model "{path}" is a model of type "{actual}", but a model of type "{expected}" '
+        "was expected",
+        display_data={
+            "code": "generic.domainMismatch",
+            "path": path,
+            "actualDomain": actual,
+            "expectedDomain": expected,
+        },
+    )
+
+
+def specific_model_unloaded() -> StandInError:
+    return StandInError(
+        "The model instance this handle refers to has been unloaded",
+        display_data={"code": "generic.specificModelUnloaded"},
+    )
+
+
+def identifier_exists(identifier: str) -> StandInError:
+    return StandInError(f'An instance with identifier "{identifier}" already exists')
+
+
+def load_cancelled(model_key: str) -> StandInError:
+    return StandInError(
+        "Model load was cancelled",
+        cause=f'The client cancelled loading "{model_key}"; nothing was loaded.',
+    )
+
+
+def unknown_device(device: str) -> StandInError:
+    return StandInError(
+        f'Unknown device "{device}"',
+        cause="The stand-in simulates a single local device; use null or omit deviceIdentifier.",
+    )

@@ -1,0 +1,274 @@
+"""Load-configuration keys, their defaults and validation, plus the simulated memory model."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from . import _schema as s
+from ._errors import StandInError
+
+# Default context length for LLMs: min(model maximum, DEFAULT_LLM_CONTEXT).
+DEFAULT_LLM_CONTEXT = 4096
+# Default context length for embedding models: min(model maximum, DEFAULT_EMBEDDING_CONTEXT).
+DEFAULT_EMBEDDING_CONTEXT = 2048
+# Simulated KV cache: one f16 token costs ceil(sizeBytes / KV_DIVISOR) bytes.
+KV_DIVISOR = 40_000
+BYTES_PER_GB = 1_000_000_000
+
+_CACHE_TYPES = ("f32", "f16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
+# Relative size of one K or V cache element compared to f16.
+_CACHE_FACTOR = {
+    "f32": 2.0,
+    "f16": 1.0,
+    "q8_0": 0.53,
+    "q5_0": 0.34,
+    "q5_1": 0.38,
+    "q4_0": 0.28,
+    "q4_1": 0.31,
+    "iq4_nl": 0.28,
+}
+
+_ratio = s.union(s.number(0, 1), s.literal("max", "off"))
+_split_config = s.obj(
+    {
+        "strategy": s.literal("evenly", "priorityOrder", "tensor", "custom"),
+        "disabledGpus": s.array(s.integer(0)),
+        "priority": s.array(s.integer(0)),
+        "customRatio": s.array(s.number(0)),
+    }
+)
+
+
+def _checkbox(inner: s.Check) -> s.Check:
+    return s.obj({"checked": s.boolean, "value": inner})
+
+
+def _cache_type_checkbox(value: Any) -> str | None:
+    # lmstudio-python sends {"checked": true, "value": false} to mean "unset"; accept it.
+    problem = _checkbox(s.union(s.literal(*_CACHE_TYPES), s.literal(False)))(value)
+    return problem
+
+
+_mlx_kv_quant = s.obj(
+    {
+        "enabled": s.boolean,
+        "bits": s.literal(8, 6, 4, 3, 2),
+        "groupSize": s.literal(32, 64, 128),
+        "quantizedStart": s.integer(0),
+    }
+)
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    key: str
+    check: s.Check
+    default: Any  # None: computed (context length) or absent unless received
+
+
+_GPU_SPLIT_DEFAULT = {"strategy": "evenly", "disabledGpus": [], "priority": [], "customRatio": []}
+_LLM = "llm.load."
+_LLAMA = "llm.load.llama."
+_SPEC = "llm.load.llama.speculativeDecoding."
+
+LLM_KEYS: tuple[KeySpec, ...] = (
+    KeySpec(_LLM + "contextLength", s.integer(1), None),
+    KeySpec(_LLAMA + "acceleration.offloadRatio", _ratio, "max"),
+    KeySpec("load.gpuSplitConfig", _split_config, _GPU_SPLIT_DEFAULT),
+    KeySpec(_LLM + "numCpuExpertLayersRatio", _ratio, "off"),
+    KeySpec("load.gpuStrictVramCap", s.boolean, False),
+    KeySpec(_LLM + "offloadKVCacheToGpu", s.boolean, True),
+    KeySpec(_LLAMA + "flashAttention", s.boolean, False),
+    KeySpec(_LLAMA + "evalBatchSize", s.integer(1), 2048),
+    KeySpec(_LLAMA + "physicalBatchSize", s.integer(1), 512),
+    KeySpec(_LLM + "seed", _checkbox(s.integer(-1)), {"checked": False, "value": -1}),
+    KeySpec(_LLAMA + "ropeFrequencyBase", _checkbox(s.number(0)), {"checked": False, "value": 0}),
+    KeySpec(_LLAMA + "ropeFrequencyScale", _checkbox(s.number(0)), {"checked": False, "value": 0}),
+    KeySpec(_LLAMA + "keepModelInMemory", s.boolean, True),
+    KeySpec(_LLAMA + "tryMmap", s.boolean, True),
+    KeySpec(_LLAMA + "tryDirectIO", s.boolean, False),
+    KeySpec(_LLAMA + "useFp16ForKVCache", s.boolean, True),
+    KeySpec(
+        _LLAMA + "kCacheQuantizationType", _cache_type_checkbox, {"checked": False, "value": "f16"}
+    ),
+    KeySpec(
+        _LLAMA + "vCacheQuantizationType", _cache_type_checkbox, {"checked": False, "value": "f16"}
+    ),
+    KeySpec(_LLM + "numExperts", s.integer(0), 0),
+    KeySpec(_LLM + "numParallelSessions", s.integer(1, 1023), 4),
+    KeySpec(_LLM + "useUnifiedKvCache", s.boolean, True),
+    KeySpec(_LLAMA + "contextCheckpoints", s.integer(0), 32),
+    KeySpec(_LLAMA + "reasoningBudgetMessage", s.string, ""),
+    KeySpec(_SPEC + "draftMtp", s.boolean, False),
+    KeySpec(_SPEC + "draftSimple", s.boolean, False),
+    KeySpec(_SPEC + "draftModel", s.string, ""),
+    KeySpec(_SPEC + "draftMaxTokens", s.integer(0), 3),
+    KeySpec(_SPEC + "draftMinTokens", s.integer(0), 0),
+    KeySpec(_SPEC + "draftMinContinueProbability", s.number(0, 1), 0),
+    KeySpec(_SPEC + "draftDflashSidecar", s.boolean, False),
+    KeySpec(_SPEC + "draftDsparkSidecar", s.boolean, False),
+    KeySpec(_SPEC + "draftMtpSidecar", s.boolean, False),
+    KeySpec("llm.load.mlx.diskCache", s.boolean, True),
+    KeySpec(
+        "llm.load.mlx.kvCacheQuantization",
+        _mlx_kv_quant,
+        {"enabled": False, "bits": 8, "groupSize": 64, "quantizedStart": 5000},
+    ),
+    # Accepted and echoed back when sent, but not part of the default set.
+    KeySpec(_LLM + "promptTemplate", s.obj({}), None),
+)
+
+_EMB = "embedding.load."
+EMBEDDING_KEYS: tuple[KeySpec, ...] = (
+    KeySpec(_EMB + "contextLength", s.integer(1), None),
+    KeySpec(_EMB + "llama.acceleration.offloadRatio", _ratio, "max"),
+    KeySpec("load.gpuSplitConfig", _split_config, _GPU_SPLIT_DEFAULT),
+    KeySpec(
+        _EMB + "llama.ropeFrequencyBase", _checkbox(s.number(0)), {"checked": False, "value": 0}
+    ),
+    KeySpec(
+        _EMB + "llama.ropeFrequencyScale", _checkbox(s.number(0)), {"checked": False, "value": 0}
+    ),
+    KeySpec(_EMB + "llama.keepModelInMemory", s.boolean, True),
+    KeySpec(_EMB + "llama.tryMmap", s.boolean, True),
+    KeySpec(_EMB + "seed", _checkbox(s.integer(-1)), {"checked": False, "value": -1}),
+    KeySpec(_EMB + "llama.evalBatchSize", s.integer(1), 2048),
+)
+
+_SPECS: dict[str, dict[str, KeySpec]] = {
+    "llm": {spec.key: spec for spec in LLM_KEYS},
+    "embedding": {spec.key: spec for spec in EMBEDDING_KEYS},
+}
+
+
+def collapse_stack(stack: dict[str, Any]) -> dict[str, Any]:
+    """Collapse a (validated) KVConfigStack: later layers and later fields win."""
+    result: dict[str, Any] = {}
+    for layer in stack["layers"]:
+        for field in layer["config"]["fields"]:
+            if "value" in field:
+                result[field["key"]] = field["value"]
+    return result
+
+
+def context_key(domain: str) -> str:
+    return f"{domain}.load.contextLength"
+
+
+def _normalize(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and not isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def effective_config(
+    domain: str, model: dict[str, Any], received: dict[str, Any]
+) -> dict[str, Any]:
+    """Defaults overlaid with the received known keys (unknown keys are ignored).
+
+    Raises :class:`StandInError` naming the first key whose value is invalid.
+    """
+    specs = _SPECS[domain]
+    max_ctx = int(model["maxContextLength"])
+    default_ctx = DEFAULT_LLM_CONTEXT if domain == "llm" else DEFAULT_EMBEDDING_CONTEXT
+    config: dict[str, Any] = {}
+    for spec in specs.values():
+        if spec.key == context_key(domain):
+            config[spec.key] = min(max_ctx, default_ctx)
+        elif spec.default is not None:
+            config[spec.key] = spec.default
+    for key, value in received.items():
+        known = specs.get(key)
+        if known is None:
+            continue
+        problem = known.check(value)
+        if problem is not None:
+            raise StandInError(
+                f'Invalid value for load config key "{key}"',
+                cause=f"{problem} (received {value!r})",
+                suggestion="Check the value against LM Studio's load-config schema.",
+            )
+        if isinstance(value, dict) and "value" in value:
+            value = {**value, "value": _normalize(value["value"])}
+        config[key] = _normalize(value)
+    ctx = config[context_key(domain)]
+    if ctx > max_ctx:
+        raise StandInError(
+            f"Requested context length {ctx} exceeds the model's maximum of {max_ctx}",
+            cause=f'"{model["modelKey"]}" supports at most {max_ctx} tokens of context '
+            f'(key "{context_key(domain)}").',
+            suggestion=f"Use a context length of at most {max_ctx}.",
+        )
+    return config
+
+
+def config_fields(config: dict[str, Any]) -> dict[str, Any]:
+    """A KVConfig object for ``getLoadConfig``."""
+    return {"fields": [{"key": key, "value": value} for key, value in config.items()]}
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    model_bytes: int
+    context_bytes: int
+    model_vram_bytes: int
+    context_vram_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        return self.model_bytes + self.context_bytes
+
+    @property
+    def total_vram_bytes(self) -> int:
+        return self.model_vram_bytes + self.context_vram_bytes
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "confidence": "high",
+            "modelVramBytes": self.model_vram_bytes,
+            "contextVramBytes": self.context_vram_bytes,
+            "totalVramBytes": self.total_vram_bytes,
+            "modelBytes": self.model_bytes,
+            "contextBytes": self.context_bytes,
+            "totalBytes": self.total_bytes,
+        }
+
+
+def _offload_fraction(value: Any) -> float:
+    if value == "max":
+        return 1.0
+    if value == "off":
+        return 0.0
+    return float(value)
+
+
+def _cache_factor(config: dict[str, Any], domain: str) -> float:
+    if domain != "llm":
+        return 1.0
+    factors = []
+    for which in ("k", "v"):
+        setting = config.get(f"{_LLAMA}{which}CacheQuantizationType")
+        name = "f16"
+        if (
+            isinstance(setting, dict)
+            and setting.get("checked")
+            and isinstance(setting.get("value"), str)
+        ):
+            name = setting["value"]
+        factors.append(_CACHE_FACTOR.get(name, 1.0))
+    return sum(factors) / 2
+
+
+def estimate_memory(domain: str, model: dict[str, Any], config: dict[str, Any]) -> MemoryEstimate:
+    """The simulated memory formula (documented in docs/stand-in.md)."""
+    size = int(model["sizeBytes"])
+    ctx = int(config[context_key(domain)])
+    per_token = math.ceil(size / KV_DIVISOR) * _cache_factor(config, domain)
+    context_bytes = math.ceil(ctx * per_token)
+    offload = _offload_fraction(config.get(f"{domain}.load.llama.acceleration.offloadRatio", "max"))
+    model_vram = math.floor(size * offload)
+    kv_on_gpu = domain != "llm" or bool(config.get(_LLM + "offloadKVCacheToGpu", True))
+    context_vram = context_bytes if (offload > 0 and kv_on_gpu) else 0
+    return MemoryEstimate(size, context_bytes, model_vram, context_vram)

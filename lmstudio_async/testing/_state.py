@@ -1,0 +1,303 @@
+"""The stand-in's model state: catalogue, loaded instances, identifiers, TTL, JIT, memory.
+
+Everything here is synchronous and is only ever touched from the server's event loop thread.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _errors as err
+from ._kvconfig import BYTES_PER_GB, MemoryEstimate, context_key, estimate_memory
+
+
+class Clock:
+    """Wall clock in epoch milliseconds, with an adjustable offset for TTL tests."""
+
+    def __init__(self) -> None:
+        self.offset_ms = 0.0
+
+    def now_ms(self) -> float:
+        return time.time() * 1000.0 + self.offset_ms
+
+    def advance(self, seconds: float) -> None:
+        self.offset_ms += seconds * 1000.0
+
+
+@dataclass
+class Instance:
+    identifier: str
+    model: dict[str, Any]
+    config: dict[str, Any]
+    memory: MemoryEstimate
+    jit: bool
+    ttl_ms: int | None
+    instance_reference: str = field(default_factory=lambda: str(uuid.uuid4()))
+    last_used_time: float | None = None
+    loaded: bool = False  # False while the load is still in progress (a reservation)
+
+    @property
+    def domain(self) -> str:
+        return str(self.model["type"])
+
+    @property
+    def model_key(self) -> str:
+        return str(self.model["modelKey"])
+
+    @property
+    def context_length(self) -> int:
+        return int(self.config[context_key(self.domain)])
+
+    def info(self) -> dict[str, Any]:
+        info = dict(self.model)
+        info["identifier"] = self.identifier
+        info["instanceReference"] = self.instance_reference
+        info["ttlMs"] = self.ttl_ms
+        info["lastUsedTime"] = None if self.last_used_time is None else int(self.last_used_time)
+        info["contextLength"] = self.context_length
+        return info
+
+
+@dataclass(frozen=True)
+class InstanceSnapshot:
+    """What tests see of a loaded instance (see ``loaded_instances()``)."""
+
+    identifier: str
+    model_key: str
+    domain: str
+    instance_reference: str
+    jit: bool
+    ttl_ms: int | None
+    last_used_time: float | None
+    context_length: int
+    config: dict[str, Any]
+    info: dict[str, Any]
+
+
+class ModelState:
+    def __init__(self, catalog: list[dict[str, Any]], memory_gb: float, jit_evict: bool) -> None:
+        self.catalog = catalog
+        self.memory_budget = int(memory_gb * BYTES_PER_GB)
+        self.jit_evict = jit_evict
+        self.clock = Clock()
+        # Loaded instances and in-progress loads, in load (start) order.
+        self.instances: list[Instance] = []
+        self.notifications: list[dict[str, Any]] = []
+        self.experiment_flags: set[str] = set()
+
+    # --- views --------------------------------------------------------------------------
+
+    def loaded(self, domain: str | None = None) -> list[Instance]:
+        self.expire()
+        return [i for i in self.instances if i.loaded and (domain is None or i.domain == domain)]
+
+    def snapshot(self) -> list[InstanceSnapshot]:
+        return [
+            InstanceSnapshot(
+                identifier=i.identifier,
+                model_key=i.model_key,
+                domain=i.domain,
+                instance_reference=i.instance_reference,
+                jit=i.jit,
+                ttl_ms=i.ttl_ms,
+                last_used_time=i.last_used_time,
+                context_length=i.context_length,
+                config=dict(i.config),
+                info=i.info(),
+            )
+            for i in self.loaded()
+        ]
+
+    # --- TTL ------------------------------------------------------------------------------
+
+    def expire(self) -> list[Instance]:
+        now = self.clock.now_ms()
+        gone = [
+            i
+            for i in self.instances
+            if i.loaded
+            and i.ttl_ms is not None
+            and i.last_used_time is not None
+            and now - i.last_used_time >= i.ttl_ms
+        ]
+        for inst in gone:
+            self.instances.remove(inst)
+        return gone
+
+    def touch(self, inst: Instance) -> None:
+        inst.last_used_time = self.clock.now_ms()
+
+    # --- lookup ---------------------------------------------------------------------------
+
+    def _match_loaded(self, text: str, candidates: list[Instance]) -> Instance | None:
+        low = text.lower()
+        for inst in candidates:
+            if inst.identifier.lower() == low:
+                return inst
+        for inst in candidates:
+            if inst.model_key.lower() == low:
+                return inst
+        return self._match_path(low, candidates)
+
+    @staticmethod
+    def _match_path(low: str, candidates: list[Instance]) -> Instance | None:
+        for inst in candidates:
+            path = str(inst.model["path"]).lower()
+            indexed = str(inst.model.get("indexedModelIdentifier", "")).lower()
+            if path.startswith(low) or indexed.startswith(low):
+                return inst
+        return None
+
+    def find_by_query(self, query: dict[str, Any], domain: str) -> Instance | None:
+        candidates = self.loaded(domain)
+        qdomain = query.get("domain")
+        if qdomain is not None and qdomain != domain:
+            return None
+        if "vision" in query:
+            candidates = [
+                c for c in candidates if bool(c.model.get("vision", False)) == query["vision"]
+            ]
+        if query.get("deviceIdentifier") is not None:
+            return None  # only the local device exists
+        if "identifier" in query:
+            found = self._match_loaded(query["identifier"], candidates)
+            if found is None:
+                return None
+            candidates = [found]
+        if "path" in query:
+            return self._match_path(str(query["path"]).lower(), candidates)
+        return candidates[0] if candidates else None
+
+    def find_by_specifier(self, specifier: dict[str, Any], domain: str) -> Instance | None:
+        """Resolve a ModelSpecifier; raises for stale instance references."""
+        if specifier["type"] == "instanceReference":
+            ref = specifier["instanceReference"]
+            for inst in self.loaded(domain):
+                if inst.instance_reference == ref:
+                    return inst
+            return None
+        return self.find_by_query(specifier["query"], domain)
+
+    def require(self, specifier: dict[str, Any], domain: str) -> Instance:
+        inst = self.find_by_specifier(specifier, domain)
+        if inst is not None:
+            return inst
+        if specifier["type"] == "instanceReference":
+            raise err.specific_model_unloaded()
+        raise err.no_model_matching_query(specifier["query"], self.loaded_identifiers(domain))
+
+    def loaded_identifiers(self, domain: str) -> list[str]:
+        return [i.identifier for i in self.loaded(domain)]
+
+    def resolve_downloaded(self, text: str, domain: str) -> tuple[dict[str, Any], list[str]]:
+        """Resolve a model key, path or path prefix among downloaded models.
+
+        Returns the model and the list of ambiguous candidates (empty unless several matched).
+        """
+        low = text.lower()
+        matches = [m for m in self.catalog if str(m["modelKey"]).lower() == low]
+        if not matches:
+            matches = [m for m in self.catalog if str(m["path"]).lower() == low]
+        if not matches:
+            matches = [
+                m
+                for m in self.catalog
+                if str(m["path"]).lower().startswith(low)
+                or str(m.get("indexedModelIdentifier", "")).lower().startswith(low)
+            ]
+        if not matches:
+            raise err.path_not_found(text, [str(m["modelKey"]) for m in self.catalog])
+        same_domain = [m for m in matches if m["type"] == domain]
+        if not same_domain:
+            raise err.domain_mismatch(text, str(matches[0]["type"]), domain)
+        ambiguous = [str(m["modelKey"]) for m in same_domain] if len(same_domain) > 1 else []
+        return same_domain[0], ambiguous
+
+    # --- identifiers ----------------------------------------------------------------------
+
+    def identifier_taken(self, identifier: str) -> bool:
+        self.expire()
+        low = identifier.lower()
+        return any(i.identifier.lower() == low for i in self.instances)
+
+    def auto_identifier(self, model_key: str) -> str:
+        if not self.identifier_taken(model_key):
+            return model_key
+        n = 2
+        while self.identifier_taken(f"{model_key}:{n}"):
+            n += 1
+        return f"{model_key}:{n}"
+
+    # --- memory ---------------------------------------------------------------------------
+
+    def used_bytes(self, excluding: list[Instance] | None = None) -> int:
+        self.expire()
+        skip = {id(i) for i in excluding or []}
+        return sum(i.memory.total_bytes for i in self.instances if id(i) not in skip)
+
+    def free_bytes(self, excluding: list[Instance] | None = None) -> int:
+        return self.memory_budget - self.used_bytes(excluding)
+
+    def estimate(self, model: dict[str, Any], config: dict[str, Any]) -> MemoryEstimate:
+        return estimate_memory(str(model["type"]), model, config)
+
+    def check_fits(
+        self, model: dict[str, Any], memory: MemoryEstimate, freed: list[Instance]
+    ) -> None:
+        free = self.free_bytes(excluding=freed)
+        if memory.total_bytes <= free:
+            return
+        gb = BYTES_PER_GB
+        raise err.StandInError(
+            f'Failed to load model "{model["modelKey"]}": insufficient memory',
+            cause=(
+                f"Loading needs about {memory.total_bytes / gb:.2f} GB "
+                f"(weights {memory.model_bytes / gb:.2f} GB + context "
+                f"{memory.context_bytes / gb:.2f} GB), but only {max(free, 0) / gb:.2f} GB of "
+                f"the {self.memory_budget / gb:g} GB memory budget is free."
+            ),
+            suggestion="Unload other models or load with a smaller context length.",
+            error_data={"requiredBytes": memory.total_bytes, "freeBytes": max(free, 0)},
+        )
+
+    # --- mutation -------------------------------------------------------------------------
+
+    def reserve(
+        self,
+        *,
+        identifier: str,
+        model: dict[str, Any],
+        config: dict[str, Any],
+        memory: MemoryEstimate,
+        jit: bool,
+        ttl_ms: int | None,
+    ) -> Instance:
+        inst = Instance(identifier, model, config, memory, jit, ttl_ms)
+        self.instances.append(inst)
+        return inst
+
+    def commit(self, inst: Instance) -> None:
+        inst.loaded = True
+        self.touch(inst)
+
+    def discard(self, inst: Instance) -> None:
+        if inst in self.instances:
+            self.instances.remove(inst)
+
+    def jit_to_evict(self, keep: Instance | None = None) -> list[Instance]:
+        if not self.jit_evict:
+            return []
+        return [i for i in self.loaded() if i.jit and i is not keep]
+
+    def unload(self, identifier: str, domain: str) -> Instance:
+        low = identifier.lower()
+        for inst in self.loaded(domain):
+            if inst.identifier.lower() == low:
+                self.instances.remove(inst)
+                return inst
+        raise err.no_model_matching_query(
+            {"identifier": identifier}, self.loaded_identifiers(domain)
+        )

@@ -64,13 +64,13 @@ from .errors import (
 )
 
 __all__ = [
+    "LLM",
     "USE_CLIENT_DEFAULT",
     "AsyncClient",
     "ConfigMismatchError",
     "ConfigMismatchWarning",
     "EmbeddingModel",
     "EmbeddingNamespace",
-    "LLM",
     "LlmNamespace",
     "ProgressCallback",
     "SystemNamespace",
@@ -107,7 +107,7 @@ class _UseClientDefault:
 USE_CLIENT_DEFAULT: Final = _UseClientDefault()
 """Default of every ``timeout=`` parameter: the client's own :class:`Timeouts`."""
 
-TimeoutParam: TypeAlias = "float | Timeouts | None | _UseClientDefault"
+TimeoutParam: TypeAlias = "float | Timeouts | _UseClientDefault | None"
 
 
 class ConfigMismatchWarning(UserWarning):
@@ -115,7 +115,7 @@ class ConfigMismatchWarning(UserWarning):
 
 
 class ConfigMismatchError(LMStudioError):
-    """``model(key, config=..., on_config_mismatch="raise")`` found an instance with another config."""
+    """``model(key, config=..., on_config_mismatch="raise")`` found another config loaded."""
 
     def __init__(self, message: str, *, identifier: str, differences: dict[str, tuple[Any, Any]]):
         super().__init__(message)
@@ -306,7 +306,9 @@ class AsyncClient:
                 try:
                     packet = LOAD_PACKET_DECODER.decode(raw)
                 except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                    log.warning("%s of %r: ignored an unexpected packet: %s", operation, subject, exc)
+                    log.warning(
+                        "%s of %r: ignored an unexpected packet: %s", operation, subject, exc
+                    )
                     continue
                 kind = type(packet)
                 if kind is Progress or kind is LoadProgress:
@@ -523,7 +525,8 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         callback = _check_callback(on_progress)
         if on_config_mismatch not in ("warn", "raise", "reload"):
             raise LMStudioValueError(
-                f"on_config_mismatch must be 'warn', 'raise' or 'reload', got {on_config_mismatch!r}"
+                "on_config_mismatch must be 'warn', 'raise' or 'reload', "
+                f"got {on_config_mismatch!r}"
             )
         stack = load_config_stack(self._name, cfg)
         flight_key = (key, ttl_value, msgspec.json.encode(stack), on_config_mismatch)
@@ -531,7 +534,9 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         if flight is None:
             flight = _Flight()
             flight.task = asyncio.ensure_future(
-                self._get_or_load(key, ttl_value, cfg, stack, on_config_mismatch, flight.progress, timeouts)
+                self._get_or_load(
+                    key, ttl_value, cfg, stack, on_config_mismatch, flight.progress, timeouts
+                )
             )
             self._flights[flight_key] = flight
             flight.task.add_done_callback(functools.partial(self._landed, flight_key, flight))
@@ -587,7 +592,13 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
             creation["loadTtlMs"] = ttl_value
         for attempt in range(2):
             info, loaded_now = await self._client._load_channel(
-                self._name, "getOrLoad", creation, progress, timeouts, operation="Get-or-load", subject=key
+                self._name,
+                "getOrLoad",
+                creation,
+                progress,
+                timeouts,
+                operation="Get-or-load",
+                subject=key,
             )
             if loaded_now or cfg is None or attempt == 1:
                 return info
@@ -596,10 +607,15 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
             differences = config_differences(cfg, effective)
             if not differences:
                 return info
-            detail = ", ".join(f"{name}: asked {want!r}, loaded with {got!r}" for name, (want, got) in differences.items())
+            detail = ", ".join(
+                f"{name}: asked {want!r}, loaded with {got!r}"
+                for name, (want, got) in differences.items()
+            )
             message = f"{info.identifier!r} is already loaded with a different config ({detail})"
             if policy == "raise":
-                raise ConfigMismatchError(message, identifier=info.identifier, differences=differences)
+                raise ConfigMismatchError(
+                    message, identifier=info.identifier, differences=differences
+                )
             if policy == "warn":
                 warnings.warn(
                     f"{message}; pass on_config_mismatch='reload' to reload it with your config",
@@ -634,7 +650,10 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         cfg = self._config(config)
         callback = _check_callback(on_progress)
         timeouts = self._client._timeouts_for(timeout)
-        creation: dict[str, Any] = {"modelKey": key, "loadConfigStack": load_config_stack(self._name, cfg)}
+        creation: dict[str, Any] = {
+            "modelKey": key,
+            "loadConfigStack": load_config_stack(self._name, cfg),
+        }
         if identifier is not None:
             creation["identifier"] = identifier
         if ttl_value is not None:
@@ -732,7 +751,9 @@ class LlmNamespace(_ModelNamespace[LLM, LlmInfo, LlmInstanceInfo, LlmLoadConfig]
 
 
 class EmbeddingNamespace(
-    _ModelNamespace[EmbeddingModel, EmbeddingModelInfo, EmbeddingModelInstanceInfo, EmbeddingLoadConfig]
+    _ModelNamespace[
+        EmbeddingModel, EmbeddingModelInfo, EmbeddingModelInstanceInfo, EmbeddingLoadConfig
+    ]
 ):
     """``client.embedding``: embedding model management."""
 
@@ -749,7 +770,9 @@ class SystemNamespace:
     def __repr__(self) -> str:
         return f"<SystemNamespace of {self._client!r}>"
 
-    async def list_downloaded(self, *, timeout: TimeoutParam = USE_CLIENT_DEFAULT) -> list[ModelInfo]:
+    async def list_downloaded(
+        self, *, timeout: TimeoutParam = USE_CLIENT_DEFAULT
+    ) -> list[ModelInfo]:
         """Every downloaded model (LLMs and embedding models)."""
         raw = await self._client._rpc("system", "listDownloadedModels", timeout=timeout)
         return [] if raw is None else decode_model_info_list(raw)
@@ -761,4 +784,3 @@ class SystemNamespace:
             raise ProtocolError("LM Studio sent no version")
         data = msgspec.json.decode(raw)
         return str(data.get("version", "")) if isinstance(data, dict) else str(data)
-

@@ -42,7 +42,9 @@ def _check(name: str, value: float | None, *, allow_none: bool = True) -> None:
             f"Timeouts.{name} must be a number of seconds or None, got {type(value).__name__}"
         )
     if not math.isfinite(value) or value <= 0:
-        raise LMStudioValueError(f"Timeouts.{name} must be a positive number of seconds, got {value!r}")
+        raise LMStudioValueError(
+            f"Timeouts.{name} must be a positive number of seconds, got {value!r}"
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,7 +66,9 @@ DEFAULT_PORTS: Final = (41343, 52993, 16141, 39414, 22931)
 ENV_API_HOST: Final = "LMSTUDIO_API_HOST"
 ENV_API_TOKEN: Final = "LMSTUDIO_API_TOKEN"
 _TOKEN_RE: Final = re.compile(r"^sk-lm-([A-Za-z0-9]{8}):([A-Za-z0-9]{20})$")
-_HOST_RE: Final = re.compile(r"^(?:(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*)://)?(?P<netloc>[^/?#\s]+)/?$")
+_HOST_RE: Final = re.compile(
+    r"^(?:(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*)://)?(?P<netloc>[^/?#\s]+)/?$"
+)
 _TEXT = aiohttp.WSMsgType.TEXT
 _WebSocket: TypeAlias = "aiohttp.ClientWebSocketResponse[Any]"
 
@@ -80,7 +82,9 @@ def parse_api_host(api_host: str) -> tuple[str, str]:
     ``https``/``wss`` select TLS. Raises :class:`LMStudioValueError` naming the value.
     """
     if not isinstance(api_host, str):
-        raise LMStudioValueError(f"api_host must be a string like 'localhost:1234', got {api_host!r}")
+        raise LMStudioValueError(
+            f"api_host must be a string like 'localhost:1234', got {api_host!r}"
+        )
     match = _HOST_RE.match(api_host.strip())
     if match is None:
         raise LMStudioValueError(
@@ -97,7 +101,9 @@ def parse_api_host(api_host: str) -> tuple[str, str]:
         raise LMStudioValueError(f"api_host {api_host!r} has unsupported scheme {scheme!r}")
     host, _, port = netloc.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise LMStudioValueError(f"api_host {api_host!r} needs an explicit port, e.g. 'localhost:1234'")
+        raise LMStudioValueError(
+            f"api_host {api_host!r} needs an explicit port, e.g. 'localhost:1234'"
+        )
     return f"{http}://{netloc}", f"{ws}://{netloc}"
 
 
@@ -115,15 +121,13 @@ def credentials(api_token: str | None) -> tuple[str, str]:
     if match is None:
         # Never echo the token: it is a secret even when malformed.
         raise LMStudioValueError(
-            "api_token is malformed: LM Studio tokens look like 'sk-lm-XXXXXXXX:YYYYYYYYYYYYYYYYYYYY' "
-            "(8 and 20 letters or digits)"
+            "api_token is malformed: LM Studio tokens look like "
+            "'sk-lm-XXXXXXXX:YYYYYYYYYYYYYYYYYYYY' (8 and 20 letters or digits)"
         )
     return match[1], match[2]
 
 
-async def probe_lmstudio(
-    session: aiohttp.ClientSession, http_base: str, timeout: float
-) -> bool:
+async def probe_lmstudio(session: aiohttp.ClientSession, http_base: str, timeout: float) -> bool:
     """True when ``GET <http_base>/lmstudio-greeting`` answers like LM Studio."""
     try:
         async with session.get(
@@ -133,7 +137,7 @@ async def probe_lmstudio(
                 return False
             body = await resp.read()
         data = msgspec.json.decode(body)
-    except (aiohttp.ClientError, asyncio.TimeoutError, msgspec.DecodeError, ValueError):
+    except (TimeoutError, aiohttp.ClientError, msgspec.DecodeError, ValueError):
         return False
     return isinstance(data, dict) and data.get("lmstudio") is True
 
@@ -360,7 +364,9 @@ class NamespaceSocket:
         self._death = None
         loop = asyncio.get_running_loop()
         self._last_rx = loop.time()
-        self._reader = loop.create_task(self._read(ws, conn), name=f"lmstudio-reader-{self.namespace}")
+        self._reader = loop.create_task(
+            self._read(ws, conn), name=f"lmstudio-reader-{self.namespace}"
+        )
         self._schedule_keepalive()
         transport.reader_tasks.add(self._reader)
         self._reader.add_done_callback(transport.reader_tasks.discard)
@@ -571,7 +577,7 @@ async def _close_quietly(ws: _WebSocket) -> None:
     try:
         async with asyncio.timeout(2.0):
             await ws.close()
-    except (Exception, asyncio.CancelledError):  # noqa: S110 - best effort on a dying socket
+    except (Exception, asyncio.CancelledError):
         pass
 
 
@@ -627,11 +633,14 @@ class Transport:
             self._resolve_lock = asyncio.Lock()
         async with self._resolve_lock:
             if self.host is None:
-                found = await discover_host(self.session, DEFAULT_PORTS, min(self.timeouts.connect, 2.0))
+                found = await discover_host(
+                    self.session, DEFAULT_PORTS, min(self.timeouts.connect, 2.0)
+                )
                 if found is None:
                     ports = ", ".join(map(str, DEFAULT_PORTS))
                     raise LMStudioConnectionError(
-                        f"LM Studio is not running on this machine (probed 127.0.0.1 ports {ports}); "
+                        "LM Studio is not running on this machine "
+                        f"(probed 127.0.0.1 ports {ports}); "
                         f"start it, or pass api_host= or set {ENV_API_HOST}",
                         host=None,
                     )

@@ -126,7 +126,9 @@ def ttl_ms(ttl: object) -> int | None:
     if ttl is None:
         return None
     if isinstance(ttl, bool) or not isinstance(ttl, int | float):
-        raise LMStudioValueError(f"ttl must be a number of seconds or None, got {type(ttl).__name__}")
+        raise LMStudioValueError(
+            f"ttl must be a number of seconds or None, got {type(ttl).__name__}"
+        )
     if not math.isfinite(ttl) or ttl <= 0:
         raise LMStudioValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
     return max(1, round(ttl * 1000))

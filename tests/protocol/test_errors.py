@@ -37,7 +37,8 @@ TOKEN = "sk-lm-SECRETTOKEN:abcdef0123456789"
 UNLOAD_UNKNOWN = (
     b'{"title": "No loaded model matches the given query",'
     b' "rootTitle": "No loaded model matches the given query",'
-    b' "displayData": {"code": "generic.noModelMatchingQuery", "query": {"identifier": "No such model"},'
+    b' "displayData": {"code": "generic.noModelMatchingQuery",'
+    b' "query": {"identifier": "No such model"},'
     b' "loadedModelsSample": ["llama-3.2-1b-instruct", "qwen2.5-7b-instruct-1m"],'
     b' "totalLoadedModels": 2}}'
 )
@@ -237,7 +238,9 @@ def test_model_not_found_query_with_nothing_loaded() -> None:
         },
     }
     err = map_server_error(decode_serialized_error(payload), operation="Unload")
-    assert str(err) == "Unload failed: No loaded model matches identifier 'foo' (no models are loaded)"
+    assert (
+        str(err) == "Unload failed: No loaded model matches identifier 'foo' (no models are loaded)"
+    )
 
 
 def test_model_not_found_query_path_and_domain() -> None:
@@ -275,7 +278,10 @@ def test_path_not_found_message_truncates_sample() -> None:
     }
     err = map_server_error(decode_serialized_error(payload), operation="Model load")
     assert type(err) is ModelNotFoundError
-    assert str(err) == "Model load failed: No downloaded model matches 'foo' (available: a, b, c, … 5 in total)"
+    assert (
+        str(err)
+        == "Model load failed: No downloaded model matches 'foo' (available: a, b, c, … 5 in total)"
+    )
 
 
 def test_path_not_found_long_sample_is_capped() -> None:
@@ -339,11 +345,18 @@ def test_model_not_found_client_side() -> None:
 
 @pytest.mark.parametrize(
     ("domain", "text"),
-    [("llm", "No LLM is loaded"), ("embedding", "No embedding model is loaded"), (None, "No model is loaded")],
+    [
+        ("llm", "No LLM is loaded"),
+        ("embedding", "No embedding model is loaded"),
+        (None, "No model is loaded"),
+    ],
 )
 def test_nothing_loaded(domain: str | None, text: str) -> None:
     assert str(ModelNotFoundError.nothing_loaded(domain)) == text
-    assert str(ModelNotFoundError.nothing_loaded(domain, operation="Get model")) == f"Get model failed: {text}"
+    assert (
+        str(ModelNotFoundError.nothing_loaded(domain, operation="Get model"))
+        == f"Get model failed: {text}"
+    )
 
 
 # --------------------------------------------------------------------------- other server errors
@@ -397,7 +410,9 @@ def test_map_server_error_scrubs_secrets() -> None:
         "errorData": {"t": TOKEN, "nested": [TOKEN]},
         "displayData": {"code": "generic.noModelMatchingQuery", "query": {"identifier": TOKEN}},
     }
-    err = map_server_error(decode_serialized_error(payload), operation="Auth", secrets=[TOKEN, None])
+    err = map_server_error(
+        decode_serialized_error(payload), operation="Auth", secrets=[TOKEN, None]
+    )
     for text in (str(err), repr(err), repr(err.__dict__)):
         assert TOKEN not in text
     assert "***" in str(err)
@@ -461,7 +476,13 @@ def test_encode_omits_defaults() -> None:
 
 
 _text = st.text(max_size=30)
-_json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | _text
+_json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | _text
+)
 _json = st.recursive(
     _json_scalars,
     lambda children: st.lists(children, max_size=3) | st.dictionaries(_text, children, max_size=3),
@@ -501,7 +522,7 @@ def test_decode_arbitrary_bytes_never_raises(raw: bytes) -> None:
 
 @settings(max_examples=200)
 @given(
-    code=st.sampled_from(sorted(MODEL_NOT_FOUND_CODES) + ["generic.other", "x"]),
+    code=st.sampled_from([*sorted(MODEL_NOT_FOUND_CODES), "generic.other", "x"]),
     data=st.dictionaries(
         st.sampled_from(
             [

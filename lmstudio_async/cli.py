@@ -1,0 +1,543 @@
+"""The ``lmstudio-async`` command line (also ``python -m lmstudio_async``).
+
+Subcommands: ``ls``, ``ps``, ``load``, ``unload``, ``serve`` (the bundled stand-in
+server) and ``demo``. Uses `rich <https://rich.readthedocs.io>`_ for tables and
+progress bars when it is installed (``pip install lmstudio-async[cli]``) and
+stdout is a terminal; plain text otherwise.
+
+Exit codes: 0 success, 1 a failure reported by the SDK (printed as
+``error: <message>``), 2 bad arguments, 130 interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TextIO
+
+import msgspec
+
+from . import __version__
+from ._client import LLM, AsyncClient, EmbeddingModel
+from ._protocol.info import ModelInfo, ModelInstanceInfo
+from .config import EmbeddingLoadConfig, GpuOffload, LlmLoadConfig
+from .errors import LMStudioError, ModelNotFoundError
+
+__all__ = ["Output", "build_parser", "main"]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+# --- terminal output ---------------------------------------------------------------------------
+
+
+def rich_available() -> bool:
+    """True if the optional ``rich`` package can be imported."""
+    return importlib.util.find_spec("rich") is not None
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def format_bytes(size: float | None) -> str:
+    """``1_321_082_528`` -> ``"1.23 GiB"``."""
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.2f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def format_seconds(seconds: float | None) -> str:
+    """``None`` -> ``"-"``, ``75`` -> ``"1m15s"``."""
+    if seconds is None:
+        return "-"
+    seconds = max(seconds, 0.0)
+    if seconds < 60:
+        return f"{seconds:.0f}s" if seconds >= 10 else f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+class Output:
+    """Writes to ``stream`` (default ``sys.stdout``): rich when available and a terminal,
+    plain text otherwise. ``fancy`` forces one or the other."""
+
+    def __init__(self, stream: TextIO | None = None, *, fancy: bool | None = None) -> None:
+        self.stream: TextIO = stream if stream is not None else sys.stdout
+        if fancy is None:
+            fancy = _isatty(self.stream) and rich_available()
+        self.fancy = fancy
+        self._console: Any = None
+        if fancy:
+            from rich.console import Console
+
+            self._console = Console(file=self.stream, highlight=False)
+
+    def line(self, text: str = "", style: str | None = None) -> None:
+        """Print one line; ``style`` is a rich style, ignored in plain mode."""
+        if self._console is not None:
+            self._console.print(text, style=style, markup=False)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def heading(self, text: str) -> None:
+        if self._console is not None:
+            self._console.print()
+            self._console.rule(text, align="left", style="cyan")
+        else:
+            print(f"\n== {text}", file=self.stream, flush=True)
+
+    def table(self, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+        if self._console is not None:
+            from rich.table import Table
+
+            table = Table(*columns, box=None, header_style="bold", pad_edge=False)
+            for row in rows:
+                table.add_row(*row)
+            self._console.print(table)
+            return
+        widths = [len(c) for c in columns]
+        for row in rows:
+            widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+        for row in [list(columns), *rows]:
+            cells = [cell.ljust(w) for cell, w in zip(row, widths, strict=True)]
+            print("  ".join(cells).rstrip(), file=self.stream)
+        self.stream.flush()
+
+    @contextlib.contextmanager
+    def progress(self, label: str) -> Iterator[Callable[[float], None]]:
+        """A progress display for one load; yields an ``on_progress(fraction)`` callback.
+
+        Rich mode draws a bar; plain mode prints ``label: 0% 25% 50% 75% 100%`` on one line.
+        """
+        if self._console is not None:
+            from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeElapsedColumn
+
+            with Progress(
+                "  {task.description}",
+                BarColumn(),
+                TaskProgressColumn(),
+                TimeElapsedColumn(),
+                console=self._console,
+                transient=False,
+            ) as bar:
+                task = bar.add_task(label, total=1.0)
+
+                def update(fraction: float) -> None:
+                    bar.update(task, completed=fraction)
+
+                yield update
+            return
+        printed: list[int] = []
+        self.stream.write(f"  {label}:")
+        self.stream.flush()
+
+        def report(fraction: float) -> None:
+            step = int(fraction * 4) * 25  # print at 0, 25, 50, 75, 100 %
+            if not printed or step > printed[-1]:
+                printed.append(step)
+                self.stream.write(f" {step}%")
+                self.stream.flush()
+
+        try:
+            yield report
+        finally:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def error(message: str) -> None:
+    """Print ``error: message`` to stderr."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+# --- argument parsing ------------------------------------------------------------------------
+
+
+def _gpu(value: str) -> GpuOffload:
+    if value in ("max", "off"):
+        return value  # type: ignore[return-value]
+    try:
+        ratio = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a ratio between 0 and 1, 'max' or 'off', got {value!r}"
+        ) from None
+    if not 0.0 <= ratio <= 1.0:
+        raise argparse.ArgumentTypeError(f"the GPU ratio must be between 0 and 1, got {ratio:g}")
+    return ratio
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {number}")
+    return number
+
+
+def _seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {number:g}")
+    return number
+
+
+def _add_serve_options(parser: argparse.ArgumentParser) -> None:
+    """The stand-in server's own options (reused, not duplicated)."""
+    from .testing import add_arguments
+
+    add_arguments(parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of ``lmstudio-async``."""
+    parser = argparse.ArgumentParser(
+        prog="lmstudio-async",
+        description="Manage models in LM Studio's memory (and run a stand-in LM Studio).",
+        epilog="Exit codes: 0 ok, 1 error, 2 bad arguments, 130 interrupted.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--host",
+        default=os.environ.get("LMSTUDIO_API_HOST"),
+        help="LM Studio host:port (default: $LMSTUDIO_API_HOST, else probe the local ports)",
+    )
+    parser.add_argument(
+        "--api-token",
+        default=None,
+        help="API token (default: $LMSTUDIO_API_TOKEN)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    ls = sub.add_parser("ls", help="list downloaded models")
+    ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    ps = sub.add_parser("ps", help="list loaded model instances")
+    ps.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    load = sub.add_parser("load", help="load a new model instance")
+    load.add_argument("key", metavar="KEY", help="model key (see `ls`)")
+    load.add_argument("--identifier", metavar="ID", help="identifier of the new instance")
+    load.add_argument("--context-length", "-c", type=_positive_int, metavar="N")
+    load.add_argument(
+        "--gpu", type=_gpu, metavar="RATIO|max|off", help="GPU offload: 0..1, max or off"
+    )
+    load.add_argument(
+        "--ttl", type=_seconds, metavar="SECONDS", help="unload after this many idle seconds"
+    )
+    load.add_argument(
+        "--estimate-only", action="store_true", help="print the memory estimate; do not load"
+    )
+
+    unload = sub.add_parser("unload", help="unload model instances")
+    unload.add_argument("identifier", nargs="?", metavar="ID", help="instance identifier")
+    unload.add_argument("--all", action="store_true", help="unload every loaded instance")
+
+    serve = sub.add_parser("serve", help="run the bundled stand-in LM Studio server")
+    _add_serve_options(serve)
+
+    demo = sub.add_parser("demo", help="a tour of the API against an in-process stand-in")
+    demo.add_argument(
+        "--load-seconds",
+        type=float,
+        default=0.4,
+        metavar="S",
+        help="simulated load time of the stand-in (default 0.4)",
+    )
+    return parser
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+def _client(args: argparse.Namespace) -> AsyncClient:
+    return AsyncClient(args.host, api_token=args.api_token)
+
+
+def _to_json(value: Any) -> str:
+    return json.dumps(msgspec.to_builtins(value), indent=2)
+
+
+def _quant(info: ModelInfo) -> str:
+    return info.quantization.name if info.quantization is not None else "-"
+
+
+async def cmd_ls(args: argparse.Namespace, out: Output) -> int:
+    async with _client(args) as client:
+        models = await client.system.list_downloaded()
+    if args.json:
+        out.line(_to_json(models))
+        return EXIT_OK
+    if not models:
+        out.line("No models are downloaded.")
+        return EXIT_OK
+    rows = [
+        [
+            m.model_key,
+            m.type,
+            format_bytes(m.size_bytes),
+            m.params_string or "-",
+            _quant(m),
+            str(m.max_context_length),
+        ]
+        for m in models
+    ]
+    out.table(["KEY", "TYPE", "SIZE", "PARAMS", "QUANT", "MAX CONTEXT"], rows)
+    return EXIT_OK
+
+
+def ttl_remaining(info: ModelInstanceInfo, now: float | None = None) -> float | None:
+    """Seconds until the idle TTL unloads ``info``, or ``None`` without a TTL."""
+    if info.ttl is None:
+        return None
+    if info.last_used_time is None:
+        return info.ttl
+    now_ms = (time.time() if now is None else now) * 1000.0
+    return max(info.ttl - (now_ms - info.last_used_time) / 1000.0, 0.0)
+
+
+async def _all_loaded(client: AsyncClient) -> list[ModelInstanceInfo]:
+    llms, embeddings = await asyncio.gather(
+        client.llm.list_loaded(), client.embedding.list_loaded()
+    )
+    return [h.info for h in llms] + [h.info for h in embeddings]
+
+
+async def cmd_ps(args: argparse.Namespace, out: Output) -> int:
+    async with _client(args) as client:
+        loaded = await _all_loaded(client)
+    now = time.time()
+    if args.json:
+        data = []
+        for info in loaded:
+            item = msgspec.to_builtins(info)
+            item["ttlRemainingSeconds"] = ttl_remaining(info, now)
+            data.append(item)
+        out.line(json.dumps(data, indent=2))
+        return EXIT_OK
+    if not loaded:
+        out.line("No models are loaded.")
+        return EXIT_OK
+    rows = [
+        [
+            i.identifier,
+            i.model_key,
+            i.type,
+            str(i.context_length),
+            format_seconds(ttl_remaining(i, now)),
+            format_bytes(i.size_bytes),
+        ]
+        for i in loaded
+    ]
+    out.table(["IDENTIFIER", "MODEL", "TYPE", "CONTEXT", "TTL LEFT", "SIZE"], rows)
+    return EXIT_OK
+
+
+async def _domain_of(client: AsyncClient, key: str) -> str:
+    """``"llm"`` or ``"embedding"`` for a downloaded model key (``"llm"`` if unknown: the
+    server then reports the missing model)."""
+    models = await client.system.list_downloaded()
+    low = key.lower()
+    for exact in (True, False):
+        for model in models:
+            if model.model_key.lower() == low or model.path.lower() == low:
+                return model.type
+            if not exact and model.path.lower().startswith(low):
+                return model.type
+    return "llm"
+
+
+def _load_config(args: argparse.Namespace, domain: str) -> Any:
+    """The load config of the options (``Any``: it matches the namespace picked at runtime)."""
+    if domain == "embedding":
+        return EmbeddingLoadConfig(context_length=args.context_length, gpu_offload=args.gpu)
+    return LlmLoadConfig(context_length=args.context_length, gpu_offload=args.gpu)
+
+
+async def cmd_load(args: argparse.Namespace, out: Output) -> int:
+    async with _client(args) as client:
+        domain = await _domain_of(client, args.key)
+        namespace = client.embedding if domain == "embedding" else client.llm
+        config = _load_config(args, domain)
+        if args.estimate_only:
+            estimate = await namespace.estimate(args.key, config=config)
+            if args.identifier is not None or args.ttl is not None:
+                out.line("note: --identifier and --ttl are ignored with --estimate-only")
+            memory = estimate.memory
+            out.line(f"Estimate for {args.key}:")
+            total = format_bytes(memory.total_bytes)
+            out.line(f"  total:   {total} ({memory.confidence} confidence)")
+            out.line(f"  model:   {format_bytes(memory.model_bytes)}")
+            out.line(f"  context: {format_bytes(memory.context_bytes)}")
+            out.line(f"  VRAM:    {format_bytes(memory.total_vram_bytes)}")
+            out.line(f"  fits:    {'yes' if estimate.fits else 'no (fails the guardrails)'}")
+            return EXIT_OK
+        label = f"Loading {args.key}" + (f" as {args.identifier}" if args.identifier else "")
+        started = time.perf_counter()
+        with out.progress(label) as on_progress:
+            task: asyncio.Future[LLM | EmbeddingModel] = asyncio.ensure_future(
+                namespace.load(
+                    args.key,
+                    args.identifier,
+                    ttl=args.ttl,
+                    config=config,
+                    on_progress=on_progress,
+                )
+            )
+            interrupted = await _await_interruptible(task)
+        if interrupted:
+            # A round trip on the same socket: the server has seen the cancel before it answers.
+            with contextlib.suppress(LMStudioError):
+                await namespace.list_loaded()
+            error("interrupted: the load was cancelled, nothing was loaded")
+            return EXIT_INTERRUPTED
+        handle = task.result()
+        info = handle.info
+        ttl = f", TTL {format_seconds(info.ttl)}" if info.ttl is not None else ""
+        out.line(
+            f"Loaded {handle.identifier} ({handle.model_key}, context {info.context_length}{ttl})"
+            f" in {time.perf_counter() - started:.1f}s"
+        )
+    return EXIT_OK
+
+
+async def _await_interruptible(task: asyncio.Future[Any]) -> bool:
+    """Await ``task``; Ctrl-C (SIGINT) cancels it. True if it was interrupted."""
+    loop = asyncio.get_running_loop()
+    installed = False
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        loop.add_signal_handler(signal.SIGINT, task.cancel)
+        installed = True
+    try:
+        await asyncio.wait([task])
+    except asyncio.CancelledError:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        raise
+    finally:
+        if installed:
+            loop.remove_signal_handler(signal.SIGINT)
+    if task.cancelled():
+        return True
+    task.result()  # re-raise a failure
+    return False
+
+
+async def cmd_unload(args: argparse.Namespace, out: Output) -> int:
+    async with _client(args) as client:
+        loaded = await _all_loaded(client)
+        names = ", ".join(i.identifier for i in loaded)
+        if args.all:
+            if args.identifier is not None:
+                error("give either an identifier or --all, not both")
+                return EXIT_USAGE
+            targets = loaded
+        elif args.identifier is not None:
+            low = args.identifier.lower()
+            targets = [i for i in loaded if i.identifier.lower() == low]
+            if not targets:
+                loaded_text = f"loaded: {names}" if loaded else "no models are loaded"
+                raise ModelNotFoundError.client_side(
+                    f"No loaded model has identifier {args.identifier!r} ({loaded_text})",
+                    subject=args.identifier,
+                )
+        elif len(loaded) == 1:
+            targets = loaded
+        elif not loaded:
+            out.line("No models are loaded.")
+            return EXIT_OK
+        else:
+            error(f"{len(loaded)} models are loaded; name one or pass --all (loaded: {names})")
+            return EXIT_ERROR
+        if not targets:
+            out.line("No models are loaded.")
+            return EXIT_OK
+        for info in targets:
+            namespace = client.embedding if info.type == "embedding" else client.llm
+            await namespace.unload(info.identifier)
+            out.line(f"Unloaded {info.identifier}")
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the stand-in server until Ctrl-C (its own options: see ``serve --help``)."""
+    from .testing import serve, server_from_args
+
+    try:
+        server = server_from_args(args)
+    except ValueError as exc:
+        error(str(exc))
+        return EXIT_USAGE
+    try:
+        asyncio.run(serve(server))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        error(f"cannot listen on {args.host}:{args.port}: {exc}")
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+async def _run_async(args: argparse.Namespace, out: Output) -> int:
+    command = args.command
+    if command == "ls":
+        return await cmd_ls(args, out)
+    if command == "ps":
+        return await cmd_ps(args, out)
+    if command == "load":
+        return await cmd_load(args, out)
+    if command == "unload":
+        return await cmd_unload(args, out)
+    if command == "demo":
+        from ._demo import run_demo
+
+        return await run_demo(out, load_seconds=args.load_seconds)
+    raise AssertionError(f"unknown command {command!r}")  # pragma: no cover
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, bad arguments
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        if args.command == "serve":
+            return cmd_serve(args)
+        return asyncio.run(_run_async(args, Output()))
+    except LMStudioError as exc:
+        error(str(exc))
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        error("interrupted")
+        return EXIT_INTERRUPTED

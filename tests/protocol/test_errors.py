@@ -500,13 +500,13 @@ _serialized = st.builds(
 )
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(_serialized)
 def test_serialized_error_round_trip(err: SerializedError) -> None:
     assert decode_serialized_error(msgspec.json.encode(err)) == err
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(_json)
 def test_decode_arbitrary_json_never_raises(value: Any) -> None:
     err = decode_serialized_error(msgspec.json.encode(value))
@@ -514,13 +514,13 @@ def test_decode_arbitrary_json_never_raises(value: Any) -> None:
     assert isinstance(map_server_error(err, operation="op"), ServerError)
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=64))
 def test_decode_arbitrary_bytes_never_raises(raw: bytes) -> None:
     assert isinstance(decode_serialized_error(raw), SerializedError)
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(
     code=st.sampled_from([*sorted(MODEL_NOT_FOUND_CODES), "generic.other", "x"]),
     data=st.dictionaries(

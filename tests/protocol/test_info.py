@@ -360,7 +360,7 @@ _instance_infos = st.builds(LlmInstanceInfo, **_llm, **_inst) | st.builds(
 )
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(_model_infos, max_size=3))
 def test_model_info_round_trip(infos: list[Any]) -> None:
     raw = msgspec.json.encode(infos)
@@ -369,7 +369,7 @@ def test_model_info_round_trip(infos: list[Any]) -> None:
         assert decode_model_info(encode_info(info)) == info
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(_instance_infos, max_size=3))
 def test_instance_info_round_trip(infos: list[Any]) -> None:
     raw = msgspec.json.encode(infos)
@@ -384,7 +384,7 @@ def test_instance_info_round_trip(infos: list[Any]) -> None:
             assert info.last_used.tzinfo is UTC
 
 
-@settings(max_examples=100)
+@settings(max_examples=100, deadline=None)
 @given(
     st.builds(
         EstimateResult,

@@ -10,6 +10,8 @@ import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from lmstudio import LlmLoadModelConfig
+from lmstudio._kv_config import load_config_to_kv_config_stack, parse_llm_load_config
 
 from lmstudio_async._protocol.kvconfig import (
     API_OVERRIDE_LAYER,
@@ -840,7 +842,7 @@ llm_configs = st.builds(
 embedding_configs = st.builds(EmbeddingLoadConfig, **_COMMON)
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(llm_configs)
 def test_llm_round_trip(cfg: LlmLoadConfig) -> None:
     fields = load_config_to_fields("llm", cfg)
@@ -851,7 +853,7 @@ def test_llm_round_trip(cfg: LlmLoadConfig) -> None:
     assert coerce_load_config("llm", cfg.to_dict()) == cfg
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(embedding_configs)
 def test_embedding_round_trip(cfg: EmbeddingLoadConfig) -> None:
     fields = load_config_to_fields("embedding", cfg)
@@ -863,7 +865,7 @@ def test_embedding_round_trip(cfg: EmbeddingLoadConfig) -> None:
     assert all(f.key.startswith(("embedding.load.", "load.gpuSplitConfig")) for f in fields)
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(llm_configs, llm_configs)
 def test_differences_are_exactly_the_unequal_set_fields(a: LlmLoadConfig, b: LlmLoadConfig) -> None:
     diffs = config_differences(a, b)
@@ -875,15 +877,12 @@ def test_differences_are_exactly_the_unequal_set_fields(a: LlmLoadConfig, b: Llm
     assert set(diffs) <= set(a.to_dict())
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(llm_configs.filter(lambda c: c.max_parallel_predictions is None))
 def test_matches_official_python_sdk(cfg: LlmLoadConfig) -> None:
     """Our wire form agrees with lmstudio-python's for the fields it knows, except
     for the documented GPU-split deviations (priority with 'evenly', and split
     config only written when a split field is set)."""
-    from lmstudio import LlmLoadModelConfig
-    from lmstudio._kv_config import load_config_to_kv_config_stack, parse_llm_load_config
-
     official = load_config_to_kv_config_stack(
         LlmLoadModelConfig._from_any_api_dict(_official_llm(cfg)), LlmLoadModelConfig
     ).to_dict()

@@ -486,7 +486,7 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         return self._handle_cls(self, info)
 
     def _config(self, config: object) -> Any:
-        return coerce_load_config(self._name, config)  # type: ignore[arg-type]
+        return coerce_load_config(self._name, config)
 
     # --- get / load ---------------------------------------------------------------
 

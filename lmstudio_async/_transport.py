@@ -137,7 +137,7 @@ async def probe_lmstudio(session: aiohttp.ClientSession, http_base: str, timeout
                 return False
             body = await resp.read()
         data = msgspec.json.decode(body)
-    except (TimeoutError, aiohttp.ClientError, msgspec.DecodeError, ValueError):
+    except (OSError, aiohttp.ClientError, msgspec.DecodeError, ValueError):
         return False
     return isinstance(data, dict) and data.get("lmstudio") is True
 

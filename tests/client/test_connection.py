@@ -1,0 +1,349 @@
+"""Connecting, discovery, authentication, drops, reconnects, keepalive, closing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import socket
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aioresponses import aioresponses
+
+import lmstudio_async as lms
+from lmstudio_async._transport import DEFAULT_PORTS, parse_api_host
+from lmstudio_async.testing import StandInServer, ThreadedStandInServer
+
+from .test_models import LLAMA, SMOL, eventually
+
+TOKEN = "sk-lm-abcDEF78:abcDEF7890abcDEF7890"
+OTHER_TOKEN = "sk-lm-abcDEF78:zzzzzz7890abcDEF7890"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def client(lmstudio_server: ThreadedStandInServer) -> AsyncIterator[lms.AsyncClient]:
+    async with lms.AsyncClient(lmstudio_server.host) as c:
+        yield c
+
+
+# --- host parsing and discovery ---------------------------------------------------------
+
+
+class _NoStreamWriter:
+    output_size = 0
+
+
+class CompatResponse(aiohttp.ClientResponse):
+    """aioresponses 0.7.9 predates aiohttp 3.14's required ``stream_writer`` argument."""
+
+    def __init__(self, method: str, url: object, **kwargs: object) -> None:
+        kwargs.setdefault("stream_writer", _NoStreamWriter())
+        super().__init__(method, url, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("value", "http", "ws"),
+    [
+        ("localhost:1234", "http://localhost:1234", "ws://localhost:1234"),
+        ("http://127.0.0.1:41343", "http://127.0.0.1:41343", "ws://127.0.0.1:41343"),
+        ("ws://127.0.0.1:41343/", "http://127.0.0.1:41343", "ws://127.0.0.1:41343"),
+        ("wss://example.com:443", "https://example.com:443", "wss://example.com:443"),
+    ],
+)
+def test_parse_api_host(value: str, http: str, ws: str) -> None:
+    assert parse_api_host(value) == (http, ws)
+
+
+@pytest.mark.parametrize("value", ["localhost", "ftp://x:1", "http://h:99999", "a b:1", ""])
+def test_bad_api_host_is_a_value_error_naming_it(value: str) -> None:
+    with pytest.raises(lms.LMStudioValueError, match=re.escape(repr(value))):
+        lms.AsyncClient(value)
+
+
+async def test_discovery_probes_ports_concurrently_first_answer_wins() -> None:
+    winner = DEFAULT_PORTS[3]
+    with aioresponses() as mocked:
+        for port in DEFAULT_PORTS:
+            url = f"http://127.0.0.1:{port}/lmstudio-greeting"
+            if port == winner:
+                mocked.get(url, payload={"lmstudio": True}, response_class=CompatResponse)
+            elif port == DEFAULT_PORTS[0]:
+                mocked.get(url, status=200, body="not json", response_class=CompatResponse)
+            elif port == DEFAULT_PORTS[1]:
+                mocked.get(url, payload={"something": "else"}, response_class=CompatResponse)
+            else:
+                mocked.get(url, exception=ConnectionRefusedError())
+        client = lms.AsyncClient()
+        try:
+            assert await client._transport.resolve_host() == f"127.0.0.1:{winner}"
+            assert client.api_host == f"127.0.0.1:{winner}"
+        finally:
+            await client.aclose()
+
+
+async def test_discovery_finds_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LMSTUDIO_API_HOST", raising=False)
+    with aioresponses() as mocked:
+        for port in DEFAULT_PORTS:
+            mocked.get(
+                f"http://127.0.0.1:{port}/lmstudio-greeting", exception=ConnectionRefusedError()
+            )
+        async with lms.AsyncClient() as client:
+            with pytest.raises(lms.LMStudioConnectionError, match="not running on this machine"):
+                await client.llm.list_loaded()
+
+
+async def test_env_host(
+    monkeypatch: pytest.MonkeyPatch, lmstudio_server: ThreadedStandInServer
+) -> None:
+    monkeypatch.setenv("LMSTUDIO_API_HOST", lmstudio_server.host)
+    async with lms.AsyncClient() as client:
+        assert client.api_host == lmstudio_server.host
+        assert await client.llm.list_loaded() == []
+
+
+# --- connection failures are prompt and typed ----------------------------------------------
+
+
+async def test_refused_connection_names_the_host() -> None:
+    host = f"127.0.0.1:{free_port()}"
+    async with lms.AsyncClient(host) as client:
+        start = time.monotonic()
+        with pytest.raises(lms.LMStudioConnectionError, match=re.escape(host)) as info:
+            await client.llm.list_loaded()
+        assert time.monotonic() - start < 2
+        assert info.value.host == host
+
+
+async def test_peer_that_is_not_lmstudio() -> None:
+    app = web.Application()
+
+    async def not_found(request: web.Request) -> web.Response:
+        return web.Response(status=404, text="nope")
+
+    app.router.add_get("/{tail:.*}", not_found)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with lms.AsyncClient(f"127.0.0.1:{port}") as client:
+            with pytest.raises(lms.ProtocolError, match="does not look like LM Studio"):
+                await client.llm.list_loaded()
+    finally:
+        await runner.cleanup()
+
+
+async def test_peer_that_answers_auth_with_garbage() -> None:
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.receive()
+        await ws.send_str("hello there")
+        await ws.receive()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/{ns}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with lms.AsyncClient(f"127.0.0.1:{port}") as client:
+            with pytest.raises(lms.ProtocolError, match="unexpected reply"):
+                await client.llm.list_loaded()
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.lmstudio_server(api_token=TOKEN)
+async def test_wrong_or_missing_token(
+    lmstudio_server: ThreadedStandInServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LMSTUDIO_API_TOKEN", raising=False)
+    for token in (OTHER_TOKEN, None):
+        async with lms.AsyncClient(lmstudio_server.host, api_token=token) as client:
+            with pytest.raises(
+                lms.AuthenticationError, match=re.escape(lmstudio_server.host)
+            ) as info:
+                await client.llm.list_loaded()
+            assert "zzzzzz7890abcDEF7890" not in str(info.value)
+    async with lms.AsyncClient(lmstudio_server.host, api_token=TOKEN) as client:
+        assert await client.llm.list_loaded() == []
+    monkeypatch.setenv("LMSTUDIO_API_TOKEN", TOKEN)
+    async with lms.AsyncClient(lmstudio_server.host) as client:
+        assert await client.llm.list_loaded() == []
+
+
+def test_malformed_token_is_rejected_without_echoing_it() -> None:
+    with pytest.raises(lms.LMStudioValueError, match="malformed") as info:
+        lms.AsyncClient("localhost:1234", api_token="sk-lm-secretsecret")
+    assert "secretsecret" not in str(info.value)
+
+
+async def test_token_never_in_repr_logs_or_errors(
+    lmstudio_server: ThreadedStandInServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    client = lms.AsyncClient(lmstudio_server.host, api_token=TOKEN)
+    try:
+        await client.llm.list_loaded()
+        with pytest.raises(lms.ModelNotFoundError) as info:
+            await client.llm.unload("nope")
+        texts = [repr(client), str(info.value), repr(client.llm), caplog.text]
+        for text in texts:
+            assert "abcDEF7890abcDEF7890" not in text
+            assert TOKEN not in text
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.lmstudio_server(api_token=TOKEN)
+async def test_unanswered_auth_times_out(lmstudio_server: ThreadedStandInServer) -> None:
+    lmstudio_server.faults.ignore_auth = True
+    async with lms.AsyncClient(
+        lmstudio_server.host, api_token=TOKEN, timeout=lms.Timeouts(connect=0.4)
+    ) as client:
+        start = time.monotonic()
+        with pytest.raises(lms.LMStudioTimeoutError) as info:
+            await client.llm.list_loaded()
+        assert info.value.kind == "connect"
+        assert time.monotonic() - start < 1.5
+
+
+# --- drops and reconnects -----------------------------------------------------------------
+
+
+@pytest.mark.lmstudio_server(load_seconds=2.0)
+async def test_drop_mid_load_fails_in_flight_then_reconnects(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    await client.llm.list_loaded()
+    lmstudio_server.faults.drop_after(5, namespace="llm")
+    start = time.monotonic()
+    with pytest.raises(lms.LMStudioConnectionError, match="lost"):
+        await client.llm.load(LLAMA)
+    assert time.monotonic() - start < 1.5
+    # the server aborts a load whose connection dropped; the next call reconnects
+    assert await client.llm.list_loaded() == []
+    assert lmstudio_server.loaded_instances() == []
+
+
+async def test_drop_fails_every_in_flight_call(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    await client.llm.list_loaded()
+    lmstudio_server.faults.silent = True
+    calls = [asyncio.create_task(client.llm.list_loaded()) for _ in range(10)]
+    await asyncio.sleep(0.1)
+    lmstudio_server.faults.silent = False
+    lmstudio_server.faults.drop_connections()
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert all(isinstance(r, lms.LMStudioConnectionError) for r in results), results
+    assert await client.llm.list_loaded() == []
+
+
+async def test_server_restart_between_calls() -> None:
+    server = StandInServer(port=0, load_seconds=0.0)
+    await server.start()
+    try:
+        async with lms.AsyncClient(server.host) as client:
+            await client.llm.load(SMOL)
+            await server.restart(reset_state=True)
+            assert await client.llm.list_loaded() == []
+            await client.llm.load(SMOL)
+            assert len(await client.llm.list_loaded()) == 1
+    finally:
+        await server.stop()
+
+
+async def test_keepalive_detects_a_dead_peer_with_no_call_waiting(
+    lmstudio_server: ThreadedStandInServer,
+) -> None:
+    timeouts = lms.Timeouts(keepalive_interval=0.1, keepalive_timeout=0.4)
+    async with lms.AsyncClient(lmstudio_server.host, timeout=timeouts) as client:
+        await client.llm.list_loaded()
+        sock = client._transport.socket("llm")
+        assert sock.is_open
+        await asyncio.sleep(0.6)  # keepAlive answered: still open
+        assert sock.is_open
+        assert lmstudio_server.received_messages(type="keepAlive")
+        lmstudio_server.faults.silent = True
+        await eventually(lambda: not sock.is_open, timeout=2.0)
+        lmstudio_server.faults.silent = False
+        assert await client.llm.list_loaded() == []  # reconnected
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["malformed_json", "binary", "oversized", "unknown_call", "unknown_channel", "unsolicited"],
+)
+async def test_bad_frames_do_not_kill_the_reader(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer, kind: str
+) -> None:
+    await client.llm.list_loaded()
+    assert lmstudio_server.faults.inject(kind, namespace="llm") == 1  # type: ignore[arg-type]
+    await client.llm.load(SMOL)
+    assert [h.identifier for h in await client.llm.list_loaded()] == [SMOL]
+    assert client._transport.socket("llm").is_open
+
+
+async def test_server_warning_is_logged(
+    client: lms.AsyncClient,
+    lmstudio_server: ThreadedStandInServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await client.llm.list_loaded()
+    lmstudio_server.faults.inject(
+        "unsolicited",
+        namespace="llm",
+        payload={"type": "communicationWarning", "warning": "odd", "kind": "rpcUnknown"},
+    )
+    await client.llm.list_loaded()
+    assert "rpcUnknown: odd" in caplog.text
+
+
+# --- closing ------------------------------------------------------------------------------
+
+
+@pytest.mark.lmstudio_server(load_seconds=3.0)
+async def test_close_fails_in_flight_calls_and_leaks_nothing(
+    lmstudio_server: ThreadedStandInServer,
+) -> None:
+    before = asyncio.all_tasks()
+    client = lms.AsyncClient(lmstudio_server.host)
+    await client.llm.list_loaded()
+    load = asyncio.create_task(client.llm.load(LLAMA))
+    await asyncio.sleep(0.2)
+    await client.aclose()
+    with pytest.raises(lms.ClientClosedError, match="closed"):
+        await load
+    assert asyncio.all_tasks() - before == set()
+    with pytest.raises(lms.ClientClosedError):
+        await client.llm.list_loaded()
+    await eventually(lambda: lmstudio_server.connection_count() == 0)
+    await eventually(lambda: lmstudio_server.loaded_instances() == [])
+
+
+async def test_many_concurrent_calls_and_channels(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    lmstudio_server.load_seconds = 0.0
+    results = await asyncio.gather(*(client.llm.list_loaded() for _ in range(1000)))
+    assert all(r == [] for r in results)
+    handles = await asyncio.gather(*(client.llm.load(SMOL) for _ in range(100)))
+    assert len({h.identifier for h in handles}) == 100
+    assert len(lmstudio_server.loaded_instances()) == 100

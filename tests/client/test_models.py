@@ -1,0 +1,405 @@
+"""AsyncClient model management against the stand-in, over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+import lmstudio_async as lms
+from lmstudio_async.testing import ThreadedStandInServer
+
+LLAMA = "llama-3.2-1b-instruct"
+SMOL = "smollm2-135m-instruct"
+QWEN = "qwen2.5-7b-instruct-1m"
+NOMIC = "text-embedding-nomic-embed-text-v1.5"
+
+
+@pytest.fixture
+async def client(lmstudio_server: ThreadedStandInServer) -> AsyncIterator[lms.AsyncClient]:
+    async with lms.AsyncClient(lmstudio_server.host) as c:
+        yield c
+
+
+async def eventually(predicate: Any, timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+def loaded_ids(server: ThreadedStandInServer) -> list[str]:
+    return [i.identifier for i in server.loaded_instances()]
+
+
+# --- model() ---------------------------------------------------------------------------
+
+
+async def test_model_without_key_and_nothing_loaded(client: lms.AsyncClient) -> None:
+    with pytest.raises(lms.ModelNotFoundError, match="No LLM is loaded"):
+        await client.llm.model()
+    with pytest.raises(lms.ModelNotFoundError, match="No embedding model is loaded"):
+        await client.embedding.model()
+
+
+async def test_model_without_key_returns_a_loaded_one(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    lmstudio_server.preload(SMOL)
+    lmstudio_server.preload(NOMIC)
+    llm = await client.llm.model()
+    assert isinstance(llm, lms.LLM)
+    assert llm.identifier == SMOL
+    emb = await client.embedding.model()
+    assert isinstance(emb, lms.EmbeddingModel)
+    assert emb.model_key == NOMIC
+
+
+async def test_model_key_loads_with_progress_then_reuses(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    seen: list[float] = []
+    llm = await client.llm.model(LLAMA, on_progress=seen.append)
+    assert llm.identifier == LLAMA
+    assert llm.model_key == LLAMA
+    assert seen[-1] == 1.0
+    assert seen == sorted(seen)
+    assert all(0.0 <= p <= 1.0 for p in seen)
+    assert len(seen) >= 10
+    # already loaded: same instance, no new load, no progress
+    again: list[float] = []
+    same = await client.llm.model(LLAMA, on_progress=again.append)
+    assert same == llm
+    assert again in ([], [1.0])
+    assert loaded_ids(lmstudio_server) == [LLAMA]
+
+
+async def test_model_matches_path_prefix_case_insensitively(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    lmstudio_server.preload(LLAMA, identifier="custom")
+    llm = await client.llm.model("hugging-quants/llama-3.2-1b-instruct")
+    assert llm.identifier == "custom"
+    assert loaded_ids(lmstudio_server) == ["custom"]
+
+
+async def test_coroutine_progress_callback(client: lms.AsyncClient) -> None:
+    seen: list[float] = []
+
+    async def on_progress(fraction: float) -> None:
+        await asyncio.sleep(0)
+        seen.append(fraction)
+
+    await client.llm.load(SMOL, on_progress=on_progress)
+    assert seen[-1] == 1.0
+    assert seen == sorted(seen)
+
+
+async def test_model_warns_when_loaded_config_differs(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    lmstudio_server.preload(LLAMA, config={"llm.load.contextLength": 2048})
+    with pytest.warns(lms.ConfigMismatchWarning, match="context_length"):
+        llm = await client.llm.model(LLAMA, config=lms.LlmLoadConfig(context_length=4096))
+    assert await llm.get_context_length() == 2048
+    # the same config as loaded: no warning (warnings are errors in this suite)
+    await client.llm.model(LLAMA, config={"context_length": 2048})
+
+
+async def test_model_raise_or_reload_on_config_mismatch(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    lmstudio_server.preload(LLAMA, config={"llm.load.contextLength": 2048})
+    with pytest.raises(lms.ConfigMismatchError) as info:
+        await client.llm.model(LLAMA, config={"context_length": 4096}, on_config_mismatch="raise")
+    assert info.value.differences == {"context_length": (4096, 2048)}
+    llm = await client.llm.model(
+        LLAMA, config={"context_length": 4096}, on_config_mismatch="reload"
+    )
+    assert await llm.get_context_length() == 4096
+    assert len(lmstudio_server.loaded_instances()) == 1
+
+
+# --- load() ------------------------------------------------------------------------------
+
+
+async def test_load_custom_and_automatic_identifiers(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    first = await client.llm.load(LLAMA)
+    second = await client.llm.load(LLAMA)
+    named = await client.llm.load(LLAMA, "my-llama")
+    assert first.identifier == LLAMA
+    assert second.identifier == f"{LLAMA}:2"
+    assert named.identifier == "my-llama"
+    assert {h.model_key for h in (first, second, named)} == {LLAMA}
+    assert loaded_ids(lmstudio_server) == [LLAMA, f"{LLAMA}:2", "my-llama"]
+
+
+async def test_duplicate_identifier_is_a_server_error_naming_it(client: lms.AsyncClient) -> None:
+    await client.llm.load(LLAMA, "taken")
+    with pytest.raises(lms.ServerError, match='"taken" already exists') as info:
+        await client.llm.load(SMOL, "taken")
+    assert not isinstance(info.value, lms.ModelNotFoundError)
+
+
+async def test_load_unknown_model(client: lms.AsyncClient) -> None:
+    with pytest.raises(lms.ModelNotFoundError, match="no-such-model"):
+        await client.llm.load("no-such-model")
+    with pytest.raises(lms.ModelNotFoundError, match="no-such-model"):
+        await client.llm.model("no-such-model")
+
+
+async def test_load_config_typed_and_dict_round_trip(client: lms.AsyncClient) -> None:
+    llm = await client.llm.load(
+        LLAMA, config=lms.LlmLoadConfig(context_length=4096, gpu_offload=0.5, seed=42)
+    )
+    cfg = await llm.get_load_config()
+    assert isinstance(cfg, lms.LlmLoadConfig)
+    assert (cfg.context_length, cfg.gpu_offload, cfg.seed) == (4096, 0.5, 42)
+    assert await llm.get_context_length() == 4096
+    emb = await client.embedding.load(NOMIC, config={"context_length": 1024})
+    ecfg = await emb.get_load_config()
+    assert isinstance(ecfg, lms.EmbeddingLoadConfig)
+    assert ecfg.context_length == 1024
+
+
+async def test_bad_config_fails_before_anything_is_sent(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    with pytest.raises(lms.ConfigError, match="context_lenght"):
+        await client.llm.load(LLAMA, config={"context_lenght": 4096})
+    with pytest.raises(lms.ConfigError, match="gpu_offload"):
+        await client.llm.load(LLAMA, config={"gpu_offload": 2})
+    with pytest.raises(lms.ConfigError):
+        await client.llm.load(LLAMA, config=lms.EmbeddingLoadConfig(context_length=10))  # type: ignore[arg-type]
+    assert lmstudio_server.received_frames() == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"key": ""}, "must not be empty"),
+        ({"key": 3}, "must be a string"),
+        ({"key": "a\x00b"}, "control character"),
+        ({"key": LLAMA, "identifier": ""}, "identifier must not be empty"),
+        ({"key": LLAMA, "ttl": -1}, "ttl must be a positive"),
+        ({"key": LLAMA, "ttl": 0}, "ttl must be a positive"),
+        ({"key": LLAMA, "ttl": "10"}, "ttl must be a number"),
+        ({"key": LLAMA, "on_progress": 5}, "on_progress must be a function"),
+    ],
+)
+async def test_bad_arguments_fail_before_anything_is_sent(
+    client: lms.AsyncClient,
+    lmstudio_server: ThreadedStandInServer,
+    kwargs: dict[str, Any],
+    match: str,
+) -> None:
+    with pytest.raises(lms.LMStudioValueError, match=match):
+        await client.llm.load(**kwargs)
+    assert lmstudio_server.received_frames() == []
+
+
+# --- unload / list / info -------------------------------------------------------------
+
+
+async def test_unload_by_handle_and_by_identifier(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    a = await client.llm.load(LLAMA, "a")
+    await client.llm.load(LLAMA, "b")
+    await a.unload()
+    assert loaded_ids(lmstudio_server) == ["b"]
+    await client.llm.unload("b")
+    assert loaded_ids(lmstudio_server) == []
+    with pytest.raises(lms.ModelNotFoundError, match="'b'"):
+        await client.llm.unload("b")
+    with pytest.raises(lms.ModelNotFoundError, match="'a'"):
+        await a.get_info()
+
+
+async def test_lists(client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer) -> None:
+    lmstudio_server.preload(SMOL)
+    lmstudio_server.preload(NOMIC)
+    everything = await client.system.list_downloaded()
+    assert {m.model_key for m in everything} >= {LLAMA, SMOL, QWEN, NOMIC}
+    llms = await client.llm.list_downloaded()
+    assert all(isinstance(m, lms.LlmInfo) for m in llms)
+    assert NOMIC not in {m.model_key for m in llms}
+    embs = await client.embedding.list_downloaded()
+    assert [m.model_key for m in embs] == [NOMIC]
+    assert [h.identifier for h in await client.llm.list_loaded()] == [SMOL]
+    assert [h.identifier for h in await client.embedding.list_loaded()] == [NOMIC]
+    info = next(m for m in llms if m.model_key == LLAMA)
+    assert info.size_bytes > 10**9
+    assert info.max_context_length >= 8192
+    assert info.type == "llm"
+
+
+async def test_get_info_has_ttl_and_last_used(client: lms.AsyncClient) -> None:
+    plain = await client.llm.load(SMOL)
+    info = await plain.get_info()
+    assert info.ttl is None  # no hidden default TTL
+    assert info.identifier == SMOL
+    timed = await client.llm.load(SMOL, ttl=90)
+    tinfo = await timed.get_info()
+    assert tinfo.ttl == 90.0
+    assert tinfo.last_used is not None
+    assert tinfo.context_length == await timed.get_context_length()
+
+
+async def test_ttl_expiry(client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer) -> None:
+    await client.llm.load(SMOL, ttl=5)
+    keep = await client.llm.load(SMOL)
+    lmstudio_server.advance_clock(6)
+    assert [h.identifier for h in await client.llm.list_loaded()] == [keep.identifier]
+
+
+async def test_estimate(client: lms.AsyncClient) -> None:
+    small = await client.llm.estimate(SMOL)
+    big = await client.llm.estimate(QWEN, config={"context_length": 32768})
+    assert small.fits
+    assert 0 < small.memory.total_bytes < big.memory.total_bytes
+    with pytest.raises(lms.ModelNotFoundError):
+        await client.llm.estimate("no-such-model")
+
+
+# --- scoped instances ---------------------------------------------------------------
+
+
+async def test_loaded_context_manager_unloads_on_exit_and_error(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    async with client.llm.loaded(SMOL, "scoped") as model:
+        assert loaded_ids(lmstudio_server) == ["scoped"]
+        assert model.identifier == "scoped"
+    assert loaded_ids(lmstudio_server) == []
+    with pytest.raises(RuntimeError, match="boom"):
+        async with client.llm.loaded(SMOL, "scoped"):
+            raise RuntimeError("boom")
+    assert loaded_ids(lmstudio_server) == []
+
+
+async def test_loaded_context_manager_unloads_on_cancellation(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    entered = asyncio.Event()
+
+    async def user() -> None:
+        async with client.llm.loaded(SMOL, "scoped"):
+            entered.set()
+            await asyncio.sleep(30)
+
+    task = asyncio.create_task(user())
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert loaded_ids(lmstudio_server) == []
+
+
+# --- concurrency -------------------------------------------------------------------------
+
+
+@pytest.mark.lmstudio_server(load_seconds=0.3)
+async def test_single_flight(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    handles = await asyncio.gather(*(client.llm.model(LLAMA) for _ in range(20)))
+    assert {h.identifier for h in handles} == {LLAMA}
+    assert loaded_ids(lmstudio_server) == [LLAMA]
+    assert len(lmstudio_server.received_messages(endpoint="getOrLoad")) == 1
+
+
+@pytest.mark.lmstudio_server(load_seconds=1.0)
+async def test_concurrent_loads_of_different_models_overlap(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    start = time.monotonic()
+    handles = await asyncio.gather(
+        client.llm.load(LLAMA), client.llm.load(SMOL), client.embedding.load(NOMIC)
+    )
+    elapsed = time.monotonic() - start
+    assert elapsed < 2.5, elapsed  # three 1-second loads in parallel, not in series
+    assert sorted(h.identifier for h in handles) == sorted([LLAMA, SMOL, NOMIC])
+
+
+# --- cancellation and deadlines -------------------------------------------------------
+
+
+@pytest.mark.lmstudio_server(load_seconds=5.0)
+@pytest.mark.parametrize("method", ["load", "model"])
+async def test_cancelling_a_load_cancels_it_on_the_server(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer, method: str
+) -> None:
+    progressed = asyncio.Event()
+    call = getattr(client.llm, method)
+    task = asyncio.create_task(call(LLAMA, on_progress=lambda p: p > 0 and progressed.set()))
+    await asyncio.wait_for(progressed.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await eventually(lambda: lmstudio_server.cancel_count == 1)
+    await eventually(lambda: lmstudio_server.open_channel_count() == 0)
+    assert lmstudio_server.loaded_instances() == []
+
+
+@pytest.mark.lmstudio_server(load_seconds=5.0)
+async def test_total_deadline_cancels_the_load(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    start = time.monotonic()
+    with pytest.raises(lms.LMStudioTimeoutError) as info:
+        await client.llm.load(LLAMA, timeout=lms.Timeouts(total=0.5))
+    assert isinstance(info.value, TimeoutError)
+    assert info.value.kind == "total"
+    assert time.monotonic() - start < 2
+    await eventually(lambda: lmstudio_server.cancel_count == 1)
+    await eventually(lambda: lmstudio_server.open_channel_count() == 0)
+    assert lmstudio_server.loaded_instances() == []
+
+
+@pytest.mark.lmstudio_server(load_seconds=1.5)
+async def test_idle_deadline_allows_slow_load_that_reports_progress(
+    lmstudio_server: ThreadedStandInServer,
+) -> None:
+    # progress arrives every ~75 ms, so a 0.5 s idle deadline never fires on a 1.5 s load
+    async with lms.AsyncClient(lmstudio_server.host, timeout=0.5) as client:
+        llm = await client.llm.load(LLAMA)
+        assert llm.identifier == LLAMA
+
+
+async def test_idle_deadline_on_a_silent_server(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    await client.llm.list_loaded()  # connect first
+    lmstudio_server.faults.silent = True
+    start = time.monotonic()
+    with pytest.raises(lms.LMStudioTimeoutError) as info:
+        await client.llm.list_loaded(timeout=0.3)
+    assert info.value.kind == "idle"
+    assert 0.25 < time.monotonic() - start < 1.5
+
+
+async def test_cancel_right_at_success_unloads_what_finished(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    # A zero-time load finishes while the cancel is in flight; the client unloads the leftover.
+    lmstudio_server.load_seconds = 0.0
+    for _ in range(5):
+        task = asyncio.create_task(client.llm.load(SMOL))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        else:
+            await client.llm.unload(task.result().identifier)
+    await eventually(lambda: lmstudio_server.open_channel_count() == 0)
+    await eventually(lambda: lmstudio_server.loaded_instances() == [])

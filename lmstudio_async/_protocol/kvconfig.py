@@ -430,7 +430,7 @@ def _accepts(cls: type[LoadConfig], values: dict[str, Any]) -> dict[str, Any] | 
         return None
 
 
-_FieldsInput: TypeAlias = KvConfig | Mapping[str, Any] | Iterable[KvField | Mapping[str, Any]]
+_FieldsInput: TypeAlias = KvConfig | Mapping[str, Any] | Iterable[Any]
 
 
 @overload

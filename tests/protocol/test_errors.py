@@ -263,6 +263,7 @@ def test_model_not_found_uses_subject_when_query_missing() -> None:
     payload = {"title": "t", "displayData": {"code": "generic.noModelMatchingQuery"}}
     err = map_server_error(decode_serialized_error(payload), operation="Unload", subject="my-id")
     assert "identifier 'my-id'" in str(err)
+    assert isinstance(err, ModelNotFoundError)
     assert err.subject == "my-id"
 
 

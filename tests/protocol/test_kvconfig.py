@@ -76,10 +76,10 @@ def test_gpu_split_fields_made_explicit() -> None:
     cfg = LlmLoadConfig(main_gpu=1)
     assert cfg.split_strategy == "evenly"
     assert cfg.disabled_gpus == ()
-    cfg = EmbeddingLoadConfig(disabled_gpus=[2, 3])  # type: ignore[arg-type]
-    assert cfg.disabled_gpus == (2, 3)
-    assert cfg.split_strategy == "evenly"
-    assert cfg.main_gpu is None
+    emb = EmbeddingLoadConfig(disabled_gpus=[2, 3])  # type: ignore[arg-type]
+    assert emb.disabled_gpus == (2, 3)
+    assert emb.split_strategy == "evenly"
+    assert emb.main_gpu is None
     cfg = LlmLoadConfig(split_strategy="favor_main_gpu", main_gpu=0)
     assert cfg.disabled_gpus == ()
     assert LlmLoadConfig(gpu_offload=0.5).split_strategy is None
@@ -767,7 +767,7 @@ def test_config_differences_split_and_types() -> None:
 
 def test_config_differences_domain_mismatch() -> None:
     with pytest.raises(ConfigError, match="cannot compare LlmLoadConfig with EmbeddingLoadConfig"):
-        config_differences(LlmLoadConfig(), EmbeddingLoadConfig())  # type: ignore[arg-type]
+        config_differences(LlmLoadConfig(), EmbeddingLoadConfig())
 
 
 # --------------------------------------------------------------------------- vs. official SDK

@@ -163,9 +163,17 @@ class Output:
 
         try:
             yield report
-        finally:
-            self.stream.write("\n")
+        except BaseException as exc:
+            cancelled = isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | _Interrupted)
+            self.stream.write(" cancelled\n" if cancelled else " failed\n")
             self.stream.flush()
+            raise
+        self.stream.write("\n")
+        self.stream.flush()
+
+
+class _Interrupted(Exception):
+    """Ctrl-C cancelled a load."""
 
 
 def error(message: str) -> None:
@@ -402,22 +410,25 @@ async def cmd_load(args: argparse.Namespace, out: Output) -> int:
             return EXIT_OK
         label = f"Loading {args.key}" + (f" as {args.identifier}" if args.identifier else "")
         started = time.perf_counter()
-        with out.progress(label) as on_progress:
-            task: asyncio.Future[LLM | EmbeddingModel] = asyncio.ensure_future(
-                namespace.load(
-                    args.key,
-                    args.identifier,
-                    ttl=args.ttl,
-                    config=config,
-                    on_progress=on_progress,
+        try:
+            with out.progress(label) as on_progress:
+                task: asyncio.Future[LLM | EmbeddingModel] = asyncio.ensure_future(
+                    namespace.load(
+                        args.key,
+                        args.identifier,
+                        ttl=args.ttl,
+                        config=config,
+                        on_progress=on_progress,
+                    )
                 )
-            )
-            interrupted = await _await_interruptible(task)
-        if interrupted:
-            # A round trip on the same socket: the server has seen the cancel before it answers.
+                if await _await_interruptible(task):
+                    raise _Interrupted
+        except _Interrupted:
+            # The client sent the protocol cancel. A round trip on the same socket makes
+            # sure the server has seen it before this process exits.
             with contextlib.suppress(LMStudioError):
                 await namespace.list_loaded()
-            error("interrupted: the load was cancelled, nothing was loaded")
+            error("interrupted: the load was cancelled on the server")
             return EXIT_INTERRUPTED
         handle = task.result()
         info = handle.info

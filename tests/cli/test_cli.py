@@ -1,0 +1,346 @@
+"""The ``lmstudio-async`` CLI, driven in-process against the stand-in (``lmstudio_server``)."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import sys
+
+import pytest
+
+from lmstudio_async.cli import Output, format_bytes, format_seconds, main
+from lmstudio_async.testing import ThreadedStandInServer
+
+SMOL = "smollm2-135m-instruct"
+LLAMA = "llama-3.2-1b-instruct"
+NOMIC = "text-embedding-nomic-embed-text-v1.5"
+TOKEN = "sk-lm-abcd1234:abcdefghij0123456789"
+
+
+def run(
+    server: ThreadedStandInServer, capsys: pytest.CaptureFixture[str], *args: str
+) -> tuple[int, str, str]:
+    code = main(["--host", server.host, *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_clean_error(err: str) -> None:
+    assert err.startswith("error: ")
+    assert "Traceback" not in err
+    assert err.count("\n") == 1
+
+
+# --- ls / ps ---------------------------------------------------------------------------------
+
+
+def test_ls_table(
+    lmstudio_server: ThreadedStandInServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(lmstudio_server, capsys, "ls")
+    assert (code, err) == (0, "")
+    header, *rows = out.splitlines()
+    assert header.split() == ["KEY", "TYPE", "SIZE", "PARAMS", "QUANT", "MAX", "CONTEXT"]
+    smol = next(r for r in rows if r.startswith(SMOL)).split()
+    assert smol == [SMOL, "llm", "138.10", "MiB", "135M", "Q8_0", "8192"]
+    assert any(r.startswith(NOMIC) and " embedding " in r for r in rows)
+
+
+def test_ls_json(
+    lmstudio_server: ThreadedStandInServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(lmstudio_server, capsys, "ls", "--json")
+    assert code == 0
+    models = json.loads(out)
+    keys = {m["modelKey"]: m for m in models}
+    assert keys[SMOL]["type"] == "llm"
+    assert keys[NOMIC]["type"] == "embedding"
+    assert keys[SMOL]["quantization"]["name"] == "Q8_0"
+
+
+def test_ps_empty(
+    lmstudio_server: ThreadedStandInServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(lmstudio_server, capsys, "ps") == (0, "No models are loaded.\n", "")
+    code, out, _ = run(lmstudio_server, capsys, "ps", "--json")
+    assert (code, json.loads(out)) == (0, [])
+
+
+def test_ps_lists_both_domains_with_ttl(
+    lmstudio_server: ThreadedStandInServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lmstudio_server.preload(SMOL, identifier="small", ttl_ms=600_000)
+    lmstudio_server.preload(NOMIC)
+    code, out, _ = run(lmstudio_server, capsys, "ps")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["IDENTIFIER", "MODEL", "TYPE", "CONTEXT", "TTL", "LEFT", "SIZE"]
+    small = lines[1].split()
+    assert small[:3] == ["small", SMOL, "llm"]
+    assert small[4] in {"10m00s", "9m59s"}
+    assert lines[2].split()[:3] == [NOMIC, NOMIC, "embedding"]
+    assert lines[2].split()[4] == "-"
+
+    code, out, _ = run(lmstudio_server, capsys, "ps", "--json")
+    data = {item["identifier"]: item for item in json.loads(out)}
+    assert 599 <= data["small"]["ttlRemainingSeconds"] <= 600
+    assert data["small"]["ttlMs"] == 600_000
+    assert data[NOMIC]["ttlRemainingSeconds"] is None
+
+
+# --- load ----------------------------------------------------------------------------------
+
+
+def test_load_with_options(
+    lmstudio_server: ThreadedStandInServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(
+        lmstudio_server,
+        capsys,
+        "load",
+        SMOL,
+        "--identifier",
+        "mine",
+        "--context-length",
+        "2048",
+        "--gpu",
+        "0.5",
+        "--ttl",
+        "300",
+    )
+    assert (code, err) == (0, "")
+    assert "Loading smollm2-135m-instruct as mine: 0%" in out
+    assert "100%" in out
+    assert "Loaded mine (smollm2-135m-instruct, context 2048, TTL 5m00s)" in out
+    [inst] = lmstudio_server.loaded_instances()
+    assert (inst.identifier, inst.context_length, inst.ttl_ms) == ("mine", 2048, 300_000)
+
+
+def test_load_embedding_model_picks_the_domain(
+    lmstudio_server: ThreadedStandInServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(lmstudio_server, capsys, "load", NOMIC, "--gpu", "max")
+    assert (code, err) == (0, "")
+    [inst] = lmstudio_server.loaded_instances()
+    assert inst.domain == "embedding"
+
+
+def test_load_twice_gets_automatic_identifier(
+    lmstudio_server: ThreadedStandInServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(lmstudio_server, capsys, "load", SMOL)[0] == 0
+    code, out, _ = run(lmstudio_server, capsys, "load", SMOL)
+    assert code == 0
+    assert f"Loaded {SMOL}:2 " in out
+
+
+def test_load_estimate_only(
+    lmstudio_server: ThreadedStandInServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(lmstudio_server, capsys, "load", LLAMA, "--estimate-only", "-c", "8192")
+    assert code == 0
+    assert out.startswith(f"Estimate for {LLAMA}:")
+    assert "fits:    yes" in out
+    assert lmstudio_server.loaded_instances() == []
+
+
+def test_load_unknown_model(
+    lmstudio_server: ThreadedStandInServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(lmstudio_server, capsys, "load", "no-such-model")
+    assert code == 1
+    assert "failed" in out
+    assert_clean_error(err)
+    assert "No downloaded model matches 'no-such-model'" in err
+    assert SMOL in err  # names what is available
+
+
+def test_load_duplicate_identifier(
+    lmstudio_server: ThreadedStandInServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lmstudio_server.preload(SMOL, identifier="taken")
+    code, _, err = run(lmstudio_server, capsys, "load", SMOL, "--identifier", "taken")
+    assert code == 1
+    assert_clean_error(err)
+    assert '"taken" already exists' in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["load", SMOL, "--gpu", "2"], "between 0 and 1"),
+        (["load", SMOL, "--gpu", "lots"], "'max' or 'off'"),
+        (["load", SMOL, "--context-length", "0"], "positive"),
+        (["load", SMOL, "--ttl", "soon"], "seconds"),
+        (["frobnicate"], "invalid choice"),
+        ([], "required"),
+    ],
+)
+def test_bad_arguments(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+# --- unload -------------------------------------------------------------------------------
+
+
+def test_unload_the_only_model(
+    lmstudio_server: ThreadedStandInServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lmstudio_server.preload(NOMIC, identifier="emb")
+    assert run(lmstudio_server, capsys, "unload") == (0, "Unloaded emb\n", "")
+    assert lmstudio_server.loaded_instances() == []
+
+
+def test_unload_nothing_loaded(
+    lmstudio_server: ThreadedStandInServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(lmstudio_server, capsys, "unload") == (0, "No models are loaded.\n", "")
+
+
+def test_unload_ambiguous_lists_loaded(
+    lmstudio_server: ThreadedStandInServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lmstudio_server.preload(SMOL, identifier="a")
+    lmstudio_server.preload(SMOL, identifier="b")
+    code, out, err = run(lmstudio_server, capsys, "unload")
+    assert (code, out) == (1, "")
+    assert_clean_error(err)
+    assert "2 models are loaded" in err
+    assert "loaded: a, b" in err
+    assert len(lmstudio_server.loaded_instances()) == 2
+
+
+def test_unload_by_identifier_and_all(
+    lmstudio_server: ThreadedStandInServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lmstudio_server.preload(SMOL, identifier="a")
+    lmstudio_server.preload(SMOL, identifier="b")
+    lmstudio_server.preload(NOMIC, identifier="c")
+    assert run(lmstudio_server, capsys, "unload", "b") == (0, "Unloaded b\n", "")
+    code, out, _ = run(lmstudio_server, capsys, "unload", "--all")
+    assert (code, out) == (0, "Unloaded a\nUnloaded c\n")
+    assert lmstudio_server.loaded_instances() == []
+
+
+def test_unload_unknown_identifier(
+    lmstudio_server: ThreadedStandInServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lmstudio_server.preload(SMOL, identifier="a")
+    code, _, err = run(lmstudio_server, capsys, "unload", "zzz")
+    assert code == 1
+    assert_clean_error(err)
+    assert "No loaded model has identifier 'zzz' (loaded: a)" in err
+
+
+# --- host, token, connection errors ------------------------------------------------------------
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def test_unreachable_host(capsys: pytest.CaptureFixture[str]) -> None:
+    host = f"127.0.0.1:{_closed_port()}"
+    assert main(["--host", host, "ps"]) == 1
+    captured = capsys.readouterr()
+    assert_clean_error(captured.err)
+    assert host in captured.err
+
+
+def test_host_from_environment(
+    lmstudio_server: ThreadedStandInServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LMSTUDIO_API_HOST", lmstudio_server.host)
+    assert main(["ps"]) == 0
+    assert capsys.readouterr().out == "No models are loaded.\n"
+
+
+@pytest.mark.lmstudio_server(api_token=TOKEN)
+def test_api_token(
+    lmstudio_server: ThreadedStandInServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("LMSTUDIO_API_TOKEN", raising=False)
+    wrong = "sk-lm-abcd1234:zzzzzzzzzzzzzzzzzzzz"
+    code, _, err = run(lmstudio_server, capsys, "--api-token", wrong, "ps")
+    assert code == 1
+    assert_clean_error(err)
+    assert wrong not in err
+    assert "zzzz" not in err
+    assert run(lmstudio_server, capsys, "--api-token", TOKEN, "ps")[0] == 0
+    monkeypatch.setenv("LMSTUDIO_API_TOKEN", TOKEN)
+    assert run(lmstudio_server, capsys, "ps")[0] == 0
+
+
+# --- serve / misc ------------------------------------------------------------------------------
+
+
+def test_serve_reuses_the_stand_in_options(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--help"]) == 0
+    out = capsys.readouterr().out
+    for option in ("--port", "--load-seconds", "--memory-gb", "--catalog", "--api-token"):
+        assert option in out
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("lmstudio-async ")
+
+
+# --- output ----------------------------------------------------------------------------------
+
+
+class _FakeTTY(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_plain_output_on_a_terminal_without_rich(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "rich", None)
+    stream = _FakeTTY()
+    out = Output(stream)
+    assert not out.fancy
+    out.table(["A", "BB"], [["xyz", "1"]])
+    with out.progress("loading") as report:
+        for step in (0.0, 0.3, 0.6, 1.0):
+            report(step)
+    assert stream.getvalue() == "A    BB\nxyz  1\n  loading: 0% 25% 50% 100%\n"
+
+
+def test_rich_output() -> None:
+    pytest.importorskip("rich")
+    stream = _FakeTTY()
+    out = Output(stream, fancy=True)
+    out.heading("Title")
+    out.table(["KEY", "SIZE"], [["model-a", "1 GiB"]])
+    with out.progress("loading") as report:
+        report(0.5)
+        report(1.0)
+    text = stream.getvalue()
+    assert "Title" in text
+    assert "model-a" in text
+    assert "100%" in text
+
+
+def test_formatters() -> None:
+    assert format_bytes(None) == "-"
+    assert format_bytes(512) == "512 B"
+    assert format_bytes(1536) == "1.50 KiB"
+    assert format_bytes(5 * 1024**4) == "5120.00 GiB"
+    assert format_seconds(None) == "-"
+    assert format_seconds(-3) == "0.0s"
+    assert format_seconds(4.25) == "4.2s"
+    assert format_seconds(75) == "1m15s"
+    assert format_seconds(7300) == "2h01m"

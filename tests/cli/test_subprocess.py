@@ -1,0 +1,120 @@
+"""The CLI as a real process: Ctrl-C during ``load``, ``serve`` and the console script."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+import lmstudio_async as lms
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+READY = re.compile(r"listening on http://(\S+)")
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def _start(args: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+
+
+def _wait_ready(proc: subprocess.Popen[str]) -> str:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    match = READY.search(line)
+    assert match, f"no ready line: {line!r} {proc.stderr.read() if proc.stderr else ''}"
+    return match.group(1)
+
+
+def _stop(proc: subprocess.Popen[str]) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    try:
+        return proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(10)
+    finally:
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+@pytest.fixture
+def slow_standin() -> Iterator[str]:
+    """``python -m lmstudio_async.testing --port 0 --load-seconds 5``; yields its host."""
+    proc = _start(["lmstudio_async.testing", "--port", "0", "--load-seconds", "5"])
+    try:
+        yield _wait_ready(proc)
+    finally:
+        _stop(proc)
+
+
+async def _loaded(host: str) -> list[str]:
+    async with lms.AsyncClient(host) as client:
+        llms = await client.llm.list_loaded()
+        embeddings = await client.embedding.list_loaded()
+    return [h.identifier for h in llms] + [h.identifier for h in embeddings]
+
+
+def test_ctrl_c_cancels_a_load(slow_standin: str) -> None:
+    proc = _start(["lmstudio_async", "--host", slow_standin, "load", "llama-3.2-1b-instruct"])
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    try:
+        # Wait for the load to start on the server (its first progress report), then Ctrl-C.
+        seen = ""
+        while "0%" not in seen:
+            char = proc.stdout.read(1)
+            assert char, f"CLI exited early: {seen!r} {proc.stderr.read()!r}"
+            seen += char
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(10)
+        out, err = seen + proc.stdout.read(), proc.stderr.read()
+    finally:
+        _stop(proc)
+    assert code == 130, (out, err)
+    assert time.monotonic() - started < 4  # did not wait for the 5 s load
+    assert "cancelled" in out
+    assert err.startswith("error: interrupted")
+    assert "Traceback" not in err
+    assert asyncio.run(_loaded(slow_standin)) == []
+    time.sleep(max(0.0, 5.5 - (time.monotonic() - started)))  # past the simulated load time
+    assert asyncio.run(_loaded(slow_standin)) == []
+
+
+def test_serve_runs_the_stand_in_until_ctrl_c() -> None:
+    proc = _start(["lmstudio_async", "serve", "--port", "0", "--load-seconds", "0"])
+    try:
+        host = _wait_ready(proc)
+        assert asyncio.run(_loaded(host)) == []
+    finally:
+        assert _stop(proc) == 0
+
+
+def test_unreachable_host_subprocess() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "lmstudio_async", "--host", "127.0.0.1:9", "ls"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=ENV,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: ")
+    assert "Traceback" not in proc.stderr

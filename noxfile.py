@@ -1,0 +1,46 @@
+"""Developer sessions: ``nox -s tests lint typecheck bench docs`` (``pip install nox``)."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHONS = ["3.11", "3.12", "3.13"]
+DOCS_DEPS = ["mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"]
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """The test suite (extra pytest arguments after ``--``)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff over the whole repository."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over the package."""
+    session.install("-e", ".[cli]", "mypy>=1.11")
+    session.run("mypy", "--strict", "lmstudio_async")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The benchmarks against the bundled stand-in (``python -m benchmarks``)."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site, failing on any warning."""
+    session.install("-e", ".", *DOCS_DEPS)
+    session.run("mkdocs", "build", "--strict", *session.posargs)

@@ -403,3 +403,22 @@ async def test_cancel_right_at_success_unloads_what_finished(
             await client.llm.unload(task.result().identifier)
     await eventually(lambda: lmstudio_server.open_channel_count() == 0)
     await eventually(lambda: lmstudio_server.loaded_instances() == [])
+
+
+@pytest.mark.lmstudio_server(load_seconds=0.3)
+@pytest.mark.parametrize("method", ["load", "model"])
+@pytest.mark.parametrize("delay", [0.0, 0.002, 0.02, 0.15, 0.28, 0.3, 0.32, 0.4])
+async def test_cancellation_at_any_point_leaves_nothing_behind(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer, method: str, delay: float
+) -> None:
+    await client.llm.list_loaded()  # connected, so the delay lands inside the load
+    task = asyncio.create_task(getattr(client.llm, method)(SMOL))
+    await asyncio.sleep(delay)
+    task.cancel()
+    try:
+        owned = await task
+    except asyncio.CancelledError:
+        owned = None
+    await eventually(lambda: lmstudio_server.open_channel_count() == 0)
+    expected = [] if owned is None else [owned.identifier]
+    await eventually(lambda: loaded_ids(lmstudio_server) == expected)

@@ -248,6 +248,13 @@ def _normalise_mapping(
                     sub_value = "favor_main_gpu"
                 put(name, sub_value, f"gpu.{sub}")
             continue
+        if key == "gpu":
+            raise ConfigError(
+                f"load config field 'gpu' must be a mapping of ratio, main_gpu, "
+                f"split_strategy and disabled_gpus, got {value!r}; "
+                f"for the offload ratio alone use 'gpu_offload'",
+                field="gpu",
+            )
         name = _ALIASES.get(key)
         if name is None:
             raise _unknown_field(domain, key, valid)

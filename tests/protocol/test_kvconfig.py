@@ -327,6 +327,12 @@ def test_unknown_gpu_setting() -> None:
     assert info.value.field == "gpu.numCpuExpertLayersRatio"
 
 
+def test_gpu_must_be_mapping() -> None:
+    with pytest.raises(ConfigError, match="use 'gpu_offload'") as info:
+        coerce_load_config("llm", {"gpu": 0.5})
+    assert info.value.field == "gpu"
+
+
 def test_ill_typed_via_msgspec_path() -> None:
     with pytest.raises(ConfigError) as info:
         coerce_load_config("llm", {"disabled_gpus": {"a": 1}})

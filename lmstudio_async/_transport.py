@@ -43,6 +43,7 @@ from .errors import (
     AuthenticationError,
     ClientClosedError,
     LMStudioConnectionError,
+    LMStudioError,
     LMStudioTimeoutError,
     LMStudioValueError,
     ProtocolError,
@@ -150,13 +151,13 @@ async def discover_host(
         asyncio.ensure_future(probe_lmstudio(session, f"http://127.0.0.1:{port}", timeout)): port
         for port in ports
     }
+    pending = set(tasks)
     try:
-        for finished in asyncio.as_completed(tasks):
-            if await finished:
-                # as_completed yields new awaitables; find the port by the finished task.
-                for task, port in tasks.items():
-                    if task.done() and not task.cancelled() and task.result():
-                        return f"127.0.0.1:{port}"
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task.result():
+                    return f"127.0.0.1:{tasks[task]}"
         return None
     finally:
         for task in tasks:
@@ -175,9 +176,16 @@ class RemoteError(Exception):
         self.error = error
 
 
-def _expire(fut: asyncio.Future[Any], exc: BaseException) -> None:
+def _expire(fut: asyncio.Future[Any], waiting_for: str, wait: float, kind: str) -> None:
+    # Builds the error only when a deadline really expires: off the hot path.
     if not fut.done():
-        fut.set_exception(exc)
+        fut.set_exception(
+            LMStudioTimeoutError(
+                f"no {waiting_for} from LM Studio within the {kind} deadline ({wait:g} s)",
+                timeout=wait,
+                kind=kind,
+            )
+        )
 
 
 class ChannelStream:
@@ -238,16 +246,7 @@ class ChannelStream:
                 if wait is None or remaining < wait:
                     wait, kind = max(remaining, 0.0), "total"
             if wait is not None:
-                handle = loop.call_at(
-                    loop.time() + wait,
-                    _expire,
-                    waiter,
-                    LMStudioTimeoutError(
-                        f"no message from LM Studio within the {kind} deadline ({wait:g} s)",
-                        timeout=wait,
-                        kind=kind,
-                    ),
-                )
+                handle = loop.call_later(wait, _expire, waiter, "channel message", wait, kind)
             try:
                 await waiter
             finally:
@@ -512,16 +511,7 @@ class NamespaceSocket:
             wait, kind = timeouts.total, "total"
         handle = None
         if wait is not None:
-            handle = loop.call_later(
-                wait,
-                _expire,
-                fut,
-                LMStudioTimeoutError(
-                    f"LM Studio did not answer {endpoint} within the {kind} deadline ({wait:g} s)",
-                    timeout=wait,
-                    kind=kind,
-                ),
-            )
+            handle = loop.call_later(wait, _expire, fut, endpoint, wait, kind)
         try:
             await ws.send_frame(frame, _TEXT)
             return await fut
@@ -534,8 +524,9 @@ class NamespaceSocket:
         finally:
             if handle is not None:
                 handle.cancel()
-            if not fut.done() or fut.cancelled() or isinstance(fut.exception(), TimeoutError):
-                conn.forget_call(call_id)
+            conn.forget_call(call_id)  # no-op once answered; stops routing a late reply
+            if fut.done() and not fut.cancelled():
+                fut.exception()  # retrieved, even when the send failed first
 
     async def open_channel(self, endpoint: str, creation_parameter: Any = UNSET) -> ChannelStream:
         """Open a channel; read its packets with :meth:`ChannelStream.receive`."""
@@ -606,6 +597,7 @@ class Transport:
         self._session: aiohttp.ClientSession | None = None
         self._sockets: dict[str, NamespaceSocket] = {}
         self._resolve_lock: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.reader_tasks: set[asyncio.Task[Any]] = set()
         self.closed = False
 
@@ -649,11 +641,22 @@ class Transport:
             return self.host
 
     def socket(self, namespace: str) -> NamespaceSocket:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._bind(loop)
         sock = self._sockets.get(namespace)
         if sock is None:
             self.check_open()
             sock = self._sockets[namespace] = NamespaceSocket(self, namespace)
         return sock
+
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._loop is not None:
+            raise LMStudioError(
+                "this AsyncClient belongs to the event loop it was first used in; "
+                "create one client per event loop (e.g. per asyncio.run), or use the sync Client"
+            )
+        self._loop = loop
 
     async def aclose(self) -> None:
         if self.closed:

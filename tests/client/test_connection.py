@@ -347,3 +347,20 @@ async def test_many_concurrent_calls_and_channels(
     handles = await asyncio.gather(*(client.llm.load(SMOL) for _ in range(100)))
     assert len({h.identifier for h in handles}) == 100
     assert len(lmstudio_server.loaded_instances()) == 100
+
+
+def test_client_used_from_a_second_event_loop_fails_clearly(
+    lmstudio_server: ThreadedStandInServer,
+) -> None:
+    client = lms.AsyncClient(lmstudio_server.host)
+
+    async def use() -> None:
+        await client.llm.list_loaded()
+
+    async def close() -> None:
+        await client.aclose()
+
+    asyncio.run(use())
+    with pytest.raises(lms.LMStudioError, match="one client per event loop"):
+        asyncio.run(use())
+    asyncio.run(close())

@@ -603,6 +603,8 @@ class Client(_Facade):
         lease.host = self._async.api_host
         try:
             lease.call(self._async.aclose)
+        except LoopThreadError:
+            pass  # the loop thread is gone, and its sockets with it
         finally:
             lease.release()
 

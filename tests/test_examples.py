@@ -1,0 +1,52 @@
+"""Each script in examples/ runs to completion against a fresh stand-in."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import lmstudio_async as lms
+from lmstudio_async.testing import ThreadedStandInServer
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+CASES = {
+    "async_working_set.py": ["evict  smollm2-135m-instruct", "hit    mobilevlm_v2-1.7b"],
+    "concurrent_pipeline.py": ["loaded 3 models concurrently", "context lengths: [2048, 4096"],
+    "sync_script.py": ["loaded(): small context_length=2048", "unloaded: []"],
+}
+
+
+def _params() -> list[object]:
+    params: list[object] = []
+    for name in CASES:
+        marks = []
+        if name == "sync_script.py" and not hasattr(lms, "Client"):
+            marks.append(pytest.mark.xfail(reason="lmstudio_async.Client not exported yet", strict=False))
+        params.append(pytest.param(name, marks=marks, id=name))
+    return params
+
+
+def test_every_example_is_tested() -> None:
+    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted(CASES)
+
+
+@pytest.mark.lmstudio_server(load_seconds=0.1)
+@pytest.mark.parametrize("name", _params())
+def test_example(name: str, lmstudio_server: ThreadedStandInServer) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), "--host", lmstudio_server.host],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for expected in CASES[name]:
+        assert expected in proc.stdout
+    assert lmstudio_server.loaded_instances() == []  # every example cleans up after itself

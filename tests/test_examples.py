@@ -26,7 +26,8 @@ def _params() -> list[object]:
     for name in CASES:
         marks = []
         if name == "sync_script.py" and not hasattr(lms, "Client"):
-            marks.append(pytest.mark.xfail(reason="lmstudio_async.Client not exported yet", strict=False))
+            reason = "lmstudio_async.Client is not exported yet"
+            marks.append(pytest.mark.xfail(reason=reason, strict=False))
         params.append(pytest.param(name, marks=marks, id=name))
     return params
 

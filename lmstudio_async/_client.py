@@ -161,11 +161,12 @@ def _check_callback(on_progress: object) -> ProgressCallback | None:
 class _Flight:
     """One shared get-or-load, awaited by every concurrent ``model(key)`` caller."""
 
-    __slots__ = ("progress", "task", "waiters")
+    __slots__ = ("loaded_now", "progress", "task", "waiters")
 
     def __init__(self) -> None:
         self.progress = _Progress()
         self.waiters = 0
+        self.loaded_now = False
         self.task: asyncio.Task[ModelInstanceInfo] | None = None
 
 
@@ -314,11 +315,11 @@ class AsyncClient:
                 if kind is Progress or kind is LoadProgress:
                     await progress.report(packet.progress)  # type: ignore[union-attr]
                 elif isinstance(packet, Success | LoadSuccess):
-                    await progress.finish()
-                    return packet.info, True
+                    result = packet.info, True
+                    break
                 elif isinstance(packet, AlreadyLoaded):
-                    await progress.finish()
-                    return packet.info, False
+                    result = packet.info, False
+                    break
                 elif kind is StartLoading:
                     await progress.report(0.0)
                 elif kind is UnloadingOtherJitModel:
@@ -336,6 +337,23 @@ class AsyncClient:
                 stream.send({"type": "cancel"})
                 self._spawn(self._reap(stream, namespace), f"lmstudio-reap-{subject}")
             raise
+        try:
+            await progress.finish()
+        except BaseException:
+            # The load is done but its caller is gone (cancelled in the last callback).
+            if result[1]:
+                self._disown(namespace, result[0].identifier)
+            raise
+        return result
+
+    def _disown(self, namespace: str, identifier: str) -> None:
+        """Unload, in the background, an instance loaded for a caller that is gone."""
+        log.info("unloading %r: the call that loaded it was cancelled", identifier)
+        self._spawn(self._unload_quietly(namespace, identifier), f"lmstudio-disown-{identifier}")
+
+    async def _unload_quietly(self, namespace: str, identifier: str) -> None:
+        with contextlib.suppress(LMStudioError):
+            await self._rpc(namespace, "unloadModel", {"identifier": identifier})
 
     async def _reap(self, stream: ChannelStream, namespace: str) -> None:
         """After a cancel: drain the channel; unload an instance the load finished anyway."""
@@ -351,8 +369,7 @@ class AsyncClient:
                     if type(packet) is Success or type(packet) is LoadSuccess:
                         identifier = packet.info.identifier
                         log.info("cancelled load of %r completed anyway; unloading it", identifier)
-                        with contextlib.suppress(ModelNotFoundError):
-                            await self._rpc(namespace, "unloadModel", {"identifier": identifier})
+                        await self._unload_quietly(namespace, identifier)
                         return
         except (RemoteError, LMStudioError):
             return
@@ -534,9 +551,7 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         if flight is None:
             flight = _Flight()
             flight.task = asyncio.ensure_future(
-                self._get_or_load(
-                    key, ttl_value, cfg, stack, on_config_mismatch, flight.progress, timeouts
-                )
+                self._get_or_load(key, ttl_value, cfg, stack, on_config_mismatch, flight, timeouts)
             )
             self._flights[flight_key] = flight
             flight.task.add_done_callback(functools.partial(self._landed, flight_key, flight))
@@ -549,8 +564,12 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
             info = await asyncio.shield(task)
         except asyncio.CancelledError:
             flight.waiters -= 1
-            if flight.waiters == 0 and not task.done():
-                task.cancel()
+            if flight.waiters == 0:
+                if not task.done():
+                    task.cancel()
+                elif flight.loaded_now and not task.cancelled() and task.exception() is None:
+                    # Finished just as its last caller was cancelled: nobody owns it.
+                    self._client._disown(self._name, task.result().identifier)
             raise
         flight.waiters -= 1
         return self._handle(info)
@@ -584,7 +603,7 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         cfg: Any,
         stack: dict[str, Any],
         policy: MismatchPolicy,
-        progress: _Progress,
+        flight: _Flight,
         timeouts: Timeouts,
     ) -> ModelInstanceInfo:
         creation: dict[str, Any] = {"identifier": key, "loadConfigStack": stack}
@@ -595,11 +614,12 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
                 self._name,
                 "getOrLoad",
                 creation,
-                progress,
+                flight.progress,
                 timeouts,
                 operation="Get-or-load",
                 subject=key,
             )
+            flight.loaded_now = loaded_now
             if loaded_now or cfg is None or attempt == 1:
                 return info
             handle = self._handle(info)

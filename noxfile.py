@@ -8,7 +8,8 @@ nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYTHONS = ["3.11", "3.12", "3.13"]
-DOCS_DEPS = ["mkdocs-material>=9.5", "mkdocstrings[python]>=0.26"]
+# ruff lets mkdocstrings format signatures.
+DOCS_DEPS = ["mkdocs-material>=9.5", "mkdocstrings[python]>=0.26", "ruff"]
 
 
 @nox.session(python=PYTHONS)

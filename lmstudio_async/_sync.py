@@ -19,6 +19,7 @@ import functools
 import inspect
 import queue
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from types import FunctionType, TracebackType
 from typing import Any, ClassVar, Final, Generic, TypeVar, cast
@@ -99,6 +100,7 @@ class _LoopThread:
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self.leases = 0
+        self.clients: weakref.WeakSet[AsyncClient] = weakref.WeakSet()  # touched in the loop only
         self.thread = threading.Thread(target=self._main, name="lmstudio-async-loop", daemon=True)
         self.thread.start()
 
@@ -136,15 +138,26 @@ class _LoopThread:
             loop.run_forever()
         finally:
             try:
-                tasks = asyncio.all_tasks(loop)
-                for task in tasks:
-                    task.cancel()
-                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+                # The loop stopped under open clients: fail their calls, then close them.
+                self._cancel_all()
+                for client in list(self.clients):
+                    with contextlib.suppress(Exception):
+                        loop.run_until_complete(client.aclose())
+                self._cancel_all()
                 loop.run_until_complete(loop.shutdown_asyncgens())
                 loop.run_until_complete(loop.shutdown_default_executor())
             finally:
                 asyncio.set_event_loop(None)
                 loop.close()
+
+    def _cancel_all(self) -> None:
+        for _ in range(3):  # cancelled tasks may spawn clean-up tasks (e.g. a reaper)
+            tasks = asyncio.all_tasks(self.loop)
+            if not tasks:
+                return
+            for task in tasks:
+                task.cancel()
+            self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
 
     def call(
         self,
@@ -529,9 +542,14 @@ class SyncSystemNamespace(_Facade):
 
 
 async def _new_async_client(
-    api_host: str | None, api_token: str | None, timeout: float | Timeouts | None
+    runner: _LoopThread,
+    api_host: str | None,
+    api_token: str | None,
+    timeout: float | Timeouts | None,
 ) -> AsyncClient:
-    return AsyncClient(api_host, api_token=api_token, timeout=timeout)
+    client = AsyncClient(api_host, api_token=api_token, timeout=timeout)
+    runner.clients.add(client)
+    return client
 
 
 class Client(_Facade):
@@ -561,7 +579,9 @@ class Client(_Facade):
     ) -> None:
         lease = _Lease()
         try:
-            async_client = lease.call(_new_async_client, (api_host, api_token, timeout))
+            async_client = lease.call(
+                _new_async_client, (lease.runner, api_host, api_token, timeout)
+            )
         except BaseException:
             lease.release()
             raise

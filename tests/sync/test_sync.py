@@ -5,6 +5,8 @@ from __future__ import annotations
 import _thread
 import asyncio
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -388,3 +390,43 @@ def test_default_client_survives_restart_and_close() -> None:
         assert _sync.llm().identifier == SMOL
     finally:
         server.stop()
+
+
+_SCRIPT = """
+import sys
+from lmstudio_async._sync import Client
+
+def on_progress(fraction):
+    if fraction > 0:
+        print("progress", flush=True)
+
+client = Client(sys.argv[1])
+try:
+    client.llm.load("%s", on_progress=on_progress)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    client.close()
+    sys.exit(130)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.lmstudio_server(load_seconds=10.0)
+def test_real_ctrl_c_in_a_script_cancels_the_load(lmstudio_server: ThreadedStandInServer) -> None:
+    with subprocess.Popen(
+        [sys.executable, "-c", _SCRIPT % LLAMA, lmstudio_server.host],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "progress"
+            proc.send_signal(signal.SIGINT)  # what Ctrl-C in a terminal does
+            assert proc.wait(10) == 130
+            assert "interrupted" in proc.stdout.read()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    eventually(lambda: lmstudio_server.cancel_count == 1)
+    eventually(lambda: lmstudio_server.open_channel_count() == 0)
+    assert lmstudio_server.loaded_instances() == []

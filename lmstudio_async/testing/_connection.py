@@ -186,20 +186,25 @@ class Connection:
 
     async def run(self) -> None:
         try:
-            if not await self._authenticate():
-                return
-            async for msg in self.ws:
-                if msg.type == WSMsgType.TEXT:
-                    await self._handle_frame(msg.data)
-                elif msg.type == WSMsgType.BINARY:
-                    # LM Studio decodes binary frames as UTF-8 text too.
-                    await self._handle_frame(
-                        bytes(msg.data).decode("utf-8", errors="replace"), msg.data
-                    )
-                elif msg.type == WSMsgType.ERROR:
-                    break
+            await self._serve()
+        except Exception:  # a transport-level surprise: log it, never crash the server
+            log.exception("connection handler for /%s failed", self.namespace)
         finally:
             await self._cleanup()
+
+    async def _serve(self) -> None:
+        if not await self._authenticate():
+            return
+        async for msg in self.ws:
+            if msg.type == WSMsgType.TEXT:
+                await self._handle_frame(msg.data)
+            elif msg.type == WSMsgType.BINARY:
+                # LM Studio decodes binary frames as UTF-8 text too.
+                await self._handle_frame(
+                    bytes(msg.data).decode("utf-8", errors="replace"), msg.data
+                )
+            elif msg.type == WSMsgType.ERROR:
+                break
 
     async def _cleanup(self) -> None:
         tasks = [ch.task for ch in self.channels.values() if ch.task is not None]

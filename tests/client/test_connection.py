@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import socket
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -125,24 +127,29 @@ async def test_refused_connection_names_the_host() -> None:
         assert info.value.host == host
 
 
-async def test_peer_that_is_not_lmstudio() -> None:
+@contextlib.asynccontextmanager
+async def fake_peer(path: str, handler: Any) -> AsyncIterator[str]:
+    """An aiohttp server that is not LM Studio; yields its host:port."""
     app = web.Application()
-
-    async def not_found(request: web.Request) -> web.Response:
-        return web.Response(status=404, text="nope")
-
-    app.router.add_get("/{tail:.*}", not_found)
+    app.router.add_get(path, handler)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        async with lms.AsyncClient(f"127.0.0.1:{port}") as client:
-            with pytest.raises(lms.ProtocolError, match="does not look like LM Studio"):
-                await client.llm.list_loaded()
+        yield f"127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+async def test_peer_that_is_not_lmstudio() -> None:
+    async def not_found(request: web.Request) -> web.Response:
+        return web.Response(status=404, text="nope")
+
+    async with fake_peer("/{tail:.*}", not_found) as host, lms.AsyncClient(host) as client:
+        with pytest.raises(lms.ProtocolError, match="does not look like LM Studio"):
+            await client.llm.list_loaded()
 
 
 async def test_peer_that_answers_auth_with_garbage() -> None:
@@ -154,19 +161,9 @@ async def test_peer_that_answers_auth_with_garbage() -> None:
         await ws.receive()
         return ws
 
-    app = web.Application()
-    app.router.add_get("/{ns}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        async with lms.AsyncClient(f"127.0.0.1:{port}") as client:
-            with pytest.raises(lms.ProtocolError, match="unexpected reply"):
-                await client.llm.list_loaded()
-    finally:
-        await runner.cleanup()
+    async with fake_peer("/{ns}", handler) as host, lms.AsyncClient(host) as client:
+        with pytest.raises(lms.ProtocolError, match="unexpected reply"):
+            await client.llm.list_loaded()
 
 
 @pytest.mark.lmstudio_server(api_token=TOKEN)

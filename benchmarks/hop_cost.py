@@ -128,15 +128,35 @@ def main() -> None:
     loop.call_soon_threadsafe(loop.stop)
     thread.join()
 
-    try:
-        from lmstudio_async._sync import _LoopThread
-    except ImportError:
-        return
+    from lmstudio_async import AsyncClient
+    from lmstudio_async._sync import Client, _LoopThread
+    from lmstudio_async.testing import ThreadedStandInServer
+
     runner = _LoopThread.acquire()
     try:
         measure("lmstudio_async._sync hop (what Client uses)", lambda: runner.call(noop), n)
     finally:
         runner.release()
+
+    # The hop in context: one small RPC (listLoaded, 1 instance) against the stand-in.
+    with ThreadedStandInServer(0, load_seconds=0.0) as server:
+        server.preload("smollm2-135m-instruct")
+
+        async def async_rpc() -> list[float]:
+            samples = []
+            async with AsyncClient(server.host) as client:
+                for i in range(n + 200):
+                    t0 = time.perf_counter_ns()
+                    await client.llm.list_loaded()
+                    if i >= 200:
+                        samples.append((time.perf_counter_ns() - t0) / 1000)
+            return samples
+
+        samples = sorted(asyncio.run(async_rpc()))
+        name = "AsyncClient.llm.list_loaded() (stand-in)"
+        print(f"{name:<62} p50 {statistics.median(samples):7.1f} us")
+        with Client(server.host) as client:
+            measure("Client.llm.list_loaded() (stand-in, one hop)", client.llm.list_loaded, n)
 
 
 if __name__ == "__main__":

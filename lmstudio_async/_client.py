@@ -523,7 +523,8 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         nothing matches, the model is loaded just in time (reporting progress to
         ``on_progress``) with ``ttl`` (idle seconds before auto-unload; ``None``:
         none) and ``config``. Concurrent calls with the same arguments share one
-        load. When a matching instance is already loaded with a config that
+        load (and the first caller's deadlines); the load is cancelled only when
+        every caller waiting for it has been cancelled. When a matching instance is already loaded with a config that
         differs from the explicit ``config``, ``on_config_mismatch`` decides:
         ``"warn"`` (:class:`ConfigMismatchWarning`, the default), ``"raise"``
         (:class:`ConfigMismatchError`) or ``"reload"`` (unload it, load anew).

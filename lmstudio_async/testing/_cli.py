@@ -62,8 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tokens-per-second",
         type=float,
-        default=50.0,
-        help="simulated generation speed (reserved; inference is not simulated yet)",
+        default=2000.0,
+        help="simulated generation speed in tokens per second (default: 2000)",
     )
 
 

@@ -111,6 +111,16 @@ class ChannelContext:
         if self.cancelled.is_set():
             raise on_cancel()
 
+    async def wait_or_cancel(self, seconds: float) -> bool:
+        """Sleep (at least one loop turn); return ``True`` once the client sent ``cancel``."""
+        if not self.cancelled.is_set():
+            if seconds <= 0:
+                await asyncio.sleep(0)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.cancelled.wait(), seconds)
+        return self.cancelled.is_set()
+
 
 def _compact(value: Any) -> str:
     try:

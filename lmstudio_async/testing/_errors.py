@@ -100,3 +100,16 @@ def unknown_device(device: str) -> StandInError:
         f'Unknown device "{device}"',
         cause="The stand-in simulates a single local device; use null or omit deviceIdentifier.",
     )
+
+
+def preset_not_found(identifier: str) -> StandInError:
+    return StandInError(
+        f'No preset matches "{identifier}"',
+        cause="The stand-in has no presets.",
+        display_data={
+            "code": "generic.presetNotFound",
+            "specifiedFuzzyPresetIdentifier": identifier,
+            "availablePresetsSample": [],
+            "totalAvailablePresets": 0,
+        },
+    )

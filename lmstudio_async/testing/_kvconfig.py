@@ -272,3 +272,96 @@ def estimate_memory(domain: str, model: dict[str, Any], config: dict[str, Any]) 
     kv_on_gpu = domain != "llm" or bool(config.get(_LLM + "offloadKVCacheToGpu", True))
     context_vram = context_bytes if (offload > 0 and kv_on_gpu) else 0
     return MemoryEstimate(size, context_bytes, model_vram, context_vram)
+
+
+# --- prediction config (llm.prediction.*) -------------------------------------------------
+
+_PRED = "llm.prediction."
+
+
+def _checkbox_or_false(inner: s.Check) -> s.Check:
+    # lmstudio-python sends {"checked": true, "value": false} for "disabled"; accept it.
+    return _checkbox(s.union(inner, s.literal(False)))
+
+
+_structured = s.obj(
+    {"type": s.literal("none", "json", "gbnf")},
+    {"jsonSchema": lambda v: None, "gbnfGrammar": s.string},
+)
+_prompt_template = s.obj(
+    {"type": s.literal("manual", "jinja"), "stopStrings": s.array(s.string)},
+    {
+        "manualPromptTemplate": s.obj({}),
+        "jinjaPromptTemplate": s.obj({"template": s.string}),
+    },
+)
+_reasoning_parsing = s.obj({"enabled": s.boolean, "startString": s.string, "endString": s.string})
+
+PREDICTION_KEYS: tuple[KeySpec, ...] = (
+    KeySpec(_PRED + "temperature", s.number(0), 0.8),
+    KeySpec(
+        _PRED + "maxPredictedTokens",
+        _checkbox_or_false(s.integer(-1)),
+        {"checked": False, "value": 1000},
+    ),
+    KeySpec(_PRED + "stopStrings", s.array(s.string), []),
+    KeySpec(_PRED + "toolCallStopStrings", s.array(s.string), []),
+    KeySpec(
+        _PRED + "contextOverflowPolicy",
+        s.literal("stopAtLimit", "truncateMiddle", "rollingWindow"),
+        "truncateMiddle",
+    ),
+    KeySpec(_PRED + "structured", _structured, {"type": "none"}),
+    KeySpec(_PRED + "tools", s.obj({"type": s.literal("none", "toolArray")}), {"type": "none"}),
+    KeySpec(_PRED + "topKSampling", s.number(), 40),
+    KeySpec(
+        _PRED + "topPSampling", _checkbox_or_false(s.number(0, 1)), {"checked": True, "value": 0.95}
+    ),
+    KeySpec(
+        _PRED + "minPSampling", _checkbox_or_false(s.number(0, 1)), {"checked": True, "value": 0.05}
+    ),
+    KeySpec(
+        _PRED + "repeatPenalty", _checkbox_or_false(s.number(0)), {"checked": True, "value": 1.1}
+    ),
+    KeySpec(_PRED + "llama.cpuThreads", s.integer(1), 4),
+    KeySpec(
+        _PRED + "reasoning.parsing",
+        _reasoning_parsing,
+        {"enabled": True, "startString": "<think>", "endString": "</think>"},
+    ),
+    # The default is the model's built-in template (filled in by the caller).
+    KeySpec(_PRED + "promptTemplate", _prompt_template, None),
+    KeySpec(_PRED + "speculativeDecoding.draftModel", s.string, None),
+    KeySpec(_PRED + "speculativeDecoding.numDraftTokensExact", s.integer(1), None),
+    KeySpec(_PRED + "speculativeDecoding.minDraftLengthToConsider", s.integer(0), None),
+    KeySpec(_PRED + "speculativeDecoding.minContinueDraftingProbability", s.number(0, 1), None),
+)
+_PREDICTION_SPECS = {spec.key: spec for spec in PREDICTION_KEYS}
+
+
+def prediction_config(received: dict[str, Any], default_template: Any) -> dict[str, Any]:
+    """The effective prediction config: defaults overlaid with the received keys.
+
+    Known ``llm.prediction.*`` keys are validated (raising :class:`StandInError` naming the
+    first bad key); unknown ``llm.prediction.*`` keys are kept as sent; other keys are ignored.
+    """
+    config: dict[str, Any] = {}
+    for spec in PREDICTION_KEYS:
+        if spec.key == _PRED + "promptTemplate":
+            config[spec.key] = default_template
+        elif spec.default is not None:
+            config[spec.key] = spec.default
+    for key, value in received.items():
+        if not key.startswith(_PRED):
+            continue
+        known = _PREDICTION_SPECS.get(key)
+        if known is not None:
+            problem = known.check(value)
+            if problem is not None:
+                raise StandInError(
+                    f'Invalid value for prediction config key "{key}"',
+                    cause=f"{problem} (received {value!r})",
+                    suggestion="Check the value against LM Studio's prediction-config schema.",
+                )
+        config[key] = value
+    return config

@@ -209,6 +209,8 @@ class Runtime:
             raise ValueError("load_seconds must be >= 0")
         if progress_steps < 1:
             raise ValueError("progress_steps must be >= 1")
+        if not tokens_per_second > 0:
+            raise ValueError("tokens_per_second must be positive")
         self.token = parse_api_token(api_token) if api_token is not None else None
         if catalog is None:
             models = default_catalog()
@@ -466,7 +468,7 @@ class _StandInBase:
         auth_timeout: float = 10.0,
         progress_steps: int = 20,
         frame_log_size: int = 1000,
-        tokens_per_second: float = 50.0,
+        tokens_per_second: float = 2000.0,
         call_timeout: float = 10.0,
     ) -> None:
         self._rt = Runtime(

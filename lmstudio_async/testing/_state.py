@@ -38,6 +38,8 @@ class Instance:
     instance_reference: str = field(default_factory=lambda: str(uuid.uuid4()))
     last_used_time: float | None = None
     loaded: bool = False  # False while the load is still in progress (a reservation)
+    # Simulated KV cache: the token ids of the last prediction (prompt + output).
+    prompt_cache: list[int] = field(default_factory=list)
 
     @property
     def domain(self) -> str:
@@ -126,6 +128,11 @@ class ModelState:
         for inst in gone:
             self.instances.remove(inst)
         return gone
+
+    def is_loaded(self, inst: Instance) -> bool:
+        """Whether ``inst`` is still loaded (not unloaded, expired or evicted meanwhile)."""
+        self.expire()
+        return inst.loaded and any(i is inst for i in self.instances)
 
     def touch(self, inst: Instance) -> None:
         inst.last_used_time = self.clock.now_ms()

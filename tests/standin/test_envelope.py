@@ -50,9 +50,9 @@ async def test_unhandled_endpoint_warns(client: RawClient) -> None:
     sock = await client.connect("llm")
     w = await warning(
         sock,
-        {"type": "channelCreate", "endpoint": "predict", "channelId": 1, "creationParameter": {}},
+        {"type": "rpcCall", "endpoint": "preloadDraftModel", "callId": 1, "parameter": {}},
     )
-    assert w["kind"] == "channelEndpointUnhandled"
+    assert w["kind"] == "rpcEndpointUnhandled"
     await sock.ws.close()
 
 

@@ -22,6 +22,7 @@ from ._client import (
     LlmNamespace,
     SystemNamespace,
 )
+from ._inference import PredictionStream, SyncPredictionStream
 from ._protocol.info import (
     EmbeddingModelInfo,
     EmbeddingModelInstanceInfo,
@@ -32,6 +33,14 @@ from ._protocol.info import (
     ModelInfo,
     ModelInstanceInfo,
     Quantization,
+)
+from ._protocol.prediction import (
+    Chat,
+    ChatMessage,
+    Fragment,
+    PredictionConfig,
+    PredictionResult,
+    PredictionStats,
 )
 from ._sync import (
     Client,
@@ -80,6 +89,8 @@ __all__ = [
     "USE_CLIENT_DEFAULT",
     "AsyncClient",
     "AuthenticationError",
+    "Chat",
+    "ChatMessage",
     "Client",
     "ClientClosedError",
     "ConfigError",
@@ -91,6 +102,7 @@ __all__ = [
     "EmbeddingModelInstanceInfo",
     "EmbeddingNamespace",
     "EstimateResult",
+    "Fragment",
     "LMStudioConnectionError",
     "LMStudioError",
     "LMStudioTimeoutError",
@@ -104,6 +116,10 @@ __all__ = [
     "ModelInfo",
     "ModelInstanceInfo",
     "ModelNotFoundError",
+    "PredictionConfig",
+    "PredictionResult",
+    "PredictionStats",
+    "PredictionStream",
     "ProtocolError",
     "Quantization",
     "ServerError",
@@ -111,6 +127,7 @@ __all__ = [
     "SyncEmbeddingNamespace",
     "SyncLLM",
     "SyncLlmNamespace",
+    "SyncPredictionStream",
     "SyncSystemNamespace",
     "SystemNamespace",
     "Timeouts",

@@ -104,7 +104,7 @@ class _UseClientDefault:
         return "USE_CLIENT_DEFAULT"
 
 
-USE_CLIENT_DEFAULT: Final = _UseClientDefault()
+USE_CLIENT_DEFAULT: Final[_UseClientDefault] = _UseClientDefault()
 """Default of every ``timeout=`` parameter: the client's own :class:`Timeouts`."""
 
 TimeoutParam: TypeAlias = "float | Timeouts | _UseClientDefault | None"
@@ -473,14 +473,20 @@ class _ModelHandle(Generic[_InstanceT, _ConfigT]):
         await self._namespace.unload(self.identifier, timeout=timeout)
 
 
-class LLM(_ModelHandle[LlmInstanceInfo, LlmLoadConfig]):
-    """Handle of a loaded LLM instance."""
+# The inference methods need the names above (a deliberate import cycle: _inference
+# imports them from this partially initialised module).
+from ._inference import EmbeddingMethods, LlmMethods  # noqa: E402
+
+
+class LLM(LlmMethods):
+    """Handle of a loaded LLM instance: management (``get_info``, ``unload``…) and
+    inference (``respond``, ``respond_stream``, ``complete``, ``tokenize``…)."""
 
     _domain = "llm"
 
 
-class EmbeddingModel(_ModelHandle[EmbeddingModelInstanceInfo, EmbeddingLoadConfig]):
-    """Handle of a loaded embedding-model instance."""
+class EmbeddingModel(EmbeddingMethods):
+    """Handle of a loaded embedding-model instance: management and ``embed``, ``tokenize``."""
 
     _domain = "embedding"
 

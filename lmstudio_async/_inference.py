@@ -1,0 +1,843 @@
+"""Using loaded models: predictions (streamed or not), completions, embeddings, tokens.
+
+The methods live in handle base classes (:class:`LlmMethods`, :class:`EmbeddingMethods`)
+that :class:`~lmstudio_async.LLM` and :class:`~lmstudio_async.EmbeddingModel` extend.
+:class:`PredictionStream` runs one ``predict`` / ``completeRawText`` channel;
+:class:`SyncPredictionStream` is its counterpart for the sync client, fed by the loop
+thread through a thread-safe queue (no blocking hop per fragment).
+
+Deadlines, as for loads: ``idle`` between two packets, optional ``total`` for the whole
+prediction. Cancelling (task cancel, ``break`` out of the iteration, :meth:`aclose`,
+a deadline, Ctrl-C in sync code) sends the protocol ``cancel``; the server then ends the
+prediction with stop reason ``"userStopped"`` and the model stays loaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, overload
+
+import msgspec
+
+from ._client import USE_CLIENT_DEFAULT, TimeoutParam, _ConfigT, _InstanceT, _ModelHandle, log
+from ._protocol.info import (
+    EmbeddingModelInstanceInfo,
+    LlmInstanceInfo,
+)
+from ._protocol.prediction import (
+    PREDICTION_PACKET_DECODER,
+    ChatInput,
+    EmbeddingReply,
+    FormattedReply,
+    Fragment,
+    FragmentPacket,
+    PredictionConfig,
+    PredictionResult,
+    PredictionSuccess,
+    PromptProcessingProgress,
+    TokenCountReply,
+    TokensReply,
+    apply_template_param,
+    coerce_chat,
+    complete_creation,
+    embed_param,
+    predict_creation,
+    result_from_success,
+    tokenize_param,
+)
+from ._timeouts import Timeouts
+from ._transport import ChannelStream, RemoteError
+from .config import EmbeddingLoadConfig, LlmLoadConfig
+from .errors import LMStudioError, LMStudioValueError, ProtocolError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = [
+    "EmbeddingMethods",
+    "FragmentCallback",
+    "LlmMethods",
+    "PredictionStream",
+    "PromptProgressCallback",
+    "SyncPredictionStream",
+]
+
+FragmentCallback: TypeAlias = Callable[[Fragment], Any]
+"""``on_fragment(fragment)``: a plain function or a coroutine function."""
+
+PromptProgressCallback: TypeAlias = Callable[[float], Any]
+"""``on_prompt_progress(fraction)``: prompt processing progress in [0, 1]."""
+
+_REAP_SECONDS: Final = 30.0
+_POLL_SECONDS: Final = 0.1
+_CANCEL_GRACE_SECONDS: Final = 5.0
+
+_TOKENS_DECODER: Final = msgspec.json.Decoder(TokensReply)
+_COUNT_DECODER: Final = msgspec.json.Decoder(TokenCountReply)
+_EMBEDDING_DECODER: Final = msgspec.json.Decoder(EmbeddingReply)
+_FORMATTED_DECODER: Final = msgspec.json.Decoder(FormattedReply)
+
+
+def _check_callable(name: str, value: object) -> None:
+    if value is not None and not callable(value):
+        raise LMStudioValueError(f"{name} must be a function, got {type(value).__name__}")
+
+
+def _check_texts(value: object, what: str) -> list[str] | None:
+    """``None`` for a single string; the list for a list/tuple of strings; else an error."""
+    if isinstance(value, str):
+        return None
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            if not isinstance(item, str):
+                raise LMStudioValueError(
+                    f"{what}: item {index} must be a string, got {type(item).__name__}"
+                )
+        return list(value)
+    raise LMStudioValueError(
+        f"{what} takes a string or a list of strings, got {type(value).__name__}"
+    )
+
+
+async def _invoke(callback: Callable[[Any], Any], value: Any) -> None:
+    result = callback(value)
+    if inspect.isawaitable(result):
+        await result
+
+
+# --- the async stream -------------------------------------------------------------------
+
+
+class PredictionStream:
+    """A prediction in progress: ``async for fragment in stream`` yields :class:`Fragment`.
+
+    Returned by :meth:`LLM.respond_stream` / :meth:`LLM.complete_stream`; nothing is sent
+    until the first iteration (or ``async with``). Afterwards :meth:`result` gives the
+    :class:`PredictionResult`. Leaving the ``async for`` early (``break``, an exception),
+    cancelling the task, :meth:`aclose`, :meth:`cancel` or a deadline sends the protocol
+    ``cancel``: the model stays loaded and the prediction ends with stop reason
+    ``"userStopped"``::
+
+        async with llm.respond_stream("Tell me a story") as stream:
+            async for fragment in stream:
+                print(fragment.content, end="", flush=True)
+        print(stream.result().stats.tokens_per_second)
+    """
+
+    def __init__(
+        self,
+        handle: _ModelHandle[Any, Any],
+        endpoint: str,
+        creation: dict[str, Any],
+        *,
+        on_fragment: FragmentCallback | None,
+        on_prompt_progress: PromptProgressCallback | None,
+        timeouts: Timeouts,
+        operation: str,
+    ) -> None:
+        _check_callable("on_fragment", on_fragment)
+        _check_callable("on_prompt_progress", on_prompt_progress)
+        self._client = handle._namespace._client
+        self._namespace: str = handle._namespace._name
+        self._subject = handle.identifier
+        self._endpoint = endpoint
+        self._creation = creation
+        self._on_fragment = on_fragment
+        self._on_prompt_progress = on_prompt_progress
+        self._timeouts = timeouts
+        self._operation = operation
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._channel: ChannelStream | None = None
+        self._deadline: float | None = None
+        self._parts: list[str] = []
+        self._result: PredictionResult | None = None
+        self._error: BaseException | None = None
+        self._done = False
+        self._busy = False
+        self._cancel_sent = False
+        self._finished: asyncio.Event | None = None
+        self._reaper: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        state = "done" if self._done else "running" if self._channel is not None else "not started"
+        return f"<PredictionStream {self._endpoint} on {self._subject!r} ({state})>"
+
+    @property
+    def done(self) -> bool:
+        """True once the prediction ended (finished, failed or cancelled)."""
+        return self._done
+
+    @property
+    def content(self) -> str:
+        """The text received so far."""
+        return "".join(self._parts)
+
+    def result(self) -> PredictionResult:
+        """The result of the finished prediction.
+
+        After a cancel it is the server's ``"userStopped"`` result (once it arrived).
+        Raises the prediction's error if it failed, and :class:`LMStudioError` if it has
+        not finished yet.
+        """
+        if self._result is not None:
+            return self._result
+        if self._error is not None:
+            raise self._error
+        raise LMStudioError(
+            f"the prediction of {self._subject!r} has not finished; iterate the stream to "
+            "the end (or await respond()) first"
+        )
+
+    # --- iteration ---------------------------------------------------------------------
+
+    def __aiter__(self) -> _FragmentIterator:
+        return _FragmentIterator(self)
+
+    async def __anext__(self) -> Fragment:
+        return await self._next()
+
+    async def __aenter__(self) -> PredictionStream:
+        await self._open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def _open(self) -> ChannelStream:
+        channel = self._channel
+        if channel is not None:
+            return channel
+        if self._done:
+            raise LMStudioError(f"the prediction of {self._subject!r} was cancelled")
+        loop = self._loop = asyncio.get_running_loop()
+        self._finished = asyncio.Event()
+        if self._timeouts.total is not None:
+            self._deadline = loop.time() + self._timeouts.total
+        sock = self._client._transport.socket(self._namespace)
+        channel = await sock.open_channel(self._endpoint, self._creation)
+        self._channel = channel
+        return channel
+
+    async def _next(self) -> Fragment:
+        if self._done:
+            raise StopAsyncIteration
+        self._busy = True
+        try:
+            channel = self._channel or await self._open()
+            idle, deadline = self._timeouts.idle, self._deadline
+            while True:
+                raw = await channel.receive(idle, deadline)
+                if raw is None:
+                    raise ProtocolError(
+                        f"{self._operation} of {self._subject!r}: LM Studio closed the "
+                        "channel without a result"
+                    )
+                try:
+                    packet = PREDICTION_PACKET_DECODER.decode(raw)
+                except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                    log.warning(
+                        "%s of %r: ignored an unexpected packet: %s",
+                        self._operation,
+                        self._subject,
+                        exc,
+                    )
+                    continue
+                kind = type(packet)
+                if kind is FragmentPacket:
+                    if self._cancel_sent:
+                        continue  # stopping: drop what was already in flight
+                    fragment: Fragment = packet.fragment  # type: ignore[union-attr]
+                    self._parts.append(fragment.content)
+                    if self._on_fragment is not None:
+                        await _invoke(self._on_fragment, fragment)
+                    return fragment
+                if kind is PredictionSuccess:
+                    self._succeed(packet)  # type: ignore[arg-type]
+                    raise StopAsyncIteration
+                if kind is PromptProcessingProgress and self._on_prompt_progress is not None:
+                    value = min(max(float(packet.progress), 0.0), 1.0)  # type: ignore[union-attr]
+                    await _invoke(self._on_prompt_progress, value)
+        except StopAsyncIteration:
+            raise
+        except RemoteError as exc:
+            error = self._client._server_error(exc, self._operation, self._subject)
+            self._end(error)
+            raise error from None
+        except BaseException as exc:
+            # Cancelled, timed out, a callback failed, the connection died.
+            self._abort(exc)
+            raise
+        finally:
+            self._busy = False
+
+    async def _run(self) -> PredictionResult:
+        while True:
+            try:
+                await self._next()
+            except StopAsyncIteration:
+                return self.result()
+
+    # --- ending -------------------------------------------------------------------------
+
+    def _succeed(self, packet: PredictionSuccess) -> None:
+        self._result = result_from_success("".join(self._parts), packet)
+        self._end(None)
+
+    def _end(self, error: BaseException | None) -> None:
+        if error is not None and self._error is None and self._result is None:
+            self._error = error
+        self._done = True
+        if self._finished is not None:
+            self._finished.set()
+
+    def _abort(self, exc: BaseException) -> None:
+        """Stop the prediction on the server; a reaper collects its final result."""
+        if self._error is None:
+            self._error = exc
+        self._done = True
+        channel = self._channel
+        if channel is None or channel.finished:
+            self._end(None)
+            return
+        if not self._cancel_sent:
+            self._cancel_sent = True
+            channel.send({"type": "cancel"})
+        if self._reaper is None:
+            self._reaper = self._client._spawn(
+                self._reap(channel), f"lmstudio-reap-{self._subject}"
+            )
+
+    async def _reap(self, channel: ChannelStream) -> None:
+        assert self._loop is not None
+        deadline = self._loop.time() + _REAP_SECONDS
+        try:
+            while True:
+                raw = await channel.receive(None, deadline)
+                if raw is None:
+                    return
+                with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError):
+                    packet = PREDICTION_PACKET_DECODER.decode(raw)
+                    if type(packet) is PredictionSuccess:
+                        self._result = result_from_success("".join(self._parts), packet)
+                        return
+        except (RemoteError, LMStudioError):
+            return
+        finally:
+            channel.socket.forget_channel(channel)
+            self._end(None)
+
+    def _abandon(self) -> None:
+        """The iteration was dropped mid-way (``break``): cancel, in the loop thread."""
+        if not self._done and self._channel is not None and not self._busy:
+            self._abort(
+                LMStudioError(f"the prediction of {self._subject!r} was stopped by its caller")
+            )
+
+    def _abandon_threadsafe(self) -> None:
+        loop = self._loop
+        if loop is None or self._done or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # loop closed meanwhile
+            loop.call_soon_threadsafe(self._abandon)
+
+    def __del__(self) -> None:
+        if not self._done and self._channel is not None:
+            self._abandon_threadsafe()
+
+    async def cancel(self) -> None:
+        """Stop the prediction: sends ``cancel`` and waits for the server's final result
+        (stop reason ``"userStopped"``), available from :meth:`result`. The model stays
+        loaded. A no-op once the prediction has ended."""
+        if self._channel is None:
+            if not self._done:
+                self._end(LMStudioError(f"the prediction of {self._subject!r} was cancelled"))
+            return
+        if self._done and self._reaper is None:
+            return
+        channel = self._channel
+        if not self._cancel_sent and not channel.finished:
+            self._cancel_sent = True
+            channel.send({"type": "cancel"})
+        if self._reaper is not None:
+            await asyncio.shield(self._reaper)
+            return
+        if self._busy:  # another task is reading: it will see the end
+            assert self._finished is not None
+            await self._finished.wait()
+            return
+        with contextlib.suppress(StopAsyncIteration):
+            while True:
+                await self._next()
+
+    async def aclose(self) -> None:
+        """Cancel the prediction if it is still running (see :meth:`cancel`)."""
+        if not self._done and self._reaper is None:
+            await self.cancel()
+
+    async def _settled(self) -> PredictionResult:
+        """Wait for the end (including a reaper's), then :meth:`result`."""
+        if self._reaper is not None:
+            await asyncio.shield(self._reaper)
+        elif self._finished is not None and not self._done:
+            await self._finished.wait()
+        return self.result()
+
+
+class _FragmentIterator:
+    """What ``async for`` holds: dropping it before the end (``break``) cancels."""
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: PredictionStream) -> None:
+        self._stream = stream
+
+    def __aiter__(self) -> _FragmentIterator:
+        return self
+
+    async def __anext__(self) -> Fragment:
+        return await self._stream._next()
+
+    def __del__(self) -> None:
+        stream = self._stream
+        if not stream._done and stream._channel is not None:
+            stream._abandon_threadsafe()
+
+
+# --- handle methods ---------------------------------------------------------------------
+
+
+class _InferenceMethods(_ModelHandle[_InstanceT, _ConfigT]):
+    """Tokenizer methods shared by LLM and embedding handles."""
+
+    @overload
+    async def tokenize(
+        self, text: str, *, timeout: TimeoutParam = USE_CLIENT_DEFAULT
+    ) -> list[int]: ...
+    @overload
+    async def tokenize(
+        self, text: list[str] | tuple[str, ...], *, timeout: TimeoutParam = USE_CLIENT_DEFAULT
+    ) -> list[list[int]]: ...
+    async def tokenize(
+        self, text: str | Sequence[str], *, timeout: TimeoutParam = USE_CLIENT_DEFAULT
+    ) -> list[int] | list[list[int]]:
+        """Token ids of ``text``; for a list of strings, one list per string (requests
+        run concurrently)."""
+        texts = _check_texts(text, "tokenize")
+        if texts is None:
+            return await self._tokenize_one(text, timeout)  # type: ignore[arg-type]
+        return list(await asyncio.gather(*(self._tokenize_one(t, timeout) for t in texts)))
+
+    async def _tokenize_one(self, text: str, timeout: TimeoutParam) -> list[int]:
+        raw = await self._call("tokenize", tokenize_param(self._specifier(), text), timeout)
+        return _TOKENS_DECODER.decode(raw).tokens
+
+    async def count_tokens(self, text: str, *, timeout: TimeoutParam = USE_CLIENT_DEFAULT) -> int:
+        """How many tokens ``text`` is for this model."""
+        if not isinstance(text, str):
+            raise LMStudioValueError(f"count_tokens takes a string, got {type(text).__name__}")
+        raw = await self._call("countTokens", tokenize_param(self._specifier(), text), timeout)
+        return _COUNT_DECODER.decode(raw).token_count
+
+    async def _call(self, endpoint: str, parameter: Any, timeout: TimeoutParam) -> msgspec.Raw:
+        ns = self._namespace
+        raw = await ns._client._rpc(
+            ns._name,
+            endpoint,
+            parameter,
+            timeout=timeout,
+            operation=f"{endpoint} on {self.identifier!r}",
+            subject=self.identifier,
+        )
+        if raw is None:
+            raise ProtocolError(f"LM Studio sent no result for {endpoint} on {self.identifier!r}")
+        return raw
+
+
+class LlmMethods(_InferenceMethods[LlmInstanceInfo, LlmLoadConfig]):
+    """Inference methods of :class:`~lmstudio_async.LLM`."""
+
+    def respond_stream(
+        self,
+        prompt_or_chat: ChatInput,
+        *,
+        config: PredictionConfig | Mapping[str, Any] | None = None,
+        on_fragment: FragmentCallback | None = None,
+        on_prompt_progress: PromptProgressCallback | None = None,
+        timeout: TimeoutParam = USE_CLIENT_DEFAULT,
+    ) -> PredictionStream:
+        """Start a chat response, streamed: ``async for fragment in llm.respond_stream(...)``.
+
+        ``prompt_or_chat`` is a string (one user message), a :class:`Chat`, or a list of
+        ``{"role", "content"}`` dicts / :class:`ChatMessage`. ``config`` is a
+        :class:`PredictionConfig` or a dict of its fields, validated here, before
+        anything is sent. Not a coroutine: the request is sent on the first iteration
+        (or ``async with``). See :class:`PredictionStream`.
+        """
+        chat = coerce_chat(prompt_or_chat)
+        creation = predict_creation(self._specifier(), chat, config)
+        return PredictionStream(
+            self,
+            "predict",
+            creation,
+            on_fragment=on_fragment,
+            on_prompt_progress=on_prompt_progress,
+            timeouts=self._namespace._client._timeouts_for(timeout),
+            operation="Chat response",
+        )
+
+    async def respond(
+        self,
+        prompt_or_chat: ChatInput,
+        *,
+        config: PredictionConfig | Mapping[str, Any] | None = None,
+        on_fragment: FragmentCallback | None = None,
+        on_prompt_progress: PromptProgressCallback | None = None,
+        timeout: TimeoutParam = USE_CLIENT_DEFAULT,
+    ) -> PredictionResult:
+        """Chat response: the full :class:`PredictionResult` (``.content``, ``.stats``…).
+
+        ``on_fragment(fragment)`` sees each :class:`Fragment` as it arrives and
+        ``on_prompt_progress(fraction)`` the prompt processing (plain or coroutine
+        functions). ``timeout`` bounds the wait between two packets (idle) and, with a
+        :class:`Timeouts` ``total``, the whole prediction. Cancelling the call or a
+        deadline cancels the prediction on the server.
+        """
+        stream = self.respond_stream(
+            prompt_or_chat,
+            config=config,
+            on_fragment=on_fragment,
+            on_prompt_progress=on_prompt_progress,
+            timeout=timeout,
+        )
+        return await stream._run()
+
+    def complete_stream(
+        self,
+        prompt: str,
+        *,
+        config: PredictionConfig | Mapping[str, Any] | None = None,
+        on_fragment: FragmentCallback | None = None,
+        on_prompt_progress: PromptProgressCallback | None = None,
+        timeout: TimeoutParam = USE_CLIENT_DEFAULT,
+    ) -> PredictionStream:
+        """Start a raw text completion of ``prompt`` (no chat template), streamed.
+
+        Uses the ``completeRawText`` channel. Otherwise like :meth:`respond_stream`.
+        """
+        creation = complete_creation(self._specifier(), prompt, config)
+        return PredictionStream(
+            self,
+            "completeRawText",
+            creation,
+            on_fragment=on_fragment,
+            on_prompt_progress=on_prompt_progress,
+            timeouts=self._namespace._client._timeouts_for(timeout),
+            operation="Completion",
+        )
+
+    async def complete(
+        self,
+        prompt: str,
+        *,
+        config: PredictionConfig | Mapping[str, Any] | None = None,
+        on_fragment: FragmentCallback | None = None,
+        on_prompt_progress: PromptProgressCallback | None = None,
+        timeout: TimeoutParam = USE_CLIENT_DEFAULT,
+    ) -> PredictionResult:
+        """Raw text completion of ``prompt`` (no chat template); like :meth:`respond`."""
+        stream = self.complete_stream(
+            prompt,
+            config=config,
+            on_fragment=on_fragment,
+            on_prompt_progress=on_prompt_progress,
+            timeout=timeout,
+        )
+        return await stream._run()
+
+    async def apply_prompt_template(
+        self, chat: ChatInput, *, timeout: TimeoutParam = USE_CLIENT_DEFAULT
+    ) -> str:
+        """The prompt text the model's chat template makes of ``chat``."""
+        param = apply_template_param(self._specifier(), coerce_chat(chat))
+        raw = await self._call("applyPromptTemplate", param, timeout)
+        return _FORMATTED_DECODER.decode(raw).formatted
+
+
+class EmbeddingMethods(_InferenceMethods[EmbeddingModelInstanceInfo, EmbeddingLoadConfig]):
+    """Inference methods of :class:`~lmstudio_async.EmbeddingModel`."""
+
+    @overload
+    async def embed(
+        self, text: str, *, timeout: TimeoutParam = USE_CLIENT_DEFAULT
+    ) -> list[float]: ...
+    @overload
+    async def embed(
+        self, text: list[str] | tuple[str, ...], *, timeout: TimeoutParam = USE_CLIENT_DEFAULT
+    ) -> list[list[float]]: ...
+    async def embed(
+        self, text: str | Sequence[str], *, timeout: TimeoutParam = USE_CLIENT_DEFAULT
+    ) -> list[float] | list[list[float]]:
+        """The embedding vector of ``text``; for a list of strings, one vector per string,
+        in order (the requests run concurrently on the one socket)."""
+        texts = _check_texts(text, "embed")
+        if texts is None:
+            return await self._embed_one(text, timeout)  # type: ignore[arg-type]
+        return list(await asyncio.gather(*(self._embed_one(t, timeout) for t in texts)))
+
+    async def _embed_one(self, text: str, timeout: TimeoutParam) -> list[float]:
+        raw = await self._call("embedString", embed_param(self._specifier(), text), timeout)
+        return _EMBEDDING_DECODER.decode(raw).embedding
+
+
+# --- the sync stream ----------------------------------------------------------------------
+
+
+class _End:
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException | None) -> None:
+        self.error = error
+
+
+class SyncPredictionStream:
+    """The sync client's prediction stream: ``for fragment in stream`` yields :class:`Fragment`.
+
+    The event-loop thread reads the channel and pushes fragments into a thread-safe
+    queue that this iterator drains, so there is no blocking thread hop per fragment.
+    Leaving the ``for`` early (``break``, an exception, Ctrl-C), :meth:`close`,
+    :meth:`cancel` or leaving a ``with`` block sends the protocol ``cancel``; the model
+    stays loaded. A plain ``on_fragment`` / ``on_prompt_progress`` function runs in the
+    iterating thread.
+    """
+
+    def __init__(
+        self,
+        lease: Any,
+        factory: Callable[..., PredictionStream],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        self._lease = lease
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        kwargs = dict(kwargs)
+        self._on_fragment: FragmentCallback | None = None
+        self._on_progress: PromptProgressCallback | None = None
+        fragment_cb = kwargs.get("on_fragment")
+        if callable(fragment_cb) and not inspect.iscoroutinefunction(fragment_cb):
+            self._on_fragment, kwargs["on_fragment"] = fragment_cb, None
+        progress_cb = kwargs.get("on_prompt_progress")
+        if callable(progress_cb) and not inspect.iscoroutinefunction(progress_cb):
+            self._on_progress, kwargs["on_prompt_progress"] = progress_cb, self._queue.put
+        self._stream = factory(*args, **kwargs)  # validates here, before any hop
+        self._task: asyncio.Task[None] | None = None
+        self._started = False
+        self._ended = False
+
+    def __repr__(self) -> str:
+        return repr(self._stream).replace("<", "<Sync", 1)
+
+    @property
+    def done(self) -> bool:
+        """True once the prediction ended (finished, failed or cancelled)."""
+        return self._ended or self._stream.done
+
+    @property
+    def content(self) -> str:
+        """The text received so far."""
+        return self._stream.content
+
+    # --- running ------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._started:
+            return
+        if self._lease.closed:
+            from .errors import ClientClosedError
+
+            raise ClientClosedError(host=self._lease.host)
+        runner = self._lease.runner
+        if threading.current_thread() is runner.thread:
+            from ._sync import LoopThreadError
+
+            raise LoopThreadError(
+                "a sync lmstudio_async call was made from the client's own event-loop thread; "
+                "use the AsyncClient there"
+            )
+        self._started = True
+        try:
+            runner.loop.call_soon_threadsafe(self._spawn_pump)
+        except RuntimeError:
+            from ._sync import LoopThreadError
+
+            self._ended = True
+            raise LoopThreadError(
+                "the sync client's event-loop thread is no longer running; create a new Client"
+            ) from None
+
+    def _spawn_pump(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._pump())
+
+    async def _pump(self) -> None:
+        put = self._queue.put
+        stream = self._stream
+        try:
+            while True:
+                put(await stream._next())
+        except StopAsyncIteration:
+            put(_End(None))
+        except BaseException as exc:
+            put(_End(exc))
+            if not isinstance(exc, Exception):
+                raise
+
+    def _get(self) -> Any:
+        runner = self._lease.runner
+        while True:
+            try:
+                return self._queue.get(timeout=_POLL_SECONDS)
+            except queue.Empty:
+                if not runner.thread.is_alive():
+                    from ._sync import LoopThreadError
+
+                    self._ended = True
+                    raise LoopThreadError(
+                        "the sync client's event-loop thread is no longer running"
+                    ) from None
+
+    def __iter__(self) -> Iterator[Fragment]:
+        return _SyncFragmentIterator(self)
+
+    def __next__(self) -> Fragment:
+        return self._next()
+
+    def _next(self) -> Fragment:
+        if self._ended:
+            raise StopIteration
+        self._start()
+        try:
+            while True:
+                item = self._get()
+                kind = type(item)
+                if kind is Fragment:
+                    if self._on_fragment is not None:
+                        self._on_fragment(item)
+                    return item  # type: ignore[no-any-return]
+                if kind is float:
+                    if self._on_progress is not None:
+                        self._on_progress(item)
+                    continue
+                self._ended = True
+                error = item.error
+                if error is None:
+                    raise StopIteration
+                if isinstance(error, asyncio.CancelledError):
+                    raise LMStudioError("the prediction was cancelled")
+                raise error
+        except StopIteration:
+            raise
+        except BaseException:
+            # Ctrl-C, or a callback raised: stop the prediction on the server.
+            self._request_cancel()
+            self._wait_end()
+            raise
+
+    def _request_cancel(self) -> None:
+        """Cancel the pump task in the loop thread (non-blocking; any thread)."""
+        if not self._started or self._ended:
+            return
+
+        def cancel() -> None:
+            if self._task is not None and not self._task.done():
+                self._task.cancel()
+
+        with contextlib.suppress(RuntimeError):
+            self._lease.runner.loop.call_soon_threadsafe(cancel)
+
+    def _wait_end(self) -> None:
+        if not self._started or self._ended:
+            return
+        self._ended = True
+        with contextlib.suppress(queue.Empty):
+            while not isinstance(self._queue.get(timeout=_CANCEL_GRACE_SECONDS), _End):
+                pass
+
+    def __enter__(self) -> SyncPredictionStream:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Cancel the prediction if it is still running (sends ``cancel``; see :meth:`cancel`)."""
+        if self._started and not self._ended:
+            self._request_cancel()
+            self._wait_end()
+
+    def cancel(self) -> None:
+        """Stop the prediction: sends ``cancel`` and waits for the server's final result
+        (stop reason ``"userStopped"``), then available from :meth:`result`."""
+        if not self._started:
+            self._ended = True
+            self._lease.call(self._stream.cancel)
+            return
+        self.close()
+        with contextlib.suppress(LMStudioError):
+            self._lease.call(self._stream._settled)
+
+    def result(self) -> PredictionResult:
+        """The result of the finished prediction (see :meth:`PredictionStream.result`).
+
+        After a ``break`` or :meth:`cancel`, waits for the server's ``"userStopped"`` result.
+        """
+        if self._stream._result is not None:
+            return self._stream._result
+        if not self._started:
+            return self._stream.result()
+        if not self._ended:
+            self.close()
+        return self._lease.call(self._stream._settled)  # type: ignore[no-any-return]
+
+    def _run(self) -> PredictionResult:
+        for _ in self:
+            pass
+        return self.result()
+
+    def __del__(self) -> None:
+        if self._started and not self._ended:
+            self._request_cancel()
+
+
+class _SyncFragmentIterator:
+    """What ``for`` holds: dropping it before the end (``break``) cancels."""
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: SyncPredictionStream) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> _SyncFragmentIterator:
+        return self
+
+    def __next__(self) -> Fragment:
+        return self._stream._next()
+
+    def __del__(self) -> None:
+        stream = self._stream
+        if stream._started and not stream._ended:
+            stream._request_cancel()

@@ -38,6 +38,7 @@ from ._client import (
     _ModelHandle,
     _ModelNamespace,
 )
+from ._inference import FragmentCallback, PromptProgressCallback, SyncPredictionStream
 from ._protocol.info import (
     EmbeddingModelInfo,
     EmbeddingModelInstanceInfo,
@@ -46,6 +47,7 @@ from ._protocol.info import (
     LlmInstanceInfo,
     ModelInfo,
 )
+from ._protocol.prediction import ChatInput, PredictionConfig, PredictionResult
 from ._timeouts import DEFAULT_TIMEOUTS, Timeouts
 from .config import EmbeddingLoadConfig, LlmLoadConfig
 from .errors import ClientClosedError, LMStudioError
@@ -425,13 +427,117 @@ class _SyncModelHandle(_Facade, Generic[_InstanceT, _ConfigT]):
     @_hop
     def unload(self, *, timeout: TimeoutParam = USE_CLIENT_DEFAULT) -> None: ...
 
+    @_hop
+    def tokenize(
+        self, text: str | list[str] | tuple[str, ...], *, timeout: TimeoutParam = USE_CLIENT_DEFAULT
+    ) -> list[int] | list[list[int]]:
+        """Token ids of ``text``; for a list of strings, one list per string."""
+
+    @_hop
+    def count_tokens(self, text: str, *, timeout: TimeoutParam = USE_CLIENT_DEFAULT) -> int:
+        """How many tokens ``text`` is for this model."""
+
 
 class SyncLLM(_SyncModelHandle[LlmInstanceInfo, LlmLoadConfig]):
-    """Sync handle of a loaded LLM instance (the sync counterpart of :class:`LLM`)."""
+    """Sync handle of a loaded LLM instance (the sync counterpart of :class:`LLM`).
+
+    Streams (:meth:`respond_stream`, :meth:`complete_stream`) are fed by the loop thread
+    through a queue: one ``for`` loop, no thread hop per fragment; ``break`` or Ctrl-C
+    cancels the prediction on the server. Plain ``on_fragment`` / ``on_prompt_progress``
+    functions run in the calling thread.
+    """
+
+    _async_cls = LLM
+    _async: LLM
+
+    def respond_stream(
+        self,
+        prompt_or_chat: ChatInput,
+        *,
+        config: PredictionConfig | Mapping[str, Any] | None = None,
+        on_fragment: FragmentCallback | None = None,
+        on_prompt_progress: PromptProgressCallback | None = None,
+        timeout: TimeoutParam = USE_CLIENT_DEFAULT,
+    ) -> SyncPredictionStream:
+        """Start a chat response, streamed: ``for fragment in llm.respond_stream(...)``;
+        then ``stream.result()``. See :class:`SyncPredictionStream`."""
+        kwargs = {
+            "config": config,
+            "on_fragment": on_fragment,
+            "on_prompt_progress": on_prompt_progress,
+            "timeout": timeout,
+        }
+        return SyncPredictionStream(
+            self._lease, self._async.respond_stream, (prompt_or_chat,), kwargs
+        )
+
+    def respond(
+        self,
+        prompt_or_chat: ChatInput,
+        *,
+        config: PredictionConfig | Mapping[str, Any] | None = None,
+        on_fragment: FragmentCallback | None = None,
+        on_prompt_progress: PromptProgressCallback | None = None,
+        timeout: TimeoutParam = USE_CLIENT_DEFAULT,
+    ) -> PredictionResult:
+        return self.respond_stream(
+            prompt_or_chat,
+            config=config,
+            on_fragment=on_fragment,
+            on_prompt_progress=on_prompt_progress,
+            timeout=timeout,
+        )._run()
+
+    def complete_stream(
+        self,
+        prompt: str,
+        *,
+        config: PredictionConfig | Mapping[str, Any] | None = None,
+        on_fragment: FragmentCallback | None = None,
+        on_prompt_progress: PromptProgressCallback | None = None,
+        timeout: TimeoutParam = USE_CLIENT_DEFAULT,
+    ) -> SyncPredictionStream:
+        """Start a raw text completion, streamed: ``for fragment in llm.complete_stream(...)``."""
+        kwargs = {
+            "config": config,
+            "on_fragment": on_fragment,
+            "on_prompt_progress": on_prompt_progress,
+            "timeout": timeout,
+        }
+        return SyncPredictionStream(self._lease, self._async.complete_stream, (prompt,), kwargs)
+
+    def complete(
+        self,
+        prompt: str,
+        *,
+        config: PredictionConfig | Mapping[str, Any] | None = None,
+        on_fragment: FragmentCallback | None = None,
+        on_prompt_progress: PromptProgressCallback | None = None,
+        timeout: TimeoutParam = USE_CLIENT_DEFAULT,
+    ) -> PredictionResult:
+        return self.complete_stream(
+            prompt,
+            config=config,
+            on_fragment=on_fragment,
+            on_prompt_progress=on_prompt_progress,
+            timeout=timeout,
+        )._run()
+
+    @_hop
+    def apply_prompt_template(
+        self, chat: ChatInput, *, timeout: TimeoutParam = USE_CLIENT_DEFAULT
+    ) -> str: ...
 
 
 class SyncEmbeddingModel(_SyncModelHandle[EmbeddingModelInstanceInfo, EmbeddingLoadConfig]):
     """Sync handle of a loaded embedding-model instance (counterpart of :class:`EmbeddingModel`)."""
+
+    _async_cls = EmbeddingModel
+
+    @_hop
+    def embed(
+        self, text: str | list[str] | tuple[str, ...], *, timeout: TimeoutParam = USE_CLIENT_DEFAULT
+    ) -> list[float] | list[list[float]]: ...
 
 
 _SYNC_HANDLES: Final[dict[type, type[_SyncModelHandle[Any, Any]]]] = {

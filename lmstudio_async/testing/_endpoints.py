@@ -360,7 +360,7 @@ async def _run_prediction(
         prompt = tg.RenderedPrompt(raw_prompt, raw=True, topic_text=raw_prompt[-1000:])
     else:
         prompt = tg.render_prompt(
-            inst.model, param["history"], config["llm.prediction.promptTemplate"]
+            inst.model, param["history"], config["llm.prediction.promptTemplate"], prediction=True
         )
     prompt_ids = tg.tokenize(prompt.text)
     total = len(prompt_ids)

@@ -166,6 +166,7 @@ def render_prompt(
     *,
     omit_bos: bool = False,
     omit_eos: bool = False,
+    prediction: bool = False,
 ) -> RenderedPrompt:
     """Render a chat history the way the model's prompt template would.
 
@@ -173,16 +174,19 @@ def render_prompt(
     built-in one). Manual templates are applied exactly; a Jinja template that never looks at
     ``role`` (such as the Python SDK's text-completion layer) is a plain concatenation of
     the message contents; any other Jinja template falls back to the built-in style.
-    A generation prompt is appended unless the last message is from the assistant.
+    A generation prompt is appended unless the last message is from the assistant. Such a
+    final assistant message is rendered complete (its end-of-turn token dropped only with
+    ``omit_eos``), except for a ``prediction``, which continues it (no end-of-turn token).
     """
     messages = [m for m in history.get("messages", []) if isinstance(m, dict)]
-    continue_last = bool(messages) and messages[-1].get("role") == "assistant"
+    ends_with_assistant = bool(messages) and messages[-1].get("role") == "assistant"
+    continue_last = ends_with_assistant and prediction
     users = [m for m in messages if m.get("role") == "user"]
     topic = message_text(users[-1]) if users else ""
     if isinstance(template, dict) and template.get("type") == "manual":
         manual = template.get("manualPromptTemplate")
         if isinstance(manual, dict):
-            text = _render_manual(manual, messages, continue_last)
+            text = _render_manual(manual, messages, ends_with_assistant, continue_last)
             return RenderedPrompt(text, raw=False, topic_text=topic)
     if isinstance(template, dict) and template.get("type") == "jinja":
         jinja = template.get("jinjaPromptTemplate")
@@ -194,7 +198,7 @@ def render_prompt(
     out = [] if omit_bos else [style.bos]
     out.extend(style.message(str(m.get("role", "user")), message_text(m)) for m in messages)
     text = "".join(out)
-    if continue_last or not messages:
+    if not messages or ends_with_assistant:
         if omit_eos or continue_last:
             text = _strip_final_eos(text, style.eos)
     else:
@@ -209,7 +213,9 @@ def _strip_final_eos(text: str, eos: str) -> str:
     return text
 
 
-def _render_manual(manual: dict[str, Any], messages: list[dict[str, Any]], cont: bool) -> str:
+def _render_manual(
+    manual: dict[str, Any], messages: list[dict[str, Any]], ends_with_assistant: bool, cont: bool
+) -> str:
     out: list[str] = []
     for index, message in enumerate(messages):
         role = str(message.get("role", "user"))
@@ -218,7 +224,7 @@ def _render_manual(manual: dict[str, Any], messages: list[dict[str, Any]], cont:
         after = str(manual.get(f"after{prefix}", ""))
         last = index == len(messages) - 1
         out.append(before + message_text(message) + ("" if cont and last else after))
-    if not cont:
+    if not ends_with_assistant:
         out.append(str(manual.get("beforeAssistant", "")))
     return "".join(out)
 
@@ -615,16 +621,25 @@ def _feature_vector(feature: str, dim: int) -> tuple[float, ...]:
     return tuple((b - 127.5) / 73.9 for b in raw)
 
 
+def _stem(word: str) -> str:
+    """A crude stemmer so that "cats"/"cat" and "walked"/"walking"/"walk" share a feature."""
+    for suffix in ("ing", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3 and not word.endswith("ss"):
+            return word[: -len(suffix)]
+    return word
+
+
 def embed(model: dict[str, Any], text: str) -> list[float]:
-    """A unit-length vector: hashed bag of words (stop words down-weighted) + word bigrams.
+    """A unit-length vector: hashed bag of stemmed words (stop words down-weighted) + bigrams.
 
     Equal texts give equal vectors; texts that share words get higher cosine similarity.
     """
     dim = embedding_dimension(model)
-    words = [w.lower() for w in _WORD_RE.findall(text)]
+    lowered = [w.lower() for w in _WORD_RE.findall(text)]
+    words = [_stem(w) for w in lowered]
     features: dict[str, float] = {}
-    for word in words:
-        weight = 0.25 if word in _STOPWORDS else 1.0
+    for raw, word in zip(lowered, words, strict=True):
+        weight = 0.25 if raw in _STOPWORDS else 1.0
         features[word] = features.get(word, 0.0) + weight
     for first, second in itertools.pairwise(words):
         key = f"{first} {second}"

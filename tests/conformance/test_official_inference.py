@@ -1,0 +1,213 @@
+"""Inference with the official ``lmstudio`` SDK (async and sync clients) against the stand-in."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+
+import lmstudio
+import pytest
+
+from lmstudio_async.testing import ThreadedStandInServer
+
+pytestmark = pytest.mark.conformance
+
+LLAMA = "llama-3.2-1b-instruct"
+NOMIC = "text-embedding-nomic-embed-text-v1.5"
+SMOL = "smollm2-135m-instruct"
+
+BOOK_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "title": {"type": "string"},
+        "author": {"type": "string"},
+        "year": {"type": "integer", "minimum": 1450, "maximum": 2025},
+        "genres": {"type": "array", "items": {"enum": ["fiction", "poetry", "history"]}},
+    },
+    "required": ["title", "author", "year"],
+}
+
+
+class Book(lmstudio.BaseModel):
+    title: str
+    author: str
+    year: int
+    in_print: bool
+
+
+def cosine(a: Sequence[float], b: Sequence[float]) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True))
+
+
+# --- async client --------------------------------------------------------------------------
+
+
+async def test_async_respond_and_complete(lmstudio_server: ThreadedStandInServer) -> None:
+    async with lmstudio.AsyncClient(lmstudio_server.host) as client:
+        model = await client.llm.model(LLAMA)
+        result = await model.respond("What is the capital of France?")
+        assert result.content
+        assert "France" in result.content
+        assert result.stats.stop_reason == "eosFound"
+        assert result.stats.predicted_tokens_count == await model.count_tokens(result.content)
+        formatted = await model.apply_prompt_template("What is the capital of France?")
+        assert formatted.startswith("<|begin_of_text|><|start_header_id|>user")
+        assert result.stats.prompt_tokens_count == await model.count_tokens(formatted)
+        assert result.model_info.model_key == LLAMA
+        assert result.load_config.context_length == 4096
+        assert result.prediction_config.temperature == 0.8
+        again = await model.respond("What is the capital of France?")
+        assert again.content == result.content
+
+        capped = await model.respond("Tell me a story", config={"maxTokens": 20})
+        assert capped.stats.stop_reason == "maxPredictedTokensReached"
+        assert capped.stats.predicted_tokens_count == 20
+        assert capped.prediction_config.max_tokens == 20
+
+        completion = await model.complete("Once upon a time there was a dragon")
+        assert completion.content.startswith(" ")
+        assert completion.stats.prompt_tokens_count == await model.count_tokens(
+            "Once upon a time there was a dragon"
+        )
+        assert completion.prediction_config.prompt_template is not None
+
+        stopped = await model.respond("Tell me a story", config={"stopStrings": ["."]})
+        assert stopped.stats.stop_reason == "stopStringFound"
+        assert "." not in stopped.content
+
+        assert len(await model.tokenize("Hello, world!")) == 4
+        assert [len(t) for t in await model.tokenize(["Hello", "Hello, world!"])] == [1, 4]
+        assert await model.count_tokens("Hello, world!") == 4
+
+
+async def test_async_respond_stream_and_cancel(lmstudio_server: ThreadedStandInServer) -> None:
+    progress: list[float] = []
+    async with lmstudio.AsyncClient(lmstudio_server.host) as client:
+        model = await client.llm.model(SMOL)
+        chat = lmstudio.Chat("You are a helpful assistant.")
+        chat.add_user_message("Explain how tides work. " * 12)
+        stream = await model.respond_stream(chat, on_prompt_processing_progress=progress.append)
+        pieces = [fragment.content async for fragment in stream]
+        result = stream.result()
+        assert "".join(pieces) == result.content
+        assert len(pieces) == result.stats.predicted_tokens_count > 5
+        assert progress[0] == 0.0
+        assert progress[-1] == 1.0
+        assert len(progress) >= 3
+
+        stream = await model.respond_stream("Tell me a long story")
+        seen = 0
+        async for _fragment in stream:
+            seen += 1
+            if seen == 3:
+                await stream.cancel()
+        cancelled = stream.result()
+        assert cancelled.stats.stop_reason == "userStopped"
+        assert [c.endpoint for c in lmstudio_server.cancels()] == ["predict"]
+        assert [m.identifier for m in await client.llm.list_loaded()] == [SMOL]
+        assert (await model.respond("Still there?")).stats.stop_reason == "eosFound"
+
+
+async def test_async_structured_output(lmstudio_server: ThreadedStandInServer) -> None:
+    async with lmstudio.AsyncClient(lmstudio_server.host) as client:
+        model = await client.llm.model(LLAMA)
+        result = await model.respond("Recommend a book", response_format=BOOK_SCHEMA)
+        assert result.structured
+        book = result.parsed
+        assert isinstance(book, dict)
+        assert {"title", "author", "year"} <= set(book)
+        assert isinstance(book["title"], str)
+        assert isinstance(book["year"], int)
+        assert 1450 <= book["year"] <= 2025
+        assert json.loads(result.content) == book
+        typed = await model.respond("Recommend a book", response_format=Book)
+        assert isinstance(typed.parsed, dict)
+        assert isinstance(typed.parsed["in_print"], bool)
+        assert isinstance(typed.parsed["year"], int)
+
+
+async def test_async_act_without_tool_calls(lmstudio_server: ThreadedStandInServer) -> None:
+    def add(a: int, b: int) -> int:
+        """Add two numbers."""
+        return a + b
+
+    async with lmstudio.AsyncClient(lmstudio_server.host) as client:
+        model = await client.llm.model(LLAMA)
+        act = await model.act("What is 2 + 2?", [add])
+        assert act.rounds == 1
+
+
+async def test_async_errors(lmstudio_server: ThreadedStandInServer) -> None:
+    async with lmstudio.AsyncClient(lmstudio_server.host) as client:
+        model = await client.llm.model(LLAMA)
+        await model.unload()
+        with pytest.raises(lmstudio.LMStudioModelNotFoundError):
+            await model.respond("Hello")
+        with pytest.raises(lmstudio.LMStudioModelNotFoundError):
+            await model.count_tokens("Hello")
+        assert lmstudio_server.loaded_instances() == []  # no JIT for inference
+        model = await client.llm.model(LLAMA)
+        with pytest.raises(lmstudio.LMStudioPresetNotFoundError):
+            await model.respond("Hello", preset="nope")
+
+
+async def test_async_embeddings(lmstudio_server: ThreadedStandInServer) -> None:
+    async with lmstudio.AsyncClient(lmstudio_server.host) as client:
+        model = await client.embedding.model(NOMIC)
+        cat, kitten, bank = await model.embed(
+            ["The cat sat on the mat", "A cat is sitting on a mat", "Interest rates at the bank"]
+        )
+        assert len(cat) == 768
+        assert math.isclose(sum(v * v for v in cat), 1.0, rel_tol=1e-9)
+        assert await model.embed("The cat sat on the mat") == cat
+        assert cosine(cat, kitten) > cosine(cat, bank)
+        assert await model.count_tokens("Hello, world!") == 4
+        assert len(await model.tokenize("Hello, world!")) == 4
+
+
+# --- sync client ---------------------------------------------------------------------------
+
+
+def test_sync_inference(lmstudio_server: ThreadedStandInServer) -> None:
+    with lmstudio.Client(lmstudio_server.host) as client:
+        model = client.llm.model(LLAMA)
+        result = model.respond("Describe the ocean.", config={"maxTokens": 20})
+        assert result.stats.predicted_tokens_count == 20
+        assert result.stats.stop_reason == "maxPredictedTokensReached"
+        full = model.respond("Describe the ocean.")
+        assert full.content.startswith(result.content)
+        assert full.stats.stop_reason == "eosFound"
+
+        completion = model.complete("The recipe calls for")
+        assert completion.content
+
+        stream = model.respond_stream("Describe the ocean.")
+        assert "".join(f.content for f in stream) == full.content
+
+        stream = model.respond_stream("Describe the ocean.")
+        for count, _fragment in enumerate(stream, start=1):
+            if count == 2:
+                stream.cancel()
+        assert stream.result().stats.stop_reason == "userStopped"
+        assert [m.identifier for m in client.llm.list_loaded()] == [LLAMA]
+
+        structured = model.respond("Recommend a book", response_format=BOOK_SCHEMA)
+        assert isinstance(structured.parsed, dict)
+        assert isinstance(structured.parsed["author"], str)
+
+        formatted = model.apply_prompt_template(
+            {"messages": [{"role": "user", "content": "Hi"}]}, opts={"omitBosToken": True}
+        )
+        assert formatted.startswith("<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>")
+        assert model.count_tokens("Hello, world!") == len(model.tokenize("Hello, world!")) == 4
+
+        smol = client.llm.load_new_instance(SMOL, ttl=None)
+        assert smol.apply_prompt_template("Hi") == (
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        )
+
+        embedding = client.embedding.model(NOMIC)
+        vector = embedding.embed("Hello, world!")
+        assert len(vector) == 768
+        assert embedding.embed("Hello, world!") == vector

@@ -232,6 +232,10 @@ class PredictionStream:
     async def _next(self) -> Fragment:
         if self._done:
             raise StopAsyncIteration
+        if self._busy:  # another task is reading (e.g. draining in cancel()): wait for the end
+            assert self._finished is not None
+            await self._finished.wait()
+            raise StopAsyncIteration
         self._busy = True
         try:
             channel = self._channel or await self._open()
@@ -352,7 +356,8 @@ class PredictionStream:
             loop.call_soon_threadsafe(self._abandon)
 
     def __del__(self) -> None:
-        if not self._done and self._channel is not None:
+        # getattr: __init__ may have raised (bad arguments) before setting these.
+        if not getattr(self, "_done", True) and getattr(self, "_channel", None) is not None:
             self._abandon_threadsafe()
 
     async def cancel(self) -> None:
@@ -784,21 +789,23 @@ class SyncPredictionStream:
         self.close()
 
     def close(self) -> None:
-        """Cancel the prediction if it is still running (sends ``cancel``; see :meth:`cancel`)."""
+        """Cancel the prediction if it is still running: sends ``cancel`` and waits for the
+        server to end it (see :meth:`cancel`)."""
         if self._started and not self._ended:
             self._request_cancel()
             self._wait_end()
+            with contextlib.suppress(LMStudioError):
+                self._lease.call(self._stream._settled)
 
     def cancel(self) -> None:
         """Stop the prediction: sends ``cancel`` and waits for the server's final result
-        (stop reason ``"userStopped"``), then available from :meth:`result`."""
+        (stop reason ``"userStopped"``), then available from :meth:`result`. The model
+        stays loaded."""
         if not self._started:
             self._ended = True
             self._lease.call(self._stream.cancel)
             return
         self.close()
-        with contextlib.suppress(LMStudioError):
-            self._lease.call(self._stream._settled)
 
     def result(self) -> PredictionResult:
         """The result of the finished prediction (see :meth:`PredictionStream.result`).
@@ -819,7 +826,7 @@ class SyncPredictionStream:
         return self.result()
 
     def __del__(self) -> None:
-        if self._started and not self._ended:
+        if getattr(self, "_started", False) and not self._ended:
             self._request_cancel()
 
 

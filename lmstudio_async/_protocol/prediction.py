@@ -168,6 +168,10 @@ class PredictionConfig(
         ):
             raise self._fail("draft_model", "a non-empty model key", self.draft_model)
         self._check_schema()
+        for field in ("temperature", "top_p", "min_p", "repeat_penalty"):
+            value = getattr(self, field)
+            if type(value) is int:  # one wire form per value: 0 and 0.0 are the same setting
+                msgspec.structs.force_setattr(self, field, float(value))
 
     def _check_ratio(self, field: str) -> None:
         value = getattr(self, field)

@@ -1,0 +1,451 @@
+"""Using loaded models (respond, streams, completions, embeddings, tokens) against the
+stand-in, over real sockets. ``tests/sync/test_sync_inference.py`` runs these on the sync
+Client too."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+import lmstudio_async as lms
+from lmstudio_async.testing import ThreadedStandInServer
+
+LLAMA = "llama-3.2-1b-instruct"
+SMOL = "smollm2-135m-instruct"
+NOMIC = "text-embedding-nomic-embed-text-v1.5"
+GREEDY = {"temperature": 0}
+SLOW = pytest.mark.lmstudio_server(tokens_per_second=40)
+
+
+@pytest.fixture
+async def client(lmstudio_server: ThreadedStandInServer) -> AsyncIterator[lms.AsyncClient]:
+    async with lms.AsyncClient(lmstudio_server.host) as c:
+        yield c
+
+
+async def eventually(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+def loaded_ids(server: ThreadedStandInServer) -> list[str]:
+    return [i.identifier for i in server.loaded_instances()]
+
+
+def cosine(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True)) / (
+        math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+    )
+
+
+# --- respond ----------------------------------------------------------------------------
+
+
+async def test_respond_returns_content_stats_and_model_info(client: lms.AsyncClient) -> None:
+    llm = await client.llm.model(LLAMA)
+    seen: list[lms.Fragment] = []
+    result = await llm.respond("Tell me about rivers.", config=GREEDY, on_fragment=seen.append)
+    assert isinstance(result, lms.PredictionResult)
+    assert result.content
+    assert "".join(f.content for f in seen) == result.content
+    assert all(isinstance(f, lms.Fragment) for f in seen)
+    assert result.stop_reason == "eosFound"
+    stats = result.stats
+    assert stats.predicted_tokens_count == len(seen)
+    assert stats.prompt_tokens_count
+    assert stats.prompt_tokens_count > 0
+    assert stats.total_tokens_count == stats.prompt_tokens_count + stats.predicted_tokens_count
+    assert stats.tokens_per_second
+    assert stats.tokens_per_second > 0
+    assert stats.time_to_first_token_sec is not None
+    assert result.model_info.identifier == llm.identifier
+    assert result.prediction_config.temperature == 0
+
+
+async def test_respond_is_deterministic_at_temperature_zero(client: lms.AsyncClient) -> None:
+    llm = await client.llm.model(LLAMA)
+    first = await llm.respond("Describe a garden.", config=GREEDY)
+    second = await llm.respond("Describe a garden.", config=lms.PredictionConfig(temperature=0))
+    assert first.content == second.content
+    other = await llm.respond("Describe a harbor at night.", config=GREEDY)
+    assert other.content != first.content
+
+
+async def test_respond_takes_a_chat_or_a_message_list(client: lms.AsyncClient) -> None:
+    llm = await client.llm.model(LLAMA)
+    chat = lms.Chat("You are terse.").add_user("Name a colour.")
+    as_chat = await llm.respond(chat, config=GREEDY)
+    as_dicts = await llm.respond(
+        [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "Name a colour."},
+        ],
+        config=GREEDY,
+    )
+    as_structs = await llm.respond(list(chat.messages), config=GREEDY)
+    assert as_chat.content == as_dicts.content == as_structs.content
+    chat.add_assistant(as_chat.content).add_user("Another one?")
+    follow_up = await llm.respond(chat, config=GREEDY)
+    assert follow_up.content
+
+
+async def test_max_tokens(client: lms.AsyncClient) -> None:
+    llm = await client.llm.model(LLAMA)
+    result = await llm.respond("Write a long story.", config={"max_tokens": 5, **GREEDY})
+    assert result.stop_reason == "maxPredictedTokensReached"
+    assert result.stats.predicted_tokens_count == 5
+
+
+async def test_stop_strings(client: lms.AsyncClient) -> None:
+    llm = await client.llm.model(LLAMA)
+    full = (await llm.respond("Explain bridges.", config=GREEDY)).content
+    words = full.split()
+    stop = words[len(words) // 2]
+    cut = await llm.respond("Explain bridges.", config={"stop_strings": [stop], **GREEDY})
+    assert cut.stop_reason == "stopStringFound"
+    assert cut.stats.stop_string == stop
+    assert stop not in cut.content
+    assert full.startswith(cut.content)
+
+
+async def test_structured_json_output_matches_the_schema(client: lms.AsyncClient) -> None:
+    llm = await client.llm.model(LLAMA)
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "age": {"type": "integer", "minimum": 0, "maximum": 120},
+            "tags": {"type": "array", "items": {"type": "string"}},
+        },
+        "required": ["name", "age", "tags"],
+    }
+    result = await llm.respond("Describe a person.", config={"json_schema": schema})
+    data = result.parsed
+    assert set(data) >= {"name", "age", "tags"}
+    assert isinstance(data["name"], str)
+    assert isinstance(data["age"], int)
+    assert 0 <= data["age"] <= 120
+    assert all(isinstance(t, str) for t in data["tags"])
+
+
+async def test_structured_output_from_a_struct_class(client: lms.AsyncClient) -> None:
+    import msgspec
+
+    class City(msgspec.Struct):
+        name: str
+        population: int
+
+    llm = await client.llm.model(LLAMA)
+    result = await llm.respond("A city, please.", config=lms.PredictionConfig(json_schema=City))
+    city = msgspec.json.decode(result.content, type=City)
+    assert isinstance(city.population, int)
+
+
+async def test_prompt_progress_callback(client: lms.AsyncClient) -> None:
+    llm = await client.llm.model(LLAMA)
+    progress: list[float] = []
+    long_prompt = "Summarise this text: " + " ".join(f"word{i}" for i in range(400))
+    await llm.respond(long_prompt, on_prompt_progress=progress.append, config={"max_tokens": 3})
+    assert progress
+    assert progress == sorted(progress)
+    assert progress[-1] == 1.0
+    assert all(0.0 <= p <= 1.0 for p in progress)
+
+
+async def test_coroutine_callbacks(client: lms.AsyncClient) -> None:
+    llm = await client.llm.model(LLAMA)
+    seen: list[str] = []
+
+    async def on_fragment(fragment: lms.Fragment) -> None:
+        await asyncio.sleep(0)
+        seen.append(fragment.content)
+
+    result = await llm.respond("Hello", on_fragment=on_fragment, config={"max_tokens": 4})
+    assert "".join(seen) == result.content
+
+
+# --- streams ----------------------------------------------------------------------------
+
+
+async def test_respond_stream_yields_fragments_then_the_result(client: lms.AsyncClient) -> None:
+    llm = await client.llm.model(LLAMA)
+    expected = await llm.respond("Tell me about lanterns.", config=GREEDY)
+    stream = llm.respond_stream("Tell me about lanterns.", config=GREEDY)
+    with pytest.raises(lms.LMStudioError, match="not finished"):
+        stream.result()
+    pieces = [fragment.content async for fragment in stream]
+    assert "".join(pieces) == expected.content
+    result = stream.result()
+    assert result.content == expected.content
+    assert result.stop_reason == "eosFound"
+    assert [f async for f in stream] == []  # finished: iterating again yields nothing
+
+
+async def test_stream_as_context_manager(client: lms.AsyncClient) -> None:
+    llm = await client.llm.model(LLAMA)
+    async with llm.respond_stream("Hi", config={"max_tokens": 3}) as stream:
+        count = 0
+        async for _ in stream:
+            count += 1
+    assert count == 3
+    assert stream.result().stats.predicted_tokens_count == 3
+
+
+@SLOW
+async def test_cancel_mid_stream(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    llm = await client.llm.model(LLAMA)
+    stream = llm.respond_stream("Write a long story about a village.")
+    seen = []
+    async for fragment in stream:
+        seen.append(fragment)
+        if len(seen) == 3:
+            await stream.cancel()
+    result = stream.result()
+    assert result.stop_reason == "userStopped"
+    assert result.content == "".join(f.content for f in seen)
+    assert lmstudio_server.cancel_count == 1
+    await eventually(lambda: lmstudio_server.open_channel_count(endpoint="predict") == 0)
+    assert loaded_ids(lmstudio_server) == [LLAMA]
+    again = await llm.respond("Hi", config={"max_tokens": 2})
+    assert again.stop_reason == "maxPredictedTokensReached"
+
+
+@SLOW
+async def test_break_out_of_the_loop_sends_cancel(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    llm = await client.llm.model(LLAMA)
+    stream = llm.respond_stream("Write a long story about a river.")
+    async for _ in stream:
+        break
+    await eventually(lambda: lmstudio_server.cancel_count == 1)
+    await eventually(lambda: lmstudio_server.open_channel_count(endpoint="predict") == 0)
+    assert stream.result().stop_reason == "userStopped"
+    assert loaded_ids(lmstudio_server) == [LLAMA]
+
+
+@SLOW
+async def test_aclose_and_context_exit_send_cancel(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    llm = await client.llm.model(LLAMA)
+    async with llm.respond_stream("Write a long story about a forest.") as stream:
+        async for _ in stream:
+            break
+    assert lmstudio_server.cancel_count == 1
+    assert stream.result().stop_reason == "userStopped"
+    other = llm.respond_stream("Write a long story about a machine.")
+    await other.__anext__()
+    await other.aclose()
+    assert lmstudio_server.cancel_count == 2
+    assert other.result().stop_reason == "userStopped"
+    await eventually(lambda: lmstudio_server.open_channel_count() == 0)
+    assert loaded_ids(lmstudio_server) == [LLAMA]
+
+
+@SLOW
+async def test_cancelling_the_task_cancels_the_prediction(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    llm = await client.llm.model(LLAMA)
+    first = asyncio.Event()
+    task = asyncio.create_task(
+        llm.respond("Write a long story.", on_fragment=lambda f: first.set())
+    )
+    await asyncio.wait_for(first.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await eventually(lambda: lmstudio_server.cancel_count == 1)
+    await eventually(lambda: lmstudio_server.open_channel_count() == 0)
+    assert loaded_ids(lmstudio_server) == [LLAMA]
+
+
+@SLOW
+async def test_callback_error_cancels_the_prediction(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    llm = await client.llm.model(LLAMA)
+
+    def explode(fragment: lms.Fragment) -> None:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await llm.respond("Write a long story.", on_fragment=explode)
+    await eventually(lambda: lmstudio_server.cancel_count == 1)
+    await eventually(lambda: lmstudio_server.open_channel_count() == 0)
+    assert loaded_ids(lmstudio_server) == [LLAMA]
+
+
+async def test_concurrent_predictions_on_two_models(client: lms.AsyncClient) -> None:
+    llama, smol = await asyncio.gather(client.llm.model(LLAMA), client.llm.load(SMOL))
+    results = await asyncio.gather(
+        *(m.respond(f"Question {i}", config=GREEDY) for i in range(4) for m in (llama, smol))
+    )
+    assert {r.model_info.identifier for r in results} == {LLAMA, SMOL}
+    assert all(r.stop_reason == "eosFound" for r in results)
+
+
+# --- deadlines --------------------------------------------------------------------------
+
+
+@pytest.mark.lmstudio_server(tokens_per_second=2)
+async def test_idle_deadline_between_fragments(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    llm = await client.llm.model(LLAMA)
+    started = time.monotonic()
+    with pytest.raises(lms.LMStudioTimeoutError) as info:
+        await llm.respond("Hello", timeout=0.2)
+    assert info.value.kind == "idle"
+    assert time.monotonic() - started < 2
+    await eventually(lambda: lmstudio_server.cancel_count == 1)
+    await eventually(lambda: lmstudio_server.open_channel_count() == 0)
+    assert loaded_ids(lmstudio_server) == [LLAMA]
+
+
+@pytest.mark.lmstudio_server(tokens_per_second=20)
+async def test_total_deadline_cancels(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    llm = await client.llm.model(LLAMA)
+    seen: list[lms.Fragment] = []
+    stream = llm.respond_stream(
+        "Write a long story.", timeout=lms.Timeouts(idle=5, total=0.4), on_fragment=seen.append
+    )
+    with pytest.raises(lms.LMStudioTimeoutError) as info:
+        async for _ in stream:
+            pass
+    assert info.value.kind == "total"
+    assert seen  # the idle deadline was never the problem
+    await eventually(lambda: lmstudio_server.cancel_count == 1)
+    await eventually(lambda: lmstudio_server.open_channel_count() == 0)
+    assert loaded_ids(lmstudio_server) == [LLAMA]
+
+
+# --- errors -----------------------------------------------------------------------------
+
+
+async def test_stale_handle_names_the_identifier(client: lms.AsyncClient) -> None:
+    llm = await client.llm.load(SMOL, "scratch")
+    emb = await client.embedding.load(NOMIC, "vectors")
+    await llm.unload()
+    await emb.unload()
+    for call in (
+        llm.respond("Hi"),
+        llm.complete("Hi"),
+        llm.tokenize("Hi"),
+        llm.count_tokens("Hi"),
+        llm.apply_prompt_template("Hi"),
+        emb.embed("Hi"),
+    ):
+        with pytest.raises(lms.ModelNotFoundError, match=r"'scratch'|'vectors'"):
+            await call
+    with pytest.raises(lms.ModelNotFoundError, match="'scratch'") as info:
+        async for _ in llm.respond_stream("Hi"):
+            pass
+    assert info.value.subject == "scratch"
+
+
+async def test_bad_input_fails_before_anything_is_sent(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    llm = await client.llm.model(LLAMA)
+    emb = await client.embedding.load(NOMIC)
+    lmstudio_server.clear_logs()
+    with pytest.raises(lms.ConfigError, match="max_tokens") as info:
+        await llm.respond("Hi", config={"max_tokens": -1})
+    assert info.value.field == "max_tokens"
+    with pytest.raises(lms.ConfigError, match="did you mean 'temperature'"):
+        llm.respond_stream("Hi", config={"temprature": 0.5})
+    with pytest.raises(lms.ConfigError, match="top_p"):
+        await llm.complete("Hi", config=lms.PredictionConfig(top_p=0.5).to_dict() | {"top_p": 7})
+    with pytest.raises(lms.ConfigError):
+        await llm.respond("Hi", config=lms.LlmLoadConfig(context_length=5))  # type: ignore[arg-type]
+    with pytest.raises(lms.LMStudioValueError, match="empty"):
+        await llm.respond([])
+    with pytest.raises(lms.LMStudioValueError, match="role"):
+        await llm.respond([{"role": "wizard", "content": "x"}])  # type: ignore[list-item]
+    with pytest.raises(lms.LMStudioValueError, match="on_fragment"):
+        await llm.respond("Hi", on_fragment="print")  # type: ignore[arg-type]
+    with pytest.raises(lms.LMStudioValueError):
+        await emb.embed(3)  # type: ignore[call-overload]
+    with pytest.raises(lms.LMStudioValueError, match="item 1"):
+        await emb.embed(["ok", None])  # type: ignore[list-item]
+    with pytest.raises(lms.LMStudioValueError):
+        await llm.count_tokens(["a"])  # type: ignore[arg-type]
+    assert lmstudio_server.received_frames() == []
+
+
+# --- completions, templates, tokens, embeddings ----------------------------------------
+
+
+async def test_complete_raw_text(client: lms.AsyncClient) -> None:
+    llm = await client.llm.model(LLAMA)
+    result = await llm.complete("The river flows", config={"max_tokens": 6, **GREEDY})
+    assert result.stop_reason == "maxPredictedTokensReached"
+    assert result.stats.predicted_tokens_count == 6
+    pieces = [f.content async for f in llm.complete_stream("The river flows", config=GREEDY)]
+    full = await llm.complete("The river flows", config=GREEDY)
+    assert "".join(pieces) == full.content
+    assert full.content.startswith(result.content)
+
+
+async def test_apply_prompt_template(client: lms.AsyncClient) -> None:
+    llm = await client.llm.model(LLAMA)
+    text = await llm.apply_prompt_template(lms.Chat("Be nice.").add_user("What is a lantern?"))
+    assert isinstance(text, str)
+    assert "What is a lantern?" in text
+    assert "Be nice." in text
+    assert await llm.apply_prompt_template("hello there") != text
+
+
+async def test_tokenize_and_count_tokens_agree(client: lms.AsyncClient) -> None:
+    llm = await client.llm.model(LLAMA)
+    emb = await client.embedding.load(NOMIC)
+    for handle in (llm, emb):
+        tokens = await handle.tokenize("Hello, world! How are you?")
+        assert tokens
+        assert all(isinstance(t, int) for t in tokens)
+        assert await handle.count_tokens("Hello, world! How are you?") == len(tokens)
+        batch = await handle.tokenize(["a b", "Hello, world! How are you?", ""])
+        assert batch[1] == tokens
+        assert [len(b) for b in batch] == [
+            await handle.count_tokens(t) for t in ["a b", "Hello, world! How are you?", ""]
+        ]
+        assert await handle.tokenize([]) == []
+
+
+async def test_embeddings(client: lms.AsyncClient) -> None:
+    emb = await client.embedding.load(NOMIC)
+    vector = await emb.embed("The cat sat on the mat.")
+    assert len(vector) == 768
+    assert all(isinstance(v, float) for v in vector)
+    assert math.isclose(math.sqrt(sum(v * v for v in vector)), 1.0, rel_tol=1e-6)
+    assert await emb.embed("The cat sat on the mat.") == vector  # deterministic
+    texts = ["The cat sat on the mat.", "A cat was sitting on the mat.", "Quarterly tax filing."]
+    vectors = await emb.embed(texts)
+    assert len(vectors) == 3
+    assert vectors[0] == vector
+    assert cosine(vectors[0], vectors[1]) > cosine(vectors[0], vectors[2])
+    assert await emb.embed([]) == []
+
+
+async def test_many_embeddings_run_concurrently_on_one_socket(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    emb = await client.embedding.load(NOMIC)
+    vectors = await emb.embed([f"text {i}" for i in range(100)])
+    assert len(vectors) == 100
+    assert len({tuple(v[:4]) for v in vectors}) == 100
+    assert lmstudio_server.connection_count("embedding") == 1

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import subprocess
 from collections.abc import Sequence
+from pathlib import Path
 
 import lmstudio
 import pytest
@@ -211,3 +215,72 @@ def test_sync_inference(lmstudio_server: ThreadedStandInServer) -> None:
         vector = embedding.embed("Hello, world!")
         assert len(vector) == 768
         assert embedding.embed("Hello, world!") == vector
+
+
+# --- JS SDK (optional) ---------------------------------------------------------------------
+
+JS_SDK_DIR = Path(os.environ.get("LMSTUDIO_JS_SDK_DIR", "/tmp/lmsjs"))
+JS_SDK_ENTRY = JS_SDK_DIR / "node_modules" / "@lmstudio" / "sdk" / "dist" / "index.cjs"
+NODE = shutil.which("node")
+
+JS_PROBE = r"""
+const { LMStudioClient } = require(process.env.LMS_SDK_PATH);
+(async () => {
+  const quiet = { info() {}, warn: console.error, error: console.error, debug() {} };
+  const client = new LMStudioClient({ baseUrl: process.argv[2], logger: quiet });
+  const out = {};
+  const model = await client.llm.model("llama-3.2-1b-instruct", { verbose: false });
+  const r = await model.respond("What is the capital of France?", { maxTokens: 20 });
+  out.respond = { content: r.content, stats: r.stats };
+  const prediction = model.respond("Tell me a long story");
+  let n = 0;
+  for await (const fragment of prediction) { if (++n === 3) prediction.cancel(); }
+  out.cancel = (await prediction.result()).stats.stopReason;
+  out.complete = (await model.complete("Once upon a time", { maxTokens: 10 })).content;
+  out.tokens = await model.tokenize("Hello, world!");
+  out.count = await model.countTokens("Hello, world!");
+  out.template = await model.applyPromptTemplate([{ role: "user", content: "Hi" }]);
+  const schema = { type: "object", properties: { t: { type: "string" } }, required: ["t"] };
+  out.structured = (await model.respond("A book", {
+    structured: { type: "json", jsonSchema: schema },
+  })).content;
+  const progress = [];
+  await model.respond("word ".repeat(300), { onPromptProcessingProgress: (p) => progress.push(p) });
+  out.progress = progress;
+  const nomic = "text-embedding-nomic-embed-text-v1.5";
+  const emb = await client.embedding.model(nomic, { verbose: false });
+  out.embedding = (await emb.embed("Hello")).embedding.length;
+  console.log(JSON.stringify(out));
+  process.exit(0);
+})().catch((e) => { console.error(e); process.exit(1); });
+"""
+
+
+@pytest.mark.skipif(
+    NODE is None or not JS_SDK_ENTRY.exists(), reason="Node.js or @lmstudio/sdk missing"
+)
+def test_js_sdk_inference(lmstudio_server: ThreadedStandInServer, tmp_path: Path) -> None:
+    assert NODE is not None
+    script = tmp_path / "probe.cjs"
+    script.write_text(JS_PROBE, encoding="utf-8")
+    result = subprocess.run(
+        [NODE, str(script), f"ws://{lmstudio_server.host}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "LMS_SDK_PATH": str(JS_SDK_ENTRY)},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["respond"]["stats"]["stopReason"] == "maxPredictedTokensReached"
+    assert out["respond"]["stats"]["predictedTokensCount"] == 20
+    assert "France" in out["respond"]["content"]
+    assert out["cancel"] == "userStopped"
+    assert out["complete"]
+    assert out["count"] == len(out["tokens"]) == 4
+    assert out["template"].startswith("<|begin_of_text|><|start_header_id|>user")
+    assert isinstance(json.loads(out["structured"])["t"], str)
+    assert out["progress"][0] == 0
+    assert out["progress"][-1] == 1
+    assert out["embedding"] == 768

@@ -1,0 +1,183 @@
+"""``python -m benchmarks.streaming``: fragments per second through streamed predictions.
+
+Our async and sync clients against the official ``lmstudio`` SDK (1.5, ``respond_stream``),
+all in one process and the same run, against one stand-in server in a child process that
+generates as fast as it can (``--tokens-per-second`` very high). Rounds are interleaved: in
+each round every client streams the same batch of predictions, in an order rotated from
+round to round. Fragments per second = fragments received / wall time of the batch; the
+ratios are medians of per-round ratios. Targets: ours-async >= 2x official-async, ours-sync
+>= 2x official-sync.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import lmstudio
+
+import lmstudio_async
+
+from ._standin import _READY, _drain
+
+MODEL: Final = "llama-3.2-1b-instruct"
+PROMPT: Final = "Write a long story about a river."
+CLIENTS: Final = ("ours-async", "official-async", "ours-sync", "official-sync")
+
+
+def start_server(tokens_per_second: float) -> tuple[subprocess.Popen[str], str]:
+    """The stand-in as a child process; returns it and its ``host:port``."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "lmstudio_async.testing",
+        "--port",
+        "0",
+        "--load-seconds",
+        "0",
+        "--tokens-per-second",
+        str(tokens_per_second),
+    ]
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        match = _READY.search(line)
+        if match:
+            threading.Thread(target=_drain, args=(proc.stdout,), daemon=True).start()
+            return proc, match[1].rstrip("/")
+    proc.kill()
+    raise RuntimeError("the stand-in server did not start")
+
+
+async def main_async(rounds: int, streams: int, tokens_per_second: float) -> int:
+    proc, host = start_server(tokens_per_second)
+    try:
+        async with (
+            lmstudio_async.AsyncClient(host) as ours_async,
+            lmstudio.AsyncClient(host) as official_async,
+        ):
+            ours_sync = lmstudio_async.Client(host)
+            official_sync = lmstudio.Client(host)
+            try:
+                await ours_async.llm.load(MODEL)
+                ours_llm = await ours_async.llm.model(MODEL)
+                official_llm = await official_async.llm.model(MODEL)
+                ours_sync_llm = ours_sync.llm.model(MODEL)
+                official_sync_llm = official_sync.llm.model(MODEL)
+
+                async def run_ours_async() -> int:
+                    n = 0
+                    for _ in range(streams):
+                        async for _fragment in ours_llm.respond_stream(PROMPT):
+                            n += 1
+                    return n
+
+                async def run_official_async() -> int:
+                    n = 0
+                    for _ in range(streams):
+                        stream = await official_llm.respond_stream(PROMPT)
+                        async for _fragment in stream:
+                            n += 1
+                    return n
+
+                async def run_ours_sync() -> int:
+                    n = 0
+                    for _ in range(streams):
+                        for _fragment in ours_sync_llm.respond_stream(PROMPT):
+                            n += 1
+                    return n
+
+                async def run_official_sync() -> int:
+                    n = 0
+                    for _ in range(streams):
+                        for _fragment in official_sync_llm.respond_stream(PROMPT):
+                            n += 1
+                    return n
+
+                runners: dict[str, Callable[[], Awaitable[int]]] = {
+                    "ours-async": run_ours_async,
+                    "official-async": run_official_async,
+                    "ours-sync": run_ours_sync,
+                    "official-sync": run_official_sync,
+                }
+                for run in runners.values():  # warm-up
+                    await run()
+                rates: dict[str, list[float]] = {name: [] for name in CLIENTS}
+                fragments: dict[str, int] = {}
+                for r in range(rounds):
+                    order = CLIENTS[r % len(CLIENTS) :] + CLIENTS[: r % len(CLIENTS)]
+                    for name in order:
+                        started = time.perf_counter()
+                        n = await runners[name]()
+                        rates[name].append(n / (time.perf_counter() - started))
+                        fragments[name] = n
+                report(rates, fragments, rounds, streams, tokens_per_second)
+            finally:
+                ours_sync.close()
+                official_sync.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    return 0
+
+
+def ratio(a: list[float], b: list[float]) -> float:
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
+
+
+def report(
+    rates: dict[str, list[float]],
+    fragments: dict[str, int],
+    rounds: int,
+    streams: int,
+    tokens_per_second: float,
+) -> None:
+    print(
+        f"Streaming: {rounds} interleaved rounds x {streams} streams of "
+        f"~{fragments['ours-async'] // streams} fragments; stand-in at "
+        f"{tokens_per_second:g} tok/s in a child process; Python {sys.version.split()[0]}, "
+        f"lmstudio {lmstudio.__version__}"
+    )
+    print()
+    print("| client | fragments/s (median) | min | max | vs official |")
+    print("|---|---:|---:|---:|---:|")
+    pairs: dict[str, Any] = {
+        "ours-async": "official-async",
+        "official-async": None,
+        "ours-sync": "official-sync",
+        "official-sync": None,
+    }
+    for name in CLIENTS:
+        values = rates[name]
+        other = pairs[name]
+        versus = f"{ratio(values, rates[other]):.2f}x" if other else "1.00x"
+        print(
+            f"| {name} | {statistics.median(values):,.0f} | {min(values):,.0f} | "
+            f"{max(values):,.0f} | {versus} |"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--streams", type=int, default=20, help="predictions per batch")
+    parser.add_argument("--tokens-per-second", type=float, default=1e7)
+    args = parser.parse_args(argv)
+    return asyncio.run(main_async(args.rounds, args.streams, args.tokens_per_second))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -366,7 +366,9 @@ def generation_seed(*parts: Any) -> int:
 
 # --- JSON-schema-guided output --------------------------------------------------------------
 
-_MAX_DEPTH = 6
+_MAX_DEPTH = 6  # deeper: only required properties and minimal arrays
+_HARD_DEPTH = 40  # deeper still: give up (recursive schemas)
+_MAX_ITEMS = 1000  # cap on generated array length, property count and string length
 
 
 class _SchemaGen:
@@ -396,6 +398,8 @@ class _SchemaGen:
         return schema
 
     def value(self, schema: Any, name: str = "", depth: int = 0) -> Any:
+        if depth > _HARD_DEPTH:
+            return None  # a schema that requires infinite nesting cannot be satisfied
         schema = self.resolve(schema)
         if schema is True or not isinstance(schema, dict):
             return self.string({}, name)
@@ -466,6 +470,7 @@ class _SchemaGen:
         minimum = schema.get("minProperties")
         extra = schema.get("additionalProperties")
         if isinstance(minimum, int) and len(result) < minimum and extra is not False:
+            minimum = min(minimum, _MAX_ITEMS)
             extra_schema = extra if isinstance(extra, dict) else {"type": "string"}
             index = 1
             while len(result) < minimum:
@@ -482,6 +487,7 @@ class _SchemaGen:
         count = max(low, self.rng.randint(1, 3)) if depth < _MAX_DEPTH else low
         if isinstance(high, int) and high >= low:
             count = min(count, high)
+        count = min(count, _MAX_ITEMS)
         prefix = schema.get("prefixItems")
         prefix = prefix if isinstance(prefix, list) else []
         items = schema.get("items", {})
@@ -502,21 +508,22 @@ class _SchemaGen:
         return values
 
     def _bounds(self, schema: dict[str, Any], integer: bool) -> tuple[float, float]:
-        low: float = 0 if integer else 0.0
-        high: float = 100 if integer else 100.0
-        if isinstance(schema.get("minimum"), (int, float)):
+        step = 1 if integer else 0.01
+        low: float | None = None
+        high: float | None = None
+        if _is_num(schema.get("minimum")):
             low = schema["minimum"]
-            high = max(high, low + 100)
-        if isinstance(schema.get("exclusiveMinimum"), (int, float)):
-            low = schema["exclusiveMinimum"] + (1 if integer else 0.01)
-            high = max(high, low + 100)
-        if isinstance(schema.get("maximum"), (int, float)):
+        if _is_num(schema.get("exclusiveMinimum")):
+            low = schema["exclusiveMinimum"] + step
+        if _is_num(schema.get("maximum")):
             high = schema["maximum"]
-        if isinstance(schema.get("exclusiveMaximum"), (int, float)):
-            high = schema["exclusiveMaximum"] - (1 if integer else 0.01)
-        if high < low:
-            high = low
-        return low, high
+        if _is_num(schema.get("exclusiveMaximum")):
+            high = schema["exclusiveMaximum"] - step
+        if low is None:
+            low = 0 if high is None or high >= 0 else high - 100
+        if high is None:
+            high = max(low, 0) + 100
+        return low, max(low, high)
 
     def integer(self, schema: dict[str, Any]) -> int:
         low, high = self._bounds(schema, integer=True)
@@ -570,6 +577,7 @@ class _SchemaGen:
         min_len = schema.get("minLength")
         max_len = schema.get("maxLength")
         if isinstance(min_len, int) and len(text) < min_len:
+            min_len = min(min_len, _MAX_ITEMS * 10)
             filler = " ".join(rng.choice(_NOUNS) for _ in range(min_len // 4 + 1))
             text = (text + " " + filler)[: max(min_len, len(text))]
             while len(text) < min_len:
@@ -577,6 +585,10 @@ class _SchemaGen:
         if isinstance(max_len, int) and max_len >= 0 and len(text) > max_len:
             text = text[:max_len]
         return text
+
+
+def _is_num(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _singular(name: str) -> str:

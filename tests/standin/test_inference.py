@@ -349,6 +349,21 @@ PERSON["properties"]["extra"] = {"type": ["integer", "null"]}  # type: ignore[in
 
 SCHEMAS = [
     PERSON,
+    {  # msgspec / pydantic style: a root $ref
+        "$ref": "#/$defs/Point",
+        "$defs": {
+            "Point": {
+                "type": "object",
+                "properties": {
+                    "x": {"type": "integer", "maximum": -5},
+                    "y": {"type": "number", "exclusiveMaximum": 0},
+                    "label": {"type": "string", "maxLength": 3},
+                    "ids": {"type": "array", "items": {"type": "integer"}, "uniqueItems": True},
+                },
+                "required": ["x", "y", "label"],
+            }
+        },
+    },
     {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]},
     {
         "type": "object",
@@ -379,6 +394,24 @@ async def test_structured_json_output_validates(llm: Socket, schema: dict[str, A
     assert len(fragments(frames)) > 3  # streamed in pieces
     again = content(await predict(llm, **{"llm.prediction.structured": structured}))
     assert again == text
+
+
+async def test_recursive_schema_does_not_break_the_channel(llm: Socket) -> None:
+    node = {
+        "$defs": {
+            "Node": {
+                "type": "object",
+                "properties": {"name": {"type": "string"}, "child": {"$ref": "#/$defs/Node"}},
+                "required": ["name", "child"],
+            }
+        },
+        "$ref": "#/$defs/Node",
+    }
+    structured = {"type": "json", "jsonSchema": node}
+    frames = await predict(llm, **{"llm.prediction.structured": structured})
+    assert types(frames)[-2:] == ["success", "channelClose"]
+    value = json.loads(content(frames))
+    assert isinstance(value["name"], str)
 
 
 async def test_structured_output_with_different_prompts_varies(llm: Socket) -> None:

@@ -115,9 +115,7 @@ async def _tour(
     qwen = await client.llm.load(QWEN, "qwen-4k", config=config)
     effective = await qwen.get_load_config()
     code("await qwen.get_load_config()")
-    say(
-        f"-> context_length={effective.context_length}, gpu_offload={effective.gpu_offload!r}"
-    )
+    say(f"-> context_length={effective.context_length}, gpu_offload={effective.gpu_offload!r}")
 
     # 5. TTL ---------------------------------------------------------------------------------
     out.heading("5. Idle TTL: LM Studio unloads idle instances")
@@ -163,3 +161,32 @@ async def _tour(
         await client.llm.unload(handle.identifier)
     await show_loaded()
 
+    # 9. Use loaded models -------------------------------------------------------------------
+    out.heading("9. Use loaded models: route prompts across two LLMs, embed the answers")
+    code("fast, smart, embedder = await asyncio.gather(3 x load(...))  # concurrently")
+    fast, smart, embedder = await asyncio.gather(
+        client.llm.load(SMOL, "fast"), client.llm.load(LLAMA, "smart"), client.embedding.load(NOMIC)
+    )
+    try:
+        prompts = ["What is a river?", "Explain how rivers shape the valleys they cross."]
+        code("await asyncio.gather(fast.respond(short), smart.respond(long))")
+        started = time.perf_counter()
+        answers = await asyncio.gather(
+            *(
+                (fast if len(p.split()) <= 5 else smart).respond(p, config={"max_tokens": 12})
+                for p in prompts
+            )
+        )
+        took = time.perf_counter() - started
+        for prompt, answer in zip(prompts, answers, strict=True):
+            say(f"[{answer.model_info.identifier}] {prompt} -> {answer.content!r}")
+        say(f"({took:.2f} s for both, concurrently on one client)")
+        code("async for fragment in smart.respond_stream(...)")
+        pieces = [f.content async for f in smart.respond_stream("Say hi", config={"max_tokens": 6})]
+        say(f"-> {len(pieces)} fragments: {pieces!r}")
+        code("await embedder.embed([answer.content for answer in answers])")
+        vectors = await embedder.embed([a.content for a in answers])
+        say(f"-> {len(vectors)} vectors of {len(vectors[0])} dimensions")
+    finally:
+        await asyncio.gather(fast.unload(), smart.unload(), embedder.unload())
+    say("(and unloaded again)")

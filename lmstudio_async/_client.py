@@ -530,8 +530,9 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         ``on_progress``) with ``ttl`` (idle seconds before auto-unload; ``None``:
         none) and ``config``. Concurrent calls with the same arguments share one
         load (and the first caller's deadlines); the load is cancelled only when
-        every caller waiting for it has been cancelled. When a matching instance is already loaded with a config that
-        differs from the explicit ``config``, ``on_config_mismatch`` decides:
+        every caller waiting for it has been cancelled. When a matching instance is
+        already loaded with a config that differs from the explicit ``config``,
+        ``on_config_mismatch`` decides:
         ``"warn"`` (:class:`ConfigMismatchWarning`, the default), ``"raise"``
         (:class:`ConfigMismatchError`) or ``"reload"`` (unload it, load anew).
         """

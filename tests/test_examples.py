@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-import lmstudio_async as lms
 from lmstudio_async.testing import ThreadedStandInServer
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -19,25 +18,15 @@ CASES = {
     "concurrent_pipeline.py": ["loaded 3 models concurrently", "context lengths: [2048, 4096"],
     "sync_script.py": ["loaded(): small context_length=2048", "unloaded: []"],
 }
-
-
-def _params() -> list[object]:
-    params: list[object] = []
-    for name in CASES:
-        marks = []
-        if name == "sync_script.py" and not hasattr(lms, "Client"):
-            reason = "lmstudio_async.Client is not exported yet"
-            marks.append(pytest.mark.xfail(reason=reason, strict=False))
-        params.append(pytest.param(name, marks=marks, id=name))
-    return params
+TESTED_ELSEWHERE = {"multi_model_pipeline.py": "tests/test_example_pipeline.py"}
 
 
 def test_every_example_is_tested() -> None:
-    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted(CASES)
+    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted([*CASES, *TESTED_ELSEWHERE])
 
 
 @pytest.mark.lmstudio_server(load_seconds=0.1)
-@pytest.mark.parametrize("name", _params())
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_example(name: str, lmstudio_server: ThreadedStandInServer) -> None:
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / name), "--host", lmstudio_server.host],

@@ -354,10 +354,18 @@ class NamespaceSocket:
                 timeout=timeouts.connect,
                 kind="connect",
             ) from None
+        except Exception:
+            if ws is not None:
+                await _close_quietly(ws)
+            transport.check_open()  # closed while connecting: say so, not "Connector is closed"
+            raise
         except BaseException:
             if ws is not None:
                 await _close_quietly(ws)
             raise
+        if transport.closed:  # closed while we were connecting
+            await _close_quietly(ws)
+            transport.check_open()
         self._conn = conn
         self._ws = ws
         self._death = None
@@ -557,11 +565,13 @@ class NamespaceSocket:
 
     async def aclose(self) -> None:
         reader, ws = self._reader, self._ws
-        if reader is not None:
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
         if ws is not None:
+            # A clean close handshake: the reader sees the close frame and winds down by
+            # itself, failing what is still in flight with ClientClosedError.
             await _close_quietly(ws)
+        if reader is not None:
+            reader.cancel()  # no-op when it already ended; ends it if the peer never answered
+            await asyncio.gather(reader, return_exceptions=True)
 
 
 async def _close_quietly(ws: _WebSocket) -> None:
@@ -662,10 +672,15 @@ class Transport:
         if self.closed:
             return
         self.closed = True
-        await asyncio.gather(*(s.aclose() for s in self._sockets.values()), return_exceptions=True)
+        sockets = [s for s in self._sockets.values() if s.is_open]
+        if len(sockets) == 1:
+            await sockets[0].aclose()  # the common case, without gather's extra tasks
+        elif sockets:
+            await asyncio.gather(*(s.aclose() for s in sockets), return_exceptions=True)
         pending = list(self.reader_tasks)
         for task in pending:
             task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
         if self._session is not None:
             await self._session.close()

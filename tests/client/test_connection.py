@@ -361,3 +361,15 @@ def test_client_used_from_a_second_event_loop_fails_clearly(
     with pytest.raises(lms.LMStudioError, match="one client per event loop"):
         asyncio.run(use())
     asyncio.run(close())
+
+
+async def test_close_while_connecting_leaks_nothing(lmstudio_server: ThreadedStandInServer) -> None:
+    before = asyncio.all_tasks()
+    client = lms.AsyncClient(lmstudio_server.host)
+    call = asyncio.create_task(client.llm.list_loaded())
+    await asyncio.sleep(0)  # the call is now opening the socket
+    await client.aclose()
+    with pytest.raises(lms.ClientClosedError):
+        await call
+    assert asyncio.all_tasks() - before == set()
+    await eventually(lambda: lmstudio_server.connection_count() == 0)

@@ -20,7 +20,7 @@ import lmstudio_async as lms
 from lmstudio_async._transport import DEFAULT_PORTS, parse_api_host
 from lmstudio_async.testing import StandInServer, ThreadedStandInServer
 
-from .test_models import LLAMA, SMOL, eventually
+from ._support import LLAMA, SMOL, eventually
 
 TOKEN = "sk-lm-abcDEF78:abcDEF7890abcDEF7890"
 OTHER_TOKEN = "sk-lm-abcDEF78:zzzzzz7890abcDEF7890"
@@ -30,12 +30,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-@pytest.fixture
-async def client(lmstudio_server: ThreadedStandInServer) -> AsyncIterator[lms.AsyncClient]:
-    async with lms.AsyncClient(lmstudio_server.host) as c:
-        yield c
 
 
 # --- host parsing and discovery ---------------------------------------------------------

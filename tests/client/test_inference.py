@@ -7,37 +7,16 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
 import lmstudio_async as lms
 from lmstudio_async.testing import ThreadedStandInServer
 
-LLAMA = "llama-3.2-1b-instruct"
-SMOL = "smollm2-135m-instruct"
-NOMIC = "text-embedding-nomic-embed-text-v1.5"
+from ._support import LLAMA, NOMIC, SMOL, eventually, loaded_ids
+
 GREEDY = {"temperature": 0}
 SLOW = pytest.mark.lmstudio_server(tokens_per_second=40)
-
-
-@pytest.fixture
-async def client(lmstudio_server: ThreadedStandInServer) -> AsyncIterator[lms.AsyncClient]:
-    async with lms.AsyncClient(lmstudio_server.host) as c:
-        yield c
-
-
-async def eventually(predicate: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
-
-
-def loaded_ids(server: ThreadedStandInServer) -> list[str]:
-    return [i.identifier for i in server.loaded_instances()]
 
 
 def cosine(a: list[float], b: list[float]) -> float:

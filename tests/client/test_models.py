@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -12,29 +11,7 @@ import pytest
 import lmstudio_async as lms
 from lmstudio_async.testing import ThreadedStandInServer
 
-LLAMA = "llama-3.2-1b-instruct"
-SMOL = "smollm2-135m-instruct"
-QWEN = "qwen2.5-7b-instruct-1m"
-NOMIC = "text-embedding-nomic-embed-text-v1.5"
-
-
-@pytest.fixture
-async def client(lmstudio_server: ThreadedStandInServer) -> AsyncIterator[lms.AsyncClient]:
-    async with lms.AsyncClient(lmstudio_server.host) as c:
-        yield c
-
-
-async def eventually(predicate: Any, timeout: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
-
-
-def loaded_ids(server: ThreadedStandInServer) -> list[str]:
-    return [i.identifier for i in server.loaded_instances()]
-
+from ._support import LLAMA, NOMIC, QWEN, SMOL, eventually, loaded_ids
 
 # --- model() ---------------------------------------------------------------------------
 

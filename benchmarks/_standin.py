@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from types import TracebackType
 
 _READY = re.compile(r"LM Studio stand-in listening on https?://(\S+)")
@@ -15,9 +16,12 @@ _READY = re.compile(r"LM Studio stand-in listening on https?://(\S+)")
 class StandInProcess:
     """``python -m lmstudio_async.testing --port 0 --load-seconds 0`` as a child process."""
 
-    def __init__(self, load_seconds: float = 0.0, timeout: float = 20.0) -> None:
+    def __init__(
+        self, load_seconds: float = 0.0, timeout: float = 20.0, extra_args: Sequence[str] = ()
+    ) -> None:
         self.load_seconds = load_seconds
         self.timeout = timeout
+        self.extra_args = list(extra_args)
         self.host = ""
         self.proc: subprocess.Popen[str] | None = None
         self._drain: threading.Thread | None = None
@@ -32,6 +36,7 @@ class StandInProcess:
             "0",
             "--load-seconds",
             str(self.load_seconds),
+            *self.extra_args,
         ]
         self.proc = proc = subprocess.Popen(
             cmd,

@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -25,45 +23,16 @@ import lmstudio
 
 import lmstudio_async
 
-from ._standin import _READY, _drain
+from ._standin import StandInProcess
 
 MODEL: Final = "llama-3.2-1b-instruct"
 PROMPT: Final = "Write a long story about a river."
 CLIENTS: Final = ("ours-async", "official-async", "ours-sync", "official-sync")
 
 
-def start_server(tokens_per_second: float) -> tuple[subprocess.Popen[str], str]:
-    """The stand-in as a child process; returns it and its ``host:port``."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "lmstudio_async.testing",
-        "--port",
-        "0",
-        "--load-seconds",
-        "0",
-        "--tokens-per-second",
-        str(tokens_per_second),
-    ]
-    proc = subprocess.Popen(
-        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        match = _READY.search(line)
-        if match:
-            threading.Thread(target=_drain, args=(proc.stdout,), daemon=True).start()
-            return proc, match[1].rstrip("/")
-    proc.kill()
-    raise RuntimeError("the stand-in server did not start")
-
-
 async def main_async(rounds: int, streams: int, tokens_per_second: float) -> int:
-    proc, host = start_server(tokens_per_second)
+    server = StandInProcess(extra_args=["--tokens-per-second", str(tokens_per_second)])
+    host = server.start()
     try:
         async with (
             lmstudio_async.AsyncClient(host) as ours_async,
@@ -129,8 +98,7 @@ async def main_async(rounds: int, streams: int, tokens_per_second: float) -> int
                 ours_sync.close()
                 official_sync.close()
     finally:
-        proc.terminate()
-        proc.wait(10)
+        server.stop()
     return 0
 
 

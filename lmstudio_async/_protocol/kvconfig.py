@@ -26,7 +26,7 @@ import difflib
 import math
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal, TypeAlias, overload
+from typing import Any, Literal, TypeAlias, TypeVar, overload
 
 import msgspec
 
@@ -303,7 +303,18 @@ def coerce_load_config(domain: Domain, config: object) -> LoadConfig | None:
             f"load config must be {cls.__name__}, a mapping or None, got {type(config).__name__}",
             field=None,
         )
-    values = _normalise_mapping(domain, cls, config)
+    return convert_config(_normalise_mapping(domain, cls, config), cls)
+
+
+_ConfigT = TypeVar("_ConfigT", bound=msgspec.Struct)
+
+
+def convert_config(values: Mapping[str, Any], cls: type[_ConfigT]) -> _ConfigT:
+    """Build config Struct ``cls`` from normalised snake_case ``values``.
+
+    Every failure becomes a :class:`ConfigError` naming the field: the Struct's own
+    range checks when they apply (their message is clearer), else msgspec's type error.
+    """
     try:
         return msgspec.convert(values, cls)
     except msgspec.ValidationError as exc:

@@ -37,6 +37,7 @@ from lmstudio_async._protocol.kvconfig import (
     _iter_fields,
     _plain,
     _read_checkbox,
+    convert_config,
     fields_to_load_config,
 )
 from lmstudio_async.config import LlmLoadConfig, _is_number, _LoadConfigBase
@@ -335,25 +336,7 @@ def coerce_prediction_config(config: object) -> PredictionConfig | None:
     values = _normalise(config)
     # Classes are not JSON: let the constructor turn them into a schema.
     schema = values.pop("json_schema", None)
-    try:
-        converted = msgspec.convert(values, PredictionConfig)
-    except msgspec.ValidationError as exc:
-        if isinstance(exc.__cause__, ConfigError):
-            raise exc.__cause__ from None
-        match = _PATH_RE.search(str(exc))
-        field = match.group(1) if match else None
-        if field is not None and field in values:
-            try:
-                PredictionConfig(**{field: values[field]})  # our own checks: clearer message
-            except ConfigError as own:
-                raise own from None
-            detail = str(exc).split(" - at ", 1)[0]
-            raise ConfigError(
-                f"PredictionConfig.{field}: {detail[:1].lower()}{detail[1:]}, "
-                f"got {values[field]!r}",
-                field=field,
-            ) from None
-        raise ConfigError(f"invalid PredictionConfig: {exc}", field=field) from None
+    converted = convert_config(values, PredictionConfig)
     if schema is not None:
         converted = PredictionConfig(**converted.to_dict(), json_schema=schema)
     return converted

@@ -84,7 +84,6 @@ ProgressCallback: TypeAlias = Callable[[float], Any]
 MismatchPolicy: TypeAlias = Literal["warn", "raise", "reload"]
 
 _KV_CONFIG_DECODER: Final = msgspec.json.Decoder(KvConfig)
-_REAP_SECONDS: Final = 30.0
 
 
 class _UseClientDefault:
@@ -357,24 +356,11 @@ class AsyncClient:
 
     async def _reap(self, stream: ChannelStream, namespace: str) -> None:
         """After a cancel: drain the channel; unload an instance the load finished anyway."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _REAP_SECONDS
-        try:
-            while True:
-                raw = await stream.receive(None, deadline)
-                if raw is None:
-                    return
-                with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError):
-                    packet = LOAD_PACKET_DECODER.decode(raw)
-                    if type(packet) is Success or type(packet) is LoadSuccess:
-                        identifier = packet.info.identifier
-                        log.info("cancelled load of %r completed anyway; unloading it", identifier)
-                        await self._unload_quietly(namespace, identifier)
-                        return
-        except (RemoteError, LMStudioError):
-            return
-        finally:
-            stream.socket.forget_channel(stream)
+        packet = await stream.settle(LOAD_PACKET_DECODER, (Success, LoadSuccess))
+        if packet is not None:
+            identifier = packet.info.identifier
+            log.info("cancelled load of %r completed anyway; unloading it", identifier)
+            await self._unload_quietly(namespace, identifier)
 
 
 _HandleT = TypeVar("_HandleT", bound="_ModelHandle[Any, Any]")

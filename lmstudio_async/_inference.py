@@ -74,7 +74,6 @@ FragmentCallback: TypeAlias = Callable[[Fragment], Any]
 PromptProgressCallback: TypeAlias = Callable[[float], Any]
 """``on_prompt_progress(fraction)``: prompt processing progress in [0, 1]."""
 
-_REAP_SECONDS: Final = 30.0
 _POLL_SECONDS: Final = 0.1
 _CANCEL_GRACE_SECONDS: Final = 5.0
 
@@ -323,22 +322,11 @@ class PredictionStream:
             )
 
     async def _reap(self, channel: ChannelStream) -> None:
-        assert self._loop is not None
-        deadline = self._loop.time() + _REAP_SECONDS
         try:
-            while True:
-                raw = await channel.receive(None, deadline)
-                if raw is None:
-                    return
-                with contextlib.suppress(msgspec.ValidationError, msgspec.DecodeError):
-                    packet = PREDICTION_PACKET_DECODER.decode(raw)
-                    if type(packet) is PredictionSuccess:
-                        self._result = result_from_success("".join(self._parts), packet)
-                        return
-        except (RemoteError, LMStudioError):
-            return
+            packet = await channel.settle(PREDICTION_PACKET_DECODER, (PredictionSuccess,))
+            if packet is not None:
+                self._result = result_from_success("".join(self._parts), packet)
         finally:
-            channel.socket.forget_channel(channel)
             self._end(None)
 
     def _abandon(self) -> None:

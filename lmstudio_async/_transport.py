@@ -71,6 +71,8 @@ _HOST_RE: Final = re.compile(
     r"^(?:(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*)://)?(?P<netloc>[^/?#\s]+)/?$"
 )
 _TEXT = aiohttp.WSMsgType.TEXT
+SETTLE_SECONDS: Final = 30.0
+"""How long a channel is still read after its ``cancel`` (see :meth:`ChannelStream.settle`)."""
 _WebSocket: TypeAlias = "aiohttp.ClientWebSocketResponse[Any]"
 
 
@@ -257,6 +259,34 @@ class ChannelStream:
     def send(self, message: Any) -> None:
         """Send a client packet (e.g. ``{"type": "cancel"}``) if the socket is still up."""
         self.socket.send_channel_message(self, message)
+
+    async def settle(
+        self,
+        decoder: msgspec.json.Decoder[Any],
+        terminal: tuple[type, ...],
+        seconds: float = SETTLE_SECONDS,
+    ) -> Any | None:
+        """After a ``cancel``: read what is left of the channel for up to ``seconds``.
+
+        Returns the first packet (decoded with ``decoder``) that is an instance of one of
+        the ``terminal`` types — e.g. a load's success that raced the cancel — or ``None``
+        once the channel ends without one, fails, or the time is up. Then the channel is
+        forgotten, so nothing more is routed to it.
+        """
+        deadline = asyncio.get_running_loop().time() + seconds
+        try:
+            while (raw := await self.receive(None, deadline)) is not None:
+                try:
+                    packet = decoder.decode(raw)
+                except (msgspec.ValidationError, msgspec.DecodeError):
+                    continue
+                if isinstance(packet, terminal):
+                    return packet
+            return None
+        except (RemoteError, LMStudioError):
+            return None
+        finally:
+            self.socket.forget_channel(self)
 
 
 # --- sockets ---------------------------------------------------------------------------

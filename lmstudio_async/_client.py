@@ -78,6 +78,8 @@ __all__ = [
 
 log = logging.getLogger("lmstudio_async")
 
+_CLOSE_GRACE_SECONDS: Final = 2.0
+
 ProgressCallback: TypeAlias = Callable[[float], Any]
 """``on_progress(fraction)``: a plain function or a coroutine function."""
 
@@ -155,6 +157,23 @@ def _check_callback(on_progress: object) -> ProgressCallback | None:
             f"on_progress must be a function taking a float, got {type(on_progress).__name__}"
         )
     return on_progress  # type: ignore[return-value,unused-ignore]
+
+
+async def _closed(stream: ChannelStream) -> None:
+    """Wait (briefly) for the channelClose that follows a terminal packet.
+
+    Returning only once the channel has ended means no channel outlives the call, and,
+    for the sync facade, that the loop thread is idle when the caller wakes up.
+    """
+    if stream.finished:
+        return
+    try:
+        while await stream.receive(_CLOSE_GRACE_SECONDS, None) is not None:
+            pass
+    except (RemoteError, LMStudioError):
+        pass
+    finally:
+        stream.socket.forget_channel(stream)
 
 
 class _Flight:
@@ -337,6 +356,7 @@ class AsyncClient:
                 self._spawn(self._reap(stream, namespace), f"lmstudio-reap-{subject}")
             raise
         try:
+            await _closed(stream)
             await progress.finish()
         except BaseException:
             # The load is done but its caller is gone (cancelled in the last callback).

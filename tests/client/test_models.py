@@ -399,3 +399,14 @@ async def test_cancellation_at_any_point_leaves_nothing_behind(
     await eventually(lambda: lmstudio_server.open_channel_count() == 0)
     expected = [] if owned is None else [owned.identifier]
     await eventually(lambda: loaded_ids(lmstudio_server) == expected)
+
+
+async def test_no_channel_outlives_a_load(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    await client.llm.load(SMOL)
+    assert lmstudio_server.open_channel_count() == 0
+    await client.llm.model(LLAMA)
+    assert lmstudio_server.open_channel_count() == 0
+    await client.llm.model(LLAMA)  # already loaded
+    assert lmstudio_server.open_channel_count() == 0

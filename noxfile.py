@@ -8,8 +8,6 @@ nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYTHONS = ["3.11", "3.12", "3.13"]
-# ruff lets mkdocstrings format signatures.
-DOCS_DEPS = ["mkdocs-material>=9.5", "mkdocstrings[python]>=0.26", "ruff"]
 
 
 @nox.session(python=PYTHONS)
@@ -29,7 +27,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package."""
-    session.install("-e", ".[cli]", "mypy>=1.11")
+    session.install("-e", ".[test]", "mypy>=1.11")  # test: pytest, for the pytest plugin
     session.run("mypy", "--strict", "lmstudio_async")
 
 
@@ -43,5 +41,5 @@ def bench(session: nox.Session) -> None:
 @nox.session
 def docs(session: nox.Session) -> None:
     """Build the documentation site, failing on any warning."""
-    session.install("-e", ".", *DOCS_DEPS)
+    session.install("-e", ".[docs]")
     session.run("mkdocs", "build", "--strict", *session.posargs)

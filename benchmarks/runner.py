@@ -50,6 +50,7 @@ except ImportError:  # not exported yet
 PRELOAD: Final = ("llama-3.2-1b-instruct", "mobilevlm_v2-1.7b", "qwen2.5-7b-instruct-1m")
 MODEL_KEY: Final = "llama-3.2-1b-instruct"  # already loaded: model(key) is the fast path
 LOAD_KEY: Final = "smollm2-135m-instruct"  # loaded and unloaded by workload 3
+SETTLE_SECONDS: Final = 0.01  # untimed run of a contender before each of its batches
 SYNC_THREADS: Final = 8
 DEFAULT_JSON: Final = Path(__file__).with_name("results.json")
 
@@ -248,7 +249,16 @@ def _interleave(
     rounds: int,
     warmup: dict[str, int] | None = None,
 ) -> dict[str, Series]:
-    """Warm every contender up, then run ``rounds`` rounds of one batch each, rotating order."""
+    """Warm every contender up, then run ``rounds`` rounds of one batch each, rotating order.
+
+    Before each batch, untimed: a ``gc.collect()`` (so no client pays for another's
+    garbage), then the same contender runs for about ``SETTLE_SECONDS``, so its first
+    timed call does not pay for the switch from the previous contender. :func:`main`
+    freezes the objects alive after setup, which keeps that collection short: a full
+    collection of the unfrozen heap took about 70 ms of one core, and right after it a
+    client that wakes threads across cores (the sync client) ran its next ~20
+    load+unload calls up to 2x slower (see docs/performance.md).
+    """
     names = list(contenders)
     for client in names:
         batch, n = contenders[client]
@@ -262,11 +272,22 @@ def _interleave(
         for client in order:
             batch, n = contenders[client]
             gc.collect()
+            _settle(batch)
             cpu0 = time.process_time()
             samples = batch(n)
             series[client].add(samples, time.process_time() - cpu0)
     _log(f"  {name}: done at {time.perf_counter() - _T0:.1f} s")
     return series
+
+
+def _settle(batch: Batch) -> None:
+    """Run ``batch`` untimed for about ``SETTLE_SECONDS`` (at least one operation)."""
+    t0 = time.perf_counter()
+    batch(1)
+    one = time.perf_counter() - t0
+    rest = SETTLE_SECONDS - one
+    if rest > 0:
+        batch(max(1, int(rest / max(one, 1e-6))))
 
 
 def _rss_bytes() -> int:
@@ -752,6 +773,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bench = Bench(host, plan)
         bench.setup()
+        # Everything alive now (three clients' modules, the harness) is long-lived: freeze
+        # it, so the collection before each batch scans only what the contenders made
+        # (about 0 ms instead of about 70 ms; see _interleave).
+        gc.collect()
+        gc.freeze()
         _log(f"  setup: done at {time.perf_counter() - _T0:.1f} s")
         bench.small_rpc()
         bench.model_fast_path()

@@ -190,6 +190,61 @@ def _expire(fut: asyncio.Future[Any], waiting_for: str, wait: float, kind: str) 
         )
 
 
+class _Deadlines:
+    """The deadlines of a socket's pending RPCs, served by one timer.
+
+    A timer per call costs a ``TimerHandle``, a heap push and a cancel on every round
+    trip (about 10 µs of CPU per call on the benchmark machine). Here a call adds and
+    removes a dict entry; the one timer is re-armed only when it fires, or when a new
+    call's deadline is earlier than the armed one. Expired calls fail exactly as a
+    per-call timer would fail them.
+    """
+
+    __slots__ = ("_entries", "_handle", "_loop", "_when")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._entries: dict[asyncio.Future[Any], tuple[float, str, float, str]] = {}
+        self._handle: asyncio.TimerHandle | None = None
+        self._when = 0.0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(
+        self, fut: asyncio.Future[Any], deadline: float, waiting_for: str, wait: float, kind: str
+    ) -> None:
+        self._entries[fut] = (deadline, waiting_for, wait, kind)
+        if self._handle is None or deadline < self._when:
+            self._arm(deadline)
+
+    def discard(self, fut: asyncio.Future[Any]) -> None:
+        self._entries.pop(fut, None)
+
+    def cancel(self) -> None:
+        """Disarm the timer (the socket's loop is going away); entries stay untouched."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _arm(self, when: float) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._when = when
+        self._handle = self._loop.call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        self._handle = None
+        # asyncio may run a timer up to its clock resolution early: the armed time counts.
+        now = max(self._loop.time(), self._when)
+        expired = [(fut, e) for fut, e in self._entries.items() if e[0] <= now]
+        for fut, (_, waiting_for, wait, kind) in expired:
+            del self._entries[fut]
+            _expire(fut, waiting_for, wait, kind)
+        if self._entries:
+            self._arm(min(e[0] for e in self._entries.values()))
+
+
 class ChannelStream:
     """Receiving end of one channel: packets queue here until the caller reads them."""
 
@@ -305,6 +360,7 @@ class NamespaceSocket:
         self._last_rx = 0.0
         self._keepalive: asyncio.TimerHandle | None = None
         self._death: BaseException | None = None
+        self._deadlines: _Deadlines | None = None
         self.warnings: collections.deque[str] = collections.deque(maxlen=20)
         self.dropped_frames = 0
 
@@ -547,9 +603,11 @@ class NamespaceSocket:
         kind = "idle"
         if timeouts.total is not None and (wait is None or timeouts.total < wait):
             wait, kind = timeouts.total, "total"
-        handle = None
+        deadlines = self._deadlines
         if wait is not None:
-            handle = loop.call_later(wait, _expire, fut, endpoint, wait, kind)
+            if deadlines is None:
+                deadlines = self._deadlines = _Deadlines(loop)
+            deadlines.add(fut, loop.time() + wait, endpoint, wait, kind)
         try:
             await ws.send_frame(frame, _TEXT)
             return await fut
@@ -560,8 +618,8 @@ class NamespaceSocket:
                 host=self.transport.host,
             ) from None
         finally:
-            if handle is not None:
-                handle.cancel()
+            if deadlines is not None:
+                deadlines.discard(fut)
             conn.forget_call(call_id)  # no-op once answered; stops routing a late reply
             if fut.done() and not fut.cancelled():
                 fut.exception()  # retrieved, even when the send failed first
@@ -602,6 +660,8 @@ class NamespaceSocket:
         if reader is not None:
             reader.cancel()  # no-op when it already ended; ends it if the peer never answered
             await asyncio.gather(reader, return_exceptions=True)
+        if self._deadlines is not None:
+            self._deadlines.cancel()  # every call in flight has failed by now
 
 
 async def _close_quietly(ws: _WebSocket) -> None:

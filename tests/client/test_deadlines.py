@@ -1,0 +1,153 @@
+"""RPC deadlines: one timer per socket serves every pending call's deadline.
+
+The socket-level tests make the stand-in silent (it reads requests and never answers),
+so only the client's deadlines can end the calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+import lmstudio_async as lms
+from lmstudio_async._transport import _Deadlines
+from lmstudio_async.testing import ThreadedStandInServer
+
+# --- _Deadlines on its own (a loop, futures, no sockets) ------------------------------------
+
+
+def _pending(loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+    return loop.create_future()
+
+
+async def test_deadlines_expire_in_deadline_order_whatever_the_order_added() -> None:
+    loop = asyncio.get_running_loop()
+    deadlines = _Deadlines(loop)
+    late, early, middle = _pending(loop), _pending(loop), _pending(loop)
+    now = loop.time()
+    deadlines.add(late, now + 0.30, "late", 0.30, "idle")
+    deadlines.add(early, now + 0.05, "early", 0.05, "total")  # earlier: re-arms the timer
+    deadlines.add(middle, now + 0.15, "middle", 0.15, "idle")
+    order: list[str] = []
+    for fut, name in ((late, "late"), (early, "early"), (middle, "middle")):
+        fut.add_done_callback(lambda _f, name=name: order.append(name))
+    await asyncio.wait([late, early, middle], timeout=5)
+    assert order == ["early", "middle", "late"]
+    assert len(deadlines) == 0
+    err = early.exception()
+    assert isinstance(err, lms.LMStudioTimeoutError)
+    assert isinstance(err, TimeoutError)
+    assert err.kind == "total"
+    assert "no early from LM Studio within the total deadline (0.05 s)" in str(err)
+    assert isinstance(late.exception(), lms.LMStudioTimeoutError)
+
+
+async def test_discarded_and_finished_calls_never_expire() -> None:
+    loop = asyncio.get_running_loop()
+    deadlines = _Deadlines(loop)
+    answered, dropped, waiting = _pending(loop), _pending(loop), _pending(loop)
+    now = loop.time()
+    deadlines.add(answered, now + 0.05, "a", 0.05, "idle")
+    deadlines.add(dropped, now + 0.05, "d", 0.05, "idle")
+    deadlines.add(waiting, now + 0.10, "w", 0.10, "idle")
+    answered.set_result(None)  # answered but not yet discarded when the timer fires
+    deadlines.discard(dropped)
+    await asyncio.wait([waiting], timeout=5)
+    assert answered.result() is None
+    assert not dropped.done()
+    assert isinstance(waiting.exception(), lms.LMStudioTimeoutError)
+    assert len(deadlines) == 0
+    dropped.cancel()
+
+
+async def test_timer_fires_only_when_needed_and_rearms_for_later_calls() -> None:
+    loop = asyncio.get_running_loop()
+    deadlines = _Deadlines(loop)
+    first = _pending(loop)
+    deadlines.add(first, loop.time() + 0.05, "first", 0.05, "idle")
+    first.set_result(None)
+    deadlines.discard(first)
+    await asyncio.sleep(0.1)  # the timer fired with nothing pending and stayed disarmed
+    second = _pending(loop)
+    deadlines.add(second, loop.time() + 0.05, "second", 0.05, "idle")
+    await asyncio.wait([second], timeout=5)
+    assert isinstance(second.exception(), lms.LMStudioTimeoutError)
+
+
+async def test_cancel_disarms_and_a_later_add_rearms() -> None:
+    loop = asyncio.get_running_loop()
+    deadlines = _Deadlines(loop)
+    fut = _pending(loop)
+    deadlines.add(fut, loop.time() + 0.05, "x", 0.05, "idle")
+    deadlines.cancel()
+    await asyncio.sleep(0.1)
+    assert not fut.done()
+    deadlines.discard(fut)
+    again = _pending(loop)
+    deadlines.add(again, loop.time() + 0.05, "y", 0.05, "idle")
+    await asyncio.wait([again], timeout=5)
+    assert isinstance(again.exception(), lms.LMStudioTimeoutError)
+    fut.cancel()
+
+
+# --- over a real socket, against a silent stand-in -----------------------------------------
+
+
+async def test_rpc_idle_deadline_against_a_silent_server(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    await client.llm.list_loaded()  # connected
+    lmstudio_server.faults.silent = True
+    t0 = time.monotonic()
+    with pytest.raises(lms.LMStudioTimeoutError) as info:
+        await client.llm.list_loaded(timeout=lms.Timeouts(idle=0.2))
+    assert time.monotonic() - t0 >= 0.19
+    assert info.value.kind == "idle"
+    assert "listLoaded" in str(info.value)
+    lmstudio_server.faults.silent = False
+    assert await client.llm.list_loaded() == []  # the socket still works
+
+
+async def test_short_deadline_behind_a_long_one_fails_first(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    await client.llm.list_loaded()
+    lmstudio_server.faults.silent = True
+    done: list[str] = []
+
+    async def call(name: str, timeouts: lms.Timeouts) -> BaseException | None:
+        try:
+            await client.llm.list_loaded(timeout=timeouts)
+        except lms.LMStudioTimeoutError as exc:
+            done.append(name)
+            return exc
+        return None
+
+    long_call = asyncio.create_task(call("long", lms.Timeouts(idle=1.0)))
+    await asyncio.sleep(0.02)
+    short_call = asyncio.create_task(call("short", lms.Timeouts(idle=5.0, total=0.1)))
+    short_err = await short_call
+    assert done == ["short"]
+    assert not long_call.done()
+    assert isinstance(short_err, lms.LMStudioTimeoutError)
+    assert short_err.kind == "total"
+    long_err = await long_call
+    assert done == ["short", "long"]
+    assert isinstance(long_err, lms.LMStudioTimeoutError)
+    assert long_err.kind == "idle"
+    lmstudio_server.faults.silent = False
+
+
+async def test_answered_calls_leave_no_deadline_behind(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    await asyncio.gather(
+        *[client.llm.list_loaded(timeout=lms.Timeouts(idle=0.1)) for _ in range(50)]
+    )
+    sock = client._transport.socket("llm")
+    assert sock._deadlines is not None
+    assert len(sock._deadlines) == 0
+    await asyncio.sleep(0.15)  # the armed timer fires after every call was answered
+    assert await client.llm.list_loaded() == []

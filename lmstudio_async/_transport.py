@@ -361,6 +361,7 @@ class NamespaceSocket:
         self._keepalive: asyncio.TimerHandle | None = None
         self._death: BaseException | None = None
         self._deadlines: _Deadlines | None = None
+        self._closing = False
         self.warnings: collections.deque[str] = collections.deque(maxlen=20)
         self.dropped_frames = 0
 
@@ -534,27 +535,33 @@ class NamespaceSocket:
             self._keepalive.cancel()
             self._keepalive = None
         transport = self.transport
-        if transport.closed:
-            error: BaseException = ClientClosedError(
-                "the LM Studio client was closed while this call was in flight", host=transport.host
-            )
-        elif isinstance(reason, LMStudioConnectionError):
-            error = reason
-        else:
-            detail = f": {reason}" if reason is not None and str(reason) else ""
-            error = LMStudioConnectionError(
-                f"connection to LM Studio at {transport.host} (/{self.namespace}) was lost{detail}",
-                host=transport.host,
-            )
-        for target in conn.close():
-            if isinstance(target, ChannelStream):
-                target.finish(error)
-            elif not target.done():
-                target.set_exception(error)
-        if not ws.closed:
+        targets = conn.close()
+        if targets:
+            error = self._lost_error(reason)
+            for target in targets:
+                if isinstance(target, ChannelStream):
+                    target.finish(error)
+                elif not target.done():
+                    target.set_exception(error)
+        if not ws.closed and not self._closing:  # aclose closes its socket itself
             task = asyncio.get_running_loop().create_task(_close_quietly(ws))
             transport.reader_tasks.add(task)
             task.add_done_callback(transport.reader_tasks.discard)
+
+    def _lost_error(self, reason: BaseException | None) -> BaseException:
+        """The error that fails the calls in flight when the socket goes away."""
+        transport = self.transport
+        if transport.closed:
+            return ClientClosedError(
+                "the LM Studio client was closed while this call was in flight", host=transport.host
+            )
+        if isinstance(reason, LMStudioConnectionError):
+            return reason
+        detail = f": {reason}" if reason is not None and str(reason) else ""
+        return LMStudioConnectionError(
+            f"connection to LM Studio at {transport.host} (/{self.namespace}) was lost{detail}",
+            host=transport.host,
+        )
 
     def _schedule_keepalive(self) -> None:
         loop = asyncio.get_running_loop()
@@ -653,13 +660,20 @@ class NamespaceSocket:
 
     async def aclose(self) -> None:
         reader, ws = self._reader, self._ws
+        if reader is not None and not reader.done():
+            # Stop the reader first (its teardown fails what is still in flight with
+            # ClientClosedError), so the close handshake below reads the peer's close
+            # frame itself instead of handing it over from the reader task.
+            self._closing = True
+            reader.cancel()
+            try:
+                await reader
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise  # aclose itself was cancelled, not just the reader
         if ws is not None:
-            # A clean close handshake: the reader sees the close frame and winds down by
-            # itself, failing what is still in flight with ClientClosedError.
             await _close_quietly(ws)
-        if reader is not None:
-            reader.cancel()  # no-op when it already ended; ends it if the peer never answered
-            await asyncio.gather(reader, return_exceptions=True)
         if self._deadlines is not None:
             self._deadlines.cancel()  # every call in flight has failed by now
 
@@ -767,7 +781,7 @@ class Transport:
             await sockets[0].aclose()  # the common case, without gather's extra tasks
         elif sockets:
             await asyncio.gather(*(s.aclose() for s in sockets), return_exceptions=True)
-        pending = list(self.reader_tasks)
+        pending = [task for task in self.reader_tasks if not task.done()]
         for task in pending:
             task.cancel()
         if pending:

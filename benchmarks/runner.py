@@ -23,6 +23,7 @@ import gc
 import json
 import os
 import platform
+import statistics
 import sys
 import threading
 import time
@@ -50,7 +51,7 @@ except ImportError:  # not exported yet
 PRELOAD: Final = ("llama-3.2-1b-instruct", "mobilevlm_v2-1.7b", "qwen2.5-7b-instruct-1m")
 MODEL_KEY: Final = "llama-3.2-1b-instruct"  # already loaded: model(key) is the fast path
 LOAD_KEY: Final = "smollm2-135m-instruct"  # loaded and unloaded by workload 3
-SETTLE_SECONDS: Final = 0.01  # untimed run of a contender before each of its batches
+SETTLE_SECONDS: Final = 0.03  # untimed run of a contender before each of its batches
 SYNC_THREADS: Final = 8
 DEFAULT_JSON: Final = Path(__file__).with_name("results.json")
 
@@ -85,22 +86,22 @@ class Plan:
     @classmethod
     def full(cls) -> Plan:
         return cls(
-            rounds=10,
+            rounds=20,
             rounds_large=6,
-            rpc=250,
-            rpc_slow=80,
-            model=150,
-            model_slow=60,
-            load=30,
-            load_slow=15,
+            rpc=125,
+            rpc_slow=40,
+            model=75,
+            model_slow=30,
+            load=16,
+            load_slow=8,
             sizes=(100, 1000, 10_000),
-            bursts_small=5,
-            bursts_mid=2,
+            bursts_small=3,
+            bursts_mid=1,
             bursts_mid_slow=1,
             bursts_large=1,
-            sync_calls_per_thread=60,
-            sync_calls_per_thread_slow=25,
-            cold=5,
+            sync_calls_per_thread=30,
+            sync_calls_per_thread_slow=15,
+            cold=3,
             cold_slow=1,
             memory_warmup=10_000,
             memory_calls=100_000,
@@ -252,17 +253,20 @@ def _interleave(
     """Warm every contender up, then run ``rounds`` rounds of one batch each, rotating order.
 
     Before each batch, untimed: a ``gc.collect()`` (so no client pays for another's
-    garbage), then the same contender runs for about ``SETTLE_SECONDS``, so its first
-    timed call does not pay for the switch from the previous contender. :func:`main`
-    freezes the objects alive after setup, which keeps that collection short: a full
-    collection of the unfrozen heap took about 70 ms of one core, and right after it a
-    client that wakes threads across cores (the sync client) ran its next ~20
-    load+unload calls up to 2x slower (see docs/performance.md).
+    garbage), then a settle of about ``SETTLE_SECONDS`` of the same contender's operations
+    (none for operations slower than that), so its first timed call does not pay for the
+    switch from the previous contender. :func:`main` freezes the objects alive after
+    setup, which keeps that collection short: a full collection of the unfrozen heap took
+    about 70 ms of one core, and right after it a client that wakes threads across cores
+    (the sync client) ran its next ~20 load+unload calls up to 2x slower (see
+    docs/performance.md).
     """
     names = list(contenders)
+    settle: dict[str, int] = {}
     for client in names:
         batch, n = contenders[client]
-        batch(max(1, (warmup or {}).get(client, n // 4 or 1)))
+        samples = batch(max(1, (warmup or {}).get(client, n // 4 or 1)))
+        settle[client] = int(SETTLE_SECONDS / max(statistics.median(samples), 1e-6))
     series = {client: Series() for client in names}
     for r in range(rounds):
         k = r % len(names)
@@ -272,22 +276,13 @@ def _interleave(
         for client in order:
             batch, n = contenders[client]
             gc.collect()
-            _settle(batch)
+            if settle[client]:
+                batch(settle[client])
             cpu0 = time.process_time()
             samples = batch(n)
             series[client].add(samples, time.process_time() - cpu0)
     _log(f"  {name}: done at {time.perf_counter() - _T0:.1f} s")
     return series
-
-
-def _settle(batch: Batch) -> None:
-    """Run ``batch`` untimed for about ``SETTLE_SECONDS`` (at least one operation)."""
-    t0 = time.perf_counter()
-    batch(1)
-    one = time.perf_counter() - t0
-    rest = SETTLE_SECONDS - one
-    if rest > 0:
-        batch(max(1, int(rest / max(one, 1e-6))))
 
 
 def _rss_bytes() -> int:

@@ -15,6 +15,8 @@ import lmstudio_async as lms
 from lmstudio_async._transport import _Deadlines
 from lmstudio_async.testing import ThreadedStandInServer
 
+from ._support import LLAMA, SMOL
+
 # --- _Deadlines on its own (a loop, futures, no sockets) ------------------------------------
 
 
@@ -151,3 +153,19 @@ async def test_answered_calls_leave_no_deadline_behind(
     assert len(sock._deadlines) == 0
     await asyncio.sleep(0.15)  # the armed timer fires after every call was answered
     assert await client.llm.list_loaded() == []
+
+
+async def test_channel_reads_share_the_socket_deadlines(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    model = await client.llm.load(SMOL)  # ~20 progress packets, each read under a deadline
+    sock = client._transport.socket("llm")
+    assert sock._deadlines is not None
+    assert len(sock._deadlines) == 0
+    lmstudio_server.faults.silent = True
+    with pytest.raises(lms.LMStudioTimeoutError) as info:
+        await client.llm.load(LLAMA, timeout=lms.Timeouts(idle=0.2))
+    assert info.value.kind == "idle"
+    assert "channel message" in str(info.value)
+    lmstudio_server.faults.silent = False
+    await model.unload()

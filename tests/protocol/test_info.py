@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import typing
 from datetime import UTC, datetime
 from typing import Any
 
@@ -219,6 +221,26 @@ def test_instance_info_list() -> None:
         "text-embedding-nomic-embed-text-v1.5",
     ]
     assert INSTANCE_INFO_LIST_DECODER.decode(raw) == infos
+
+
+def test_decoded_infos_are_not_tracked_by_the_garbage_collector() -> None:
+    # gc=False is safe only while every field is a scalar, a tuple of strings or another
+    # such Struct: this test fails if a field type that could hold a cycle is added.
+    infos = decode_instance_info_list(b"[" + LLM_INSTANCE + b"," + EMBEDDING_INSTANCE + b"]")
+    estimate = decode_estimate_result(ESTIMATE)
+    for obj in (*infos, infos[0].quantization, estimate, estimate.memory):
+        assert not gc.is_tracked(obj), obj
+    allowed = (str, int, float, bool, type(None), Quantization, MemoryEstimate)
+    for cls in (LlmInstanceInfo, EmbeddingModelInstanceInfo, EstimateResult, MemoryEstimate):
+        assert cls.__struct_config__.gc is False, cls
+        for field in msgspec.structs.fields(cls):
+            args = typing.get_args(field.type) or (field.type,)
+            for arg in args:
+                inner = typing.get_args(arg)
+                if typing.get_origin(arg) is tuple:
+                    assert inner == (str, Ellipsis), (cls, field.name)
+                else:
+                    assert arg in allowed, (cls, field.name, arg)
 
 
 def test_list_skips_unknown_domains() -> None:

@@ -25,6 +25,11 @@ class Series:
         self.rounds.append(samples)
         self.cpu.append(cpu)
 
+    def extend(self, other: Series) -> None:
+        """Append ``other``'s rounds (a client measured in several pairings)."""
+        self.rounds.extend(other.rounds)
+        self.cpu.extend(other.cpu)
+
     def cpu_per_sample(self) -> float:
         """Median over rounds of CPU seconds per sample."""
         return statistics.median(c / len(r) for c, r in zip(self.cpu, self.rounds, strict=True))

@@ -37,16 +37,12 @@ from typing import Any, Final
 import lmstudio
 
 import lmstudio_async
+from lmstudio_async import Client as OurClient
 from lmstudio_async._protocol.kvconfig import load_config_stack
 
 from ._raw import RawClient
 from ._standin import StandInProcess
 from ._stats import Series, paired_ratio
-
-try:
-    from lmstudio_async import Client as OurClient  # type: ignore[attr-defined]
-except ImportError:  # not exported yet
-    from lmstudio_async._sync import Client as OurClient
 
 PRELOAD: Final = ("llama-3.2-1b-instruct", "mobilevlm_v2-1.7b", "qwen2.5-7b-instruct-1m")
 MODEL_KEY: Final = "llama-3.2-1b-instruct"  # already loaded: model(key) is the fast path
@@ -193,9 +189,16 @@ class Target:
 @dataclass
 class Results:
     rows: list[Row] = field(default_factory=list)
+    pairs: dict[tuple[str, str, str], tuple[Series, Series]] = field(default_factory=dict)
+    """(workload key, a, b) -> the two series of a pairing that alternated a with b."""
     targets: list[Target] = field(default_factory=list)
     memory: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def pair_ratio(self, key: str, a: str, b: str) -> float:
+        """Median over the rounds of the (a, b) pairing of a's round median / b's."""
+        sa, sb = self.pairs[(key, a, b)]
+        return paired_ratio(sa, sb)
 
     def row(self, key: str, client: str) -> Row:
         for row in self.rows:
@@ -371,6 +374,30 @@ class Bench:
     def _sync_batch(op: Callable[[], Any]) -> Batch:
         return lambda n: _timed_sync(op, n)
 
+    def _paired(
+        self,
+        key: str,
+        label: str,
+        contenders: dict[str, tuple[Batch, int]],
+        pairs: list[tuple[str, str]],
+        rounds: int,
+        warmup: dict[str, int] | None = None,
+    ) -> dict[str, Series]:
+        """Run each (a, b) pairing as its own interleaved rounds of just those two clients.
+
+        A ratio then compares batches that ran back to back, never batches several
+        other clients apart. A client's table row merges its rounds of every pairing.
+        """
+        merged: dict[str, Series] = {}
+        for a, b in pairs:
+            got = _interleave(
+                f"{label}: {a} vs {b}", {a: contenders[a], b: contenders[b]}, rounds, warmup
+            )
+            self.results.pairs[(key, a, b)] = (got[a], got[b])
+            for client in (a, b):
+                merged.setdefault(client, Series()).extend(got[client])
+        return {client: merged[client] for client in contenders if client in merged}
+
     def small_rpc(self) -> None:
         p = self.plan
         c = {
@@ -381,7 +408,14 @@ class Bench:
             "raw": (self._async_batch(lambda: self.raw.rpc_direct("listLoaded")), p.rpc),
             "raw-mux": (self._async_batch(lambda: self.raw_mux.rpc("listLoaded")), p.rpc),
         }
-        for client, s in _interleave("1 small RPC", c, p.rounds).items():
+        pairs = [
+            ("ours-async", "raw"),
+            ("official-async", "ours-async"),
+            ("ours-sync", "ours-async"),
+            ("official-sync", "ours-sync"),
+            ("raw-mux", "raw"),
+        ]
+        for client, s in self._paired("small_rpc", "1 small RPC", c, pairs, p.rounds).items():
             self.results.rows.append(
                 Row("small_rpc", "1. list_loaded (3 loaded), sequential", client, "us", s)
             )
@@ -437,7 +471,12 @@ class Bench:
             "official-async": (self._async_batch(official_async), p.load_slow),
             "official-sync": (self._sync_batch(official_sync), p.load_slow),
         }
-        for client, s in _interleave("3 load+unload", c, p.rounds).items():
+        pairs = [
+            ("ours-sync", "ours-async"),
+            ("official-async", "ours-async"),
+            ("official-sync", "ours-sync"),
+        ]
+        for client, s in self._paired("load_unload", "3 load+unload", c, pairs, p.rounds).items():
             self.results.rows.append(
                 Row("load_unload", "3. load + unload (20 progress msgs)", client, "us", s)
             )
@@ -486,7 +525,13 @@ class Bench:
         ):
             warm = {name: 1 for name in c}
             rounds = p.rounds_large if key == "gather_large" else p.rounds
-            for client, s in _interleave(f"4 gather x{size}", c, rounds, warm).items():
+            label = f"4 gather x{size}"
+            if key == "gather_mid":
+                pairs = [("official-async", "ours-async"), ("raw-mux", "ours-async")]
+                measured = self._paired(key, label, c, pairs, rounds, warm)
+            else:
+                measured = _interleave(label, c, rounds, warm)
+            for client, s in measured.items():
                 self.results.rows.append(
                     Row(
                         key,
@@ -621,37 +666,37 @@ def compute_targets(res: Results, plan: Plan) -> list[Target]:
     targets = [
         Target(
             "async small RPC: ours-async / raw",
-            paired_ratio(s("small_rpc", "ours-async"), s("small_rpc", "raw")),
+            res.pair_ratio("small_rpc", "ours-async", "raw"),
             "<=",
             1.15,
         ),
         Target(
             "async small RPC: official-async / ours-async",
-            paired_ratio(s("small_rpc", "official-async"), s("small_rpc", "ours-async")),
+            res.pair_ratio("small_rpc", "official-async", "ours-async"),
             ">=",
             2.5,
         ),
         Target(
             "sync small RPC: ours-sync / ours-async",
-            paired_ratio(s("small_rpc", "ours-sync"), s("small_rpc", "ours-async")),
+            res.pair_ratio("small_rpc", "ours-sync", "ours-async"),
             "<=",
             1.8,
         ),
         Target(
             "sync small RPC: official-sync / ours-sync",
-            paired_ratio(s("small_rpc", "official-sync"), s("small_rpc", "ours-sync")),
+            res.pair_ratio("small_rpc", "official-sync", "ours-sync"),
             ">=",
             2.5,
         ),
         Target(
             "load+unload: ours-sync / ours-async",
-            paired_ratio(s("load_unload", "ours-sync"), s("load_unload", "ours-async")),
+            res.pair_ratio("load_unload", "ours-sync", "ours-async"),
             "<=",
             1.3,
         ),
         Target(
             f"{mid} concurrent: throughput ours-async / official-async",
-            paired_ratio(s("gather_mid", "official-async"), s("gather_mid", "ours-async")),
+            res.pair_ratio("gather_mid", "official-async", "ours-async"),
             ">=",
             5.0,
         ),
@@ -807,6 +852,18 @@ def main(argv: list[str] | None = None) -> int:
         "meta": meta,
         "rows": [r.to_json() for r in res.rows],
         "memory": res.memory,
+        "pairs": [
+            {
+                "workload": key,
+                "a": a,
+                "b": b,
+                "ratio": res.pair_ratio(key, a, b),
+                "round_ratios": [
+                    x / y for x, y in zip(sa.round_medians(), sb.round_medians(), strict=True)
+                ],
+            }
+            for (key, a, b), (sa, sb) in res.pairs.items()
+        ],
         "targets": [t.to_json() for t in res.targets],
     }
     args.json.write_text(json.dumps(payload, indent=2) + "\n")

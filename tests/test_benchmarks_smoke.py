@@ -23,6 +23,19 @@ EXPECTED_ROWS = {
     "cold_start": {"ours-async", "ours-sync", "official-async", "official-sync", "raw"},
 }
 
+EXPECTED_PAIRS = {
+    ("small_rpc", "ours-async", "raw"),
+    ("small_rpc", "official-async", "ours-async"),
+    ("small_rpc", "ours-sync", "ours-async"),
+    ("small_rpc", "official-sync", "ours-sync"),
+    ("small_rpc", "raw-mux", "raw"),
+    ("load_unload", "ours-sync", "ours-async"),
+    ("load_unload", "official-async", "ours-async"),
+    ("load_unload", "official-sync", "ours-sync"),
+    ("gather_mid", "official-async", "ours-async"),
+    ("gather_mid", "raw-mux", "ours-async"),
+}
+
 
 def test_quick_benchmark_produces_every_row(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
@@ -44,6 +57,13 @@ def test_quick_benchmark_produces_every_row(tmp_path: Path) -> None:
         assert row["median"] > 0
         assert row["p95"] > 0
     assert rows == EXPECTED_ROWS
+
+    # Every ratio target compares a pairing that alternated just those two clients.
+    pairs = {(x["workload"], x["a"], x["b"]) for x in data["pairs"]}
+    assert pairs == EXPECTED_PAIRS
+    for x in data["pairs"]:
+        assert len(x["round_ratios"]) == data["meta"]["rounds"]
+        assert x["ratio"] > 0
 
     assert data["memory"]["calls"] > 0
     assert "rss_growth_per_100k_bytes" in data["memory"]

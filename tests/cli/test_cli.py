@@ -177,9 +177,7 @@ def test_load_duplicate_identifier(
         ([], "required"),
     ],
 )
-def test_bad_arguments(
-    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_bad_arguments(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err

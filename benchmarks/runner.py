@@ -1,6 +1,6 @@
 """Run every workload, interleaved, against one stand-in server in a child process.
 
-Clients compared side by side in the same process and the same rounds:
+Clients compared side by side in the same process:
 
 - ``ours-async`` / ``ours-sync``: :class:`lmstudio_async.AsyncClient` / ``Client``;
 - ``official-async`` / ``official-sync``: ``lmstudio.AsyncClient`` / ``lmstudio.Client`` (1.5);
@@ -8,9 +8,10 @@ Clients compared side by side in the same process and the same rounds:
 - ``raw-mux``: the same with one reader task and a future per ``callId`` (the least a
   client that supports concurrent calls must do).
 
-Each workload runs ``rounds`` rounds after a fixed warm-up; in every round each client
-runs one batch, in an order rotated from round to round. Ratios are the median over
-rounds of the per-round ratio of medians.
+Each ratio target has its own pairing: ``rounds`` interleaved rounds of just the two
+clients it compares, after a fixed warm-up, one batch of each per round, the order
+swapped every round. A ratio is the median over rounds of the per-round ratio of batch
+medians. Workloads without a ratio target rotate all their clients in one set of rounds.
 """
 
 from __future__ import annotations

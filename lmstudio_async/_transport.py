@@ -680,6 +680,8 @@ class NamespaceSocket:
                 current = asyncio.current_task()
                 if current is not None and current.cancelling():
                     raise  # aclose itself was cancelled, not just the reader
+            except Exception as exc:  # its calls were failed already; closing goes on
+                log.debug("LM Studio /%s: reader ended with %r", self.namespace, exc)
         if ws is not None:
             await _close_quietly(ws)
         if self._deadlines is not None:

@@ -329,6 +329,27 @@ async def test_close_fails_in_flight_calls_and_leaks_nothing(
     await eventually(lambda: lmstudio_server.loaded_instances() == [])
 
 
+async def test_close_completes_even_when_the_reader_fails_while_stopping(
+    lmstudio_server: ThreadedStandInServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lmstudio_async import _transport
+
+    original = _transport.NamespaceSocket._teardown
+    calls: list[str] = []
+
+    def failing_teardown(self: _transport.NamespaceSocket, *args: object) -> None:
+        original(self, *args)  # type: ignore[arg-type]
+        calls.append(self.namespace)
+        raise RuntimeError("teardown bug")
+
+    monkeypatch.setattr(_transport.NamespaceSocket, "_teardown", failing_teardown)
+    client = lms.AsyncClient(lmstudio_server.host)
+    await client.llm.list_loaded()
+    await client.aclose()  # must not raise the reader's failure
+    assert calls == ["llm"]
+    await eventually(lambda: lmstudio_server.connection_count() == 0)
+
+
 async def test_many_concurrent_calls_and_channels(
     client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
 ) -> None:

@@ -218,6 +218,22 @@ class _Deadlines:
         if self._handle is None or deadline < self._when:
             self._arm(deadline)
 
+    def watch(
+        self,
+        fut: asyncio.Future[Any],
+        now: float,
+        idle: float | None,
+        total: float | None,
+        waiting_for: str,
+    ) -> None:
+        """Fail ``fut`` after ``idle`` seconds or the ``total`` seconds left of a whole call,
+        whichever is shorter; with neither, ``fut`` has no deadline."""
+        if total is not None and (idle is None or total < idle):
+            total = max(total, 0.0)
+            self.add(fut, now + total, waiting_for, total, "total")
+        elif idle is not None:
+            self.add(fut, now + idle, waiting_for, idle, "idle")
+
     def discard(self, fut: asyncio.Future[Any]) -> None:
         self._entries.pop(fut, None)
 
@@ -295,23 +311,15 @@ class ChannelStream:
             loop = asyncio.get_running_loop()
             waiter: asyncio.Future[None] = loop.create_future()
             self._waiter = waiter
-            deadlines = None
-            wait = idle
-            kind = "idle"
             now = loop.time()
-            if deadline is not None:
-                remaining = deadline - now
-                if wait is None or remaining < wait:
-                    wait, kind = max(remaining, 0.0), "total"
-            if wait is not None:
-                deadlines = self.socket.deadlines(loop)
-                deadlines.add(waiter, now + wait, "channel message", wait, kind)
+            deadlines = self.socket.deadlines(loop)
+            remaining = None if deadline is None else deadline - now
+            deadlines.watch(waiter, now, idle, remaining, "channel message")
             try:
                 await waiter
             finally:
                 self._waiter = None
-                if deadlines is not None:
-                    deadlines.discard(waiter)
+                deadlines.discard(waiter)
 
     def send(self, message: Any) -> None:
         """Send a client packet (e.g. ``{"type": "cancel"}``) if the socket is still up."""
@@ -615,14 +623,8 @@ class NamespaceSocket:
         fut: asyncio.Future[Raw | None] = loop.create_future()
         conn = self._conn
         call_id, frame = conn.start_rpc(fut, endpoint, parameter)
-        wait = timeouts.idle
-        kind = "idle"
-        if timeouts.total is not None and (wait is None or timeouts.total < wait):
-            wait, kind = timeouts.total, "total"
-        deadlines = None
-        if wait is not None:
-            deadlines = self.deadlines(loop)
-            deadlines.add(fut, loop.time() + wait, endpoint, wait, kind)
+        deadlines = self.deadlines(loop)
+        deadlines.watch(fut, loop.time(), timeouts.idle, timeouts.total, endpoint)
         try:
             await ws.send_frame(frame, _TEXT)
             return await fut
@@ -633,8 +635,7 @@ class NamespaceSocket:
                 host=self.transport.host,
             ) from None
         finally:
-            if deadlines is not None:
-                deadlines.discard(fut)
+            deadlines.discard(fut)
             conn.forget_call(call_id)  # no-op once answered; stops routing a late reply
             if fut.done() and not fut.cancelled():
                 fut.exception()  # retrieved, even when the send failed first

@@ -94,6 +94,27 @@ async def test_cancel_disarms_and_a_later_add_rearms() -> None:
     fut.cancel()
 
 
+async def test_watch_takes_the_shorter_of_idle_and_total() -> None:
+    loop = asyncio.get_running_loop()
+    deadlines = _Deadlines(loop)
+    by_idle, by_total, past_total, none = (_pending(loop) for _ in range(4))
+    now = loop.time()
+    deadlines.watch(by_idle, now, 0.05, 5.0, "a")
+    deadlines.watch(by_total, now, 5.0, 0.1, "b")
+    deadlines.watch(past_total, now, None, -1.0, "c")  # a whole-call deadline already passed
+    deadlines.watch(none, now, None, None, "d")
+    assert len(deadlines) == 3
+    await asyncio.wait([by_idle, by_total, past_total], timeout=5)
+    kinds = {
+        name: (err.kind, err.timeout)
+        for name, fut in (("a", by_idle), ("b", by_total), ("c", past_total))
+        if isinstance(err := fut.exception(), lms.LMStudioTimeoutError)
+    }
+    assert kinds == {"a": ("idle", 0.05), "b": ("total", 0.1), "c": ("total", 0.0)}
+    assert not none.done()
+    none.cancel()
+
+
 # --- over a real socket, against a silent stand-in -----------------------------------------
 
 

@@ -1,8 +1,9 @@
-"""aiohttp transport: host discovery, one lazy authenticated WebSocket per namespace.
+"""Transport: host discovery, one lazy authenticated WebSocket per namespace.
 
-Each :class:`NamespaceSocket` owns one WebSocket and one reader task that feeds
-every frame to the sans-I/O :class:`~lmstudio_async._protocol.connection.Connection`
-and hands the resulting events to the waiting calls. Sockets open on first use;
+Each :class:`NamespaceSocket` owns one :class:`~lmstudio_async._wsclient.WebSocket`,
+which hands every message, as it reads it, to the sans-I/O
+:class:`~lmstudio_async._protocol.connection.Connection`; the resulting events
+resolve the waiting calls right there. Sockets open on first use;
 when one dies (peer gone, keepalive expired, server restarted) every call in
 flight on it fails with :class:`~lmstudio_async.errors.LMStudioConnectionError`
 and the next call opens a fresh socket.
@@ -17,8 +18,9 @@ import logging
 import os
 import re
 import secrets
+import ssl
 from collections.abc import Iterable
-from typing import Any, Final, TypeAlias
+from typing import Any, Final
 
 import aiohttp
 import msgspec
@@ -38,7 +40,9 @@ from ._protocol.connection import (
     Warning_,
 )
 from ._protocol.errors import SerializedError
+from ._protocol.websocket import HandshakeError
 from ._timeouts import Timeouts
+from ._wsclient import WebSocket, WebSocketClosed, connect
 from .errors import (
     AuthenticationError,
     ClientClosedError,
@@ -70,10 +74,8 @@ _TOKEN_RE: Final = re.compile(r"^sk-lm-([A-Za-z0-9]{8}):([A-Za-z0-9]{20})$")
 _HOST_RE: Final = re.compile(
     r"^(?:(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*)://)?(?P<netloc>[^/?#\s]+)/?$"
 )
-_TEXT = aiohttp.WSMsgType.TEXT
 SETTLE_SECONDS: Final = 30.0
 """How long a channel is still read after its ``cancel`` (see :meth:`ChannelStream.settle`)."""
-_WebSocket: TypeAlias = "aiohttp.ClientWebSocketResponse[Any]"
 
 
 # --- configuration helpers ------------------------------------------------------
@@ -363,15 +365,12 @@ class NamespaceSocket:
     def __init__(self, transport: Transport, namespace: str) -> None:
         self.transport = transport
         self.namespace = namespace
-        self._ws: _WebSocket | None = None
+        self._ws: WebSocket | None = None
         self._conn: Connection[Any] = Connection()
-        self._reader: asyncio.Task[None] | None = None
         self._open_lock = asyncio.Lock()
-        self._last_rx = 0.0
         self._keepalive: asyncio.TimerHandle | None = None
-        self._death: BaseException | None = None
+        self._guard: asyncio.Task[None] | None = None
         self._deadlines: _Deadlines | None = None
-        self._closing = False
         self.warnings: collections.deque[str] = collections.deque(maxlen=20)
         self.dropped_frames = 0
 
@@ -384,11 +383,11 @@ class NamespaceSocket:
 
     @property
     def is_open(self) -> bool:
-        return self._ws is not None and self._reader is not None
+        return self._ws is not None
 
     # --- opening -----------------------------------------------------------
 
-    async def _ensure_open(self) -> _WebSocket:
+    async def _ensure_open(self) -> WebSocket:
         ws = self._ws
         if ws is not None:
             return ws
@@ -397,45 +396,27 @@ class NamespaceSocket:
                 return self._ws
             return await self._open()
 
-    async def _open(self) -> _WebSocket:
+    async def _open(self) -> WebSocket:
         transport = self.transport
         transport.check_open()
         timeouts = transport.timeouts
         host = await transport.resolve_host()
-        url = f"{transport.ws_base}/{self.namespace}"
-        ws: _WebSocket | None = None
+        ws: WebSocket | None = None
         try:
             async with asyncio.timeout(timeouts.connect):
-                try:
-                    ws = await transport.session.ws_connect(
-                        url, autoping=True, max_msg_size=0, decode_text=False
-                    )
-                except aiohttp.WSServerHandshakeError as exc:
-                    raise ProtocolError(
-                        f"{host} does not look like LM Studio: the WebSocket upgrade of "
-                        f"/{self.namespace} was answered with HTTP {exc.status}"
-                    ) from None
-                except aiohttp.ClientConnectorError as exc:
-                    raise LMStudioConnectionError(
-                        f"cannot connect to LM Studio at {host}: {exc.os_error.strerror or exc}",
-                        host=host,
-                    ) from None
-                except aiohttp.ClientError as exc:
-                    raise LMStudioConnectionError(
-                        f"cannot connect to LM Studio at {host}: {exc}", host=host
-                    ) from None
-                assert ws is not None
+                ws = await self._connect(host)
                 conn: Connection[Any] = Connection()
-                await ws.send_frame(Connection.auth_frame(*transport.identity), _TEXT)
-                msg = await ws.receive()
-                if msg.type is not _TEXT and msg.type is not aiohttp.WSMsgType.BINARY:
+                ws.send_text(Connection.auth_frame(*transport.identity))
+                try:
+                    reply = await ws.recv()
+                except WebSocketClosed:
                     raise LMStudioConnectionError(
                         f"LM Studio at {host} closed the /{self.namespace} socket during "
                         "authentication",
                         host=host,
-                    )
+                    ) from None
                 try:
-                    result = conn.receive_auth(msg.data)
+                    result = conn.receive_auth(reply)
                 except (msgspec.DecodeError, msgspec.ValidationError):
                     raise ProtocolError(
                         f"{host} does not look like LM Studio: unexpected reply to the "
@@ -449,7 +430,7 @@ class NamespaceSocket:
                     )
         except TimeoutError as exc:
             if ws is not None:
-                await _close_quietly(ws)
+                ws.abort()
             if isinstance(exc, LMStudioTimeoutError):
                 raise
             raise LMStudioTimeoutError(
@@ -460,98 +441,111 @@ class NamespaceSocket:
             ) from None
         except Exception:
             if ws is not None:
-                await _close_quietly(ws)
-            transport.check_open()  # closed while connecting: say so, not "Connector is closed"
+                ws.abort()
+            transport.check_open()  # closed while connecting: say so
             raise
         except BaseException:
             if ws is not None:
-                await _close_quietly(ws)
+                ws.abort()
             raise
         if transport.closed:  # closed while we were connecting
-            await _close_quietly(ws)
+            ws.abort()
             transport.check_open()
         self._conn = conn
         self._ws = ws
-        self._death = None
-        loop = asyncio.get_running_loop()
-        self._last_rx = loop.time()
-        self._reader = loop.create_task(
-            self._read(ws, conn), name=f"lmstudio-reader-{self.namespace}"
-        )
+        ws.attach(self._dispatch, lambda reason: self._teardown(ws, conn, reason))
         self._schedule_keepalive()
-        transport.reader_tasks.add(self._reader)
-        self._reader.add_done_callback(transport.reader_tasks.discard)
+        self._guard = asyncio.get_running_loop().create_task(
+            self._watch(ws, conn), name=f"lmstudio-socket-{self.namespace}"
+        )
         return ws
 
-    # --- reading -----------------------------------------------------------
-
-    async def _read(self, ws: _WebSocket, conn: Connection[Any]) -> None:
-        loop = asyncio.get_running_loop()
-        receive = conn.receive
-        reason: BaseException | None = None
+    async def _watch(self, ws: WebSocket, conn: Connection[Any]) -> None:
+        """Lives as long as the socket. Replies never pass through here (the socket
+        routes them as it reads them); this task exists so that when the event loop
+        shuts down (``asyncio.run`` cancels every task), the socket is dropped and its
+        calls fail, instead of a socket outliving its loop."""
         try:
-            while True:
-                msg = await ws.receive()
-                self._last_rx = loop.time()
-                if msg.type is _TEXT:
-                    event = receive(msg.data)
-                elif msg.type is aiohttp.WSMsgType.BINARY:
-                    self._note_dropped(f"binary frame of {len(msg.data)} bytes")
-                    continue
-                elif msg.type in (aiohttp.WSMsgType.PING, aiohttp.WSMsgType.PONG):
-                    continue
-                else:
-                    break  # CLOSE / CLOSING / CLOSED / ERROR
-                cls = type(event)
-                if cls is ChannelMessage:
-                    event.target.deliver(event.message)  # type: ignore[attr-defined]
-                elif cls is RpcSucceeded:
-                    fut = event.target  # type: ignore[attr-defined]
-                    if not fut.done():
-                        fut.set_result(event.result)  # type: ignore[attr-defined]
-                elif cls is RpcFailed:
-                    fut = event.target  # type: ignore[attr-defined]
-                    if not fut.done():
-                        fut.set_exception(RemoteError(event.error))  # type: ignore[attr-defined]
-                elif cls is ChannelClosed:
-                    event.target.finish()  # type: ignore[attr-defined]
-                elif cls is ChannelFailed:
-                    event.target.finish(RemoteError(event.error))  # type: ignore[attr-defined]
-                elif cls is Warning_:
-                    text = f"{event.kind or 'unknown'}: {event.warning}"  # type: ignore[attr-defined]
-                    self.warnings.append(text)
-                    log.warning("LM Studio /%s warning: %s", self.namespace, text)
-                elif cls is PeerKeepAlive:
-                    await ws.send_frame(PeerKeepAlive.reply, _TEXT)
-                elif cls is KeepAliveAnswered:
-                    pass
-                elif cls is Unroutable:
-                    log.debug("LM Studio /%s: dropped %r", self.namespace, event)
-                elif cls is Malformed:
-                    self._note_dropped(event.detail)  # type: ignore[attr-defined]
+            await ws.wait_lost()
         except asyncio.CancelledError:
-            reason = self._death
-            if reason is None:
-                raise
-        except Exception as exc:  # the socket broke under us
-            reason = exc
-        finally:
-            self._teardown(ws, conn, reason)
+            self._teardown(ws, conn, None)
+            ws.abort()
+            raise
+
+    async def _connect(self, host: str) -> WebSocket:
+        """TCP/TLS connection and WebSocket upgrade, errors mapped to the public ones."""
+        transport = self.transport
+        connect_host, port = transport.address
+        try:
+            return await connect(
+                connect_host,
+                port,
+                f"/{self.namespace}",
+                host_header=host,
+                tls=transport.tls_context(),
+            )
+        except HandshakeError as exc:
+            if exc.status is not None and exc.status != 101:
+                detail = f"was answered with HTTP {exc.status}"
+            else:
+                detail = f"failed: {exc}"
+            raise ProtocolError(
+                f"{host} does not look like LM Studio: the WebSocket upgrade of "
+                f"/{self.namespace} {detail}"
+            ) from None
+        except OSError as exc:
+            raise LMStudioConnectionError(
+                f"cannot connect to LM Studio at {host}: {exc.strerror or exc}", host=host
+            ) from None
+
+    # --- receiving -----------------------------------------------------------
+
+    def _dispatch(self, text: bool, data: bytes) -> None:
+        """Route one received message (called by the WebSocket as it reads it)."""
+        if not text:
+            self._note_dropped(f"binary frame of {len(data)} bytes")
+            return
+        event = self._conn.receive(data)
+        cls = type(event)
+        if cls is RpcSucceeded:
+            fut = event.target  # type: ignore[attr-defined]
+            if not fut.done():
+                fut.set_result(event.result)  # type: ignore[attr-defined]
+        elif cls is ChannelMessage:
+            event.target.deliver(event.message)  # type: ignore[attr-defined]
+        elif cls is RpcFailed:
+            fut = event.target  # type: ignore[attr-defined]
+            if not fut.done():
+                fut.set_exception(RemoteError(event.error))  # type: ignore[attr-defined]
+        elif cls is ChannelClosed:
+            event.target.finish()  # type: ignore[attr-defined]
+        elif cls is ChannelFailed:
+            event.target.finish(RemoteError(event.error))  # type: ignore[attr-defined]
+        elif cls is Warning_:
+            text_ = f"{event.kind or 'unknown'}: {event.warning}"  # type: ignore[attr-defined]
+            self.warnings.append(text_)
+            log.warning("LM Studio /%s warning: %s", self.namespace, text_)
+        elif cls is PeerKeepAlive:
+            self._send_nowait(PeerKeepAlive.reply)
+        elif cls is KeepAliveAnswered:
+            pass
+        elif cls is Unroutable:
+            log.debug("LM Studio /%s: dropped %r", self.namespace, event)
+        elif cls is Malformed:
+            self._note_dropped(event.detail)  # type: ignore[attr-defined]
 
     def _note_dropped(self, detail: str) -> None:
         self.dropped_frames += 1
         log.warning("LM Studio /%s: dropped an invalid frame: %s", self.namespace, detail)
 
-    def _teardown(
-        self, ws: _WebSocket, conn: Connection[Any], reason: BaseException | None
-    ) -> None:
+    def _teardown(self, ws: WebSocket, conn: Connection[Any], reason: BaseException | None) -> None:
+        """The socket is gone (or going): fail what is in flight on it, once."""
+        ws.detach()
         if self._ws is ws:
             self._ws = None
-            self._reader = None
-        if self._keepalive is not None:
-            self._keepalive.cancel()
-            self._keepalive = None
-        transport = self.transport
+            if self._keepalive is not None:
+                self._keepalive.cancel()
+                self._keepalive = None
         targets = conn.close()
         if targets:
             error = self._lost_error(reason)
@@ -560,10 +554,6 @@ class NamespaceSocket:
                     target.finish(error)
                 elif not target.done():
                     target.set_exception(error)
-        if not ws.closed and not self._closing:  # aclose closes its socket itself
-            task = asyncio.get_running_loop().create_task(_close_quietly(ws))
-            transport.reader_tasks.add(task)
-            task.add_done_callback(transport.reader_tasks.discard)
 
     def _lost_error(self, reason: BaseException | None) -> BaseException:
         """The error that fails the calls in flight when the socket goes away."""
@@ -586,19 +576,20 @@ class NamespaceSocket:
 
     def _tick(self) -> None:
         self._keepalive = None
-        ws, reader = self._ws, self._reader
-        if ws is None or reader is None:
+        ws = self._ws
+        if ws is None:
             return
         timeouts = self.transport.timeouts
-        silent = asyncio.get_running_loop().time() - self._last_rx
+        silent = asyncio.get_running_loop().time() - ws.last_rx
         if silent >= timeouts.keepalive_timeout:
-            self._death = LMStudioConnectionError(
-                f"LM Studio at {self.transport.host} (/{self.namespace}) stopped answering "
-                f"(nothing received for {silent:.0f} s; keepalive timeout "
-                f"{timeouts.keepalive_timeout:g} s)",
-                host=self.transport.host,
+            ws.abort(
+                LMStudioConnectionError(
+                    f"LM Studio at {self.transport.host} (/{self.namespace}) stopped answering "
+                    f"(nothing received for {silent:.0f} s; keepalive timeout "
+                    f"{timeouts.keepalive_timeout:g} s)",
+                    host=self.transport.host,
+                )
             )
-            reader.cancel()
             return
         if silent >= timeouts.keepalive_interval:
             self._send_nowait(Connection.keep_alive_frame())
@@ -610,9 +601,16 @@ class NamespaceSocket:
         ws = self._ws
         if ws is None:
             return
-        task = asyncio.get_running_loop().create_task(_send_quietly(ws, frame))
-        self.transport.reader_tasks.add(task)
-        task.add_done_callback(self.transport.reader_tasks.discard)
+        try:
+            ws.send_text(frame)
+        except WebSocketClosed as exc:
+            log.debug("LM Studio: could not send a frame on a closing socket: %s", exc)
+
+    def _lost_now(self, exc: BaseException) -> LMStudioConnectionError:
+        return LMStudioConnectionError(
+            f"connection to LM Studio at {self.transport.host} (/{self.namespace}) was lost: {exc}",
+            host=self.transport.host,
+        )
 
     async def rpc(self, endpoint: str, parameter: Any, timeouts: Timeouts) -> Raw | None:
         """One RPC round trip. Raises :class:`RemoteError` for a server error."""
@@ -626,14 +624,14 @@ class NamespaceSocket:
         deadlines = self.deadlines(loop)
         deadlines.watch(fut, loop.time(), timeouts.idle, timeouts.total, endpoint)
         try:
-            await ws.send_frame(frame, _TEXT)
+            ws.send_text(frame)
+            if ws.paused:
+                await ws.drain()
             return await fut
-        except ConnectionResetError as exc:
-            raise LMStudioConnectionError(
-                f"connection to LM Studio at {self.transport.host} (/{self.namespace}) was lost: "
-                f"{exc}",
-                host=self.transport.host,
-            ) from None
+        except WebSocketClosed as exc:
+            if fut.done() and not fut.cancelled():
+                fut.result()  # the socket's own error (lost, closed client) says more
+            raise self._lost_now(exc) from None
         finally:
             deadlines.discard(fut)
             conn.forget_call(call_id)  # no-op once answered; stops routing a late reply
@@ -649,14 +647,12 @@ class NamespaceSocket:
         channel_id, frame = self._conn.start_channel(stream, endpoint, creation_parameter)
         stream.channel_id = channel_id
         try:
-            await ws.send_frame(frame, _TEXT)
-        except ConnectionResetError as exc:
+            ws.send_text(frame)
+            if ws.paused:
+                await ws.drain()
+        except WebSocketClosed as exc:
             self._conn.forget_channel(channel_id)
-            raise LMStudioConnectionError(
-                f"connection to LM Studio at {self.transport.host} (/{self.namespace}) was lost: "
-                f"{exc}",
-                host=self.transport.host,
-            ) from None
+            raise self._lost_now(exc) from None
         return stream
 
     def send_channel_message(self, stream: ChannelStream, message: Any) -> None:
@@ -668,44 +664,21 @@ class NamespaceSocket:
         self._conn.forget_channel(stream.channel_id)
 
     async def aclose(self) -> None:
-        reader, ws = self._reader, self._ws
-        if reader is not None and not reader.done():
-            # Stop the reader first (its teardown fails what is still in flight with
-            # ClientClosedError), so the close handshake below reads the peer's close
-            # frame itself instead of handing it over from the reader task.
-            self._closing = True
-            reader.cancel()
-            try:
-                await reader
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise  # aclose itself was cancelled, not just the reader
-            except Exception as exc:  # its calls were failed already; closing goes on
-                log.debug("LM Studio /%s: reader ended with %r", self.namespace, exc)
+        ws = self._ws
         if ws is not None:
-            await _close_quietly(ws)
+            # Fail what is still in flight (with ClientClosedError) before the close
+            # handshake, so no call waits on it.
+            self._teardown(ws, self._conn, None)
+            await ws.close()
+        guard, self._guard = self._guard, None
+        if guard is not None:
+            await asyncio.wait([guard])  # ends with the connection, which ws.close() ended
         if self._deadlines is not None:
             self._deadlines.cancel()  # every call in flight has failed by now
 
 
-async def _close_quietly(ws: _WebSocket) -> None:
-    try:
-        async with asyncio.timeout(2.0):
-            await ws.close()
-    except (Exception, asyncio.CancelledError):
-        pass
-
-
-async def _send_quietly(ws: _WebSocket, frame: bytes) -> None:
-    try:
-        await ws.send_frame(frame, _TEXT)
-    except Exception as exc:
-        log.debug("LM Studio: could not send a frame on a closing socket: %s", exc)
-
-
 class Transport:
-    """One aiohttp session plus one :class:`NamespaceSocket` per namespace."""
+    """One :class:`NamespaceSocket` per namespace, plus the HTTP session of the host probe."""
 
     def __init__(self, api_host: str | None, api_token: str | None, timeouts: Timeouts) -> None:
         if api_host is None:
@@ -723,7 +696,7 @@ class Transport:
         self._sockets: dict[str, NamespaceSocket] = {}
         self._resolve_lock: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.reader_tasks: set[asyncio.Task[Any]] = set()
+        self._tls: ssl.SSLContext | None = None
         self.closed = False
 
     def scrub(self, text: str) -> str:
@@ -734,7 +707,25 @@ class Transport:
         return text
 
     @property
+    def address(self) -> tuple[str, int]:
+        """(host, port) to connect to, from the resolved host (IPv6 without brackets)."""
+        assert self.host is not None
+        name, _, port = self.host.rpartition(":")
+        if name.startswith("[") and name.endswith("]"):
+            name = name[1:-1]
+        return name, int(port)
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The TLS settings for ``wss://`` hosts (system trust store, hostname checked)."""
+        if not self.ws_base.startswith("wss://"):
+            return None
+        if self._tls is None:
+            self._tls = ssl.create_default_context()
+        return self._tls
+
+    @property
     def session(self) -> aiohttp.ClientSession:
+        """The HTTP session of the host probe (made on first use)."""
         if self._session is None:
             self._session = aiohttp.ClientSession()
         return self._session
@@ -792,10 +783,5 @@ class Transport:
             await sockets[0].aclose()  # the common case, without gather's extra tasks
         elif sockets:
             await asyncio.gather(*(s.aclose() for s in sockets), return_exceptions=True)
-        pending = [task for task in self.reader_tasks if not task.done()]
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
         if self._session is not None:
             await self._session.close()

@@ -329,24 +329,32 @@ async def test_close_fails_in_flight_calls_and_leaks_nothing(
     await eventually(lambda: lmstudio_server.loaded_instances() == [])
 
 
-async def test_close_completes_even_when_the_reader_fails_while_stopping(
-    lmstudio_server: ThreadedStandInServer, monkeypatch: pytest.MonkeyPatch
+async def test_a_dispatch_bug_fails_calls_instead_of_hanging_them(
+    lmstudio_server: ThreadedStandInServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    # Replies are routed inside the socket's data_received: an exception there must end
+    # the socket (failing what waits on it), and the next call must reconnect.
     from lmstudio_async import _transport
 
-    original = _transport.NamespaceSocket._teardown
-    calls: list[str] = []
+    original = _transport.NamespaceSocket._dispatch
+    broken = [False]
 
-    def failing_teardown(self: _transport.NamespaceSocket, *args: object) -> None:
-        original(self, *args)  # type: ignore[arg-type]
-        calls.append(self.namespace)
-        raise RuntimeError("teardown bug")
+    def dispatch(self: _transport.NamespaceSocket, text: bool, data: bytes) -> None:
+        if broken[0]:
+            broken[0] = False
+            raise RuntimeError("dispatch bug")
+        original(self, text, data)
 
-    monkeypatch.setattr(_transport.NamespaceSocket, "_teardown", failing_teardown)
-    client = lms.AsyncClient(lmstudio_server.host)
-    await client.llm.list_loaded()
-    await client.aclose()  # must not raise the reader's failure
-    assert calls == ["llm"]
+    monkeypatch.setattr(_transport.NamespaceSocket, "_dispatch", dispatch)
+    async with lms.AsyncClient(lmstudio_server.host) as client:
+        await client.llm.list_loaded()
+        broken[0] = True
+        with pytest.raises(lms.LMStudioConnectionError, match="dispatch bug"):
+            await client.llm.list_loaded()
+        assert "dispatching a message failed" in caplog.text
+        assert await client.llm.list_loaded() == []  # a fresh socket
     await eventually(lambda: lmstudio_server.connection_count() == 0)
 
 
@@ -388,3 +396,18 @@ async def test_close_while_connecting_leaks_nothing(lmstudio_server: ThreadedSta
         await call
     assert asyncio.all_tasks() - before == set()
     await eventually(lambda: lmstudio_server.connection_count() == 0)
+
+
+def test_a_socket_does_not_outlive_its_event_loop(lmstudio_server: ThreadedStandInServer) -> None:
+    client = lms.AsyncClient(lmstudio_server.host)
+
+    async def use() -> None:
+        await client.llm.list_loaded()
+        assert lmstudio_server.connection_count() == 1
+
+    asyncio.run(use())  # no aclose: asyncio.run's shutdown must drop the socket
+    deadline = time.monotonic() + 5
+    while lmstudio_server.connection_count() != 0:
+        assert time.monotonic() < deadline, "the socket outlived its event loop"
+        time.sleep(0.02)
+    assert not client._transport._sockets["llm"].is_open

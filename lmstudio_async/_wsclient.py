@@ -10,7 +10,9 @@ buffer is full.
 
 Pings are answered, a peer's close frame is echoed, and frames a server may not
 send close the socket with the right status code. Whatever ends the connection,
-the owner's ``on_lost`` callback runs exactly once (unless :meth:`detach` ran first).
+the owner's ``on_lost`` callback runs exactly once (unless :meth:`detach` ran first),
+as soon as the client knows: a peer's close frame or a framing error ends the
+connection for the owner at once, even while the close frame still drains.
 """
 
 from __future__ import annotations
@@ -73,7 +75,9 @@ class WebSocket(asyncio.Protocol):
         self._early_waiter: asyncio.Future[None] | None = None
         self._on_frame: OnFrame | None = None
         self._on_lost: OnLost = _ignore_lost
-        self._lost = False
+        self._lost = False  # the transport reported connection_lost
+        self._ended = False  # the owner was told the connection is over
+        self._abort_timer: asyncio.TimerHandle | None = None
         self._lost_fut: asyncio.Future[None] = loop.create_future()
         self._close_sent = False
         self._error: BaseException | None = None  # why we are ending it, if we are
@@ -148,20 +152,16 @@ class WebSocket(asyncio.Protocol):
         if self._lost:
             return
         self._lost = True
+        if self._abort_timer is not None:
+            self._abort_timer.cancel()
+            self._abort_timer = None
         if not self._lost_fut.done():
             self._lost_fut.set_result(None)
-        reason: BaseException | None = self._error if self._error is not None else exc
-        closed = WebSocketClosed(str(reason) if reason is not None else "the WebSocket closed")
         if not self.opened.done():
             self.opened.set_exception(
                 WebSocketClosed("the server closed the connection during the WebSocket upgrade")
             )
-        for waiter in (self._early_waiter, self._drain_waiter):
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(closed)
-        on_lost, self._on_lost = self._on_lost, _ignore_lost
-        self._on_frame = _ignore_frame
-        on_lost(reason)
+        self._end(self._error if self._error is not None else exc)
 
     def pause_writing(self) -> None:
         self._paused = True
@@ -192,12 +192,12 @@ class WebSocket(asyncio.Protocol):
 
     async def drain(self) -> None:
         """Wait until the send buffer has room again (returns at once if it has)."""
-        while self._paused and not self._lost:
+        while self._paused and not self._ended:
             waiter = self._drain_waiter
             if waiter is None or waiter.done():
                 waiter = self._drain_waiter = self._loop.create_future()
             await waiter
-        if self._lost:
+        if self._ended:
             raise WebSocketClosed("the WebSocket closed while sending")
 
     async def recv(self) -> bytes:
@@ -219,7 +219,7 @@ class WebSocket(asyncio.Protocol):
     def attach(self, on_frame: OnFrame, on_lost: OnLost) -> None:
         """Hand every later message to ``on_frame(is_text, payload)``, and the end of
         the connection to ``on_lost(reason)``; messages queued so far go first."""
-        if self._lost:
+        if self._ended:
             on_lost(self._error)
             return
         self._on_frame = on_frame
@@ -268,15 +268,39 @@ class WebSocket(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
 
+    def _end(self, reason: BaseException | None) -> None:
+        """The connection is over for the owner: tell it once, fail whoever waits."""
+        if self._ended:
+            return
+        self._ended = True
+        closed = WebSocketClosed(str(reason) if reason is not None else "the WebSocket closed")
+        for waiter in (self._early_waiter, self._drain_waiter):
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(closed)
+        on_lost, self._on_lost = self._on_lost, _ignore_lost
+        self._on_frame = _ignore_frame
+        on_lost(reason)
+
+    def _close_transport(self) -> None:
+        """Close after the buffered bytes (our close frame) are sent, but drop the
+        connection if that takes longer than :data:`CLOSE_TIMEOUT` (a peer not reading)."""
+        transport = self._transport
+        if transport is None:
+            return
+        transport.close()
+        if self._abort_timer is None and not self._lost:
+            self._abort_timer = self._loop.call_later(CLOSE_TIMEOUT, transport.abort)
+
     def _fail(self, error: BaseException, code: int) -> None:
-        """End the connection because of ``error``: close frame with ``code``, then close."""
+        """End the connection because of ``error``: close frame with ``code``, then close.
+        The owner hears of it now, not when the peer has read our close frame."""
         if self._error is None:
             self._error = error
         if not self._close_sent:
             self._close_sent = True
             self._write_frame(CLOSE, close_payload(code))
-        if self._transport is not None:
-            self._transport.close()
+        self._close_transport()
+        self._end(self._error)
 
     def _peer_closed(self, payload: bytes) -> None:
         try:
@@ -293,8 +317,8 @@ class WebSocket(asyncio.Protocol):
         if not self._close_sent:  # echo it, then end the connection (RFC 6455 §5.5.1)
             self._close_sent = True
             self._write_frame(CLOSE, payload[:2])
-        if self._transport is not None:
-            self._transport.close()
+        self._close_transport()
+        self._end(self._error)
 
 
 async def connect(

@@ -394,3 +394,27 @@ async def test_tls(tmp_path: Path) -> None:
                     "127.0.0.1", server.port, "/llm", host_header="x",
                     tls=ssl.create_default_context(),
                 )  # fmt: skip
+
+
+async def test_a_framing_error_is_reported_at_once_even_when_the_peer_reads_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lmstudio_async import _wsclient
+
+    monkeypatch.setattr(_wsclient, "CLOSE_TIMEOUT", 0.3)
+    async with raw_server() as server:
+        ws, peer, rec = await open_ws(server)
+        while not ws.paused:  # our close frame cannot be sent: the buffers are full
+            ws.send_text(b"x" * 65536)
+        drain = asyncio.create_task(ws.drain())
+        await asyncio.sleep(0)
+        peer.write(server_frame(wsp.TEXT, b"x", mask=b"abcd"))
+        await rec.wait(lambda: rec.lost)
+        assert isinstance(rec.lost[0], wsp.FrameError)
+        with pytest.raises(WebSocketClosed):
+            async with asyncio.timeout(1):
+                await drain  # a sender waiting for room is released too
+        # The peer still reads nothing, so the close frame never drains: the connection
+        # is dropped once CLOSE_TIMEOUT has passed.
+        async with asyncio.timeout(2):
+            await ws.wait_lost()

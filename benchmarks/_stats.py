@@ -30,6 +30,13 @@ class Series:
         self.rounds.extend(other.rounds)
         self.cpu.extend(other.cpu)
 
+    def scaled(self, factor: float) -> Series:
+        """A copy with every duration (and CPU time) multiplied by ``factor``; e.g. burst
+        times divided by the burst size give per-call times."""
+        return Series(
+            [[x * factor for x in r] for r in self.rounds], [c * factor for c in self.cpu]
+        )
+
     def cpu_per_sample(self) -> float:
         """Median over rounds of CPU seconds per sample."""
         return statistics.median(c / len(r) for c, r in zip(self.cpu, self.rounds, strict=True))

@@ -34,6 +34,7 @@ EXPECTED_PAIRS = {
     ("load_unload", "official-sync", "ours-sync"),
     ("gather_mid", "official-async", "ours-async"),
     ("gather_mid", "raw-mux", "ours-async"),
+    ("gather_scale", "ours-async x200", "ours-async x10"),  # quick sizes
 }
 
 
@@ -62,7 +63,9 @@ def test_quick_benchmark_produces_every_row(tmp_path: Path) -> None:
     pairs = {(x["workload"], x["a"], x["b"]) for x in data["pairs"]}
     assert pairs == EXPECTED_PAIRS
     for x in data["pairs"]:
-        assert len(x["round_ratios"]) == data["meta"]["rounds"]
+        plan = data["meta"]["plan"]
+        rounds = plan["rounds_large"] if x["workload"] == "gather_scale" else plan["rounds"]
+        assert len(x["round_ratios"]) == rounds
         assert x["ratio"] > 0
 
     assert data["memory"]["calls"] > 0

@@ -276,7 +276,7 @@ class ChannelStream:
         self._done = False
         self._error: BaseException | None = None
 
-    # called by the reader
+    # called by the socket as it reads (WebSocket.data_received)
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():

@@ -64,7 +64,8 @@ def test_quick_benchmark_produces_every_row(tmp_path: Path) -> None:
     assert pairs == EXPECTED_PAIRS
     for x in data["pairs"]:
         plan = data["meta"]["plan"]
-        rounds = plan["rounds_large"] if x["workload"] == "gather_scale" else plan["rounds"]
+        large = x["workload"] == "gather_scale"
+        rounds = plan["rounds_large"] if large else plan["rounds_paired"]
         assert len(x["round_ratios"]) == rounds
         assert x["ratio"] > 0
 

@@ -309,14 +309,18 @@ class WebSocket(asyncio.Protocol):
             self._fail(exc, exc.code)
             return
         self.close_code, self.close_reason = code, reason
+        if self._close_sent:
+            # The answer to our own close: a clean end (reason None) unless we were failing.
+            self._close_transport()
+            self._end(self._error)
+            return
         detail = "the server closed the WebSocket"
         if code is not None:
             detail += f" (code {code}{': ' + reason if reason else ''})"
         if self._error is None:
             self._error = WebSocketClosed(detail)
-        if not self._close_sent:  # echo it, then end the connection (RFC 6455 §5.5.1)
-            self._close_sent = True
-            self._write_frame(CLOSE, payload[:2])
+        self._close_sent = True  # echo it, then end the connection (RFC 6455 §5.5.1)
+        self._write_frame(CLOSE, payload[:2])
         self._close_transport()
         self._end(self._error)
 

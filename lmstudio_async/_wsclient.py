@@ -29,6 +29,7 @@ from ._protocol.websocket import (
     CLOSE,
     CLOSE_NORMAL,
     PING,
+    PONG,
     TEXT,
     FrameError,
     FrameParser,
@@ -137,7 +138,7 @@ class WebSocket(asyncio.Protocol):
                     self._fail(exc, 1011)
                     return
             elif opcode == PING:
-                self._write_frame(0xA, payload)
+                self._write_frame(PONG, payload)
             elif opcode == CLOSE:
                 self._peer_closed(payload)
                 return

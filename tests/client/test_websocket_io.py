@@ -16,27 +16,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from protocol._frames import naive_mask, server_frame  # tests/ is on sys.path (rootdir-relative)
 
 from lmstudio_async._protocol import websocket as wsp
 from lmstudio_async._wsclient import WebSocket, WebSocketClosed, connect
-
-
-def server_frame(
-    opcode: int, payload: bytes, *, fin: bool = True, mask: bytes | None = None
-) -> bytes:
-    """A frame as a server would write it (or, with ``mask``, as it must not)."""
-    n = len(payload)
-    b0 = (0x80 if fin else 0) | opcode
-    masked = 0x80 if mask is not None else 0
-    if n < 126:
-        head = bytes((b0, masked | n))
-    elif n < 0x10000:
-        head = bytes((b0, masked | 126)) + n.to_bytes(2, "big")
-    else:
-        head = bytes((b0, masked | 127)) + n.to_bytes(8, "big")
-    if mask is not None:
-        return head + mask + wsp.apply_mask(payload, mask)
-    return head + payload
 
 
 class Peer:
@@ -62,7 +45,7 @@ class Peer:
                 n = int.from_bytes(await self.reader.readexactly(8), "big")
             mask = await self.reader.readexactly(4)
             payload = await self.reader.readexactly(n)
-        return b0 & 0x0F, wsp.apply_mask(payload, mask)
+        return b0 & 0x0F, naive_mask(payload, mask)
 
     async def at_eof(self) -> bool:
         async with asyncio.timeout(5):

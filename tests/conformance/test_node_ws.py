@@ -54,9 +54,7 @@ def node_port() -> Iterator[int]:
 class Inbox:
     def __init__(self) -> None:
         self.queue: asyncio.Queue[tuple[bool, bytes]] = asyncio.Queue()
-        self.lost: asyncio.Future[BaseException | None] = (
-            asyncio.get_running_loop().create_future()
-        )
+        self.lost: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
 
     def on_frame(self, text: bool, payload: bytes) -> None:
         self.queue.put_nowait((text, payload))

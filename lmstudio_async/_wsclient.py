@@ -187,7 +187,7 @@ class WebSocket(asyncio.Protocol):
 
     def send_text(self, payload: bytes) -> None:
         """Send one text message now (it is buffered if the socket cannot take it yet)."""
-        if self._lost or self._close_sent or self._error is not None:
+        if self.closed:
             raise WebSocketClosed("the WebSocket is closed")
         self._write_frame(TEXT, payload)
 

@@ -606,12 +606,6 @@ class NamespaceSocket:
         except WebSocketClosed as exc:
             log.debug("LM Studio: could not send a frame on a closing socket: %s", exc)
 
-    def _lost_now(self, exc: BaseException) -> LMStudioConnectionError:
-        return LMStudioConnectionError(
-            f"connection to LM Studio at {self.transport.host} (/{self.namespace}) was lost: {exc}",
-            host=self.transport.host,
-        )
-
     async def rpc(self, endpoint: str, parameter: Any, timeouts: Timeouts) -> Raw | None:
         """One RPC round trip. Raises :class:`RemoteError` for a server error."""
         ws = self._ws
@@ -631,7 +625,7 @@ class NamespaceSocket:
         except WebSocketClosed as exc:
             if fut.done() and not fut.cancelled():
                 fut.result()  # the socket's own error (lost, closed client) says more
-            raise self._lost_now(exc) from None
+            raise self._lost_error(exc) from None
         finally:
             deadlines.discard(fut)
             conn.forget_call(call_id)  # no-op once answered; stops routing a late reply
@@ -652,7 +646,7 @@ class NamespaceSocket:
                 await ws.drain()
         except WebSocketClosed as exc:
             self._conn.forget_channel(channel_id)
-            raise self._lost_now(exc) from None
+            raise self._lost_error(exc) from None
         return stream
 
     def send_channel_message(self, stream: ChannelStream, message: Any) -> None:

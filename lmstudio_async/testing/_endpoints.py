@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import os
-import random
-from dataclasses import dataclass
 from typing import Any
 
+from . import _engine as engine
 from . import _errors as err
 from . import _schema as s
 from . import _textgen as tg
@@ -25,10 +23,6 @@ from ._state import Instance, ModelState
 
 LMSTUDIO_VERSION = "0.3.31"
 LMSTUDIO_BUILD = 1
-# Prompts with more uncached tokens than this get promptProcessingProgress packets.
-PROMPT_PROGRESS_THRESHOLD = 64
-# Prompt processing is simulated this many times faster than generation.
-PROMPT_SPEEDUP = 10.0
 
 _cancel_packet = s.obj({"type": s.literal("cancel")})
 _never = s.literal()  # accepts nothing
@@ -218,7 +212,7 @@ def _use(conn: Connection, specifier: dict[str, Any], domain: str) -> Instance:
 def _tokenize(domain: str) -> Any:
     def handler(conn: Connection, param: dict[str, Any]) -> Any:
         _use(conn, param["specifier"], domain)
-        return {"tokens": tg.tokenize(param["inputString"])}
+        return {"tokens": engine.tokenize(param["inputString"])}
 
     return handler
 
@@ -226,7 +220,7 @@ def _tokenize(domain: str) -> Any:
 def _count_tokens(domain: str) -> Any:
     def handler(conn: Connection, param: dict[str, Any]) -> Any:
         _use(conn, param["specifier"], domain)
-        return {"tokenCount": tg.count_tokens(param["inputString"])}
+        return {"tokenCount": engine.count_tokens(param["inputString"])}
 
     return handler
 
@@ -254,94 +248,10 @@ def _base_prediction_config(conn: Connection, param: dict[str, Any]) -> Any:
 
 def _embed_string(conn: Connection, param: dict[str, Any]) -> Any:
     inst = _use(conn, param["modelSpecifier"], "embedding")
-    return {"embedding": tg.embed(inst.model, param["inputString"])}
+    return {"embedding": engine.embed(inst, param["inputString"])}
 
 
 # --- prediction -----------------------------------------------------------------------------
-
-
-@dataclass
-class _Plan:
-    fragments: list[str]
-    stop_reason: str
-    stop_string: str | None = None
-
-
-def _checkbox_value(value: Any) -> Any:
-    if isinstance(value, dict) and value.get("checked") is True:
-        return value.get("value")
-    return None
-
-
-def _plan(text: str, config: dict[str, Any], prompt_tokens: int, context_length: int) -> _Plan:
-    """Cut the full generated text at stop strings, maxPredictedTokens and the context limit."""
-    fragments = tg.split_fragments(text)
-    plan = _Plan(fragments, "eosFound")
-    stops = [x for x in config.get("llm.prediction.stopStrings", []) if isinstance(x, str) and x]
-    found: tuple[int, int, str] | None = None  # (end, start, stop string)
-    for stop in stops:
-        start = text.find(stop)
-        if start >= 0 and (found is None or start + len(stop) < found[0]):
-            found = (start + len(stop), start, stop)
-    if found is not None:
-        cut = found[1]
-        kept: list[str] = []
-        offset = 0
-        for piece in fragments:
-            if offset + len(piece) <= cut:
-                kept.append(piece)
-            elif offset < cut:
-                kept.append(piece[: cut - offset])
-            offset += len(piece)
-        plan = _Plan(kept, "stopStringFound", found[2])
-    limit = _checkbox_value(config.get("llm.prediction.maxPredictedTokens"))
-    if (
-        isinstance(limit, int)
-        and not isinstance(limit, bool)
-        and limit >= 0
-        and len(plan.fragments) > limit
-    ):
-        plan = _Plan(plan.fragments[:limit], "maxPredictedTokensReached")
-    if config.get("llm.prediction.contextOverflowPolicy") == "stopAtLimit":
-        room = max(0, context_length - prompt_tokens)
-        if len(plan.fragments) > room:
-            plan = _Plan(plan.fragments[:room], "contextLengthReached")
-    return plan
-
-
-def _generate(inst: Instance, config: dict[str, Any], prompt: tg.RenderedPrompt) -> str:
-    """The full text the model would produce for this prompt and config (deterministic)."""
-    temperature = config.get("llm.prediction.temperature", 0.8)
-    seed_setting = _checkbox_value(inst.config.get("llm.load.seed"))
-    seed = seed_setting if isinstance(seed_setting, int) and seed_setting >= 0 else -1
-    structured = config.get("llm.prediction.structured", {"type": "none"})
-    json_mode = isinstance(structured, dict) and structured.get("type") == "json"
-    rng = random.Random(
-        tg.generation_seed(
-            inst.model_key,
-            None if temperature == 0 else seed,  # greedy decoding ignores the seed
-            prompt.text,
-            temperature,
-            config.get("llm.prediction.topKSampling"),
-            config.get("llm.prediction.topPSampling"),
-            config.get("llm.prediction.minPSampling"),
-            config.get("llm.prediction.repeatPenalty"),
-            structured if json_mode else None,
-        )
-    )
-    if json_mode:
-        return tg.generate_json(rng, structured.get("jsonSchema"), prompt.topic_source)
-    lead_space = prompt.raw and bool(prompt.text) and not prompt.text[-1].isspace()
-    return tg.generate_text(rng, prompt.topic_source, chat=not prompt.raw, lead_space=lead_space)
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 async def _run_prediction(
@@ -353,98 +263,16 @@ async def _run_prediction(
     if preset is not None:
         raise err.preset_not_found(preset)
     state.touch(inst)
-    config = prediction_config(
-        collapse_stack(param["predictionConfigStack"]), tg.default_prompt_template(inst.model)
-    )
+    config = engine.resolve_config(inst, collapse_stack(param["predictionConfigStack"]))
     if raw_prompt is not None:
-        prompt = tg.RenderedPrompt(raw_prompt, raw=True, topic_text=raw_prompt[-1000:])
+        prompt = engine.raw_prompt(raw_prompt)
     else:
-        prompt = tg.render_prompt(
-            inst.model, param["history"], config["llm.prediction.promptTemplate"], prediction=True
-        )
-    prompt_ids = tg.tokenize(prompt.text)
-    total = len(prompt_ids)
-    plan = _plan(_generate(inst, config, prompt), config, total, inst.context_length)
-
-    rate = ctx.runtime.tokens_per_second
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    stop_reason = plan.stop_reason
-    cancelled = False
-    cached = _common_prefix(inst.prompt_cache, prompt_ids)
-    todo = total - cached
-    if todo > PROMPT_PROGRESS_THRESHOLD:
-        steps = min(10, max(2, math.ceil(todo / PROMPT_PROGRESS_THRESHOLD)))
-        delay = todo / (rate * PROMPT_SPEEDUP) / steps
-        for step in range(steps + 1):
-            if step and await ctx.wait_or_cancel(delay):
-                cancelled = True
-                break
-            done = todo * step // steps
-            await ctx.send(
-                {
-                    "type": "promptProcessingProgress",
-                    "progress": step / steps,
-                    "details": {
-                        "cachedTokenCount": cached,
-                        "totalPromptTokenCount": total,
-                        "processedPromptTokenCount": done,
-                        "unprocessedPromptTokenCount": todo - done,
-                    },
-                }
-            )
-    emitted: list[str] = []
-    first_token_at: float | None = None
-    generation_start = loop.time()
-    for index, piece in enumerate(plan.fragments):
-        if cancelled:
-            break
-        wait = generation_start + (index + 1) / rate - loop.time()
-        if await ctx.wait_or_cancel(wait):
-            cancelled = True
-            break
-        if not state.is_loaded(inst):
-            stop_reason = "modelUnloaded"
-            break
-        state.touch(inst)
-        await ctx.send(
-            {
-                "type": "fragment",
-                "fragment": {
-                    "content": piece,
-                    "tokensCount": 1,
-                    "containsDrafted": False,
-                    "reasoningType": "none",
-                    "isStructural": False,
-                },
-            }
-        )
-        emitted.append(piece)
-        if first_token_at is None:
-            first_token_at = loop.time()
-    if cancelled:
-        stop_reason = "userStopped"
-    finished = loop.time()
-    predicted = len(emitted)
-    stats: dict[str, Any] = {"stopReason": stop_reason}
-    if stop_reason == "stopStringFound" and plan.stop_string is not None:
-        stats["stopString"] = plan.stop_string
-    if predicted:
-        elapsed = finished - generation_start
-        stats["tokensPerSecond"] = round(predicted / elapsed if elapsed > 0 else rate, 3)
-    if first_token_at is not None:
-        stats["timeToFirstTokenSec"] = round(first_token_at - started, 6)
-    stats["totalTimeSec"] = round(finished - started, 6)
-    stats["promptTokensCount"] = total
-    stats["predictedTokensCount"] = predicted
-    stats["totalTokensCount"] = total + predicted
-    if state.is_loaded(inst):
-        state.touch(inst)
-        inst.prompt_cache = prompt_ids + tg.tokenize("".join(emitted))
+        prompt = engine.chat_prompt(inst, param["history"], config)
+    outcome = await engine.predict(state, inst, config, prompt, ctx, ctx.runtime.tokens_per_second)
     await ctx.send(
         {
             "type": "success",
-            "stats": stats,
+            "stats": outcome.stats,
             "modelInfo": inst.info(),
             "loadModelConfig": config_fields(inst.config),
             "predictionConfig": config_fields(config),

@@ -1,0 +1,285 @@
+"""The stand-in's prediction engine, shared by every interface (WebSocket, REST, OpenAI).
+
+Nothing here knows about transports: a caller resolves an :class:`Instance`, builds the
+prediction config (``llm.prediction.*`` keys) and a rendered prompt, then runs
+:func:`predict` with a :class:`Sink` that receives the native prediction packets
+(``promptProcessingProgress`` and ``fragment``, shaped as the WebSocket API sends them) and
+is asked to wait between tokens. The WebSocket channel context is such a sink; the HTTP
+handlers pass their own. Embeddings and token counts also live here, so every interface
+gives the same numbers for the same input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from . import _textgen as tg
+from ._kvconfig import prediction_config
+from ._state import Instance, ModelState
+
+# Prompts with more uncached tokens than this get promptProcessingProgress packets.
+PROMPT_PROGRESS_THRESHOLD = 64
+# Prompt processing is simulated this many times faster than generation.
+PROMPT_SPEEDUP = 10.0
+
+
+class Sink(Protocol):
+    """Where a running prediction sends its packets, and how it waits between them."""
+
+    async def send(self, message: dict[str, Any]) -> None: ...
+
+    async def wait_or_cancel(self, seconds: float) -> bool:
+        """Sleep (at least one loop turn); return ``True`` once the caller wants to stop."""
+        ...
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+
+def resolve_config(inst: Instance, received: dict[str, Any]) -> dict[str, Any]:
+    """The effective prediction config for ``inst`` given collapsed ``llm.prediction.*`` keys."""
+    return prediction_config(received, tg.default_prompt_template(inst.model))
+
+
+def chat_prompt(
+    inst: Instance, history: dict[str, Any], config: dict[str, Any]
+) -> tg.RenderedPrompt:
+    """Render a ChatHistoryData (``{"messages": [...]}``) for a prediction."""
+    return tg.render_prompt(
+        inst.model, history, config["llm.prediction.promptTemplate"], prediction=True
+    )
+
+
+def raw_prompt(text: str) -> tg.RenderedPrompt:
+    """A text-completion prompt: the model continues ``text`` as is."""
+    return tg.RenderedPrompt(text, raw=True, topic_text=text[-1000:])
+
+
+# --- the generated text ---------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    fragments: list[str]
+    stop_reason: str
+    stop_string: str | None = None
+
+
+def checkbox_value(value: Any) -> Any:
+    """The value of a ``{"checked": true, "value": ...}`` setting, else ``None``."""
+    if isinstance(value, dict) and value.get("checked") is True:
+        return value.get("value")
+    return None
+
+
+def plan(text: str, config: dict[str, Any], prompt_tokens: int, context_length: int) -> Plan:
+    """Cut the full generated text at stop strings, maxPredictedTokens and the context limit."""
+    fragments = tg.split_fragments(text)
+    result = Plan(fragments, "eosFound")
+    stops = [x for x in config.get("llm.prediction.stopStrings", []) if isinstance(x, str) and x]
+    found: tuple[int, int, str] | None = None  # (end, start, stop string)
+    for stop in stops:
+        start = text.find(stop)
+        if start >= 0 and (found is None or start + len(stop) < found[0]):
+            found = (start + len(stop), start, stop)
+    if found is not None:
+        cut = found[1]
+        kept: list[str] = []
+        offset = 0
+        for piece in fragments:
+            if offset + len(piece) <= cut:
+                kept.append(piece)
+            elif offset < cut:
+                kept.append(piece[: cut - offset])
+            offset += len(piece)
+        result = Plan(kept, "stopStringFound", found[2])
+    limit = checkbox_value(config.get("llm.prediction.maxPredictedTokens"))
+    if (
+        isinstance(limit, int)
+        and not isinstance(limit, bool)
+        and limit >= 0
+        and len(result.fragments) > limit
+    ):
+        result = Plan(result.fragments[:limit], "maxPredictedTokensReached")
+    if config.get("llm.prediction.contextOverflowPolicy") == "stopAtLimit":
+        room = max(0, context_length - prompt_tokens)
+        if len(result.fragments) > room:
+            result = Plan(result.fragments[:room], "contextLengthReached")
+    return result
+
+
+def generate(inst: Instance, config: dict[str, Any], prompt: tg.RenderedPrompt) -> str:
+    """The full text the model would produce for this prompt and config (deterministic)."""
+    temperature = config.get("llm.prediction.temperature", 0.8)
+    seed_setting = checkbox_value(inst.config.get("llm.load.seed"))
+    seed = seed_setting if isinstance(seed_setting, int) and seed_setting >= 0 else -1
+    structured = config.get("llm.prediction.structured", {"type": "none"})
+    json_mode = isinstance(structured, dict) and structured.get("type") == "json"
+    rng = random.Random(
+        tg.generation_seed(
+            inst.model_key,
+            None if temperature == 0 else seed,  # greedy decoding ignores the seed
+            prompt.text,
+            temperature,
+            config.get("llm.prediction.topKSampling"),
+            config.get("llm.prediction.topPSampling"),
+            config.get("llm.prediction.minPSampling"),
+            config.get("llm.prediction.repeatPenalty"),
+            structured if json_mode else None,
+        )
+    )
+    if json_mode:
+        return tg.generate_json(rng, structured.get("jsonSchema"), prompt.topic_source)
+    lead_space = prompt.raw and bool(prompt.text) and not prompt.text[-1].isspace()
+    return tg.generate_text(rng, prompt.topic_source, chat=not prompt.raw, lead_space=lead_space)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+# --- running a prediction -------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """What a finished prediction produced: the emitted fragments and LM Studio's stats."""
+
+    fragments: list[str]
+    stats: dict[str, Any]
+
+    @property
+    def text(self) -> str:
+        return "".join(self.fragments)
+
+    @property
+    def stop_reason(self) -> str:
+        return str(self.stats["stopReason"])
+
+    @property
+    def prompt_tokens(self) -> int:
+        return int(self.stats["promptTokensCount"])
+
+    @property
+    def predicted_tokens(self) -> int:
+        return int(self.stats["predictedTokensCount"])
+
+
+async def predict(
+    state: ModelState,
+    inst: Instance,
+    config: dict[str, Any],
+    prompt: tg.RenderedPrompt,
+    sink: Sink,
+    tokens_per_second: float,
+) -> Outcome:
+    """Stream one prediction into ``sink`` at ``tokens_per_second`` and return its outcome.
+
+    Simulates prompt processing (with the instance's prompt cache), stops early when the sink
+    asks to or when the instance goes away, and updates the instance's idle timer and cache.
+    """
+    prompt_ids = tg.tokenize(prompt.text)
+    total = len(prompt_ids)
+    cut = plan(generate(inst, config, prompt), config, total, inst.context_length)
+
+    rate = tokens_per_second
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    stop_reason = cut.stop_reason
+    cancelled = False
+    cached = _common_prefix(inst.prompt_cache, prompt_ids)
+    todo = total - cached
+    if todo > PROMPT_PROGRESS_THRESHOLD:
+        steps = min(10, max(2, math.ceil(todo / PROMPT_PROGRESS_THRESHOLD)))
+        delay = todo / (rate * PROMPT_SPEEDUP) / steps
+        for step in range(steps + 1):
+            if step and await sink.wait_or_cancel(delay):
+                cancelled = True
+                break
+            done = todo * step // steps
+            await sink.send(
+                {
+                    "type": "promptProcessingProgress",
+                    "progress": step / steps,
+                    "details": {
+                        "cachedTokenCount": cached,
+                        "totalPromptTokenCount": total,
+                        "processedPromptTokenCount": done,
+                        "unprocessedPromptTokenCount": todo - done,
+                    },
+                }
+            )
+    emitted: list[str] = []
+    first_token_at: float | None = None
+    generation_start = loop.time()
+    for index, piece in enumerate(cut.fragments):
+        if cancelled:
+            break
+        wait = generation_start + (index + 1) / rate - loop.time()
+        if await sink.wait_or_cancel(wait):
+            cancelled = True
+            break
+        if not state.is_loaded(inst):
+            stop_reason = "modelUnloaded"
+            break
+        state.touch(inst)
+        await sink.send(
+            {
+                "type": "fragment",
+                "fragment": {
+                    "content": piece,
+                    "tokensCount": 1,
+                    "containsDrafted": False,
+                    "reasoningType": "none",
+                    "isStructural": False,
+                },
+            }
+        )
+        emitted.append(piece)
+        if first_token_at is None:
+            first_token_at = loop.time()
+    if cancelled:
+        stop_reason = "userStopped"
+    finished = loop.time()
+    predicted = len(emitted)
+    stats: dict[str, Any] = {"stopReason": stop_reason}
+    if stop_reason == "stopStringFound" and cut.stop_string is not None:
+        stats["stopString"] = cut.stop_string
+    if predicted:
+        elapsed = finished - generation_start
+        stats["tokensPerSecond"] = round(predicted / elapsed if elapsed > 0 else rate, 3)
+    if first_token_at is not None:
+        stats["timeToFirstTokenSec"] = round(first_token_at - started, 6)
+    stats["totalTimeSec"] = round(finished - started, 6)
+    stats["promptTokensCount"] = total
+    stats["predictedTokensCount"] = predicted
+    stats["totalTokensCount"] = total + predicted
+    if state.is_loaded(inst):
+        state.touch(inst)
+        inst.prompt_cache = prompt_ids + tg.tokenize("".join(emitted))
+    return Outcome(emitted, stats)
+
+
+# --- embeddings and tokens ------------------------------------------------------------------
+
+
+def embed(inst: Instance, text: str) -> list[float]:
+    """The embedding vector ``inst`` gives ``text``."""
+    return tg.embed(inst.model, text)
+
+
+def tokenize(text: str) -> list[int]:
+    return tg.tokenize(text)
+
+
+def count_tokens(text: str) -> int:
+    return tg.count_tokens(text)

@@ -1,0 +1,177 @@
+"""Tool calls: the pure planning rule (``_toolcalls``) and the ``predict`` channel wiring."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from lmstudio_async.testing._toolcalls import (
+    Message,
+    PlannedCall,
+    ToolSpec,
+    messages_from_history,
+    plan_tool_round,
+    tools_from_setting,
+)
+
+
+def _schema(**props: Any) -> dict[str, Any]:
+    return {"type": "object", "properties": props, "required": list(props)}
+
+
+ADD = ToolSpec("add", "Add two numbers", _schema(a={"type": "integer"}, b={"type": "integer"}))
+DIVIDE = ToolSpec(
+    "divide", "Divide", _schema(numerator={"type": "number"}, denominator={"type": "number"})
+)
+WEATHER = ToolSpec(
+    "get_weather",
+    "Weather for a city",
+    _schema(city={"type": "string"}, unit={"type": "string", "enum": ["celsius", "fahrenheit"]}),
+)
+NOW = ToolSpec("current_time", "The time", {"type": "object", "properties": {}})
+
+
+def _user(text: str) -> list[dict[str, Any]]:
+    return [{"role": "system", "text": "Be brief."}, {"role": "user", "text": text}]
+
+
+def test_numbers_fill_an_unnamed_tool() -> None:
+    result = plan_tool_round(_user("What is the sum of 123 and 3210?"), [ADD])
+    assert [(c.name, c.arguments) for c in result.calls] == [("add", {"a": 123, "b": 3210})]
+    assert result.text is not None
+    assert "add" in result.text
+    assert result.calls[0].id.startswith("call_")
+
+
+def test_a_named_tool_takes_the_values_after_its_name() -> None:
+    result = plan_tool_round(_user("Use 7 later. Divide 1 by 4 now."), [ADD, DIVIDE])
+    assert [(c.name, c.arguments) for c in result.calls] == [
+        ("divide", {"numerator": 1, "denominator": 4})
+    ]
+
+
+def test_several_named_tools_in_one_round_in_mention_order() -> None:
+    text = 'Get weather for "Oslo" in fahrenheit, then add 2 and 5'
+    result = plan_tool_round(_user(text), [ADD, WEATHER])
+    assert [(c.name, c.arguments) for c in result.calls] == [
+        ("get_weather", {"city": "Oslo", "unit": "fahrenheit"}),
+        ("add", {"a": 2, "b": 5}),
+    ]
+    assert len({c.id for c in result.calls}) == 2
+
+
+def test_a_fillable_unnamed_tool_joins_the_named_ones() -> None:
+    text = 'Divide 9 by 3. Also, how warm is "Lima" in celsius?'
+    result = plan_tool_round(_user(text), [ADD, DIVIDE, WEATHER])
+    assert [(c.name, c.arguments) for c in result.calls] == [
+        ("divide", {"numerator": 9, "denominator": 3}),
+        ("get_weather", {"city": "Lima", "unit": "celsius"}),
+    ]
+
+
+def test_spaced_and_camel_case_names_count_as_mentions() -> None:
+    spec = ToolSpec("getStockPrice", "", _schema(symbol={"type": "string"}))
+    result = plan_tool_round(_user("get stock price for 'ACME'"), [spec])
+    assert [(c.name, c.arguments) for c in result.calls] == [("getStockPrice", {"symbol": "ACME"})]
+    result = plan_tool_round(_user("what is the current time"), [NOW])
+    assert [(c.name, c.arguments) for c in result.calls] == [("current_time", {})]
+
+
+def test_unnamed_tools_share_values_without_reuse() -> None:
+    # both tools want two numbers; only two are present, so only the first offered is called
+    result = plan_tool_round(_user("combine 3 and 4"), [DIVIDE, ADD])
+    assert [c.name for c in result.calls] == ["divide"]
+
+
+def test_named_tool_missing_values_get_defaults_and_placeholders() -> None:
+    spec = ToolSpec(
+        "lookup",
+        "",
+        _schema(
+            query={"type": "string"},
+            limit={"type": "integer", "default": 5},
+            mode={"type": "string", "enum": ["fast", "slow"]},
+            exact={"type": "boolean"},
+        ),
+    )
+    result = plan_tool_round(_user("please lookup something"), [spec])
+    assert result.calls[0].arguments == {"query": "", "limit": 5, "mode": "fast", "exact": False}
+    result = plan_tool_round(_user('lookup "cats" slow, exact: yes, 3 results'), [spec])
+    assert result.calls[0].arguments == {"query": "cats", "limit": 3, "mode": "slow", "exact": True}
+
+
+def test_no_tool_applies() -> None:
+    assert plan_tool_round(_user("Hello there"), [ADD, WEATHER]) == plan_tool_round([], [ADD])
+    assert plan_tool_round(_user("What is 3 + 4?"), []).calls == ()
+    # an integer parameter does not take 2.5; a tool without parameters needs its name
+    assert plan_tool_round(_user("2.5 and 3"), [ADD, NOW]).calls == ()
+    # the last message is the assistant's: nothing to plan
+    history = [*_user("add 1 and 2"), {"role": "assistant", "text": "Sure"}]
+    assert plan_tool_round(history, [ADD]).text is None
+
+
+def test_after_tool_results_it_answers_quoting_them() -> None:
+    first = plan_tool_round(_user("add 20 and 22, and divide 1 by 0"), [ADD, DIVIDE])
+    add_call, div_call = first.calls
+    history: list[Message | dict[str, Any]] = [
+        *_user("add 20 and 22, and divide 1 by 0"),
+        Message("assistant", first.text or "", tool_calls=first.calls),
+        {"role": "tool", "text": "42", "tool_call_id": add_call.id},
+        {"role": "tool", "text": "Error: division by zero", "tool_call_id": div_call.id},
+    ]
+    answer = plan_tool_round(history, [ADD, DIVIDE])
+    assert answer.calls == ()
+    assert answer.text == (
+        "The add tool returned: 42\nThe divide tool returned: Error: division by zero"
+    )
+
+
+def test_ids_are_deterministic_and_depend_on_the_conversation() -> None:
+    a = plan_tool_round(_user("add 1 and 2"), [ADD]).calls[0]
+    b = plan_tool_round(_user("add 1 and 2"), [ADD]).calls[0]
+    c = plan_tool_round(_user("add 1 and 3"), [ADD]).calls[0]
+    assert a == b
+    assert a.id != c.id
+
+
+def test_lmstudio_history_and_tool_setting_conversion() -> None:
+    history = {
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "add 1 and 2"}]},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "text", "text": "ok"},
+                    {
+                        "type": "toolCallRequest",
+                        "toolCallRequest": {
+                            "type": "function",
+                            "id": "c1",
+                            "name": "add",
+                            "arguments": {"a": 1, "b": 2},
+                        },
+                    },
+                ],
+            },
+            {
+                "role": "tool",
+                "content": [{"type": "toolCallResult", "content": "3", "toolCallId": "c1"}],
+            },
+        ]
+    }
+    messages = messages_from_history(history)
+    assert messages[1].tool_calls == (PlannedCall("c1", "add", {"a": 1, "b": 2}),)
+    assert messages[2] == Message("tool", "3", tool_call_id="c1")
+    setting = {
+        "type": "toolArray",
+        "tools": [{"type": "function", "function": {"name": "add", "parameters": ADD.parameters}}],
+    }
+    assert tools_from_setting(setting) == [ToolSpec("add", "", ADD.parameters)]
+    assert tools_from_setting({"type": "none"}) == []
+    assert plan_tool_round(messages, tools_from_setting(setting)).text == "The add tool returned: 3"
+
+
+@pytest.mark.parametrize("bad", [{"role": "user"}, {"role": "user", "text": None}])
+def test_sparse_messages_are_tolerated(bad: dict[str, Any]) -> None:
+    assert plan_tool_round([bad], [ADD]).calls == ()

@@ -20,6 +20,7 @@ from ._connection import (
 )
 from ._kvconfig import collapse_stack, config_fields, effective_config, prediction_config
 from ._state import Instance, ModelState
+from ._toolcalls import messages_from_history
 
 LMSTUDIO_VERSION = "0.3.31"
 LMSTUDIO_BUILD = 1
@@ -264,11 +265,15 @@ async def _run_prediction(
         raise err.preset_not_found(preset)
     state.touch(inst)
     config = engine.resolve_config(inst, collapse_stack(param["predictionConfigStack"]))
+    tools = None
     if raw_prompt is not None:
         prompt = engine.raw_prompt(raw_prompt)
     else:
         prompt = engine.chat_prompt(inst, param["history"], config)
-    outcome = await engine.predict(state, inst, config, prompt, ctx, ctx.runtime.tokens_per_second)
+        tools = engine.tool_round(inst, config, messages_from_history(param["history"]))
+    outcome = await engine.predict(
+        state, inst, config, prompt, ctx, ctx.runtime.tokens_per_second, tools
+    )
     await ctx.send(
         {
             "type": "success",

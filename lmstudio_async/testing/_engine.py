@@ -12,12 +12,14 @@ gives the same numbers for the same input.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import random
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from . import _textgen as tg
+from . import _toolcalls as tc
 from ._kvconfig import prediction_config
 from ._state import Instance, ModelState
 
@@ -138,6 +140,53 @@ def generate(inst: Instance, config: dict[str, Any], prompt: tg.RenderedPrompt) 
     return tg.generate_text(rng, prompt.topic_source, chat=not prompt.raw, lead_space=lead_space)
 
 
+def tool_round(
+    inst: Instance, config: dict[str, Any], messages: list[tc.Message]
+) -> tc.ToolRound | None:
+    """What a tool-using model does this round, or ``None`` when tools play no part.
+
+    Tools apply when the catalogue entry has ``trainedForToolUse``, the config offers tools
+    (``llm.prediction.tools``) and no structured output is requested; see ``_toolcalls``.
+    """
+    if not inst.model.get("trainedForToolUse"):
+        return None
+    structured = config.get("llm.prediction.structured")
+    if isinstance(structured, dict) and structured.get("type", "none") != "none":
+        return None
+    tools = tc.tools_from_setting(config.get("llm.prediction.tools"))
+    if not tools:
+        return None
+    planned = tc.plan_tool_round(messages, tools)
+    if planned.text is None and not planned.calls:
+        return None
+    return planned
+
+
+async def _send_tool_calls(sink: Sink, calls: tuple[tc.PlannedCall, ...]) -> int:
+    """Stream LM Studio's tool-call packets for ``calls``; returns the tokens they took."""
+    tokens = 0
+    for call in calls:
+        raw = json.dumps({"name": call.name, "arguments": call.arguments}, ensure_ascii=False)
+        tokens += max(1, tg.count_tokens(raw))
+        await sink.send({"type": "toolCallGenerationStart", "toolCallId": call.id})
+        await sink.send({"type": "toolCallGenerationNameReceived", "name": call.name})
+        args = json.dumps(call.arguments, ensure_ascii=False)
+        for piece in tg.split_fragments(args) or [args]:
+            await sink.send(
+                {"type": "toolCallGenerationArgumentFragmentGenerated", "content": piece}
+            )
+        request = {
+            "type": "function",
+            "id": call.id,
+            "name": call.name,
+            "arguments": call.arguments,
+        }
+        await sink.send(
+            {"type": "toolCallGenerationEnd", "toolCallRequest": request, "rawContent": raw}
+        )
+    return tokens
+
+
 def _common_prefix(a: list[int], b: list[int]) -> int:
     n = 0
     for x, y in zip(a, b, strict=False):
@@ -181,15 +230,22 @@ async def predict(
     prompt: tg.RenderedPrompt,
     sink: Sink,
     tokens_per_second: float,
+    tools: tc.ToolRound | None = None,
 ) -> Outcome:
     """Stream one prediction into ``sink`` at ``tokens_per_second`` and return its outcome.
 
     Simulates prompt processing (with the instance's prompt cache), stops early when the sink
     asks to or when the instance goes away, and updates the instance's idle timer and cache.
+    With ``tools`` (from :func:`tool_round`) the text is its text, followed by its tool-call
+    packets (stop reason ``toolCalls``) when the text was emitted in full.
     """
     prompt_ids = tg.tokenize(prompt.text)
     total = len(prompt_ids)
-    cut = plan(generate(inst, config, prompt), config, total, inst.context_length)
+    if tools is not None and tools.text is not None:
+        text = tools.text
+    else:
+        text = generate(inst, config, prompt)
+    cut = plan(text, config, total, inst.context_length)
 
     rate = tokens_per_second
     loop = asyncio.get_running_loop()
@@ -249,8 +305,12 @@ async def predict(
             first_token_at = loop.time()
     if cancelled:
         stop_reason = "userStopped"
+    call_tokens = 0
+    if tools is not None and tools.calls and stop_reason == "eosFound":
+        call_tokens = await _send_tool_calls(sink, tools.calls)
+        stop_reason = "toolCalls"
     finished = loop.time()
-    predicted = len(emitted)
+    predicted = len(emitted) + call_tokens
     stats: dict[str, Any] = {"stopReason": stop_reason}
     if stop_reason == "stopStringFound" and cut.stop_string is not None:
         stats["stopString"] = cut.stop_string

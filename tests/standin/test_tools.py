@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
+from lmstudio_async.testing import StandInServer
 from lmstudio_async.testing._toolcalls import (
     Message,
     PlannedCall,
@@ -14,6 +16,8 @@ from lmstudio_async.testing._toolcalls import (
     plan_tool_round,
     tools_from_setting,
 )
+
+from ._wire import RawClient, Socket, messages, stack, types
 
 
 def _schema(**props: Any) -> dict[str, Any]:
@@ -175,3 +179,119 @@ def test_lmstudio_history_and_tool_setting_conversion() -> None:
 @pytest.mark.parametrize("bad", [{"role": "user"}, {"role": "user", "text": None}])
 def test_sparse_messages_are_tolerated(bad: dict[str, Any]) -> None:
     assert plan_tool_round([bad], [ADD]).calls == ()
+
+
+# --- over the predict channel -------------------------------------------------------------------
+
+QWEN = "qwen2.5-7b-instruct-1m"  # trainedForToolUse
+SMOL = "smollm2-135m-instruct"  # not trained for tool use
+TOOLS_SETTING = {
+    "type": "toolArray",
+    "tools": [
+        {"type": "function", "function": {"name": t.name, "parameters": dict(t.parameters)}}
+        for t in (ADD, DIVIDE)
+    ],
+}
+
+
+def _predict_param(model: str, history: list[dict[str, Any]], **config: Any) -> dict[str, Any]:
+    return {
+        "modelSpecifier": {"type": "query", "query": {"identifier": model}},
+        "history": {"messages": history},
+        "predictionConfigStack": stack(**{"llm.prediction.tools": TOOLS_SETTING, **config}),
+    }
+
+
+def _text(role: str, text: str) -> dict[str, Any]:
+    return {"role": role, "content": [{"type": "text", "text": text}]}
+
+
+@pytest.fixture
+async def llm(server: StandInServer, client: RawClient) -> Socket:
+    server.preload(QWEN)
+    server.preload(SMOL)
+    return await client.connect("llm")
+
+
+async def test_predict_streams_tool_call_packets(llm: Socket) -> None:
+    history = [_text("user", "Divide 10 by 4, and add 1 and 2.")]
+    frames = await llm.channel("predict", _predict_param(QWEN, history))
+    packets = messages(frames)
+    kinds = [p["type"] for p in packets]
+    first_call = kinds.index("toolCallGenerationStart")
+    assert set(kinds[:first_call]) == {"fragment"}
+    text = "".join(p["fragment"]["content"] for p in packets if p["type"] == "fragment")
+    assert text == "Let me use the divide, add tools."
+    ends = [p for p in packets if p["type"] == "toolCallGenerationEnd"]
+    assert [e["toolCallRequest"]["name"] for e in ends] == ["divide", "add"]
+    assert ends[0]["toolCallRequest"]["arguments"] == {"numerator": 10, "denominator": 4}
+    assert ends[1]["toolCallRequest"]["arguments"] == {"a": 1, "b": 2}
+    starts = [p["toolCallId"] for p in packets if p["type"] == "toolCallGenerationStart"]
+    assert starts == [e["toolCallRequest"]["id"] for e in ends]
+    for end in ends:
+        request = end["toolCallRequest"]
+        assert request["type"] == "function"
+        assert json.loads(end["rawContent"]) == {
+            "name": request["name"],
+            "arguments": request["arguments"],
+        }
+    # each call: start, name, argument fragments that join to the JSON arguments, end
+    names = [p["name"] for p in packets if p["type"] == "toolCallGenerationNameReceived"]
+    assert names == ["divide", "add"]
+    first_args = []
+    for p in packets[first_call:]:
+        if p["type"] == "toolCallGenerationEnd":
+            break
+        if p["type"] == "toolCallGenerationArgumentFragmentGenerated":
+            first_args.append(p["content"])
+    assert json.loads("".join(first_args)) == {"numerator": 10, "denominator": 4}
+    done = packets[-1]
+    assert done["type"] == "success"
+    assert done["stats"]["stopReason"] == "toolCalls"
+    assert done["stats"]["predictedTokensCount"] > len(text.split())
+    assert types(frames)[-1] == "channelClose"
+
+
+async def test_tool_results_get_a_quoting_answer(llm: Socket) -> None:
+    call = {"type": "function", "id": "c-7", "name": "add", "arguments": {"a": 1, "b": 2}}
+    history = [
+        _text("user", "add 1 and 2"),
+        {
+            "role": "assistant",
+            "content": [{"type": "toolCallRequest", "toolCallRequest": call}],
+        },
+        {
+            "role": "tool",
+            "content": [{"type": "toolCallResult", "content": "3", "toolCallId": "c-7"}],
+        },
+    ]
+    frames = await llm.channel("predict", _predict_param(QWEN, history))
+    packets = messages(frames)
+    text = "".join(p["fragment"]["content"] for p in packets if p["type"] == "fragment")
+    assert text == "The add tool returned: 3"
+    assert not any(p["type"].startswith("toolCall") for p in packets)
+    assert packets[-1]["stats"]["stopReason"] == "eosFound"
+
+
+async def test_no_tool_calls_without_tool_training_tools_or_with_structured_output(
+    llm: Socket,
+) -> None:
+    history = [_text("user", "What is the sum of 123 and 3210?")]
+    structured = {"type": "json", "jsonSchema": {"type": "object"}}
+    params = [
+        _predict_param(SMOL, history),
+        _predict_param(QWEN, history, **{"llm.prediction.tools": {"type": "none"}}),
+        _predict_param(QWEN, history, **{"llm.prediction.structured": structured}),
+    ]
+    for param in params:
+        packets = messages(await llm.channel("predict", param))
+        assert not any(p["type"].startswith("toolCall") for p in packets)
+        assert packets[-1]["stats"]["stopReason"] == "eosFound"
+
+
+async def test_a_cut_preamble_makes_no_tool_calls(llm: Socket) -> None:
+    history = [_text("user", "add 5 and 6")]
+    limit = {"llm.prediction.maxPredictedTokens": {"checked": True, "value": 2}}
+    packets = messages(await llm.channel("predict", _predict_param(QWEN, history, **limit)))
+    assert not any(p["type"].startswith("toolCall") for p in packets)
+    assert packets[-1]["stats"]["stopReason"] == "maxPredictedTokensReached"

@@ -60,6 +60,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="keep other JIT-loaded models when a new JIT load starts",
     )
     parser.add_argument(
+        "--no-jit",
+        dest="jit",
+        action="store_false",
+        help="HTTP requests naming a model that is not loaded fail instead of loading it",
+    )
+    parser.add_argument(
+        "--jit-ttl",
+        type=float,
+        metavar="SECONDS",
+        default=3600.0,
+        help="idle TTL of models loaded just in time by HTTP requests without a ttl "
+        "(default 3600, LM Studio's 60 minutes)",
+    )
+    parser.add_argument(
         "--tokens-per-second",
         type=float,
         default=2000.0,
@@ -78,6 +92,8 @@ def server_from_args(ns: argparse.Namespace) -> StandInServer:
         jit_evict=ns.jit_evict,
         host=ns.host,
         tokens_per_second=ns.tokens_per_second,
+        jit=ns.jit,
+        jit_ttl=ns.jit_ttl,
     )
 
 

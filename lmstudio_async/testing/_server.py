@@ -22,7 +22,8 @@ from aiohttp import web
 from ._catalog import default_catalog, load_catalog_file, validate_catalog
 from ._connection import Connection
 from ._endpoints import build_namespaces
-from ._state import InstanceSnapshot, ModelState
+from ._http import install as install_http
+from ._state import DEFAULT_JIT_TTL_MS, InstanceSnapshot, ModelState
 
 __all__ = [
     "DEFAULT_PORT",
@@ -200,6 +201,8 @@ class Runtime:
         frame_log_size: int,
         tokens_per_second: float,
         call_timeout: float,
+        jit: bool = True,
+        jit_ttl: float | None = DEFAULT_JIT_TTL_MS / 1000,
     ) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be between 0 and 65535, got {port}")
@@ -221,7 +224,11 @@ class Runtime:
         self.catalog = models
         self.memory_gb = memory_gb
         self.jit_evict = jit_evict
-        self.state = ModelState(models, memory_gb, jit_evict)
+        if jit_ttl is not None and not jit_ttl > 0:
+            raise ValueError("jit_ttl must be positive (seconds), or None for no TTL")
+        self.jit = jit
+        self.jit_ttl_ms = None if jit_ttl is None else int(jit_ttl * 1000)
+        self.state = self.new_state()
         self.requested_port = port
         self.bound_port: int | None = None
         self.bind_host = host
@@ -246,6 +253,15 @@ class Runtime:
         self._runner: web.AppRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+
+    def new_state(self) -> ModelState:
+        return ModelState(
+            self.catalog,
+            self.memory_gb,
+            self.jit_evict,
+            jit_enabled=self.jit,
+            jit_ttl_ms=self.jit_ttl_ms,
+        )
 
     # --- thread hopping -------------------------------------------------------------------
 
@@ -280,6 +296,7 @@ class Runtime:
         self.loop_thread = threading.get_ident()
         app = web.Application()
         app.router.add_get("/lmstudio-greeting", self._greeting)
+        install_http(app, self)  # REST v0/v1 and OpenAI-compatible, on the same state
         app.router.add_get("/{namespace}", self._websocket)
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
@@ -317,7 +334,7 @@ class Runtime:
     async def restart(self, reset_state: bool) -> None:
         await self.stop()
         if reset_state:
-            self.state = ModelState(self.catalog, self.memory_gb, self.jit_evict)
+            self.state = self.new_state()
             self.clients.clear()
         await self.start()
 
@@ -470,6 +487,8 @@ class _StandInBase:
         frame_log_size: int = 1000,
         tokens_per_second: float = 2000.0,
         call_timeout: float = 10.0,
+        jit: bool = True,
+        jit_ttl: float | None = DEFAULT_JIT_TTL_MS / 1000,
     ) -> None:
         self._rt = Runtime(
             port,
@@ -484,6 +503,8 @@ class _StandInBase:
             frame_log_size=frame_log_size,
             tokens_per_second=tokens_per_second,
             call_timeout=call_timeout,
+            jit=jit,
+            jit_ttl=jit_ttl,
         )
 
     # --- addresses ------------------------------------------------------------------------

@@ -5,6 +5,7 @@ Everything here is synchronous and is only ever touched from the server's event 
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -79,11 +80,30 @@ class InstanceSnapshot:
     info: dict[str, Any]
 
 
+# LM Studio's default idle TTL for models loaded just in time by an HTTP request: 60 minutes.
+DEFAULT_JIT_TTL_MS = 60 * 60 * 1000
+
+
 class ModelState:
-    def __init__(self, catalog: list[dict[str, Any]], memory_gb: float, jit_evict: bool) -> None:
+    def __init__(
+        self,
+        catalog: list[dict[str, Any]],
+        memory_gb: float,
+        jit_evict: bool,
+        *,
+        jit_enabled: bool = True,
+        jit_ttl_ms: int | None = DEFAULT_JIT_TTL_MS,
+    ) -> None:
         self.catalog = catalog
         self.memory_budget = int(memory_gb * BYTES_PER_GB)
         self.jit_evict = jit_evict
+        # HTTP requests naming a model that is not loaded load it just in time (when enabled),
+        # with the request's ttl or this default; loads in progress, by (domain, model key).
+        self.jit_enabled = jit_enabled
+        self.jit_ttl_ms = jit_ttl_ms
+        self.pending_jit: dict[tuple[str, str], asyncio.Future[Instance]] = {}
+        # Stored chats of the stateful HTTP endpoints, by response id (oldest first).
+        self.stored_chats: dict[str, list[dict[str, Any]]] = {}
         self.clock = Clock()
         # Loaded instances and in-progress loads, in load (start) order.
         self.instances: list[Instance] = []

@@ -1,0 +1,326 @@
+"""Request translation shared by the HTTP interfaces: messages, sampling fields, usage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from .. import _engine as engine
+from .._state import Instance
+from .common import Fields, HttpError
+
+_PRED = "llm.prediction."
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+_ROLES["tool"] = "tool"
+MAX_STORED_CHATS = 1000
+
+
+def text_part(text: str) -> dict[str, Any]:
+    return {"type": "text", "text": text}
+
+
+def _content_parts(value: Any, where: str, index: int) -> list[dict[str, Any]]:
+    """OpenAI message content (a string or an array of parts) as ChatHistoryData parts."""
+    if isinstance(value, str):
+        return [text_part(value)]
+    if not isinstance(value, list):
+        raise HttpError(
+            400,
+            f"'{where}.content' must be a string or an array of content parts",
+            param=f"{where}.content",
+            code="invalid_type",
+        )
+    parts: list[dict[str, Any]] = []
+    for n, part in enumerate(value):
+        here = f"{where}.content[{n}]"
+        if not isinstance(part, dict):
+            raise HttpError(400, f"'{here}' must be an object", param=here, code="invalid_type")
+        kind = part.get("type")
+        if kind in ("text", "input_text", "output_text"):
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise HttpError(
+                    400,
+                    f"'{here}.text' must be a string",
+                    param=f"{here}.text",
+                    code="invalid_type",
+                )
+            parts.append(text_part(text))
+        elif kind in ("image_url", "input_image", "image"):
+            # The stand-in does not look at pixels: an image is a file part in the history.
+            parts.append({"type": "file", "name": "image", "identifier": f"image-{index}-{n}"})
+        else:
+            raise HttpError(
+                400,
+                f"'{here}.type' {kind!r} is not supported (use 'text' or 'image_url')",
+                param=f"{here}.type",
+                code="invalid_value",
+            )
+    return parts
+
+
+def _tool_call_parts(value: Any, where: str) -> list[dict[str, Any]]:
+    if not isinstance(value, list):
+        raise HttpError(400, f"'{where}' must be an array", param=where, code="invalid_type")
+    parts: list[dict[str, Any]] = []
+    for n, call in enumerate(value):
+        here = f"{where}[{n}]"
+        fn = call.get("function") if isinstance(call, dict) else None
+        name = fn.get("name") if isinstance(fn, dict) else None
+        if not isinstance(name, str) or not name:
+            raise HttpError(
+                400,
+                f"'{here}.function.name' must be a non-empty string",
+                param=f"{here}.function.name",
+                code="invalid_value",
+            )
+        assert isinstance(fn, dict)
+        assert isinstance(call, dict)
+        arguments = fn.get("arguments", "{}")
+        if isinstance(arguments, str):
+            try:
+                arguments = msgspec.json.decode(arguments or "{}")
+            except msgspec.DecodeError:
+                raise HttpError(
+                    400,
+                    f"'{here}.function.arguments' is not valid JSON",
+                    param=f"{here}.function.arguments",
+                    code="invalid_value",
+                ) from None
+        if not isinstance(arguments, dict):
+            raise HttpError(
+                400,
+                f"'{here}.function.arguments' must encode a JSON object",
+                param=f"{here}.function.arguments",
+                code="invalid_value",
+            )
+        request: dict[str, Any] = {"type": "function", "name": name, "arguments": arguments}
+        if isinstance(call.get("id"), str):
+            request["id"] = call["id"]
+        parts.append({"type": "toolCallRequest", "toolCallRequest": request})
+    return parts
+
+
+def history_from_messages(value: Any, where: str = "messages") -> list[dict[str, Any]]:
+    """OpenAI chat messages as ChatHistoryData messages (what the WebSocket API receives)."""
+    if not isinstance(value, list):
+        raise HttpError(400, f"'{where}' must be an array", param=where, code="invalid_type")
+    if not value:
+        raise HttpError(400, f"'{where}' must not be empty", param=where, code="invalid_value")
+    messages: list[dict[str, Any]] = []
+    for index, raw in enumerate(value):
+        here = f"{where}[{index}]"
+        if not isinstance(raw, dict):
+            raise HttpError(400, f"'{here}' must be an object", param=here, code="invalid_type")
+        role = _ROLES.get(raw.get("role"))  # type: ignore[arg-type]
+        if role is None:
+            raise HttpError(
+                400,
+                f"'{here}.role' must be one of 'system', 'developer', 'user', 'assistant', "
+                f"'tool', got {raw.get('role')!r}",
+                param=f"{here}.role",
+                code="invalid_value",
+            )
+        content = raw.get("content")
+        parts: list[dict[str, Any]] = []
+        if role == "tool":
+            if not isinstance(content, str):
+                content = _joined_text(_content_parts(content, here, index))
+            result: dict[str, Any] = {"type": "toolCallResult", "content": content}
+            if isinstance(raw.get("tool_call_id"), str):
+                result["toolCallId"] = raw["tool_call_id"]
+            parts.append(result)
+        else:
+            if content is not None or role != "assistant":
+                parts.extend(_content_parts(content, here, index))
+            if role == "assistant" and raw.get("tool_calls") is not None:
+                parts.extend(_tool_call_parts(raw["tool_calls"], f"{here}.tool_calls"))
+        messages.append({"role": role, "content": parts})
+    return messages
+
+
+def _joined_text(parts: list[dict[str, Any]]) -> str:
+    return "".join(str(p.get("text", "")) for p in parts)
+
+
+def sampling_fields(fields: Fields, *, max_tokens: tuple[str, ...]) -> dict[str, Any]:
+    """``llm.prediction.*`` keys from the sampling fields the HTTP interfaces share."""
+    out: dict[str, Any] = {}
+    temperature = fields.number("temperature", minimum=0)
+    if temperature is not None:
+        out[_PRED + "temperature"] = temperature
+    top_p = fields.number("top_p", minimum=0, maximum=1)
+    if top_p is not None:
+        out[_PRED + "topPSampling"] = {"checked": True, "value": top_p}
+    top_k = fields.integer("top_k", minimum=-1)
+    if top_k is not None:
+        out[_PRED + "topKSampling"] = top_k
+    min_p = fields.number("min_p", minimum=0, maximum=1)
+    if min_p is not None:
+        out[_PRED + "minPSampling"] = {"checked": True, "value": min_p}
+    repeat = fields.number("repeat_penalty", minimum=0)
+    if repeat is not None:
+        out[_PRED + "repeatPenalty"] = {"checked": True, "value": repeat}
+    for name in max_tokens:
+        limit = fields.integer(name, minimum=-1)
+        if limit is not None:
+            out[_PRED + "maxPredictedTokens"] = {"checked": limit >= 0, "value": limit}
+    # Accepted for compatibility; generation is deterministic without them.
+    fields.integer("seed")
+    fields.number("presence_penalty", minimum=-2, maximum=2)
+    fields.number("frequency_penalty", minimum=-2, maximum=2)
+    fields.obj("logit_bias")
+    return out
+
+
+def stop_field(fields: Fields) -> list[str] | None:
+    stop = fields.raw("stop")
+    if stop is None:
+        return None
+    if isinstance(stop, str):
+        return [stop]
+    if isinstance(stop, list) and all(isinstance(x, str) for x in stop):
+        return list(stop)
+    raise fields.bad("stop", "a string or an array of strings", stop)
+
+
+def response_format_fields(fields: Fields) -> dict[str, Any]:
+    """``response_format`` (``text`` or ``json_schema``) as ``llm.prediction.structured``."""
+    fmt = fields.obj("response_format")
+    if fmt is None:
+        return {}
+    kind = fmt.string("type", required=True)
+    if kind == "text":
+        return {}
+    if kind != "json_schema":
+        raise HttpError(
+            400,
+            "'response_format.type' must be 'json_schema' or 'text'",
+            param="response_format.type",
+            code="invalid_value",
+        )
+    spec = fmt.obj("json_schema")
+    if spec is None:
+        raise fmt.missing("json_schema")
+    schema = spec.raw("schema", required=True)
+    if not isinstance(schema, dict):
+        raise spec.bad("schema", "an object", schema)
+    return {_PRED + "structured": {"type": "json", "jsonSchema": schema}}
+
+
+def resolve_config(inst: Instance, received: dict[str, Any]) -> dict[str, Any]:
+    from .. import _errors as err
+    from .common import from_standin
+
+    try:
+        return engine.resolve_config(inst, received)
+    except err.StandInError as exc:
+        raise from_standin(exc) from None
+
+
+def finish_reason(stop_reason: str) -> str:
+    if stop_reason in ("maxPredictedTokensReached", "contextLengthReached"):
+        return "length"
+    return "stop"
+
+
+def usage(outcome: engine.Outcome) -> dict[str, int]:
+    return {
+        "prompt_tokens": outcome.prompt_tokens,
+        "completion_tokens": outcome.predicted_tokens,
+        "total_tokens": outcome.prompt_tokens + outcome.predicted_tokens,
+    }
+
+
+def store_chat(chats: dict[str, list[dict[str, Any]]], key: str, messages: list[Any]) -> None:
+    chats[key] = messages
+    while len(chats) > MAX_STORED_CHATS:
+        chats.pop(next(iter(chats)))
+
+
+# --- tools ----------------------------------------------------------------------------------------
+
+
+def tool_fields(fields: Fields) -> dict[str, Any] | None:
+    """OpenAI ``tools`` (function tools) as ``llm.prediction.tools``; ``None`` without tools
+    or with ``tool_choice: "none"``."""
+    tools = fields.array("tools")
+    choice = fields.raw("tool_choice")
+    if (
+        choice is not None
+        and choice not in ("none", "auto", "required")
+        and not (isinstance(choice, dict) and choice.get("type") == "function")
+    ):
+        raise HttpError(
+            400,
+            "'tool_choice' must be 'none', 'auto', 'required' or a function choice",
+            param="tool_choice",
+            code="invalid_value",
+        )
+    if not tools or choice == "none":
+        return None
+    converted: list[dict[str, Any]] = []
+    for n, tool in enumerate(tools):
+        here = f"tools[{n}]"
+        if not isinstance(tool, dict) or tool.get("type") != "function":
+            raise HttpError(
+                400,
+                f"'{here}.type' must be 'function'",
+                param=f"{here}.type",
+                code="invalid_value",
+            )
+        fn = Fields(tool, f"{here}.").obj("function")
+        if fn is None:
+            raise Fields(tool, f"{here}.").missing("function")
+        name = fn.string("name", required=True)
+        params = fn.obj("parameters")
+        function: dict[str, Any] = {
+            "name": name,
+            "parameters": params.data if params is not None else {"type": "object"},
+        }
+        description = fn.string("description", empty=True)
+        if description is not None:
+            function["description"] = description
+        converted.append({"type": "function", "function": function})
+    return {"type": "toolArray", "tools": converted}
+
+
+def _tool_calls(outcome: engine.Outcome) -> list[dict[str, Any]]:
+    calls = getattr(outcome, "tool_calls", None)
+    return list(calls) if isinstance(calls, list) else []
+
+
+def assistant_message(
+    outcome: engine.Outcome, tools: dict[str, Any] | None
+) -> tuple[dict[str, Any], str]:
+    """The OpenAI assistant message and finish reason for a finished prediction."""
+    calls = _tool_calls(outcome) if tools is not None else []
+    if not calls:
+        return {"role": "assistant", "content": outcome.text}, finish_reason(outcome.stop_reason)
+    return {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": str(call.get("id") or f"call_{n}"),
+                "type": "function",
+                "function": {
+                    "name": str(call["name"]),
+                    "arguments": msgspec.json.encode(call.get("arguments", {})).decode(),
+                },
+            }
+            for n, call in enumerate(calls)
+        ],
+    }, "tool_calls"
+
+
+def stream_deltas(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The streamed deltas of a buffered assistant message (used when tools were offered)."""
+    calls = message.get("tool_calls")
+    if not calls:
+        return [{"role": "assistant", "content": message.get("content") or ""}]
+    return [
+        {"role": "assistant", "content": None, "tool_calls": [{"index": n, **call}]}
+        for n, call in enumerate(calls)
+    ]

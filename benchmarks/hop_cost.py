@@ -2,7 +2,7 @@
 
 Run: ``python benchmarks/hop_cost.py [N]``. Prints p50/p90 microseconds per call of
 ``await noop()`` run in the loop thread, for each hop mechanism, plus the full
-sync ``Client`` hop (``lmstudio_async._sync``) when importable.
+sync ``Client`` hop (``lmstudio_async._sync``, its loop thread) when importable.
 """
 
 from __future__ import annotations
@@ -129,7 +129,8 @@ def main() -> None:
     thread.join()
 
     from lmstudio_async import AsyncClient
-    from lmstudio_async._sync import Client, _LoopThread
+    from lmstudio_async._sync.client import Client
+    from lmstudio_async._sync.loop import _LoopThread
     from lmstudio_async.testing import ThreadedStandInServer
 
     runner = _LoopThread.acquire()

@@ -11,18 +11,16 @@ Sync::
         llm = client.llm.model("llama-3.2-1b-instruct")
 """
 
-from ._client import (
+from ._async.client import (
     LLM,
-    USE_CLIENT_DEFAULT,
     AsyncClient,
-    ConfigMismatchError,
-    ConfigMismatchWarning,
     EmbeddingModel,
     EmbeddingNamespace,
     LlmNamespace,
     SystemNamespace,
 )
-from ._inference import PredictionStream, SyncPredictionStream
+from ._async.handle import USE_CLIENT_DEFAULT
+from ._async.inference import PredictionStream
 from ._protocol.info import (
     EmbeddingModelInfo,
     EmbeddingModelInstanceInfo,
@@ -42,9 +40,8 @@ from ._protocol.prediction import (
     PredictionResult,
     PredictionStats,
 )
-from ._sync import (
+from ._sync.client import (
     Client,
-    LoopThreadError,
     SyncEmbeddingModel,
     SyncEmbeddingNamespace,
     SyncLLM,
@@ -55,26 +52,30 @@ from ._sync import (
     get_default_client,
     llm,
 )
-from ._timeouts import (
+from ._sync.stream import SyncPredictionStream
+from .config import EmbeddingLoadConfig, LlmLoadConfig
+from .errors import (
+    AuthenticationError,
+    ClientClosedError,
+    ConfigError,
+    ConfigMismatchError,
+    ConfigMismatchWarning,
+    LMStudioConnectionError,
+    LMStudioError,
+    LMStudioTimeoutError,
+    LMStudioValueError,
+    LoopThreadError,
+    ModelNotFoundError,
+    ProtocolError,
+    ServerError,
+)
+from .types import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_KEEPALIVE_INTERVAL,
     DEFAULT_KEEPALIVE_TIMEOUT,
     DEFAULT_TIMEOUTS,
     Timeouts,
-)
-from .config import EmbeddingLoadConfig, LlmLoadConfig
-from .errors import (
-    AuthenticationError,
-    ClientClosedError,
-    ConfigError,
-    LMStudioConnectionError,
-    LMStudioError,
-    LMStudioTimeoutError,
-    LMStudioValueError,
-    ModelNotFoundError,
-    ProtocolError,
-    ServerError,
 )
 
 __version__ = "0.1.0"

@@ -52,7 +52,7 @@ _GPU_SPLIT_FIELDS = ("main_gpu", "split_strategy", "disabled_gpus")
 
 
 def _got(value: Any) -> str:
-    if _is_number(value):
+    if is_number(value):
         return repr(value)
     return f"{value!r} ({type(value).__name__})"
 
@@ -61,11 +61,11 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-class _LoadConfigBase(
+class ConfigBase(
     msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, repr_omit_defaults=True
 ):
     """Shared behaviour of the load-config Structs."""
@@ -96,7 +96,7 @@ class _LoadConfigBase(
         value = getattr(self, field)
         if value is None:
             return
-        if not (_is_number(value) and math.isfinite(value) and value >= minimum):
+        if not (is_number(value) and math.isfinite(value) and value >= minimum):
             raise self._fail(field, f"finite number >= {minimum:g}", value)
 
     def _check_bool(self, field: str) -> None:
@@ -113,7 +113,7 @@ class _LoadConfigBase(
         self._check_int("context_length", 1)
         offload = getattr(self, "gpu_offload", None)
         if offload not in (None, "max", "off") and not (
-            _is_number(offload) and 0.0 <= offload <= 1.0
+            is_number(offload) and 0.0 <= offload <= 1.0
         ):
             raise self._fail("gpu_offload", "a ratio in [0, 1], 'max' or 'off'", offload)
         self._check_int("main_gpu", 0)
@@ -148,7 +148,7 @@ class _LoadConfigBase(
 
 
 class LlmLoadConfig(
-    _LoadConfigBase, frozen=True, kw_only=True, forbid_unknown_fields=True, repr_omit_defaults=True
+    ConfigBase, frozen=True, kw_only=True, forbid_unknown_fields=True, repr_omit_defaults=True
 ):
     """How to load an LLM. Unset (``None``) fields are left to the server."""
 
@@ -206,7 +206,7 @@ class LlmLoadConfig(
 
 
 class EmbeddingLoadConfig(
-    _LoadConfigBase, frozen=True, kw_only=True, forbid_unknown_fields=True, repr_omit_defaults=True
+    ConfigBase, frozen=True, kw_only=True, forbid_unknown_fields=True, repr_omit_defaults=True
 ):
     """How to load an embedding model. Unset (``None``) fields are left to the server."""
 

@@ -6,6 +6,8 @@ the matching built-in so ordinary ``except`` clauses keep working::
     LMStudioError
     ├── LMStudioValueError (ValueError)      bad input caught before sending
     │   └── ConfigError                      unknown / ill-typed / out-of-range config field
+    ├── ConfigMismatchError                  model(key, config=...) found another config loaded
+    ├── LoopThreadError (RuntimeError)       the sync client's loop thread is gone or misused
     ├── ServerError                          the server reported an error
     │   └── ModelNotFoundError               no model matches the request
     ├── ProtocolError                        the peer broke the protocol
@@ -13,6 +15,8 @@ the matching built-in so ordinary ``except`` clauses keep working::
     └── LMStudioConnectionError (ConnectionError)
         ├── AuthenticationError              API token missing or rejected
         └── ClientClosedError                the client was closed
+
+    ConfigMismatchWarning (UserWarning)      the warning form of ConfigMismatchError
 
 Secrets: no constructor here takes an API token, and host strings have any
 ``user:password@`` part removed before they reach a message or an attribute.
@@ -29,10 +33,13 @@ __all__ = [
     "AuthenticationError",
     "ClientClosedError",
     "ConfigError",
+    "ConfigMismatchError",
+    "ConfigMismatchWarning",
     "LMStudioConnectionError",
     "LMStudioError",
     "LMStudioTimeoutError",
     "LMStudioValueError",
+    "LoopThreadError",
     "ModelNotFoundError",
     "ProtocolError",
     "ServerError",
@@ -93,6 +100,24 @@ class ConfigError(LMStudioValueError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class ConfigMismatchWarning(UserWarning):
+    """``model(key, config=...)`` returned an instance loaded with a different config."""
+
+
+class ConfigMismatchError(LMStudioError):
+    """``model(key, config=..., on_config_mismatch="raise")`` found another config loaded."""
+
+    def __init__(self, message: str, *, identifier: str, differences: dict[str, tuple[Any, Any]]):
+        super().__init__(message)
+        self.identifier = identifier
+        self.differences = differences
+
+
+class LoopThreadError(LMStudioError, RuntimeError):
+    """The sync client's event-loop thread is gone, or a sync call was made from inside it
+    (e.g. from a coroutine progress callback), which would deadlock."""
 
 
 class ProtocolError(LMStudioError):

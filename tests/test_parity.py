@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from lmstudio_async import _client as a
-from lmstudio_async import _sync as s
+from lmstudio_async._async import client as a
+from lmstudio_async._sync import client as s
 
 PAIRS: list[tuple[type, type]] = [
     (a.AsyncClient, s.Client),

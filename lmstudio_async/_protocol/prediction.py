@@ -40,7 +40,7 @@ from lmstudio_async._protocol.kvconfig import (
     convert_config,
     fields_to_load_config,
 )
-from lmstudio_async.config import LlmLoadConfig, _is_number, _LoadConfigBase
+from lmstudio_async.config import ConfigBase, LlmLoadConfig, is_number
 from lmstudio_async.errors import ConfigError, LMStudioValueError
 
 __all__ = [
@@ -108,7 +108,7 @@ _ROLES: tuple[str, ...] = ("system", "user", "assistant")
 
 
 class PredictionConfig(
-    _LoadConfigBase, frozen=True, kw_only=True, forbid_unknown_fields=True, repr_omit_defaults=True
+    ConfigBase, frozen=True, kw_only=True, forbid_unknown_fields=True, repr_omit_defaults=True
 ):
     """How to predict. Unset (``None``) fields are left to the server (the model's defaults).
 
@@ -177,7 +177,7 @@ class PredictionConfig(
     def _check_ratio(self, field: str) -> None:
         value = getattr(self, field)
         if value is not None and not (
-            _is_number(value) and math.isfinite(value) and 0.0 <= value <= 1.0
+            is_number(value) and math.isfinite(value) and 0.0 <= value <= 1.0
         ):
             raise self._fail(field, "a number in [0, 1]", value)
 

@@ -17,7 +17,7 @@ from aiohttp import web
 from aioresponses import aioresponses
 
 import lmstudio_async as lms
-from lmstudio_async._transport import DEFAULT_PORTS, parse_api_host
+from lmstudio_async._io.transport import DEFAULT_PORTS, parse_api_host
 from lmstudio_async.testing import StandInServer, ThreadedStandInServer
 
 from ._support import LLAMA, SMOL, eventually
@@ -336,7 +336,7 @@ async def test_a_dispatch_bug_fails_calls_instead_of_hanging_them(
 ) -> None:
     # Replies are routed inside the socket's data_received: an exception there must end
     # the socket (failing what waits on it), and the next call must reconnect.
-    from lmstudio_async import _transport
+    from lmstudio_async._io import transport as _transport
 
     original = _transport.NamespaceSocket._dispatch
     broken = [False]

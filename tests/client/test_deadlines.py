@@ -12,7 +12,7 @@ import time
 import pytest
 
 import lmstudio_async as lms
-from lmstudio_async._transport import _Deadlines
+from lmstudio_async._io.transport import _Deadlines
 from lmstudio_async.testing import ThreadedStandInServer
 
 from ._support import LLAMA, SMOL

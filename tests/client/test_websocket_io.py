@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from protocol._frames import naive_mask, server_frame  # tests/ is on sys.path (rootdir-relative)
 
+from lmstudio_async._io.wsclient import WebSocket, WebSocketClosed, connect
 from lmstudio_async._protocol import websocket as wsp
-from lmstudio_async._wsclient import WebSocket, WebSocketClosed, connect
 
 
 class Peer:
@@ -382,7 +382,7 @@ async def test_tls(tmp_path: Path) -> None:
 async def test_a_framing_error_is_reported_at_once_even_when_the_peer_reads_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from lmstudio_async import _wsclient
+    from lmstudio_async._io import wsclient as _wsclient
 
     monkeypatch.setattr(_wsclient, "CLOSE_TIMEOUT", 0.3)
     async with raw_server() as server:

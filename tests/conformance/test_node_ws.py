@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from lmstudio_async._wsclient import WebSocket, WebSocketClosed, connect
+from lmstudio_async._io.wsclient import WebSocket, WebSocketClosed, connect
 
 pytestmark = pytest.mark.conformance
 

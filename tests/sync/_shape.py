@@ -15,7 +15,7 @@ import inspect
 from typing import Any
 
 import lmstudio_async as lms
-from lmstudio_async import _sync
+from lmstudio_async._sync import client as _sync
 
 ASYNC_TWIN: dict[type, type] = {
     _sync.Client: lms.AsyncClient,

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 from client import test_models as _async_tests  # tests/ is on sys.path (rootdir-relative)
 
-from lmstudio_async import _sync
+from lmstudio_async._sync import client as _sync
 from lmstudio_async.testing import ThreadedStandInServer
 
 from ._shape import AsyncShape

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 import lmstudio_async as lms
-from lmstudio_async import _sync
-from lmstudio_async._sync import Client, LoopThreadError, SyncEmbeddingModel, SyncLLM
+from lmstudio_async._sync import client as _sync
+from lmstudio_async._sync.client import Client, LoopThreadError, SyncEmbeddingModel, SyncLLM
 from lmstudio_async.testing import ThreadedStandInServer
 
 LLAMA = "llama-3.2-1b-instruct"
@@ -394,7 +394,7 @@ def test_default_client_survives_restart_and_close() -> None:
 
 _SCRIPT = """
 import sys
-from lmstudio_async._sync import Client
+from lmstudio_async._sync.client import Client
 
 def on_progress(fraction):
     if fraction > 0:

@@ -19,7 +19,7 @@ import pytest
 from client import test_inference as _async_tests  # tests/ is on sys.path (rootdir-relative)
 
 import lmstudio_async as lms
-from lmstudio_async import _sync
+from lmstudio_async._sync import client as _sync
 from lmstudio_async.testing import ThreadedStandInServer
 
 from ._shape import ASYNC_TWIN, RENAMES, AsyncShape

@@ -26,7 +26,7 @@ import aiohttp
 import msgspec
 from msgspec import UNSET, Raw
 
-from ._protocol.connection import (
+from .._protocol.connection import (
     ChannelClosed,
     ChannelFailed,
     ChannelMessage,
@@ -39,11 +39,9 @@ from ._protocol.connection import (
     Unroutable,
     Warning_,
 )
-from ._protocol.errors import SerializedError
-from ._protocol.websocket import HandshakeError
-from ._timeouts import Timeouts
-from ._wsclient import WebSocket, WebSocketClosed, connect
-from .errors import (
+from .._protocol.errors import SerializedError
+from .._protocol.websocket import HandshakeError
+from ..errors import (
     AuthenticationError,
     ClientClosedError,
     LMStudioConnectionError,
@@ -52,6 +50,8 @@ from .errors import (
     LMStudioValueError,
     ProtocolError,
 )
+from ..types import Timeouts
+from .wsclient import WebSocket, WebSocketClosed, connect
 
 __all__ = [
     "DEFAULT_PORTS",

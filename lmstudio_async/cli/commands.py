@@ -25,11 +25,11 @@ from typing import Any, TextIO
 
 import msgspec
 
-from . import __version__
-from ._client import LLM, AsyncClient, EmbeddingModel
-from ._protocol.info import ModelInfo, ModelInstanceInfo
-from .config import EmbeddingLoadConfig, GpuOffload, LlmLoadConfig
-from .errors import LMStudioError, ModelNotFoundError
+from .. import __version__
+from .._async.client import LLM, AsyncClient, EmbeddingModel
+from .._protocol.info import ModelInfo, ModelInstanceInfo
+from ..config import EmbeddingLoadConfig, GpuOffload, LlmLoadConfig
+from ..errors import LMStudioError, ModelNotFoundError
 
 __all__ = ["Output", "build_parser", "main"]
 
@@ -220,7 +220,7 @@ def _seconds(value: str) -> float:
 
 def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     """The stand-in server's own options (reused, not duplicated)."""
-    from .testing import add_arguments
+    from ..testing import add_arguments
 
     add_arguments(parser)
 
@@ -501,7 +501,7 @@ async def cmd_unload(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the stand-in server until Ctrl-C (its own options: see ``serve --help``)."""
-    from .testing import serve, server_from_args
+    from ..testing import serve, server_from_args
 
     try:
         server = server_from_args(args)
@@ -529,7 +529,7 @@ async def _run_async(args: argparse.Namespace, out: Output) -> int:
     if command == "unload":
         return await cmd_unload(args, out)
     if command == "demo":
-        from ._demo import run_demo
+        from .demo import run_demo
 
         return await run_demo(out, load_seconds=args.load_seconds)
     raise AssertionError(f"unknown command {command!r}")  # pragma: no cover

@@ -12,13 +12,13 @@ import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, TypeVar
 
-from ._client import LLM, AsyncClient, EmbeddingModel
-from .config import LlmLoadConfig
-from .errors import ModelNotFoundError, ServerError
-from .testing import StandInServer
+from .._async.client import LLM, AsyncClient, EmbeddingModel
+from ..config import LlmLoadConfig
+from ..errors import ModelNotFoundError, ServerError
+from ..testing import StandInServer
 
 if TYPE_CHECKING:
-    from .cli import Output
+    from .commands import Output
 
 __all__ = ["run_demo"]
 

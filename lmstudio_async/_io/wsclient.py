@@ -24,7 +24,7 @@ import ssl
 from collections.abc import Callable
 from typing import Final
 
-from ._protocol.websocket import (
+from .._protocol.websocket import (
     BINARY,
     CLOSE,
     CLOSE_NORMAL,

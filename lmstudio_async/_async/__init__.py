@@ -1,0 +1,1 @@
+"""The asyncio client: :class:`AsyncClient`, namespaces, model handles, prediction streams."""

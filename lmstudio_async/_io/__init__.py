@@ -1,0 +1,1 @@
+"""The aiohttp transport: discovery, sockets, authentication, keepalive, reconnects, deadlines."""

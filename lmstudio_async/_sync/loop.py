@@ -1,0 +1,223 @@
+"""The shared event-loop thread of the sync facade, and a client's lease of it.
+
+Every sync client of a process leases one :class:`_LoopThread` (started by the first
+lease, stopped when the last one is released); :meth:`_Lease.call` is the one thread hop
+each sync call makes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import queue
+import threading
+import weakref
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar, cast
+
+from ..errors import ClientClosedError, LoopThreadError
+
+if TYPE_CHECKING:
+    from .._async.client import AsyncClient, ProgressCallback
+
+_T = TypeVar("_T")
+
+_POLL_SECONDS: Final = 0.1
+"""Longest uninterrupted wait of a sync caller: bounds Ctrl-C latency where a blocked
+wait is not interruptible (Windows, ``_thread.interrupt_main``) and loop-thread death detection."""
+
+_CANCEL_GRACE_SECONDS: Final = 5.0
+"""After Ctrl-C, how long the caller waits for the cancelled coroutine to wind down
+(which sends the protocol ``cancel``) before re-raising."""
+
+_STOP_JOIN_SECONDS: Final = 10.0
+
+
+# --- the shared loop thread ----------------------------------------------------------------
+
+
+class _LoopThread:
+    """An asyncio loop in a daemon thread, shared by every sync client and leased by them.
+
+    :meth:`acquire` starts it for the first lease; :meth:`release` of the last lease
+    stops the loop and joins the thread (anyio's ``BlockingPortalProvider`` pattern,
+    with a cheaper hop than ``BlockingPortal.call``; see ``benchmarks/hop_cost.py``).
+    """
+
+    _lock: ClassVar = threading.Lock()
+    _current: ClassVar[_LoopThread | None] = None
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.leases = 0
+        self.clients: weakref.WeakSet[AsyncClient] = weakref.WeakSet()  # touched in the loop only
+        self.thread = threading.Thread(target=self._main, name="lmstudio-async-loop", daemon=True)
+        self.thread.start()
+
+    def __repr__(self) -> str:
+        state = "running" if self.thread.is_alive() else "dead"
+        return f"<_LoopThread {state} leases={self.leases}>"
+
+    @classmethod
+    def acquire(cls) -> _LoopThread:
+        """Take a lease on the shared loop thread, starting it if needed."""
+        with cls._lock:
+            current = cls._current
+            if current is None or not current.thread.is_alive():
+                current = cls._current = cls()
+            current.leases += 1
+            return current
+
+    def release(self) -> None:
+        """Return a lease; the last one stops the loop and joins its thread."""
+        with self._lock:
+            self.leases -= 1
+            if self.leases > 0:
+                return
+            if type(self)._current is self:
+                type(self)._current = None
+        with contextlib.suppress(RuntimeError):  # loop already closed: thread is gone
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        if threading.current_thread() is not self.thread:
+            self.thread.join(_STOP_JOIN_SECONDS)
+
+    def _main(self) -> None:
+        loop = self.loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+        finally:
+            try:
+                # The loop stopped under open clients: fail their calls, then close them.
+                self._cancel_all()
+                for client in list(self.clients):
+                    with contextlib.suppress(Exception):
+                        loop.run_until_complete(client.aclose())
+                self._cancel_all()
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())
+            finally:
+                asyncio.set_event_loop(None)
+                loop.close()
+
+    def _cancel_all(self) -> None:
+        for _ in range(3):  # cancelled tasks may spawn clean-up tasks (e.g. a reaper)
+            tasks = asyncio.all_tasks(self.loop)
+            if not tasks:
+                return
+            for task in tasks:
+                task.cancel()
+            self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+
+    def call(
+        self,
+        fn: Callable[..., Awaitable[_T]],
+        args: tuple[Any, ...] = (),
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> _T:
+        """Run ``await fn(*args, **kwargs)`` in the loop thread: exactly one hop.
+
+        A plain ``on_progress`` callback in ``kwargs`` runs in *this* thread: the loop
+        thread only enqueues each fraction and this thread calls it while it waits.
+        Ctrl-C (or an exception from the callback) cancels the coroutine in the loop
+        thread, waits briefly for it to wind down, and re-raises here.
+        """
+        if threading.current_thread() is self.thread:
+            raise LoopThreadError(
+                "a sync lmstudio_async call was made from the client's own event-loop thread "
+                "(e.g. from a coroutine progress callback); use the AsyncClient there"
+            )
+        kwargs = dict(kwargs or {})
+        inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        callback = kwargs.get("on_progress")
+        if callable(callback) and not inspect.iscoroutinefunction(callback):
+            kwargs["on_progress"] = inbox.put
+        else:
+            callback = None
+        coro = fn(*args, **kwargs)  # argument errors surface here, before any hop
+        tasks: list[asyncio.Task[_T]] = []
+
+        def start() -> None:
+            task = asyncio.ensure_future(coro)
+            tasks.append(task)
+            task.add_done_callback(inbox.put)
+
+        try:
+            self.loop.call_soon_threadsafe(start)
+        except RuntimeError:
+            if inspect.iscoroutine(coro):
+                coro.close()
+            raise self._dead() from None
+        try:
+            task = self._wait(inbox, callback)
+        except BaseException:
+            # Ctrl-C here, or the progress callback raised: cancel the call in the loop.
+            self._cancel(tasks, inbox)
+            raise
+        if task.cancelled():
+            raise LoopThreadError("the sync client's event-loop thread was stopped mid-call")
+        return cast(_T, task.result())
+
+    def _wait(self, inbox: queue.SimpleQueue[Any], callback: ProgressCallback | None) -> Any:
+        while True:
+            try:
+                item = inbox.get(timeout=_POLL_SECONDS)
+            except queue.Empty:
+                if not self.thread.is_alive():
+                    raise self._dead() from None
+                continue
+            if type(item) is float:
+                if callback is not None:
+                    callback(item)
+                continue
+            return item
+
+    def _cancel(self, tasks: list[asyncio.Task[Any]], inbox: queue.SimpleQueue[Any]) -> None:
+        def cancel() -> None:
+            if tasks:  # start() ran before (FIFO), unless the loop died in between
+                tasks[0].cancel()
+
+        try:
+            self.loop.call_soon_threadsafe(cancel)
+        except RuntimeError:
+            return
+        with contextlib.suppress(queue.Empty):
+            while type(inbox.get(timeout=_CANCEL_GRACE_SECONDS)) is float:
+                pass
+
+    def _dead(self) -> LoopThreadError:
+        return LoopThreadError(
+            "the sync client's event-loop thread is no longer running; create a new Client"
+        )
+
+
+class _Lease:
+    """One client's lease on the loop thread; refuses calls once the client is closed."""
+
+    __slots__ = ("__weakref__", "_lock", "closed", "host", "runner")
+
+    def __init__(self) -> None:
+        self.runner = _LoopThread.acquire()
+        self.closed = False
+        self.host: str | None = None
+        self._lock = threading.Lock()
+
+    def call(
+        self,
+        fn: Callable[..., Awaitable[_T]],
+        args: tuple[Any, ...] = (),
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> _T:
+        if self.closed:
+            raise ClientClosedError(host=self.host)
+        return self.runner.call(fn, args, kwargs)
+
+    def release(self) -> bool:
+        """Release the lease once; False if it was already released."""
+        with self._lock:
+            if self.closed:
+                return False
+            self.closed = True
+        self.runner.release()
+        return True

@@ -1,0 +1,254 @@
+"""The sync client's prediction stream, fed by the loop thread through a queue."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import Any
+
+from .._async.inference import FragmentCallback, PredictionStream, PromptProgressCallback
+from .._protocol.prediction import Fragment, PredictionResult
+from ..errors import ClientClosedError, LMStudioError, LoopThreadError
+from .loop import _CANCEL_GRACE_SECONDS, _POLL_SECONDS, _Lease
+
+__all__ = ["SyncPredictionStream"]
+
+
+
+class _End:
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException | None) -> None:
+        self.error = error
+
+
+class SyncPredictionStream:
+    """The sync client's prediction stream: ``for fragment in stream`` yields :class:`Fragment`.
+
+    The event-loop thread reads the channel and pushes fragments into a thread-safe
+    queue that this iterator drains, so there is no blocking thread hop per fragment.
+    Leaving the ``for`` early (``break``, an exception, Ctrl-C), :meth:`close`,
+    :meth:`cancel` or leaving a ``with`` block sends the protocol ``cancel``; the model
+    stays loaded. A plain ``on_fragment`` / ``on_prompt_progress`` function runs in the
+    iterating thread.
+    """
+
+    def __init__(
+        self,
+        lease: _Lease,
+        factory: Callable[..., PredictionStream],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        self._lease = lease
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        kwargs = dict(kwargs)
+        self._on_fragment: FragmentCallback | None = None
+        self._on_progress: PromptProgressCallback | None = None
+        fragment_cb = kwargs.get("on_fragment")
+        if callable(fragment_cb) and not inspect.iscoroutinefunction(fragment_cb):
+            self._on_fragment, kwargs["on_fragment"] = fragment_cb, None
+        progress_cb = kwargs.get("on_prompt_progress")
+        if callable(progress_cb) and not inspect.iscoroutinefunction(progress_cb):
+            self._on_progress, kwargs["on_prompt_progress"] = progress_cb, self._queue.put
+        self._stream = factory(*args, **kwargs)  # validates here, before any hop
+        self._task: asyncio.Task[None] | None = None
+        self._started = False
+        self._ended = False
+
+    def __repr__(self) -> str:
+        return repr(self._stream).replace("<", "<Sync", 1)
+
+    @property
+    def done(self) -> bool:
+        """True once the prediction ended (finished, failed or cancelled)."""
+        return self._ended or self._stream.done
+
+    @property
+    def content(self) -> str:
+        """The text received so far."""
+        return self._stream.content
+
+    # --- running ------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._started:
+            return
+        if self._lease.closed:
+            raise ClientClosedError(host=self._lease.host)
+        runner = self._lease.runner
+        if threading.current_thread() is runner.thread:
+            raise LoopThreadError(
+                "a sync lmstudio_async call was made from the client's own event-loop thread; "
+                "use the AsyncClient there"
+            )
+        self._started = True
+        try:
+            runner.loop.call_soon_threadsafe(self._spawn_pump)
+        except RuntimeError:
+            self._ended = True
+            raise LoopThreadError(
+                "the sync client's event-loop thread is no longer running; create a new Client"
+            ) from None
+
+    def _spawn_pump(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._pump())
+
+    async def _pump(self) -> None:
+        put = self._queue.put
+        stream = self._stream
+        try:
+            while True:
+                put(await stream._next())
+        except StopAsyncIteration:
+            put(_End(None))
+        except BaseException as exc:
+            put(_End(exc))
+            if not isinstance(exc, Exception):
+                raise
+
+    def _get(self) -> Any:
+        runner = self._lease.runner
+        while True:
+            try:
+                return self._queue.get(timeout=_POLL_SECONDS)
+            except queue.Empty:
+                if not runner.thread.is_alive():
+                    self._ended = True
+                    raise LoopThreadError(
+                        "the sync client's event-loop thread is no longer running"
+                    ) from None
+
+    def __iter__(self) -> Iterator[Fragment]:
+        return _SyncFragmentIterator(self)
+
+    def __next__(self) -> Fragment:
+        return self._next()
+
+    def _next(self) -> Fragment:
+        if self._ended:
+            raise StopIteration
+        self._start()
+        try:
+            while True:
+                item = self._get()
+                kind = type(item)
+                if kind is Fragment:
+                    if self._on_fragment is not None:
+                        self._on_fragment(item)
+                    return item  # type: ignore[no-any-return]
+                if kind is float:
+                    if self._on_progress is not None:
+                        self._on_progress(item)
+                    continue
+                self._ended = True
+                error = item.error
+                if error is None:
+                    raise StopIteration
+                if isinstance(error, asyncio.CancelledError):
+                    raise LMStudioError("the prediction was cancelled")
+                raise error
+        except StopIteration:
+            raise
+        except BaseException:
+            # Ctrl-C, or a callback raised: stop the prediction on the server.
+            self._request_cancel()
+            self._wait_end()
+            raise
+
+    def _request_cancel(self) -> None:
+        """Cancel the pump task in the loop thread (non-blocking; any thread)."""
+        if not self._started or self._ended:
+            return
+
+        def cancel() -> None:
+            if self._task is not None and not self._task.done():
+                self._task.cancel()
+
+        with contextlib.suppress(RuntimeError):
+            self._lease.runner.loop.call_soon_threadsafe(cancel)
+
+    def _wait_end(self) -> None:
+        if not self._started or self._ended:
+            return
+        self._ended = True
+        with contextlib.suppress(queue.Empty):
+            while not isinstance(self._queue.get(timeout=_CANCEL_GRACE_SECONDS), _End):
+                pass
+
+    def __enter__(self) -> SyncPredictionStream:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Cancel the prediction if it is still running: sends ``cancel`` and waits for the
+        server to end it (see :meth:`cancel`)."""
+        if self._started and not self._ended:
+            self._request_cancel()
+            self._wait_end()
+            with contextlib.suppress(LMStudioError):
+                self._lease.call(self._stream._settled)
+
+    def cancel(self) -> None:
+        """Stop the prediction: sends ``cancel`` and waits for the server's final result
+        (stop reason ``"userStopped"``), then available from :meth:`result`. The model
+        stays loaded."""
+        if not self._started:
+            self._ended = True
+            self._lease.call(self._stream.cancel)
+            return
+        self.close()
+
+    def result(self) -> PredictionResult:
+        """The result of the finished prediction (see :meth:`PredictionStream.result`).
+
+        After a ``break`` or :meth:`cancel`, waits for the server's ``"userStopped"`` result.
+        """
+        if self._stream._result is not None:
+            return self._stream._result
+        if not self._started:
+            return self._stream.result()
+        if not self._ended:
+            self.close()
+        return self._lease.call(self._stream._settled)
+
+    def _run(self) -> PredictionResult:
+        for _ in self:
+            pass
+        return self.result()
+
+    def __del__(self) -> None:
+        if getattr(self, "_started", False) and not self._ended:
+            self._request_cancel()
+
+
+class _SyncFragmentIterator:
+    """What ``for`` holds: dropping it before the end (``break``) cancels."""
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: SyncPredictionStream) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> _SyncFragmentIterator:
+        return self
+
+    def __next__(self) -> Fragment:
+        return self._stream._next()
+
+    def __del__(self) -> None:
+        stream = self._stream
+        if stream._started and not stream._ended:
+            stream._request_cancel()

@@ -333,8 +333,9 @@ class SSE:
 class HttpSink:
     """The engine's :class:`~.._engine.Sink` for an HTTP request.
 
-    Fragments and prompt progress go to the given callbacks; the prediction stops (as if
-    cancelled) once the client has disconnected or the SSE stream could not be written.
+    Fragments, prompt progress and tool-call packets go to the given callbacks (finished
+    tool calls are also collected in ``tool_calls``); the prediction stops (as if cancelled)
+    once the client has disconnected or the SSE stream could not be written.
     """
 
     def __init__(
@@ -343,11 +344,14 @@ class HttpSink:
         on_fragment: Callable[[str], Awaitable[None]] | None = None,
         on_progress: Callable[[float], Awaitable[None]] | None = None,
         sse: SSE | None = None,
+        on_tool_packet: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
     ) -> None:
         self.request = request
         self.on_fragment = on_fragment
         self.on_progress = on_progress
+        self.on_tool_packet = on_tool_packet
         self.sse = sse
+        self.tool_calls: list[dict[str, Any]] = []  # toolCallRequest objects, in order
 
     def gone(self) -> bool:
         transport = self.request.transport
@@ -363,6 +367,11 @@ class HttpSink:
             await self.on_fragment(str(message["fragment"]["content"]))
         elif kind == "promptProcessingProgress" and self.on_progress is not None:
             await self.on_progress(float(message["progress"]))
+        elif isinstance(kind, str) and kind.startswith("toolCallGeneration"):
+            if kind == "toolCallGenerationEnd":
+                self.tool_calls.append(dict(message["toolCallRequest"]))
+            if self.on_tool_packet is not None:
+                await self.on_tool_packet(message)
 
     async def wait_or_cancel(self, seconds: float) -> bool:
         await asyncio.sleep(max(0.0, seconds))

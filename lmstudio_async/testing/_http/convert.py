@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import msgspec
@@ -286,41 +287,28 @@ def tool_fields(fields: Fields) -> dict[str, Any] | None:
     return {"type": "toolArray", "tools": converted}
 
 
-def _tool_calls(outcome: engine.Outcome) -> list[dict[str, Any]]:
-    calls = getattr(outcome, "tool_calls", None)
-    return list(calls) if isinstance(calls, list) else []
+def tool_call_json(request: dict[str, Any], index: int) -> dict[str, Any]:
+    """An engine ``toolCallRequest`` as an OpenAI ``tool_calls`` entry."""
+    return {
+        "id": str(request.get("id") or f"call_{index}"),
+        "type": "function",
+        "function": {
+            "name": str(request["name"]),
+            # spelled as the streamed argument fragments spell it
+            "arguments": json.dumps(request.get("arguments", {}), ensure_ascii=False),
+        },
+    }
 
 
 def assistant_message(
-    outcome: engine.Outcome, tools: dict[str, Any] | None
+    outcome: engine.Outcome, calls: list[dict[str, Any]]
 ) -> tuple[dict[str, Any], str]:
     """The OpenAI assistant message and finish reason for a finished prediction."""
-    calls = _tool_calls(outcome) if tools is not None else []
-    if not calls:
+    if outcome.stop_reason != "toolCalls" or not calls:
         return {"role": "assistant", "content": outcome.text}, finish_reason(outcome.stop_reason)
-    return {
+    message = {
         "role": "assistant",
-        "content": None,
-        "tool_calls": [
-            {
-                "id": str(call.get("id") or f"call_{n}"),
-                "type": "function",
-                "function": {
-                    "name": str(call["name"]),
-                    "arguments": msgspec.json.encode(call.get("arguments", {})).decode(),
-                },
-            }
-            for n, call in enumerate(calls)
-        ],
-    }, "tool_calls"
-
-
-def stream_deltas(message: dict[str, Any]) -> list[dict[str, Any]]:
-    """The streamed deltas of a buffered assistant message (used when tools were offered)."""
-    calls = message.get("tool_calls")
-    if not calls:
-        return [{"role": "assistant", "content": message.get("content") or ""}]
-    return [
-        {"role": "assistant", "content": None, "tool_calls": [{"index": n, **call}]}
-        for n, call in enumerate(calls)
-    ]
+        "content": outcome.text or None,
+        "tool_calls": [tool_call_json(call, n) for n, call in enumerate(calls)],
+    }
+    return message, "tool_calls"

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from .. import _engine as engine
+from .. import _toolcalls as tc
 from .._state import Instance
 from . import convert as cv
 from .common import (
@@ -114,6 +115,7 @@ async def chat_completions(
     inst = loaded.inst
     config = cv.resolve_config(inst, received)
     prompt = engine.chat_prompt(inst, history, config)
+    round_ = engine.tool_round(inst, config, tc.messages_from_history(history))
     completion_id = new_id("chatcmpl-")
     created = now_s()
 
@@ -128,10 +130,11 @@ async def chat_completions(
         }
 
     if not stream:
+        sink = HttpSink(request)
         outcome = await engine.predict(
-            rt.state, inst, config, prompt, HttpSink(request), rt.tokens_per_second
+            rt.state, inst, config, prompt, sink, rt.tokens_per_second, round_
         )
-        message, reason = cv.assistant_message(outcome, tools)
+        message, reason = cv.assistant_message(outcome, sink.tool_calls)
         body: dict[str, Any] = {
             "id": completion_id,
             "object": "chat.completion",
@@ -152,33 +155,45 @@ async def chat_completions(
     sse = SSE(request)
     await sse.start()
     first = True
-    buffered: list[str] = []
+    calls = 0
+    call_id = ""
 
-    async def on_fragment(text: str) -> None:
+    async def send_delta(delta: dict[str, Any]) -> None:
         nonlocal first
-        if tools is not None:
-            buffered.append(text)  # a tool call is only known once the text is complete
-            return
-        delta: dict[str, Any] = {"content": text}
         if first:
-            delta = {"role": "assistant", "content": text}
+            delta = {"role": "assistant", **delta}
             first = False
         await sse.send(chunk(delta, None))
 
+    async def on_fragment(text: str) -> None:
+        await send_delta({"content": text})
+
+    async def on_tool_packet(packet: dict[str, Any]) -> None:
+        nonlocal calls, call_id
+        kind = packet["type"]
+        if kind == "toolCallGenerationStart":
+            call_id = packet.get("toolCallId") or f"call_{calls}"
+        elif kind == "toolCallGenerationNameReceived":
+            entry = {
+                "index": calls,
+                "id": call_id,
+                "type": "function",
+                "function": {"name": packet["name"], "arguments": ""},
+            }
+            await send_delta({"tool_calls": [entry]})
+        elif kind == "toolCallGenerationArgumentFragmentGenerated":
+            function = {"arguments": packet["content"]}
+            await send_delta({"tool_calls": [{"index": calls, "function": function}]})
+        elif kind == "toolCallGenerationEnd":
+            calls += 1
+
+    sink = HttpSink(request, on_fragment, sse=sse, on_tool_packet=on_tool_packet)
     outcome = await engine.predict(
-        rt.state,
-        inst,
-        config,
-        prompt,
-        HttpSink(request, on_fragment, sse=sse),
-        rt.tokens_per_second,
+        rt.state, inst, config, prompt, sink, rt.tokens_per_second, round_
     )
-    message, reason = cv.assistant_message(outcome, tools)
-    if tools is not None:
-        for delta in cv.stream_deltas(message):
-            await sse.send(chunk(delta, None))
-    elif first:
-        await sse.send(chunk({"role": "assistant", "content": ""}, None))
+    _message, reason = cv.assistant_message(outcome, sink.tool_calls)
+    if first:
+        await send_delta({"content": ""})
     final = chunk({}, reason)
     if native:
         final.update(native_extras(inst, outcome))

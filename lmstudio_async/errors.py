@@ -6,15 +6,21 @@ the matching built-in so ordinary ``except`` clauses keep working::
     LMStudioError
     ├── LMStudioValueError (ValueError)      bad input caught before sending
     │   └── ConfigError                      unknown / ill-typed / out-of-range config field
-    ├── ConfigMismatchError                  model(key, config=...) found another config loaded
+    ├── ConfigMismatchError                  model(key, ...) found another config or TTL loaded
     ├── LoopThreadError (RuntimeError)       the sync client's loop thread is gone or misused
+    ├── PoolFullError                        a model pool's wait queue is full
     ├── ServerError                          the server reported an error
-    │   └── ModelNotFoundError               no model matches the request
+    │   ├── ModelNotFoundError               no model matches the request
+    │   │   └── ModelUnloadedError           the model was unloaded mid-prediction (.result)
+    │   ├── InsufficientMemoryError          not enough memory to load the model
+    │   └── IdentifierTakenError             a loaded instance already has that identifier
     ├── ProtocolError                        the peer broke the protocol
     ├── LMStudioTimeoutError (TimeoutError)  a call took too long
+    │   └── PoolTimeoutError                 a model pool lease waited past its deadline
     └── LMStudioConnectionError (ConnectionError)
         ├── AuthenticationError              API token missing or rejected
-        └── ClientClosedError                the client was closed
+        ├── ClientClosedError                the client was closed
+        └── HostDownError                    a model pool host is marked down
 
     ConfigMismatchWarning (UserWarning)      the warning form of ConfigMismatchError
 
@@ -27,7 +33,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from ._protocol.prediction import PredictionResult
 
 __all__ = [
     "AuthenticationError",
@@ -35,12 +44,18 @@ __all__ = [
     "ConfigError",
     "ConfigMismatchError",
     "ConfigMismatchWarning",
+    "HostDownError",
+    "IdentifierTakenError",
+    "InsufficientMemoryError",
     "LMStudioConnectionError",
     "LMStudioError",
     "LMStudioTimeoutError",
     "LMStudioValueError",
     "LoopThreadError",
     "ModelNotFoundError",
+    "ModelUnloadedError",
+    "PoolFullError",
+    "PoolTimeoutError",
     "ProtocolError",
     "ServerError",
     "scrub",
@@ -409,3 +424,72 @@ class ModelNotFoundError(ServerError):
                 return f"The model instance {self.subject!r} is no longer loaded"
             return "The model instance is no longer loaded"
         return None
+
+
+class ModelUnloadedError(ModelNotFoundError):
+    """A prediction ended early because its model instance was unloaded.
+
+    The server stops such a prediction with the stop reason ``modelUnloaded``:
+    another client unloaded the model, its TTL expired, or a JIT load evicted
+    it. ``result`` holds the partial :class:`~lmstudio_async.PredictionResult`
+    (the text generated until then, ``stop_reason == "modelUnloaded"``), or
+    ``None`` when nothing was received. ``subject`` is the instance identifier.
+    """
+
+    result: PredictionResult | None
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        subject: str | None = None,
+        result: PredictionResult | None = None,
+        operation: str | None = None,
+    ) -> None:
+        self.result = result
+        if message is None:
+            what = f"model instance {subject!r}" if subject else "model instance"
+            message = f"The {what} was unloaded before the prediction finished"
+        super().__init__(message, subject=subject, operation=operation, message=message)
+
+
+class InsufficientMemoryError(ServerError):
+    """The server refused to load a model because there is not enough memory.
+
+    How the server's error is recognised lives in
+    ``lmstudio_async._protocol.errors`` (partly a guess; see docs/stand-in.md).
+    """
+
+
+class IdentifierTakenError(ServerError):
+    """A load asked for an identifier that a loaded instance already has.
+
+    ``identifier`` is the identifier asked for, when known.
+    """
+
+    identifier: str | None
+
+    def __init__(self, title: str, *, identifier: str | None = None, **kwargs: Any) -> None:
+        if identifier is None:
+            for source in (kwargs.get("display_data"), kwargs.get("error_data")):
+                if isinstance(source, Mapping) and isinstance(source.get("identifier"), str):
+                    identifier = str(source["identifier"])
+                    break
+        self.identifier = identifier
+        super().__init__(title, **kwargs)
+
+
+class PoolTimeoutError(LMStudioTimeoutError):
+    """A model pool lease waited for memory or a load past its deadline."""
+
+
+class PoolFullError(LMStudioError):
+    """A model pool refused a lease at once: its wait queue (``max_waiting``) is full."""
+
+
+class HostDownError(LMStudioConnectionError):
+    """A model pool host is marked down: its connection dropped and has not come back."""
+
+    def _default_message(self) -> str:
+        where = f" {self.host}" if self.host else ""
+        return f"The LM Studio host{where} is down"

@@ -102,6 +102,7 @@ class ModelState:
         self.jit_enabled = jit_enabled
         self.jit_ttl_ms = jit_ttl_ms
         self.pending_jit: dict[tuple[str, str], asyncio.Future[Instance]] = {}
+        self.jit_lock = asyncio.Lock()  # HTTP JIT loads run one at a time (auto-evict)
         # Stored chats of the stateful HTTP endpoints, by response id (oldest first).
         self.stored_chats: dict[str, list[dict[str, Any]]] = {}
         self.clock = Clock()

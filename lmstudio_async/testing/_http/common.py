@@ -464,10 +464,17 @@ async def use_model(
         )
     future: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
     state.pending_jit[key] = future
+    seconds: float | None = None
     try:
-        inst, seconds = await _jit_load(
-            rt, state, model, ttl_ms, load_fields, on_start, on_progress
-        )
+        async with state.jit_lock:
+            found = state.find_by_query(query, domain)  # loaded meanwhile (e.g. over WebSocket)
+            if found is not None:
+                state.touch(found)
+                inst = found
+            else:
+                inst, seconds = await _jit_load(
+                    rt, state, model, ttl_ms, load_fields, on_start, on_progress
+                )
     except Exception as exc:
         future.set_exception(exc)
         future.exception()  # marked as retrieved; waiters still see it

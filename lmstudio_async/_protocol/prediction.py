@@ -19,7 +19,6 @@ when set and omitted when unset, as for load configs. ``json_schema`` becomes
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -124,6 +123,7 @@ class PredictionConfig(
     """
 
     domain: ClassVar[Literal["llm", "embedding"]] = "llm"
+    _kind: ClassVar[str] = "prediction config"
 
     max_tokens: int | None = None
     """Most tokens to generate (>= 1); ``None``: the server's default (no limit)."""
@@ -273,12 +273,7 @@ _PATH_RE = re.compile(r" - at `\$\.(\w+)")
 
 
 def _unknown(key: str) -> ConfigError:
-    matches = difflib.get_close_matches(key, _FIELDS, n=1, cutoff=0.6)
-    if not matches:
-        snake = re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
-        matches = difflib.get_close_matches(snake, _FIELDS, n=1, cutoff=0.6)
-    hint = f" (did you mean {matches[0]!r}?)" if matches else ""
-    return ConfigError(f"unknown prediction config field {key!r}{hint}", field=key)
+    return PredictionConfig._unknown_field(key)
 
 
 def _structured_schema(value: Any) -> Any:

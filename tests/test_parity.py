@@ -7,7 +7,7 @@ Return annotations may differ (sync handles instead of async ones). The only ren
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -95,3 +95,20 @@ def test_sync_context_manager_mirrors_loaded() -> None:
     # async ``loaded`` is an async-context-manager factory; the sync one a plain one.
     assert not inspect.iscoroutinefunction(a.LlmNamespace.loaded)
     assert "with" in (inspect.getdoc(s.SyncLlmNamespace.loaded) or "")
+
+
+@pytest.mark.parametrize(
+    ("function", "namespace"),
+    [(s.llm, s.SyncLlmNamespace), (s.embedding_model, s.SyncEmbeddingNamespace)],
+)
+def test_default_client_shortcuts_take_model_parameters(
+    function: Callable[..., Any], namespace: type
+) -> None:
+    # lms.llm(...) / lms.embedding_model(...) spell out model()'s parameters (typed, no
+    # **kwargs), so a parameter added to model() must be added to them too.
+    shortcut = inspect.signature(function).parameters
+    method = dict(inspect.signature(namespace.model).parameters)
+    method.pop("self")
+    assert list(shortcut) == list(method)
+    for name, param in shortcut.items():
+        assert (param.kind, param.default) == (method[name].kind, method[name].default), name

@@ -18,7 +18,7 @@ import functools
 import threading
 from collections.abc import Callable, Mapping
 from types import FunctionType, TracebackType
-from typing import Any, ClassVar, Final, Generic, TypeVar, cast
+from typing import Any, ClassVar, Final, Generic, TypeVar, cast, overload
 
 from .._async.client import (
     LLM,
@@ -218,6 +218,12 @@ class _SyncModelHandle(_Facade, Generic[_InstanceT, _ConfigT]):
     @_hop
     def unload(self, *, timeout: TimeoutParam = USE_CLIENT_DEFAULT) -> None: ...
 
+    @overload
+    def tokenize(self, text: str, *, timeout: TimeoutParam = USE_CLIENT_DEFAULT) -> list[int]: ...
+    @overload
+    def tokenize(
+        self, text: list[str] | tuple[str, ...], *, timeout: TimeoutParam = USE_CLIENT_DEFAULT
+    ) -> list[list[int]]: ...
     @_hop
     def tokenize(
         self, text: str | list[str] | tuple[str, ...], *, timeout: TimeoutParam = USE_CLIENT_DEFAULT
@@ -581,12 +587,42 @@ def _close_default_client() -> None:
             client.close()
 
 
-def llm(key: str | None = None, **kwargs: Any) -> SyncLLM:
-    """``get_default_client().llm.model(key, **kwargs)``: any loaded LLM, or get-or-load ``key``."""
-    return get_default_client().llm.model(key, **kwargs)
+def llm(
+    key: str | None = None,
+    *,
+    ttl: float | None = None,
+    config: LlmLoadConfig | Mapping[str, Any] | None = None,
+    on_progress: ProgressCallback | None = None,
+    on_config_mismatch: MismatchPolicy = "warn",
+    timeout: TimeoutParam = USE_CLIENT_DEFAULT,
+) -> SyncLLM:
+    """``get_default_client().llm.model(key, ...)``: any loaded LLM, or get-or-load ``key``."""
+    return get_default_client().llm.model(
+        key,
+        ttl=ttl,
+        config=config,
+        on_progress=on_progress,
+        on_config_mismatch=on_config_mismatch,
+        timeout=timeout,
+    )
 
 
-def embedding_model(key: str | None = None, **kwargs: Any) -> SyncEmbeddingModel:
-    """``get_default_client().embedding.model(key, **kwargs)``: any loaded embedding model,
-    or get-or-load ``key``."""
-    return get_default_client().embedding.model(key, **kwargs)
+def embedding_model(
+    key: str | None = None,
+    *,
+    ttl: float | None = None,
+    config: EmbeddingLoadConfig | Mapping[str, Any] | None = None,
+    on_progress: ProgressCallback | None = None,
+    on_config_mismatch: MismatchPolicy = "warn",
+    timeout: TimeoutParam = USE_CLIENT_DEFAULT,
+) -> SyncEmbeddingModel:
+    """``get_default_client().embedding.model(key, ...)``: any loaded embedding model, or
+    get-or-load ``key``."""
+    return get_default_client().embedding.model(
+        key,
+        ttl=ttl,
+        config=config,
+        on_progress=on_progress,
+        on_config_mismatch=on_config_mismatch,
+        timeout=timeout,
+    )

@@ -20,6 +20,22 @@ __all__ = ["add_arguments", "main", "serve", "server_from_args"]
 READY_LINE = "LM Studio stand-in listening on {url}"
 
 
+def _device(text: str) -> tuple[str, float]:
+    """``NAME:GB`` → ``(name, gb)`` for ``--device``."""
+    name, sep, size = text.rpartition(":")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME:GB (e.g. gpu-box:48), got {text!r}")
+    try:
+        gb = float(size)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"the memory of device {name!r} must be a number of GB, got {size!r}"
+        ) from None
+    if not gb > 0:
+        raise argparse.ArgumentTypeError(f"the memory of device {name!r} must be positive")
+    return name, gb
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the stand-in's options to ``parser``."""
     parser.add_argument(
@@ -46,6 +62,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=24.0,
         help="simulated memory budget in GB (default 24)",
+    )
+    parser.add_argument(
+        "--device",
+        dest="devices",
+        type=_device,
+        action="append",
+        default=[],
+        metavar="NAME:GB",
+        help="simulate an LM Link remote device NAME with its own GB memory budget "
+        "(repeatable); loads with deviceIdentifier NAME land there",
     )
     parser.add_argument(
         "--load-seconds",
@@ -83,6 +109,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def server_from_args(ns: argparse.Namespace) -> StandInServer:
     """Build a (not yet started) server; raises ``ValueError`` with a clear message."""
+    devices: dict[str, float] = {}
+    for name, gb in getattr(ns, "devices", None) or []:
+        if name in devices:
+            raise ValueError(f"--device {name!r} was given twice")
+        devices[name] = gb
     return StandInServer(
         ns.port,
         api_token=ns.api_token,
@@ -94,6 +125,7 @@ def server_from_args(ns: argparse.Namespace) -> StandInServer:
         tokens_per_second=ns.tokens_per_second,
         jit=ns.jit,
         jit_ttl=ns.jit_ttl,
+        devices=devices,
     )
 
 

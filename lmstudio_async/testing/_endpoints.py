@@ -30,11 +30,6 @@ _never = s.literal()  # accepts nothing
 _device = s.nullable(s.string)
 
 
-def _check_device(value: Any) -> None:
-    if isinstance(value, str):
-        raise err.unknown_device(value)
-
-
 def _state(conn: Connection) -> ModelState:
     return conn.rt.state
 
@@ -63,7 +58,7 @@ def _prepare(
 def _load_model(domain: str) -> Any:
     async def handler(ctx: ChannelContext, param: dict[str, Any]) -> None:
         state = _state(ctx.conn)
-        _check_device(param.get("deviceIdentifier"))
+        device = state.check_device(param.get("deviceIdentifier"))
         explicit = param.get("identifier")
         if explicit is not None and state.identifier_taken(explicit):
             raise err.identifier_exists(explicit)
@@ -73,7 +68,7 @@ def _load_model(domain: str) -> Any:
             resolved["ambiguous"] = ambiguous
         await ctx.send(resolved)
         config, memory = _prepare(state, domain, model, param["loadConfigStack"])
-        state.check_fits(model, memory, freed=[])
+        state.check_fits(model, memory, freed=[], device=device)
         if explicit is not None and state.identifier_taken(explicit):
             raise err.identifier_exists(explicit)
         identifier = explicit if explicit is not None else state.auto_identifier(model["modelKey"])
@@ -85,6 +80,7 @@ def _load_model(domain: str) -> Any:
             memory=memory,
             jit=False,
             ttl_ms=None if ttl is None else int(ttl),
+            device=device,
         )
         try:
             await _progress(ctx, inst, "progress")
@@ -100,17 +96,19 @@ def _load_model(domain: str) -> Any:
 def _get_or_load(domain: str) -> Any:
     async def handler(ctx: ChannelContext, param: dict[str, Any]) -> None:
         state = _state(ctx.conn)
-        _check_device(param.get("deviceIdentifier"))
-        query = param["identifier"]
-        existing = state.find_by_query({"identifier": query}, domain)
+        device = state.check_device(param.get("deviceIdentifier"))
+        query: dict[str, Any] = {"identifier": param["identifier"]}
+        if "deviceIdentifier" in param:
+            query["deviceIdentifier"] = device
+        existing = state.find_by_query(query, domain)
         if existing is not None:
             state.touch(existing)
             await ctx.send({"type": "alreadyLoaded", "info": existing.info()})
             return
-        model, _ambiguous = state.resolve_downloaded(query, domain)
+        model, _ambiguous = state.resolve_downloaded(param["identifier"], domain)
         config, memory = _prepare(state, domain, model, param["loadConfigStack"])
-        evict = state.jit_to_evict()
-        state.check_fits(model, memory, freed=evict)
+        evict = state.jit_to_evict(device=device)
+        state.check_fits(model, memory, freed=evict, device=device)
         for other in evict:
             state.discard(other)
         identifier = state.auto_identifier(model["modelKey"])
@@ -122,6 +120,7 @@ def _get_or_load(domain: str) -> Any:
             memory=memory,
             jit=True,
             ttl_ms=None if ttl is None else int(ttl),
+            device=device,
         )
         try:
             await ctx.send({"type": "startLoading", "identifier": identifier, "info": model})
@@ -169,8 +168,12 @@ def _get_load_config(domain: str) -> Any:
 
 def _unload(domain: str) -> Any:
     def handler(conn: Connection, param: dict[str, Any]) -> Any:
-        _check_device(param.get("deviceIdentifier"))
-        _state(conn).unload(param["identifier"], domain)
+        state = _state(conn)
+        if "deviceIdentifier" in param:
+            device = state.check_device(param["deviceIdentifier"])
+            state.unload(param["identifier"], domain, device)
+        else:
+            state.unload(param["identifier"], domain)
         return VOID
 
     return handler
@@ -179,12 +182,12 @@ def _unload(domain: str) -> Any:
 def _estimate(domain: str) -> Any:
     def handler(conn: Connection, param: dict[str, Any]) -> Any:
         state = _state(conn)
-        _check_device(param.get("deviceIdentifier"))
+        device = state.check_device(param.get("deviceIdentifier"))
         model, _ = state.resolve_downloaded(param["modelKey"], domain)
         _config, memory = _prepare(state, domain, model, param["loadConfigStack"])
         return {
             "memory": memory.to_wire(),
-            "passesGuardrails": memory.total_bytes <= state.free_bytes(),
+            "passesGuardrails": memory.total_bytes <= state.free_bytes(device=device),
         }
 
     return handler

@@ -11,6 +11,7 @@ Sync::
         llm = client.llm.model("llama-3.2-1b-instruct")
 """
 
+from ._async.agent import ActResult
 from ._async.client import (
     LLM,
     AsyncClient,
@@ -19,8 +20,11 @@ from ._async.client import (
     LlmNamespace,
     SystemNamespace,
 )
+from ._async.files import FilesNamespace
 from ._async.handle import USE_CLIENT_DEFAULT
 from ._async.inference import PredictionStream
+from ._async.repository import DownloadOption, ModelSearchResult, RepositoryNamespace
+from ._protocol.files import FileHandle
 from ._protocol.info import (
     EmbeddingModelInfo,
     EmbeddingModelInstanceInfo,
@@ -38,14 +42,21 @@ from ._protocol.prediction import (
     Fragment,
     PredictionConfig,
     PredictionResult,
+    PredictionRoundResult,
     PredictionStats,
 )
+from ._protocol.repository import DownloadProgress
+from ._protocol.tools import ToolCallRequest, ToolCallResult, ToolFunctionDef
 from ._sync.client import (
     Client,
+    SyncDownloadOption,
     SyncEmbeddingModel,
     SyncEmbeddingNamespace,
+    SyncFilesNamespace,
     SyncLLM,
     SyncLlmNamespace,
+    SyncModelSearchResult,
+    SyncRepositoryNamespace,
     SyncSystemNamespace,
     configure_default_client,
     embedding_model,
@@ -61,6 +72,7 @@ from .errors import (
     ConfigMismatchError,
     ConfigMismatchWarning,
     DeviceNotFoundError,
+    DraftModelError,
     HostDownError,
     IdentifierTakenError,
     InsufficientMemoryError,
@@ -73,8 +85,12 @@ from .errors import (
     ModelUnloadedError,
     PoolFullError,
     PoolTimeoutError,
+    PresetNotFoundError,
     ProtocolError,
     ServerError,
+    StructuredOutputError,
+    ToolCallError,
+    VisionNotSupportedError,
 )
 from .types import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -95,6 +111,7 @@ __all__ = [
     "DEFAULT_TIMEOUTS",
     "LLM",
     "USE_CLIENT_DEFAULT",
+    "ActResult",
     "AsyncClient",
     "AuthenticationError",
     "Chat",
@@ -105,12 +122,17 @@ __all__ = [
     "ConfigMismatchError",
     "ConfigMismatchWarning",
     "DeviceNotFoundError",
+    "DownloadOption",
+    "DownloadProgress",
+    "DraftModelError",
     "EmbeddingLoadConfig",
     "EmbeddingModel",
     "EmbeddingModelInfo",
     "EmbeddingModelInstanceInfo",
     "EmbeddingNamespace",
     "EstimateResult",
+    "FileHandle",
+    "FilesNamespace",
     "Fragment",
     "HostDownError",
     "IdentifierTakenError",
@@ -128,24 +150,38 @@ __all__ = [
     "ModelInfo",
     "ModelInstanceInfo",
     "ModelNotFoundError",
+    "ModelSearchResult",
     "ModelUnloadedError",
     "PoolFullError",
     "PoolTimeoutError",
     "PredictionConfig",
     "PredictionResult",
+    "PredictionRoundResult",
     "PredictionStats",
     "PredictionStream",
+    "PresetNotFoundError",
     "ProtocolError",
     "Quantization",
+    "RepositoryNamespace",
     "ServerError",
+    "StructuredOutputError",
+    "SyncDownloadOption",
     "SyncEmbeddingModel",
     "SyncEmbeddingNamespace",
+    "SyncFilesNamespace",
     "SyncLLM",
     "SyncLlmNamespace",
+    "SyncModelSearchResult",
     "SyncPredictionStream",
+    "SyncRepositoryNamespace",
     "SyncSystemNamespace",
     "SystemNamespace",
     "Timeouts",
+    "ToolCallError",
+    "ToolCallRequest",
+    "ToolCallResult",
+    "ToolFunctionDef",
+    "VisionNotSupportedError",
     "__version__",
     "configure_default_client",
     "embedding_model",

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 from lmstudio_async._async import client as a
+from lmstudio_async._async import files as af
+from lmstudio_async._async import repository as ar
 from lmstudio_async._sync import client as s
 
 PAIRS: list[tuple[type, type]] = [
@@ -22,6 +24,10 @@ PAIRS: list[tuple[type, type]] = [
     (a.SystemNamespace, s.SyncSystemNamespace),
     (a.LLM, s.SyncLLM),
     (a.EmbeddingModel, s.SyncEmbeddingModel),
+    (af.FilesNamespace, s.SyncFilesNamespace),
+    (ar.RepositoryNamespace, s.SyncRepositoryNamespace),
+    (ar.ModelSearchResult, s.SyncModelSearchResult),
+    (ar.DownloadOption, s.SyncDownloadOption),
 ]
 RENAMES = {"aclose": "close", "__aenter__": "__enter__", "__aexit__": "__exit__"}
 IDS = [sync.__name__ for _, sync in PAIRS]
@@ -86,6 +92,8 @@ def test_same_instance_attributes() -> None:
             ("llm", s.SyncLlmNamespace),
             ("embedding", s.SyncEmbeddingNamespace),
             ("system", s.SyncSystemNamespace),
+            ("files", s.SyncFilesNamespace),
+            ("repository", s.SyncRepositoryNamespace),
         ]:
             assert type(getattr(sync_client, name)) is sync_cls
             assert (sync_cls, type(getattr(async_client, name))) in [(y, x) for x, y in PAIRS]

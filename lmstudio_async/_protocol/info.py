@@ -117,6 +117,13 @@ class _InstanceProperties:
     __slots__ = ()
     ttl_ms: int | float | None
     last_used_time: int | float | None
+    device_identifier: str | None
+
+    @property
+    def device(self) -> str | None:
+        """The LM Link device the instance is loaded on (``device_identifier``); ``None``
+        means the local machine (or a server without LM Link)."""
+        return self.device_identifier
 
     @property
     def ttl(self) -> float | None:

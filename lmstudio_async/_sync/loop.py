@@ -167,7 +167,8 @@ class _LoopThread:
                 if not self.thread.is_alive():
                     raise self._dead() from None
                 continue
-            if type(item) is float:
+            if not isinstance(item, asyncio.Future):
+                # A progress value (a load's fraction, a download's DownloadProgress).
                 if callback is not None:
                     callback(item)
                 continue
@@ -183,7 +184,7 @@ class _LoopThread:
         except RuntimeError:
             return
         with contextlib.suppress(queue.Empty):
-            while type(inbox.get(timeout=_CANCEL_GRACE_SECONDS)) is float:
+            while not isinstance(inbox.get(timeout=_CANCEL_GRACE_SECONDS), asyncio.Future):
                 pass
 
     def _dead(self) -> LoopThreadError:

@@ -312,6 +312,11 @@ class SSE:
         head = b"" if event is None else b"event: " + event.encode() + b"\n"
         await self._write(head + b"data: " + payload + b"\n\n")
 
+    async def done(self) -> None:
+        """The OpenAI stream terminator, ``data: [DONE]``."""
+        await self.start()
+        await self._write(b"data: [DONE]\n\n")
+
     async def _write(self, chunk: bytes) -> None:
         if self.closed:
             return

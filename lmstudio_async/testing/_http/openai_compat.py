@@ -28,8 +28,6 @@ from .common import (
 if TYPE_CHECKING:
     from .._server import Runtime
 
-_DONE = b"data: [DONE]\n\n"
-
 
 # --- models -------------------------------------------------------------------------------------
 
@@ -203,7 +201,7 @@ async def chat_completions(
         tail["choices"] = []
         tail["usage"] = cv.usage(outcome)
         await sse.send(tail)
-    await sse._write(_DONE)
+    await sse.done()
     return await sse.finish()
 
 
@@ -277,7 +275,7 @@ async def completions(rt: Runtime, request: web.Request, *, native: bool) -> web
     if native:
         final.update(native_extras(inst, outcome))
     await sse.send(final)
-    await sse._write(_DONE)
+    await sse.done()
     return await sse.finish()
 
 

@@ -3,6 +3,7 @@ load and unload, and ``/api/v1/chat`` (stateful, streamed as named SSE events)."
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -303,10 +304,12 @@ async def chat(rt: Runtime, request: web.Request) -> web.StreamResponse:
     ttl = ttl_ms(fields)
     response_id = new_id("resp_") if store else None
 
-    def remember(outcome: engine.Outcome) -> None:
+    def conclude(inst: Instance, outcome: engine.Outcome, loaded: Loaded) -> dict[str, Any]:
+        """Store the exchange (unless ``store`` is false) and build the result."""
         if response_id is not None:
             reply = {"role": "assistant", "content": [cv.text_part(outcome.text)]}
             cv.store_chat(rt.state.stored_chats, response_id, [*history, reply])
+        return _result(inst, outcome, loaded, response_id)
 
     if not stream:
         loaded = await use_model(rt, name, "llm", ttl_ms=ttl, load_fields=load_fields)
@@ -316,8 +319,7 @@ async def chat(rt: Runtime, request: web.Request) -> web.StreamResponse:
         outcome = await engine.predict(
             rt.state, inst, config, prompt, HttpSink(request), rt.tokens_per_second
         )
-        remember(outcome)
-        return json_response(_result(inst, outcome, loaded, response_id))
+        return json_response(conclude(inst, outcome, loaded))
 
     sse = SSE(request)
     started = False
@@ -355,6 +357,29 @@ async def chat(rt: Runtime, request: web.Request) -> web.StreamResponse:
         return await sse.finish()
     inst = loaded.inst
     await chat_start(inst)
+    try:
+        messages = head + history
+        return await _stream_chat(rt, request, sse, event, loaded, received, messages, conclude)
+    except HttpError as exc:  # after the stream started, errors are events
+        await event("error", error=exc.body(True)["error"])
+        return await sse.finish()
+
+
+Event = Callable[..., Awaitable[None]]
+
+
+async def _stream_chat(
+    rt: Runtime,
+    request: web.Request,
+    sse: SSE,
+    event: Event,
+    loaded: Loaded,
+    received: dict[str, Any],
+    messages: list[dict[str, Any]],
+    conclude: Callable[[Instance, engine.Outcome, Loaded], dict[str, Any]],
+) -> web.StreamResponse:
+    """The part of a streamed ``/api/v1/chat`` after ``chat.start``."""
+    inst = loaded.inst
     if loaded.load_seconds is not None:
         await event(
             "model_load.end",
@@ -362,7 +387,7 @@ async def chat(rt: Runtime, request: web.Request) -> web.StreamResponse:
             load_time_seconds=round(loaded.load_seconds, 3),
         )
     config = cv.resolve_config(inst, received)
-    prompt = engine.chat_prompt(inst, {"messages": head + history}, config)
+    prompt = engine.chat_prompt(inst, {"messages": messages}, config)
     await event("prompt_processing.start")
     in_message = False
 
@@ -389,6 +414,5 @@ async def chat(rt: Runtime, request: web.Request) -> web.StreamResponse:
         await event("prompt_processing.end")
         await event("message.start")
     await event("message.end")
-    remember(outcome)
-    await event("chat.end", result=_result(inst, outcome, loaded, response_id))
+    await event("chat.end", result=conclude(inst, outcome, loaded))
     return await sse.finish()

@@ -23,6 +23,7 @@ from ._async.client import (
 from ._async.files import FilesNamespace
 from ._async.handle import USE_CLIENT_DEFAULT
 from ._async.inference import PredictionStream
+from ._async.pool import AsyncModelPool, PoolCounters, PoolLease, PoolStats
 from ._async.repository import DownloadOption, ModelSearchResult, RepositoryNamespace
 from ._protocol.files import FileHandle
 from ._protocol.info import (
@@ -63,6 +64,7 @@ from ._sync.client import (
     get_default_client,
     llm,
 )
+from ._sync.pool import ModelPool, SyncPoolLease
 from ._sync.stream import SyncPredictionStream
 from .config import EmbeddingLoadConfig, LlmLoadConfig
 from .errors import (
@@ -113,6 +115,7 @@ __all__ = [
     "USE_CLIENT_DEFAULT",
     "ActResult",
     "AsyncClient",
+    "AsyncModelPool",
     "AuthenticationError",
     "Chat",
     "ChatMessage",
@@ -150,9 +153,13 @@ __all__ = [
     "ModelInfo",
     "ModelInstanceInfo",
     "ModelNotFoundError",
+    "ModelPool",
     "ModelSearchResult",
     "ModelUnloadedError",
+    "PoolCounters",
     "PoolFullError",
+    "PoolLease",
+    "PoolStats",
     "PoolTimeoutError",
     "PredictionConfig",
     "PredictionResult",
@@ -172,6 +179,7 @@ __all__ = [
     "SyncLLM",
     "SyncLlmNamespace",
     "SyncModelSearchResult",
+    "SyncPoolLease",
     "SyncPredictionStream",
     "SyncRepositoryNamespace",
     "SyncSystemNamespace",

@@ -14,8 +14,10 @@ import pytest
 
 from lmstudio_async._async import client as a
 from lmstudio_async._async import files as af
+from lmstudio_async._async import pool as ap
 from lmstudio_async._async import repository as ar
 from lmstudio_async._sync import client as s
+from lmstudio_async._sync import pool as sp
 
 PAIRS: list[tuple[type, type]] = [
     (a.AsyncClient, s.Client),
@@ -28,6 +30,8 @@ PAIRS: list[tuple[type, type]] = [
     (ar.RepositoryNamespace, s.SyncRepositoryNamespace),
     (ar.ModelSearchResult, s.SyncModelSearchResult),
     (ar.DownloadOption, s.SyncDownloadOption),
+    (ap.AsyncModelPool, sp.ModelPool),
+    (ap.PoolLease, sp.SyncPoolLease),
 ]
 RENAMES = {"aclose": "close", "__aenter__": "__enter__", "__aexit__": "__exit__"}
 IDS = [sync.__name__ for _, sync in PAIRS]

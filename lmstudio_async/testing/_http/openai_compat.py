@@ -105,6 +105,7 @@ async def chat_completions(
     if stop is not None:
         received["llm.prediction.stopStrings"] = stop
     received.update(cv.response_format_fields(fields))
+    fields.integer("n", minimum=1, maximum=1)  # the stand-in answers with one choice
     tools = cv.tool_fields(fields)
     if tools is not None:
         received["llm.prediction.tools"] = tools

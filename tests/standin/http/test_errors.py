@@ -55,6 +55,7 @@ BAD_BODIES: list[bytes] = [
             {"model": LLAMA, "messages": [{"role": "user", "content": "x"}], "stop": [1]},
             {"model": LLAMA, "messages": [{"role": "user", "content": "x"}], "ttl": -5},
             {"model": LLAMA, "messages": [{"role": "user", "content": "x"}], "top_p": 3},
+            {"model": LLAMA, "messages": [{"role": "user", "content": "x"}], "n": 2},
             {"model": LLAMA, "messages": [{"role": "user", "content": "x"}], "stream": "yes"},
             {"model": LLAMA, "messages": [{"role": "user", "content": "x"}], "tools": [{}]},
             {"model": LLAMA, "messages": [{"role": "user", "content": "x"}], "tools": "all"},

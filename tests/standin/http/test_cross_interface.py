@@ -4,12 +4,14 @@ same input gives the same output over WebSocket (this SDK) and over HTTP."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
 import lmstudio_async as lms
 from lmstudio_async.testing import StandInServer
 
+from .._wire import RawClient, messages, stack
 from ._http import call, stream
 
 LLAMA = "llama-3.2-1b-instruct"
@@ -262,3 +264,59 @@ async def test_many_concurrent_requests_across_interfaces(server: StandInServer)
     assert ws == oa == v1
     assert len(set(ws)) == 6
     assert sorted(i.identifier for i in server.loaded_instances()) == ["shared", NOMIC]
+
+
+async def test_tool_calls_match_the_websocket_predict_channel(
+    server: StandInServer, client: RawClient
+) -> None:
+    qwen = "qwen2.5-7b-instruct-1m"  # trained for tool use
+    server.preload(qwen)
+    add = {
+        "type": "function",
+        "function": {
+            "name": "add",
+            "description": "Add two integers",
+            "parameters": {
+                "type": "object",
+                "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+                "required": ["a", "b"],
+            },
+        },
+    }
+    question = "What is 12 plus 30?"
+    llm = await client.connect("llm")
+    frames = await llm.channel(
+        "predict",
+        {
+            "modelSpecifier": {"type": "query", "query": {"identifier": qwen}},
+            "history": {
+                "messages": [{"role": "user", "content": [{"type": "text", "text": question}]}]
+            },
+            "predictionConfigStack": stack(
+                **{"llm.prediction.tools": {"type": "toolArray", "tools": [add]}}
+            ),
+        },
+    )
+    packets = messages(frames)
+    ws_text = "".join(p["fragment"]["content"] for p in packets if p["type"] == "fragment")
+    ws_calls = [p["toolCallRequest"] for p in packets if p["type"] == "toolCallGenerationEnd"]
+    ws_stats = packets[-1]["stats"]
+    status, reply = await call(
+        server.url,
+        "POST",
+        "/v1/chat/completions",
+        {"model": qwen, "messages": [{"role": "user", "content": question}], "tools": [add]},
+    )
+    assert status == 200
+    choice = reply["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert ws_stats["stopReason"] == "toolCalls"
+    assert choice["message"]["content"] == ws_text
+    http_calls = [
+        (c["id"], c["function"]["name"], json.loads(c["function"]["arguments"]))
+        for c in choice["message"]["tool_calls"]
+    ]
+    assert http_calls == [(c["id"], c["name"], c["arguments"]) for c in ws_calls]
+    assert http_calls[0][1:] == ("add", {"a": 12, "b": 30})
+    assert reply["usage"]["completion_tokens"] == ws_stats["predictedTokensCount"]
+    assert reply["usage"]["prompt_tokens"] == ws_stats["promptTokensCount"]

@@ -302,3 +302,28 @@ async def test_v0_inference_adds_lm_studio_stats(server: StandInServer) -> None:
     text = "".join(d["choices"][0]["delta"].get("content") or "" for _, d in events[:-1])
     assert text == chat["choices"][0]["message"]["content"]
     assert events[-2][1]["stats"]["stop_reason"] == "eosFound"
+
+
+@pytest.mark.lmstudio_server(memory_gb=2.0)
+async def test_jit_loads_respect_the_memory_budget_and_context_length(
+    server: StandInServer,
+) -> None:
+    # REST v1 chat's context_length applies to its just-in-time load
+    status, body = await call(
+        server.url, "POST", "/api/v1/chat", {"model": SMOL, "input": "hi", "context_length": 1024}
+    )
+    assert status == 200, body
+    [inst] = server.loaded_instances()
+    assert (inst.context_length, inst.jit) == (1024, True)
+    server.preload(VLM, identifier="resident")  # explicit: not evicted, takes most of the budget
+    status, body = await call(
+        server.url,
+        "POST",
+        "/v1/chat/completions",
+        {"model": LLAMA, "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert status == 400
+    assert body["error"]["code"] == "model_load_failed"
+    assert "insufficient memory" in body["error"]["message"]
+    # the failed JIT load evicted nothing: the budget check comes first
+    assert sorted(i.identifier for i in server.loaded_instances()) == ["resident", SMOL]

@@ -302,7 +302,6 @@ def _tool_from_def(definition: ToolFunctionDef) -> Tool:
         raise LMStudioValueError(
             f"tool {name!r}: cannot derive a JSON schema from its parameters: {exc}"
         ) from None
-    schema.pop("title", None)
     properties = schema.get("properties")
     if isinstance(properties, dict):
         for pname, text in definition.parameter_descriptions.items():
@@ -356,25 +355,37 @@ def parse_tools(tools: object) -> ToolSet:
 
 
 def _inline(schema: dict[str, Any]) -> dict[str, Any]:
-    """msgspec's ``{"$ref": "#/$defs/X", "$defs": ...}`` -> X's schema at the top level
-    (``$defs`` kept for nested references)."""
-    ref, defs = schema.get("$ref"), schema.get("$defs")
-    if not (isinstance(ref, str) and ref.startswith("#/$defs/") and isinstance(defs, dict)):
+    """msgspec's ``{"$ref": "#/$defs/X", "$defs": {...}}`` -> one self-contained schema.
+
+    Every reference is replaced by the definition it points to (models and LM Studio's
+    grammar handle flat schemas best); only a recursive type keeps its ``$defs``.
+    """
+    defs = schema.get("$defs")
+    if not isinstance(defs, dict):
         return schema
-    name = ref.removeprefix("#/$defs/")
-    root = dict(defs[name])
-    rest = {k: v for k, v in defs.items() if k != name}
-    if rest or _refers_to(root, ref):
-        root["$defs"] = defs
+    recursive: set[str] = set()
+
+    def resolve(value: Any, stack: tuple[str, ...]) -> Any:
+        if isinstance(value, list):
+            return [resolve(v, stack) for v in value]
+        if not isinstance(value, dict):
+            return value
+        ref = value.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            name = ref.removeprefix("#/$defs/")
+            target = defs.get(name)
+            if name in stack or not isinstance(target, dict):
+                recursive.add(name)
+                return value
+            merged = {k: v for k, v in target.items() if k != "title"}
+            merged.update({k: v for k, v in value.items() if k != "$ref"})
+            return resolve(merged, (*stack, name))
+        return {k: resolve(v, stack) for k, v in value.items() if k != "$defs"}
+
+    root = resolve(schema, ())
+    if recursive:
+        root["$defs"] = {k: v for k, v in defs.items() if k in recursive}
     return root
-
-
-def _refers_to(value: Any, ref: str) -> bool:
-    if isinstance(value, dict):
-        return value.get("$ref") == ref or any(_refers_to(v, ref) for v in value.values())
-    if isinstance(value, list):
-        return any(_refers_to(v, ref) for v in value)
-    return False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

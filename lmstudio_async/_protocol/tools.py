@@ -382,7 +382,7 @@ def _inline(schema: dict[str, Any]) -> dict[str, Any]:
             return resolve(merged, (*stack, name))
         return {k: resolve(v, stack) for k, v in value.items() if k != "$defs"}
 
-    root = resolve(schema, ())
+    root: dict[str, Any] = resolve(schema, ())
     if recursive:
         root["$defs"] = {k: v for k, v in defs.items() if k in recursive}
     return root

@@ -74,6 +74,7 @@ _RECONNECT_FIRST: Final = 0.05
 _RECONNECT_MAX: Final = 2.0
 _AGING_WINDOW: Final = 128
 _LEARNED_SECONDS: Final = 30.0
+_TTL_CHECK_FRACTION: Final = 0.8  # idle this share of the TTL: ask before handing it out
 _HandleAny: TypeAlias = _ModelHandle[Any, Any]
 _H = TypeVar("_H", bound=_ModelHandle[Any, Any])
 
@@ -478,7 +479,7 @@ class AsyncModelPool:
         self, budget: int | Sequence[int | None] | Mapping[TargetKey, int | None] | None
     ) -> list[_Target]:
         hosts = self._hosts
-        if budget is None or _is_int(budget):
+        if budget is None or isinstance(budget, int | float):
             value = None if budget is None else _check_budget("memory_budget", budget)
             return [_Target(h, None, value) for h in hosts]
         if isinstance(budget, Mapping):
@@ -717,6 +718,8 @@ class AsyncModelPool:
                 step = self._try(key, domain, cfg, signature, plain, info, place=not ahead)
                 if isinstance(step, _Instance):
                     if step.state == "ready":
+                        if self._maybe_expired(step) and not await self._still_loaded(step):
+                            continue
                         if not waited:
                             self._bump("hits", key, step.target)
                         return step
@@ -848,7 +851,28 @@ class AsyncModelPool:
 
     def _take(self, inst: _Instance) -> None:
         inst.leases += 1
-        inst.last_used = asyncio.get_running_loop().time()
+
+    def _maybe_expired(self, inst: _Instance) -> bool:
+        """Whether the server's idle TTL may have unloaded ``inst`` since its last lease."""
+        if self._ttl is None or inst.leases != 1 or not inst.owned:
+            return False
+        idle = asyncio.get_running_loop().time() - inst.last_used
+        return idle >= self._ttl * _TTL_CHECK_FRACTION
+
+    async def _still_loaded(self, inst: _Instance) -> bool:
+        """Ask the server about ``inst`` (leased by the caller); if gone, release and forget it."""
+        assert inst.handle is not None
+        try:
+            await inst.handle.get_info(timeout=_PROBE_TIMEOUT)
+        except ModelNotFoundError:
+            inst.leases -= 1
+            self._gone(inst)
+            return False
+        except BaseException:
+            inst.leases -= 1
+            self._changed()
+            raise
+        return True
 
     def _evictable(self, target: _Target) -> list[_Instance]:
         victims = [
@@ -1396,6 +1420,6 @@ def _check_int(name: str, value: object, *, minimum: int) -> None:
 
 
 def _check_budget(name: str, value: object) -> int:
-    if not _is_int(value) or value <= 0:  # type: ignore[operator]
+    if not _is_number(value) or int(cast(float, value)) <= 0:
         raise LMStudioValueError(f"{name} must be a positive number of bytes, got {value!r}")
-    return cast(int, value)
+    return int(cast(float, value))

@@ -904,7 +904,8 @@ class AsyncModelPool:
             limit = target.limit(now)
             candidate: tuple[tuple[float, ...], _Target, list[_Instance]]
             if limit is None:
-                candidate = ((0, -len(target.instances)), target, [])
+                committed = sum(1 for i in target.instances if i.state in ("loading", "ready"))
+                candidate = ((0, committed), target, [])  # the least loaded host
             else:
                 if target.budget is not None and need > target.budget:
                     too_big.append(f"{_where(target)} ({target.budget / 1e9:.2f} GB)")
@@ -1195,6 +1196,10 @@ class AsyncModelPool:
     ) -> ModelInfo:
         """The catalogue entry of ``key`` (from the first host that lists it)."""
         low = key.lower()
+        for host in self._hosts:  # catalogues already read, also of hosts down for now
+            found = None if host.catalog is None else host.catalog.get(low)
+            if found is not None:
+                return found
         for refresh in (False, True):
             errors: list[BaseException] = []
             for host in self._hosts:

@@ -8,6 +8,7 @@ from typing import Any
 
 from . import _engine as engine
 from . import _errors as err
+from . import _files as files
 from . import _schema as s
 from . import _textgen as tg
 from ._connection import (
@@ -269,13 +270,18 @@ async def _run_prediction(
     state.touch(inst)
     config = engine.resolve_config(inst, collapse_stack(param["predictionConfigStack"]))
     tools = None
+    lead = ""
     if raw_prompt is not None:
         prompt = engine.raw_prompt(raw_prompt)
     else:
+        images = state.files.images_in(ctx.conn.client_identifier or "", param["history"])
+        if images and not inst.model.get("vision"):
+            raise files.vision_not_supported(inst.model_key)
+        lead = files.describe_images(images)
         prompt = engine.chat_prompt(inst, param["history"], config)
         tools = engine.tool_round(inst, config, messages_from_history(param["history"]))
     outcome = await engine.predict(
-        state, inst, config, prompt, ctx, ctx.runtime.tokens_per_second, tools
+        state, inst, config, prompt, ctx, ctx.runtime.tokens_per_second, tools, lead
     )
     await ctx.send(
         {
@@ -489,4 +495,5 @@ def build_namespaces() -> dict[str, Namespace]:
     spaces["llm"] = _model_namespace("llm")
     spaces["embedding"] = _model_namespace("embedding")
     spaces["system"] = _system_namespace()
+    spaces["files"] = files.files_namespace()
     return spaces

@@ -231,13 +231,15 @@ async def predict(
     sink: Sink,
     tokens_per_second: float,
     tools: tc.ToolRound | None = None,
+    lead: str = "",
 ) -> Outcome:
     """Stream one prediction into ``sink`` at ``tokens_per_second`` and return its outcome.
 
     Simulates prompt processing (with the instance's prompt cache), stops early when the sink
     asks to or when the instance goes away, and updates the instance's idle timer and cache.
     With ``tools`` (from :func:`tool_round`) the text is its text, followed by its tool-call
-    packets (stop reason ``toolCalls``) when the text was emitted in full.
+    packets (stop reason ``toolCalls``) when the text was emitted in full. ``lead`` is text
+    the model says first (a vision model's description of the prompt's images).
     """
     prompt_ids = tg.tokenize(prompt.text)
     total = len(prompt_ids)
@@ -245,7 +247,7 @@ async def predict(
         text = tools.text
     else:
         text = generate(inst, config, prompt)
-    cut = plan(text, config, total, inst.context_length)
+    cut = plan(lead + text, config, total, inst.context_length)
 
     rate = tokens_per_second
     loop = asyncio.get_running_loop()

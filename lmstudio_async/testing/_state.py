@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _errors as err
+from ._files import FileStore
 from ._kvconfig import BYTES_PER_GB, MemoryEstimate, context_key, estimate_memory
 
 
@@ -125,6 +126,7 @@ class ModelState:
         self.instances: list[Instance] = []
         self.notifications: list[dict[str, Any]] = []
         self.experiment_flags: set[str] = set()
+        self.files = FileStore()  # uploads, per client identifier
 
     # --- views --------------------------------------------------------------------------
 

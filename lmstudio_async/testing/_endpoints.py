@@ -214,10 +214,18 @@ def _use(conn: Connection, specifier: dict[str, Any], domain: str) -> Instance:
     return inst
 
 
+# Embedding models wrap their input in start/end markers (BERT's [CLS] and [SEP] ids), so
+# their tokenize gives countTokens + 2 tokens, as LM Studio's do; LLM tokenize adds none.
+EMBEDDING_MARKERS = (101, 102)
+
+
 def _tokenize(domain: str) -> Any:
     def handler(conn: Connection, param: dict[str, Any]) -> Any:
         _use(conn, param["specifier"], domain)
-        return {"tokens": engine.tokenize(param["inputString"])}
+        tokens = engine.tokenize(param["inputString"])
+        if domain == "embedding":
+            tokens = [EMBEDDING_MARKERS[0], *tokens, EMBEDDING_MARKERS[1]]
+        return {"tokens": tokens}
 
     return handler
 

@@ -428,7 +428,7 @@ class AsyncModelPool:
         reconcile_interval: float | None = _DEFAULT_RECONCILE_SECONDS,
         eviction: Eviction = "lfu",
     ) -> None:
-        client_list = [clients] if isinstance(clients, AsyncClient) else list(clients)
+        client_list = list(clients) if isinstance(clients, Sequence) else [clients]
         if not client_list:
             raise LMStudioValueError("AsyncModelPool needs at least one client")
         for i, client in enumerate(client_list):
@@ -924,6 +924,11 @@ class AsyncModelPool:
                         free += victim.bytes
                     if free < need:
                         continue
+                    # Spare those the later (more valuable) victims made unnecessary.
+                    for victim in victims[-2::-1]:
+                        if free - victim.bytes >= need:
+                            victims.remove(victim)
+                            free -= victim.bytes
                     cost = sum(self._policy.rank(v)[0] for v in victims)
                     candidate = ((1, cost, len(victims)), target, victims)
             if best is None or candidate[0] < best[0]:

@@ -114,7 +114,7 @@ class ModelPool(_Facade):
         reconcile_interval: float | None = _DEFAULT_RECONCILE_SECONDS,
         eviction: Eviction = "lfu",
     ) -> None:
-        client_list = [clients] if isinstance(clients, Client) else list(clients)
+        client_list = list(clients) if isinstance(clients, Sequence) else [clients]
         if not client_list:
             raise LMStudioValueError("ModelPool needs at least one client")
         for i, client in enumerate(client_list):

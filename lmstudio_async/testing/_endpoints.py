@@ -6,6 +6,7 @@ import asyncio
 import os
 from typing import Any
 
+from . import _draft as drafting
 from . import _engine as engine
 from . import _errors as err
 from . import _files as files
@@ -288,8 +289,12 @@ async def _run_prediction(
         lead = files.describe_images(images)
         prompt = engine.chat_prompt(inst, param["history"], config)
         tools = engine.tool_round(inst, config, messages_from_history(param["history"]))
+    draft = drafting.requested_draft(config)
+    draft_key = (
+        None if draft is None else str(drafting.check_draft(state, inst.model, draft)["modelKey"])
+    )
     outcome = await engine.predict(
-        state, inst, config, prompt, ctx, ctx.runtime.tokens_per_second, tools, lead
+        state, inst, config, prompt, ctx, ctx.runtime.tokens_per_second, tools, lead, draft_key
     )
     await ctx.send(
         {
@@ -300,6 +305,12 @@ async def _run_prediction(
             "predictionConfig": config_fields(config),
         }
     )
+
+
+def _preload_draft(conn: Connection, param: dict[str, Any]) -> Any:
+    inst = _use(conn, param["specifier"], "llm")
+    drafting.check_draft(_state(conn), inst.model, param["draftModelKey"])
+    return VOID
 
 
 async def _predict(ctx: ChannelContext, param: dict[str, Any]) -> None:
@@ -441,7 +452,9 @@ def _model_namespace(domain: str) -> Namespace:
             s.obj({"specifier": _spec}, {"ignoreServerSessionConfig": s.boolean}),
             _base_prediction_config,
         )
-        rpc["preloadDraftModel"] = RpcEndpoint(s.anything, None)
+        rpc["preloadDraftModel"] = RpcEndpoint(
+            s.obj({"specifier": _spec, "draftModelKey": s.string}), _preload_draft
+        )
         options = {"fuzzyPresetIdentifier": s.string, "ignoreServerSessionConfig": s.boolean}
         channels["predict"] = ChannelEndpoint(
             s.obj(

@@ -703,12 +703,12 @@ def coerce_chat(value: object) -> Chat:
             if isinstance(item, ChatMessage):
                 chat._messages.append(item)
             elif isinstance(item, Mapping):
-                if "role" not in item or "content" not in item:
+                if set(item) != {"role", "content"}:
                     raise LMStudioValueError(
-                        f"chat message {index} must have the keys 'role' and 'content', "
-                        f"got {sorted(map(str, item))}"
+                        f"chat message {index} must have exactly the keys 'role' and "
+                        f"'content', got {sorted(map(str, item))}"
                     )
-                if isinstance(item["content"], str) and set(item) == {"role", "content"}:
+                if isinstance(item["content"], str):
                     chat.add(item["role"], item["content"])
                 else:
                     chat._messages.append(_message_from_wire(index, item))

@@ -102,6 +102,8 @@ def from_standin(exc: err.StandInError, model: str | None = None) -> HttpError:
         )
     if code == "generic.domainMismatch":
         return HttpError(400, message, param="model", code="model_type_mismatch")
+    if code == "generic.visionNotSupported":
+        return HttpError(400, message, param="model", code="vision_not_supported")
     if exc.error_data is not None and "requiredBytes" in exc.error_data:
         return HttpError(400, message, code="model_load_failed")
     return HttpError(400, message, code="invalid_value")

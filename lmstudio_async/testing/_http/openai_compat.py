@@ -10,6 +10,7 @@ from aiohttp import web
 
 from .. import _engine as engine
 from .. import _toolcalls as tc
+from .._files import FileStore
 from .._state import Instance
 from . import convert as cv
 from .common import (
@@ -97,7 +98,10 @@ async def chat_completions(
     fields = await read_fields(request)
     name = fields.string("model", required=True)
     assert name is not None
-    history = {"messages": cv.history_from_messages(fields.raw("messages", required=True))}
+    store = rt.state.files
+    history = {
+        "messages": cv.history_from_messages(fields.raw("messages", required=True), store=store)
+    }
     stream = bool(fields.boolean("stream"))
     include_usage = _stream_options(fields)
     received = cv.sampling_fields(fields, max_tokens=("max_tokens", "max_completion_tokens"))
@@ -113,6 +117,7 @@ async def chat_completions(
     loaded = await use_model(rt, name, "llm", ttl_ms=ttl)
     inst = loaded.inst
     config = cv.resolve_config(inst, received)
+    lead = cv.image_lead(store, inst, history)
     prompt = engine.chat_prompt(inst, history, config)
     round_ = engine.tool_round(inst, config, tc.messages_from_history(history))
     completion_id = new_id("chatcmpl-")
@@ -131,7 +136,7 @@ async def chat_completions(
     if not stream:
         sink = HttpSink(request)
         outcome = await engine.predict(
-            rt.state, inst, config, prompt, sink, rt.tokens_per_second, round_
+            rt.state, inst, config, prompt, sink, rt.tokens_per_second, round_, lead
         )
         message, reason = cv.assistant_message(outcome, sink.tool_calls)
         body: dict[str, Any] = {
@@ -188,7 +193,7 @@ async def chat_completions(
 
     sink = HttpSink(request, on_fragment, sse=sse, on_tool_packet=on_tool_packet)
     outcome = await engine.predict(
-        rt.state, inst, config, prompt, sink, rt.tokens_per_second, round_
+        rt.state, inst, config, prompt, sink, rt.tokens_per_second, round_, lead
     )
     _message, reason = cv.assistant_message(outcome, sink.tool_calls)
     if first:
@@ -330,7 +335,7 @@ async def embeddings(rt: Runtime, request: web.Request) -> web.Response:
 # --- responses (basic text) -----------------------------------------------------------------------
 
 
-def _responses_input(fields: Fields) -> list[dict[str, Any]]:
+def _responses_input(fields: Fields, store: FileStore) -> list[dict[str, Any]]:
     raw = fields.raw("input", required=True)
     if isinstance(raw, str):
         return [{"role": "user", "content": [cv.text_part(raw)]}]
@@ -349,7 +354,7 @@ def _responses_input(fields: Fields) -> list[dict[str, Any]]:
                 code="invalid_value",
             )
         items.append({"role": item.get("role"), "content": item.get("content")})
-    return cv.history_from_messages(items, "input")
+    return cv.history_from_messages(items, "input", store)
 
 
 def _response_object(
@@ -410,7 +415,7 @@ async def responses(rt: Runtime, request: web.Request) -> web.StreamResponse:
     fields = await read_fields(request)
     name = fields.string("model", required=True)
     assert name is not None
-    messages = _responses_input(fields)
+    messages = _responses_input(fields, rt.state.files)
     instructions = fields.string("instructions", empty=True)
     previous = fields.string("previous_response_id")
     store = fields.boolean("store")
@@ -440,6 +445,7 @@ async def responses(rt: Runtime, request: web.Request) -> web.StreamResponse:
     loaded = await use_model(rt, name, "llm", ttl_ms=ttl_ms(fields))
     inst = loaded.inst
     config = cv.resolve_config(inst, received)
+    lead = cv.image_lead(rt.state.files, inst, {"messages": history})
     prompt = engine.chat_prompt(inst, {"messages": system + history}, config)
     response_id = new_id("resp_")
     message_id = new_id("msg_")
@@ -452,7 +458,7 @@ async def responses(rt: Runtime, request: web.Request) -> web.StreamResponse:
 
     if not stream:
         outcome = await engine.predict(
-            rt.state, inst, config, prompt, HttpSink(request), rt.tokens_per_second
+            rt.state, inst, config, prompt, HttpSink(request), rt.tokens_per_second, None, lead
         )
         remember(outcome)
         return json_response(
@@ -507,6 +513,8 @@ async def responses(rt: Runtime, request: web.Request) -> web.StreamResponse:
         prompt,
         HttpSink(request, on_fragment, sse=sse),
         rt.tokens_per_second,
+        None,
+        lead,
     )
     remember(outcome)
     text = outcome.text

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from .. import _engine as engine
 from .. import _errors as err
+from .._files import FileStore
 from .._kvconfig import context_key, effective_config
 from .._state import Instance
 from . import convert as cv
@@ -188,7 +189,7 @@ async def unload(rt: Runtime, request: web.Request) -> web.Response:
 # --- chat -----------------------------------------------------------------------------------------
 
 
-def _chat_input(fields: Fields) -> list[dict[str, Any]]:
+def _chat_input(fields: Fields, store: FileStore) -> list[dict[str, Any]]:
     """``input`` (text, or message/text/image items) as one user message's parts."""
     raw = fields.raw("input", required=True)
     if isinstance(raw, str):
@@ -210,14 +211,7 @@ def _chat_input(fields: Fields) -> list[dict[str, Any]]:
                 )
             parts.append(cv.text_part(content))
         elif kind == "image" and isinstance(item, dict):
-            if not isinstance(item.get("data_url"), str):
-                raise HttpError(
-                    400,
-                    f"'{here}.data_url' must be a string",
-                    param=f"{here}.data_url",
-                    code="invalid_type",
-                )
-            parts.append({"type": "file", "name": "image", "identifier": f"image-{n}"})
+            parts.append(cv.image_part(store, item.get("data_url"), f"{here}.data_url"))
         else:
             raise HttpError(
                 400,
@@ -258,7 +252,7 @@ async def chat(rt: Runtime, request: web.Request) -> web.StreamResponse:
     fields = await read_fields(request)
     name = fields.string("model", required=True)
     assert name is not None
-    parts = _chat_input(fields)
+    parts = _chat_input(fields, rt.state.files)
     system = fields.string("system_prompt", empty=True)
     stream = bool(fields.boolean("stream"))
     store = fields.boolean("store") is not False
@@ -315,9 +309,10 @@ async def chat(rt: Runtime, request: web.Request) -> web.StreamResponse:
         loaded = await use_model(rt, name, "llm", ttl_ms=ttl, load_fields=load_fields)
         inst = loaded.inst
         config = cv.resolve_config(inst, received)
+        lead = cv.image_lead(rt.state.files, inst, {"messages": history})
         prompt = engine.chat_prompt(inst, {"messages": head + history}, config)
         outcome = await engine.predict(
-            rt.state, inst, config, prompt, HttpSink(request), rt.tokens_per_second
+            rt.state, inst, config, prompt, HttpSink(request), rt.tokens_per_second, None, lead
         )
         return json_response(conclude(inst, outcome, loaded))
 
@@ -387,6 +382,7 @@ async def _stream_chat(
             load_time_seconds=round(loaded.load_seconds, 3),
         )
     config = cv.resolve_config(inst, received)
+    lead = cv.image_lead(rt.state.files, inst, {"messages": messages})
     prompt = engine.chat_prompt(inst, {"messages": messages}, config)
     await event("prompt_processing.start")
     in_message = False
@@ -409,6 +405,8 @@ async def _stream_chat(
         prompt,
         HttpSink(request, on_fragment, on_progress, sse=sse),
         rt.tokens_per_second,
+        None,
+        lead,
     )
     if not in_message:
         await event("prompt_processing.end")

@@ -64,9 +64,7 @@ def _image_url(part: dict[str, Any]) -> Any:
     return url if url is not None else part.get("data_url")
 
 
-def _content_parts(
-    value: Any, where: str, index: int, store: FileStore | None = None
-) -> list[dict[str, Any]]:
+def _content_parts(value: Any, where: str, store: FileStore | None = None) -> list[dict[str, Any]]:
     """OpenAI message content (a string or an array of parts) as ChatHistoryData parts."""
     if isinstance(value, str):
         return [text_part(value)]
@@ -174,14 +172,14 @@ def history_from_messages(
         parts: list[dict[str, Any]] = []
         if role == "tool":
             if not isinstance(content, str):
-                content = _joined_text(_content_parts(content, here, index))
+                content = _joined_text(_content_parts(content, here))
             result: dict[str, Any] = {"type": "toolCallResult", "content": content}
             if isinstance(raw.get("tool_call_id"), str):
                 result["toolCallId"] = raw["tool_call_id"]
             parts.append(result)
         else:
             if content is not None or role != "assistant":
-                parts.extend(_content_parts(content, here, index, store))
+                parts.extend(_content_parts(content, here, store))
             if role == "assistant" and raw.get("tool_calls") is not None:
                 parts.extend(_tool_call_parts(raw["tool_calls"], f"{here}.tool_calls"))
         messages.append({"role": role, "content": parts})

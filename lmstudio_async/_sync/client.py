@@ -367,7 +367,6 @@ class SyncLLM(_SyncModelHandle[LlmInstanceInfo, LlmLoadConfig]):
         self, chat: ChatInput, *, timeout: TimeoutParam = USE_CLIENT_DEFAULT
     ) -> str: ...
 
-    @_hop
     def act(
         self,
         chat: ChatInput,
@@ -389,11 +388,39 @@ class SyncLLM(_SyncModelHandle[LlmInstanceInfo, LlmLoadConfig]):
     ) -> ActResult:
         """Let the model use ``tools`` until it answers (see :meth:`LLM.act`), in one hop.
 
-        Plain-function tools run in worker threads (so they may use this sync client);
-        the callbacks run in the client's loop thread, so they must not call the sync
-        client (that raises :class:`LoopThreadError`). Ctrl-C cancels the prediction in
-        flight and the running tools.
+        Plain-function tools run in worker threads and plain-function callbacks in the
+        calling thread (``act`` waits for each), so both may use this sync client; coroutine
+        functions run in the client's loop thread. Ctrl-C cancels the prediction in flight
+        and the running tools.
         """
+        kwargs = {
+            "max_prediction_rounds": max_prediction_rounds,
+            "max_parallel_tool_calls": max_parallel_tool_calls,
+            "config": config,
+            "preset": preset,
+            "on_message": on_message,
+            "on_first_token": on_first_token,
+            "on_prediction_fragment": on_prediction_fragment,
+            "on_round_start": on_round_start,
+            "on_round_end": on_round_end,
+            "on_prediction_completed": on_prediction_completed,
+            "on_prompt_processing_progress": on_prompt_processing_progress,
+            "handle_invalid_tool_request": handle_invalid_tool_request,
+            "timeout": timeout,
+        }
+        return self._lease.call(self._async.act, (chat, tools), kwargs, _ACT_CALLBACKS)
+
+
+_ACT_CALLBACKS: Final = (
+    "on_message",
+    "on_first_token",
+    "on_prediction_fragment",
+    "on_round_start",
+    "on_round_end",
+    "on_prediction_completed",
+    "on_prompt_processing_progress",
+    "handle_invalid_tool_request",
+)
 
 
 class SyncEmbeddingModel(_SyncModelHandle[EmbeddingModelInstanceInfo, EmbeddingLoadConfig]):

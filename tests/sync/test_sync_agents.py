@@ -61,6 +61,51 @@ def test_sync_tools_run_in_worker_threads_and_may_use_the_sync_client(
     assert int(messages[1].tool_results[0].content) == llm.count_tokens("hello world")
 
 
+def test_sync_callbacks_run_in_the_calling_thread_and_may_use_the_client(
+    sync_client: lms.Client,
+) -> None:
+    llm = sync_client.llm.model(LLAMA)
+    caller = threading.get_ident()
+    seen: list[tuple[str, int]] = []
+    counts: list[int] = []
+
+    def on_message(message: lms.ChatMessage) -> None:
+        seen.append(("message", threading.get_ident()))
+        counts.append(llm.count_tokens(message.content or "x"))  # a sync call, same client
+
+    def boom(x: int) -> int:
+        """Explode."""
+        raise RuntimeError("no")
+
+    def handler(error: lms.ToolCallError, request: lms.ToolCallRequest | None) -> str:
+        seen.append(("handler", threading.get_ident()))
+        return "try again later"
+
+    messages: list[lms.ChatMessage] = []
+    llm.act(
+        "call boom with 1",
+        [boom],
+        on_message=lambda m: (messages.append(m), on_message(m)),
+        on_round_start=lambda i: seen.append(("start", threading.get_ident())),
+        handle_invalid_tool_request=handler,
+    )
+    assert {thread for _, thread in seen} == {caller}
+    assert [kind for kind, _ in seen].count("message") == 3
+    assert len(counts) == 3
+    assert msgspec.json.decode(messages[1].tool_results[0].content) == "try again later"
+
+
+def test_sync_callback_errors_stop_act(sync_client: lms.Client) -> None:
+    llm = sync_client.llm.model(LLAMA)
+
+    def fail(_index: int) -> None:
+        raise LookupError("callback failed")
+
+    with pytest.raises(LookupError, match="callback failed"):
+        llm.act("add 2 and 3", [add], on_round_end=fail)
+    assert llm.respond("Hi", config={"max_tokens": 2}).stats.predicted_tokens_count == 2
+
+
 def test_sync_respond_with_tools_and_structured_output(sync_client: lms.Client) -> None:
     llm = sync_client.llm.model(LLAMA)
     reply = llm.respond("add 2 and 3", tools=[add])

@@ -142,3 +142,18 @@ async def test_images_for_a_model_without_vision_fail_before_sending(
         await smol.respond(lms.Chat().add_user("What is it?", images=[image]))
     assert info.value.subject == smol.identifier
     assert len(lmstudio_server.received_frames(namespace="llm")) == before
+
+
+async def test_a_preset_applies_under_the_callers_config(llm: lms.LLM) -> None:
+    try:
+        concise = await llm.respond("Describe a cat", preset="concise")
+    except lms.PresetNotFoundError:
+        pytest.skip("the stand-in serves no presets yet")
+    assert concise.prediction_config.max_tokens == 24
+    assert concise.stats.predicted_tokens_count <= 24
+    overridden = await llm.respond("Describe a cat", preset="concise", config={"max_tokens": 5})
+    assert overridden.prediction_config.max_tokens == 5
+    assert overridden.stats.predicted_tokens_count <= 5
+    with pytest.raises(lms.PresetNotFoundError) as info:
+        await llm.respond("hi", preset="no-such-preset")
+    assert "@local:concise" in info.value.available

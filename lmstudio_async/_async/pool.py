@@ -275,6 +275,7 @@ class _Instance:
         "bytes",
         "domain",
         "done",
+        "draining",
         "handle",
         "identifier",
         "key",
@@ -312,6 +313,7 @@ class _Instance:
         self.handle: _HandleAny | None = None
         self.leases = 0
         self.reserved = 0  # callers of the load, promised a lease when it lands
+        self.draining = False  # no new leases: a waiter needs its memory once it is idle
         self.last_used = 0.0
         self.done: asyncio.Future[None] | None = None
 
@@ -470,6 +472,7 @@ class AsyncModelPool:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._cancellable: set[asyncio.Task[Any]] = set()
         self._reconciler: asyncio.Task[None] | None = None
+        self._drainer: int | None = None  # the waiter for which instances are draining
         self._closed = False
         self._closing: asyncio.Future[None] | None = None
 
@@ -715,7 +718,17 @@ class AsyncModelPool:
                 await self._sync_hosts(deadline, timeout)
                 # Fair queueing: a caller that needs to wait keeps its place in line.
                 ahead = waiter is None and bool(self._waiters)
-                step = self._try(key, domain, cfg, signature, plain, info, place=not ahead)
+                drain = waiter is not None and self._drainer in (None, waiter.seq)
+                step = self._try(
+                    key,
+                    domain,
+                    cfg,
+                    signature,
+                    plain,
+                    info,
+                    place=not ahead,
+                    drain_for=waiter.seq if drain and waiter is not None else None,
+                )
                 if isinstance(step, _Instance):
                     if step.state == "ready":
                         if self._maybe_expired(step) and not await self._still_loaded(step):
@@ -749,12 +762,19 @@ class AsyncModelPool:
                         self._bump("waits", key, None)
                     if ahead:
                         self._changed()  # let the callers ahead try first, in order
+                    else:
+                        continue  # first in line: try once more, now allowed to drain
                 fut = waiter.future = loop.create_future()
                 await self._wait(fut, deadline, timeout, key, last_error)
         finally:
             if waiter is not None:
                 self._waiters.pop(waiter.seq, None)
                 counts.queued -= 1
+                if self._drainer == waiter.seq:
+                    self._drainer = None
+                    for target in self._targets:
+                        for inst in target.instances:
+                            inst.draining = False
                 self._changed()
 
     async def _wait(
@@ -817,8 +837,13 @@ class AsyncModelPool:
         info: ModelInfo,
         *,
         place: bool = True,
+        drain_for: int | None = None,
     ) -> _Instance | BaseException | None:
-        """Lease a ready instance, join a load in progress, or start one; None: wait."""
+        """Lease a ready instance, join a load in progress, or start one; None: wait.
+
+        ``drain_for``: the waiter may mark leased instances as draining (no new leases)
+        so that they can be evicted for it once their leases end.
+        """
         limit = self._max_concurrent
         matching = [
             inst
@@ -830,7 +855,9 @@ class AsyncModelPool:
             and (inst.signature == signature or (inst.signature is None and plain))
         ]
         ready = [i for i in matching if i.state == "ready"]
-        free = [i for i in ready if limit is None or i.leases + i.reserved < limit]
+        free = [
+            i for i in ready if not i.draining and (limit is None or i.leases + i.reserved < limit)
+        ]
         loading = [i for i in matching if i.state == "loading"]
         if free:
             inst = min(free, key=lambda i: (i.leases + i.reserved, -i.last_used))
@@ -847,7 +874,9 @@ class AsyncModelPool:
                 return inst
         if not place or (matching and len(matching) >= self._max_replicas):
             return None  # every instance is busy and no replica may be added
-        return self._place(key, domain, cfg, signature, info, evict=not matching)
+        return self._place(
+            key, domain, cfg, signature, info, evict=not matching, drain_for=drain_for
+        )
 
     def _take(self, inst: _Instance) -> None:
         inst.leases += 1
@@ -892,6 +921,7 @@ class AsyncModelPool:
         info: ModelInfo,
         *,
         evict: bool,
+        drain_for: int | None = None,
     ) -> _Instance | BaseException | None:
         """Start a load of ``key`` on the best target (evicting idle instances if allowed)."""
         best: tuple[tuple[float, ...], _Target, list[_Instance]] | None = None
@@ -916,19 +946,9 @@ class AsyncModelPool:
                 elif not evict:
                     continue
                 else:
-                    victims: list[_Instance] = []
-                    for victim in self._evictable(target):
-                        if free >= need:
-                            break
-                        victims.append(victim)
-                        free += victim.bytes
-                    if free < need:
+                    victims = self._victims(self._evictable(target), free, need)
+                    if victims is None:
                         continue
-                    # Spare those the later (more valuable) victims made unnecessary.
-                    for victim in victims[-2::-1]:
-                        if free - victim.bytes >= need:
-                            victims.remove(victim)
-                            free -= victim.bytes
                     cost = sum(self._policy.rank(v)[0] for v in victims)
                     candidate = ((1, cost, len(victims)), target, victims)
             if best is None or candidate[0] < best[0]:
@@ -938,6 +958,8 @@ class AsyncModelPool:
                 return LMStudioValueError(
                     f"model pool: {key!r} needs more memory than the budget of {', '.join(too_big)}"
                 )
+            if evict and drain_for is not None:
+                self._drain(key, signature, info, now, drain_for)
             return None
         _, target, victims = best
         for victim in victims:
@@ -950,6 +972,52 @@ class AsyncModelPool:
         inst.done = asyncio.get_running_loop().create_future()
         self._spawn(self._load(inst, cfg), f"lmstudio-pool-load-{key}", cancel=True)
         return inst
+
+    @staticmethod
+    def _victims(candidates: list[_Instance], free: int, need: int) -> list[_Instance] | None:
+        """The first of ``candidates`` (in eviction order) that make ``need`` fit, sparing
+        those that later, more valuable ones made unnecessary; None if all are not enough."""
+        victims: list[_Instance] = []
+        for victim in candidates:
+            if free >= need:
+                break
+            victims.append(victim)
+            free += victim.bytes
+        if free < need:
+            return None
+        for victim in victims[-2::-1]:
+            if free - victim.bytes >= need:
+                victims.remove(victim)
+                free -= victim.bytes
+        return victims
+
+    def _drain(self, key: str, signature: bytes, info: ModelInfo, now: float, seq: int) -> None:
+        """Nothing idle can make room: stop leasing the instances whose eviction would
+        (the fewest busy ones, least valuable first), so that this waiter is served once
+        their leases end instead of waiting behind a stream of hits."""
+        best: tuple[tuple[float, ...], list[_Instance]] | None = None
+        for target in self._targets:
+            limit = target.limit(now)
+            if not target.host.up or limit is None or not self._serves(target, key):
+                continue
+            candidates = [
+                i
+                for i in target.instances
+                if i.state == "ready" and i.owned and i.key.lower() not in self._pinned
+            ]
+            candidates.sort(key=lambda i: (not i.idle, *self._policy.rank(i)))
+            need = self._bytes(target, key, signature, info)
+            victims = self._victims(candidates, limit - target.committed(), need)
+            if victims is None:
+                continue
+            busy = [v for v in victims if not v.idle]
+            score = (len(busy), sum(self._policy.rank(v)[0] for v in busy))
+            if best is None or score < best[0]:
+                best = (score, busy)
+        if best is not None:
+            self._drainer = seq
+            for victim in best[1]:
+                victim.draining = True
 
     def _serves(self, target: _Target, key: str) -> bool:
         catalog = target.host.catalog

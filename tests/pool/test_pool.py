@@ -208,6 +208,7 @@ async def test_callers_wait_in_fifo_order_then_time_out(
 
 async def test_a_full_wait_queue_refuses_at_once(client: lms.AsyncClient) -> None:
     async with lms.AsyncModelPool(client, memory_budget=budget_for(1), max_waiting=2) as pool:
+        pool.pin("m0")  # so that the waiters cannot drain it
         async with pool.llm("m0"):
             tasks = [asyncio.create_task(_lease_briefly(pool, k)) for k in ("m1", "m2")]
             await eventually(lambda: pool.stats().queued >= 2)
@@ -217,9 +218,34 @@ async def test_a_full_wait_queue_refuses_at_once(client: lms.AsyncClient) -> Non
                 async with pool.llm("m3"):
                     pass
             assert loop.time() - started < 1
-            async with pool.llm("m0") as shared:  # a hit never queues
+            async with pool.llm("m0") as shared:  # a hit on an instance not draining
                 assert shared.model_key == "m0"
+        pool.unpin("m0")
         await asyncio.gather(*tasks)
+
+
+async def test_a_waiter_is_not_starved_by_a_stream_of_hits(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    async with lms.AsyncModelPool(client, memory_budget=budget_for(1)) as pool:
+        stop = asyncio.Event()
+
+        async def hammer() -> int:
+            done = 0
+            while not stop.is_set():
+                async with pool.llm("m0", timeout=10):
+                    await asyncio.sleep(0.02)
+                    done += 1
+            return done
+
+        hammers = [asyncio.create_task(hammer()) for _ in range(8)]
+        await eventually(lambda: pool.stats().in_flight > 0)
+        await asyncio.sleep(0.1)  # m0 is never idle from here on
+        async with pool.llm("m1", timeout=5):  # served once m0's leases drain
+            assert loaded_keys(lmstudio_server) == ["m1"]
+        stop.set()
+        assert all(count > 0 for count in await asyncio.gather(*hammers))
+        assert pool.stats().by_key["m0"].loads == 2
 
 
 async def _lease_briefly(pool: lms.AsyncModelPool, key: str) -> None:

@@ -100,6 +100,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default 3600, LM Studio's 60 minutes)",
     )
     parser.add_argument(
+        "--presets",
+        metavar="FILE",
+        default=None,
+        help="JSON list of prediction presets replacing the built-in ones (docs/stand-in.md)",
+    )
+    parser.add_argument(
+        "--hub",
+        metavar="FILE",
+        default=None,
+        help="JSON list of downloadable repositories replacing the built-in simulated hub",
+    )
+    parser.add_argument(
+        "--download-mb-per-second",
+        type=float,
+        default=1000.0,
+        help="simulated download speed in MB per second (default 1000)",
+    )
+    parser.add_argument(
         "--tokens-per-second",
         type=float,
         default=2000.0,
@@ -126,6 +144,9 @@ def server_from_args(ns: argparse.Namespace) -> StandInServer:
         jit=ns.jit,
         jit_ttl=ns.jit_ttl,
         devices=devices,
+        presets=getattr(ns, "presets", None),
+        hub=getattr(ns, "hub", None),
+        download_mb_per_second=getattr(ns, "download_mb_per_second", 1000.0),
     )
 
 

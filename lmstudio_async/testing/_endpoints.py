@@ -10,6 +10,8 @@ from . import _draft as drafting
 from . import _engine as engine
 from . import _errors as err
 from . import _files as files
+from . import _hub as hub
+from . import _presets as presets
 from . import _schema as s
 from . import _textgen as tg
 from ._connection import (
@@ -273,11 +275,13 @@ async def _run_prediction(
 ) -> None:
     state = _state(ctx.conn)
     inst = state.require(param["modelSpecifier"], "llm")
-    preset = param.get("fuzzyPresetIdentifier")
-    if preset is not None:
-        raise err.preset_not_found(preset)
+    received = collapse_stack(param["predictionConfigStack"])
+    fuzzy = param.get("fuzzyPresetIdentifier")
+    if fuzzy is not None:  # the client's settings override the preset's
+        preset = presets.resolve_preset(ctx.runtime.presets, fuzzy)
+        received = {**presets.preset_fields(preset), **received}
     state.touch(inst)
-    config = engine.resolve_config(inst, collapse_stack(param["predictionConfigStack"]))
+    config = engine.resolve_config(inst, received)
     tools = None
     lead = ""
     if raw_prompt is not None:
@@ -517,4 +521,5 @@ def build_namespaces() -> dict[str, Namespace]:
     spaces["embedding"] = _model_namespace("embedding")
     spaces["system"] = _system_namespace()
     spaces["files"] = files.files_namespace()
+    spaces["repository"] = hub.repository_namespace()
     return spaces

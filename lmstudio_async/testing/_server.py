@@ -23,6 +23,8 @@ from ._catalog import default_catalog, load_catalog_file, validate_catalog
 from ._connection import Connection
 from ._endpoints import build_namespaces
 from ._http import install as install_http
+from ._hub import default_hub, load_hub_file, validate_hub
+from ._presets import default_presets, load_presets_file, validate_presets
 from ._state import DEFAULT_JIT_TTL_MS, InstanceSnapshot, ModelState
 
 __all__ = [
@@ -204,6 +206,9 @@ class Runtime:
         jit: bool = True,
         jit_ttl: float | None = DEFAULT_JIT_TTL_MS / 1000,
         devices: Mapping[str, float] | None = None,
+        presets: list[dict[str, Any]] | str | Path | None = None,
+        hub: list[dict[str, Any]] | str | Path | None = None,
+        download_mb_per_second: float = 1000.0,
     ) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be between 0 and 65535, got {port}")
@@ -229,6 +234,21 @@ class Runtime:
         else:
             models = validate_catalog(catalog)
         self.catalog = models
+        if presets is None:
+            self.presets = default_presets()
+        elif isinstance(presets, (str, Path)):
+            self.presets = load_presets_file(presets)
+        else:
+            self.presets = validate_presets(presets)
+        if hub is None:
+            self.hub = default_hub()
+        elif isinstance(hub, (str, Path)):
+            self.hub = load_hub_file(hub)
+        else:
+            self.hub = validate_hub(hub)
+        if not download_mb_per_second > 0:
+            raise ValueError("download_mb_per_second must be positive")
+        self.download_bytes_per_second = download_mb_per_second * 1_000_000
         self.memory_gb = memory_gb
         self.jit_evict = jit_evict
         if jit_ttl is not None and not jit_ttl > 0:
@@ -498,6 +518,9 @@ class _StandInBase:
         jit: bool = True,
         jit_ttl: float | None = DEFAULT_JIT_TTL_MS / 1000,
         devices: Mapping[str, float] | None = None,
+        presets: list[dict[str, Any]] | str | Path | None = None,
+        hub: list[dict[str, Any]] | str | Path | None = None,
+        download_mb_per_second: float = 1000.0,
     ) -> None:
         self._rt = Runtime(
             port,
@@ -515,6 +538,9 @@ class _StandInBase:
             jit=jit,
             jit_ttl=jit_ttl,
             devices=devices,
+            presets=presets,
+            hub=hub,
+            download_mb_per_second=download_mb_per_second,
         )
 
     # --- addresses ------------------------------------------------------------------------

@@ -19,6 +19,7 @@ when set and omitted when unset, as for load configs. ``json_schema`` becomes
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -1004,6 +1005,22 @@ class PredictionRoundResult(PredictionResult):
     """Which round (from 0)."""
 
 
+_KV_ENCODER: Final = msgspec.json.Encoder()
+_KV_DECODER: Final = msgspec.json.Decoder(KvConfig)
+
+
+# A model's load config and a caller's prediction config repeat from one prediction to the
+# next (every round of ``act``): map each distinct one once. Both results are frozen.
+@functools.lru_cache(maxsize=256)
+def _load_config_of(raw: bytes) -> LlmLoadConfig:
+    return fields_to_load_config("llm", _KV_DECODER.decode(raw))
+
+
+@functools.lru_cache(maxsize=256)
+def _prediction_config_of(raw: bytes) -> PredictionConfig:
+    return fields_to_prediction_config(_KV_DECODER.decode(raw))
+
+
 def result_from_success(
     content: str,
     packet: PredictionSuccess,
@@ -1014,7 +1031,7 @@ def result_from_success(
         content=content,
         stats=packet.stats,
         model_info=packet.model_info,
-        prediction_config=fields_to_prediction_config(packet.prediction_config),
-        load_config=fields_to_load_config("llm", packet.load_model_config),
+        prediction_config=_prediction_config_of(_KV_ENCODER.encode(packet.prediction_config)),
+        load_config=_load_config_of(_KV_ENCODER.encode(packet.load_model_config)),
         tool_calls=tuple(tool_calls),
     )

@@ -298,6 +298,8 @@ class AgentMethods(LlmMethods):
                 value = await tool.implementation(**kwargs)
             else:
                 value = await asyncio.to_thread(tool.implementation, **kwargs)
+                if inspect.isawaitable(value):  # e.g. a lambda returning a coroutine
+                    value = await value
             return encode_tool_result(value)
         except Exception as exc:
             log.info("tool %r raised %r; reporting it to the model", request.name, exc)

@@ -306,7 +306,7 @@ class PredictionStream:
                     value = min(max(float(packet.progress), 0.0), 1.0)  # type: ignore[union-attr]
                     await _invoke(self._on_prompt_progress, value)
                 elif kind is ToolCallEndPacket and not self._cancel_sent:
-                    self._tool_calls.append(packet.tool_call_request)  # type: ignore[union-attr]
+                    self._tool_calls.append(packet.request())  # type: ignore[union-attr]
                 elif kind is ToolCallFailedPacket and not self._cancel_sent:
                     log.warning(
                         "%s of %r: LM Studio could not parse a tool call: %s",

@@ -904,11 +904,22 @@ class _ToolCallArgument(_Packet, tag="toolCallGenerationArgumentFragmentGenerate
     pass
 
 
+class _WireToolCallRequest(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    arguments: dict[str, Any] | None = None
+    id: str | None = None
+
+
 class ToolCallEndPacket(_Packet, tag="toolCallGenerationEnd"):
     """The model finished writing a tool call."""
 
-    tool_call_request: ToolCallRequest
+    tool_call_request: _WireToolCallRequest
     raw_content: str | None = None
+
+    def request(self) -> ToolCallRequest:
+        """The call as a :class:`ToolCallRequest` (missing arguments become ``{}``)."""
+        wire = self.tool_call_request
+        return ToolCallRequest(name=wire.name, arguments=wire.arguments or {}, id=wire.id)
 
 
 class ToolCallFailedPacket(_Packet, tag="toolCallGenerationFailed"):

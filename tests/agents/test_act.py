@@ -279,3 +279,27 @@ async def test_arguments_arrive_converted_to_the_annotated_types(llm: lms.LLM) -
         "unit": "fahrenheit",
         "days": 3,
     }
+
+
+@pytest.mark.lmstudio_server(tokens_per_second=5)
+async def test_act_predictions_keep_their_deadline(
+    llm: lms.LLM, lmstudio_server: ThreadedStandInServer
+) -> None:
+    with pytest.raises(lms.LMStudioTimeoutError):
+        await llm.act("add 2 and 3", [add], timeout=lms.Timeouts(idle=10, total=0.3))
+    await eventually(lambda: len(lmstudio_server.cancels()) == 1)
+
+
+async def test_an_explicit_tool_may_return_an_awaitable(llm: lms.LLM) -> None:
+    async def triple(x: float) -> float:
+        return 3 * x
+
+    tool = lms.ToolFunctionDef(
+        name="triple",
+        description="Triple a number.",
+        parameters={"x": float},
+        implementation=lambda x: triple(x),  # a plain function returning a coroutine
+    )
+    messages: list[lms.ChatMessage] = []
+    await llm.act("call triple with 2", [tool], on_message=messages.append)
+    assert messages[1].tool_results[0].content == "6.0"

@@ -237,3 +237,15 @@ def test_add_tool_result_needs_json() -> None:
         lms.Chat().add_tool_result("call_1", object())
     with pytest.raises(lms.LMStudioValueError, match="only user messages carry images"):
         lms.ChatMessage(role="assistant", content="x", images=(_sample_chat().images[0],))
+
+
+def test_tool_call_packets_decode_with_missing_arguments() -> None:
+    from lmstudio_async._protocol.prediction import PREDICTION_PACKET_DECODER, ToolCallEndPacket
+
+    raw = (
+        b'{"type": "toolCallGenerationEnd", "toolCallRequest": '
+        b'{"type": "function", "id": "c1", "name": "ping", "arguments": null}}'
+    )
+    packet = PREDICTION_PACKET_DECODER.decode(raw)
+    assert isinstance(packet, ToolCallEndPacket)
+    assert packet.request() == lms.ToolCallRequest(id="c1", name="ping", arguments={})

@@ -239,3 +239,14 @@ async def test_embedding_tokenize_includes_start_and_end_markers(client: lms.Asy
     assert len(tokens) == count + 2
     batch: Any = await embedder.tokenize([text, text])
     assert batch == [tokens, tokens]
+
+
+@needs_uploads
+async def test_an_oversized_upload_is_refused_and_the_client_goes_on(
+    client: lms.AsyncClient,
+) -> None:
+    big = PNG + bytes(11 * 1024 * 1024)  # over the stand-in's 10 MiB limit (docs/stand-in.md)
+    with pytest.raises(lms.ServerError, match="limit"):
+        await client.files.prepare_image(big, name="big.png")
+    image = await client.files.prepare_image(PNG, name="dot.png")
+    assert image.size_bytes == len(PNG)

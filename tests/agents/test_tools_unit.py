@@ -249,3 +249,41 @@ def test_tool_call_packets_decode_with_missing_arguments() -> None:
     packet = PREDICTION_PACKET_DECODER.decode(raw)
     assert isinstance(packet, ToolCallEndPacket)
     assert packet.request() == lms.ToolCallRequest(id="c1", name="ping", arguments={})
+
+
+@pytest.mark.parametrize(
+    ("payload", "cls"),
+    [
+        ({"title": "x", "displayData": {"code": "generic.visionNotSupported"}}, "Vision"),
+        ({"title": 'Model "m" does not support images'}, "Vision"),
+        ({"title": "x", "displayData": {"code": "generic.draftModelNotFound"}}, "Draft"),
+        ({"title": 'Draft model "d" is not compatible with "m"'}, "Draft"),
+        (
+            {
+                "title": "No preset",
+                "displayData": {
+                    "code": "generic.presetNotFound",
+                    "specifiedFuzzyPresetIdentifier": "p",
+                    "availablePresetsSample": [{"identifier": "@local:a", "name": "A"}],
+                    "totalAvailablePresets": 1,
+                },
+            },
+            "Preset",
+        ),
+        ({"title": "Something else broke"}, "Server"),
+    ],
+)
+def test_prediction_errors_map_to_their_classes(payload: dict[str, Any], cls: str) -> None:
+    from lmstudio_async._protocol.errors import decode_serialized_error, map_server_error
+
+    error = map_server_error(decode_serialized_error(payload), operation="Chat response")
+    expected = {
+        "Vision": lms.VisionNotSupportedError,
+        "Draft": lms.DraftModelError,
+        "Preset": lms.PresetNotFoundError,
+        "Server": lms.ServerError,
+    }[cls]
+    assert type(error) is expected
+    if isinstance(error, lms.PresetNotFoundError):
+        assert error.preset == "p"
+        assert error.available == ["@local:a"]

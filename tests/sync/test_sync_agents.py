@@ -176,3 +176,34 @@ def test_sync_ctrl_c_mid_round_cancels_the_prediction(
         assert time.monotonic() < deadline
         time.sleep(0.02)
     assert lmstudio_server.cancels()[0].endpoint == "predict"
+
+
+def test_sync_ctrl_c_cancels_a_download(
+    sync_client: lms.Client, lmstudio_server: ThreadedStandInServer
+) -> None:
+    downloaded = {m.model_key for m in sync_client.system.list_downloaded()}
+    option = next(
+        o
+        for r in sync_client.repository.search_models(limit=25)
+        for o in r.get_download_options()
+        if o.info.indexed_model_identifier not in downloaded
+    )
+    progressed = threading.Event()
+
+    def fire() -> None:
+        if progressed.wait(10):
+            _thread.interrupt_main()
+
+    timer = threading.Thread(target=fire, daemon=True)
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            option.download(on_progress=lambda _p: progressed.set())
+    finally:
+        timer.join(5)
+    deadline = time.monotonic() + 5
+    while not any(c.endpoint == "downloadModel" for c in lmstudio_server.cancels()):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    keys = {m.model_key for m in sync_client.system.list_downloaded()}
+    assert option.info.indexed_model_identifier not in keys

@@ -90,10 +90,9 @@ def specific_model_unloaded() -> StandInError:
 
 
 def identifier_exists(identifier: str) -> StandInError:
-    return StandInError(
-        f'An instance with identifier "{identifier}" already exists',
-        error_data={"identifier": identifier},
-    )
+    # No errorData: LM Studio's message is the title alone (the official suite matches it
+    # on one line: "Model load error.*already exists").
+    return StandInError(f'An instance with identifier "{identifier}" already exists')
 
 
 def insufficient_memory(

@@ -131,6 +131,8 @@ def image_info(data: bytes) -> ImageInfo | None:
 def _file_type(name: str, data: bytes, image: ImageInfo | None) -> str:
     if image is not None:
         return "image"
+    if not data:
+        return "unknown"  # LM Studio accepts empty uploads (the official suite sends one)
     if data[:5] == b"%PDF-":
         return "application/pdf"
     if data[:4] == b"PK\x03\x04" and name.lower().endswith(".docx"):
@@ -198,8 +200,6 @@ class FileStore:
             data = base64.b64decode(content_base64, validate=True)
         except (binascii.Error, ValueError):
             raise invalid_upload("contentBase64 is not valid base64") from None
-        if not data:
-            raise invalid_upload("the file is empty")
         if len(data) > MAX_UPLOAD_BYTES:
             raise invalid_upload(
                 f"{len(data)} bytes is more than the limit of {MAX_UPLOAD_BYTES} bytes"

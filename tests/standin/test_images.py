@@ -111,13 +111,14 @@ async def test_upload_returns_a_fresh_handle_each_time(files: Socket) -> None:
     assert pdf["result"]["fileType"] == "application/pdf"
     blob = await _upload(files, "blob.bin", b"\xff\xfe\x00\x81")
     assert blob["result"]["fileType"] == "unknown"
+    empty = await _upload(files, "nothing", b"")
+    assert empty["result"] == {**empty["result"], "fileType": "unknown", "sizeBytes": 0}
 
 
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
         ("a.png", "not base64!!", "not valid base64"),
-        ("a.png", "", "empty"),
         ("a.png", base64.b64encode(b"no image here").decode(), "not a readable image"),
     ],
 )

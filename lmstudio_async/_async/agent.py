@@ -79,6 +79,12 @@ async def _call(callback: Callable[..., Any] | None, *args: Any) -> Any:
     return result
 
 
+async def _cancel_all(tasks: Sequence[asyncio.Future[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def _check_limit(name: str, value: object) -> int | None:
     if value is None:
         return None
@@ -275,8 +281,17 @@ class AgentMethods(LlmMethods):
 
         if len(requests) == 1:
             return [await run(requests[0])]
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(run(r), name=f"lmstudio-tool-{r.name}") for r in requests]
+        tasks = [asyncio.ensure_future(run(r)) for r in requests]
+        try:
+            _done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        except BaseException:  # act was cancelled: so are the tools
+            await _cancel_all(tasks)
+            raise
+        if pending:  # one raised (a handler stopping act, Ctrl-C in a tool): stop the others
+            await _cancel_all(tasks)
+        for task in tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
         return [t.result() for t in tasks]
 
     async def _run_tool(

@@ -303,3 +303,64 @@ async def test_an_explicit_tool_may_return_an_awaitable(llm: lms.LLM) -> None:
     messages: list[lms.ChatMessage] = []
     await llm.act("call triple with 2", [tool], on_message=messages.append)
     assert messages[1].tool_results[0].content == "6.0"
+
+
+async def test_cancelling_act_cancels_every_parallel_tool(llm: lms.LLM) -> None:
+    started: list[str] = []
+    cancelled: list[str] = []
+
+    async def hang(name: str) -> None:
+        started.append(name)
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.append(name)
+            raise
+
+    async def first(tag: str) -> None:
+        """Tool first."""
+        await hang("first")
+
+    async def second(tag: str) -> None:
+        """Tool second."""
+        await hang("second")
+
+    task = asyncio.create_task(
+        llm.act(
+            "use first with 'a' and second with 'b'", [first, second], max_parallel_tool_calls=2
+        )
+    )
+    await eventually(lambda: len(started) == 2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert sorted(cancelled) == ["first", "second"]
+
+
+async def test_a_handler_stopping_parallel_tools_raises_its_own_error(llm: lms.LLM) -> None:
+    slow_cancelled = asyncio.Event()
+
+    def first(tag: str) -> str:
+        """Tool first."""
+        raise RuntimeError("broken")
+
+    async def second(tag: str) -> str:
+        """Tool second."""
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            slow_cancelled.set()
+            raise
+        return tag
+
+    def handler(error: lms.ToolCallError, request: Any) -> str:
+        raise error
+
+    with pytest.raises(lms.ToolCallError, match="broken"):  # not an ExceptionGroup
+        await llm.act(
+            "use first with 'a' and second with 'b'",
+            [first, second],
+            max_parallel_tool_calls=None,
+            handle_invalid_tool_request=handler,
+        )
+    assert slow_cancelled.is_set()

@@ -250,3 +250,13 @@ async def test_an_oversized_upload_is_refused_and_the_client_goes_on(
         await client.files.prepare_image(big, name="big.png")
     image = await client.files.prepare_image(PNG, name="dot.png")
     assert image.size_bytes == len(PNG)
+
+
+async def test_a_model_key_with_its_publisher_finds_the_loaded_instance(
+    client: lms.AsyncClient,
+) -> None:
+    plain = await client.llm.model(LLAMA)
+    qualified = await client.llm.model(f"hugging-quants/{LLAMA}")
+    assert qualified == plain
+    assert [h.identifier for h in await client.llm.list_loaded()] == [LLAMA]
+    assert await qualified.respond("Hi", config={"max_tokens": 2}) is not None

@@ -355,11 +355,6 @@ class PredictionStream:
         self._result = result
         self._end(None)
 
-    @property
-    def tool_calls(self) -> list[ToolCallRequest]:
-        """The tool calls the model asked for so far (``respond_stream(..., tools=...)``)."""
-        return list(self._tool_calls)
-
     def _end(self, error: BaseException | None) -> None:
         if error is not None and self._error is None and self._result is None:
             self._error = error

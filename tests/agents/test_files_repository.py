@@ -115,8 +115,14 @@ async def test_search_arguments_are_checked(
     assert lmstudio_server.received_frames(namespace="repository") == []
 
 
+async def _downloaded(client: lms.AsyncClient) -> set[str]:
+    """Model keys and paths of the downloaded models (a download option names a path)."""
+    infos = await client.system.list_downloaded()
+    return {m.model_key for m in infos} | {m.path for m in infos}
+
+
 async def _a_new_model(client: lms.AsyncClient) -> tuple[lms.ModelSearchResult, lms.DownloadOption]:
-    downloaded = {m.model_key for m in await client.system.list_downloaded()}
+    downloaded = await _downloaded(client)
     for result in await client.repository.search_models(limit=25):
         for option in await result.get_download_options():
             if option.info.indexed_model_identifier not in downloaded:
@@ -130,6 +136,7 @@ async def test_download_with_progress_then_load(client: lms.AsyncClient) -> None
     progress: list[lms.DownloadProgress] = []
     key = await option.download(on_progress=progress.append)
     assert progress
+    assert option.info.indexed_model_identifier in await _downloaded(client)
     fractions = [p.fraction for p in progress]
     assert fractions == sorted(fractions)
     assert progress[-1].downloaded_bytes <= progress[-1].total_bytes
@@ -153,8 +160,7 @@ async def test_cancelling_a_download_cancels_it_on_the_server(
     while not any(c.endpoint == "downloadModel" for c in lmstudio_server.cancels()):
         assert asyncio.get_running_loop().time() < deadline
         await asyncio.sleep(0.02)
-    keys = {m.model_key for m in await client.system.list_downloaded()}
-    assert option.info.indexed_model_identifier not in keys
+    assert option.info.indexed_model_identifier not in await _downloaded(client)
 
 
 @needs_hub
@@ -168,7 +174,8 @@ def test_sync_download_reports_progress_in_the_calling_thread(
     with lms.Client(lmstudio_server.host) as client:
         results = client.repository.search_models(limit=25)
         assert all(isinstance(r, lms.SyncModelSearchResult) for r in results)
-        downloaded = {m.model_key for m in client.system.list_downloaded()}
+        infos = client.system.list_downloaded()
+        downloaded = {m.model_key for m in infos} | {m.path for m in infos}
         option = next(
             o
             for r in results
@@ -178,7 +185,9 @@ def test_sync_download_reports_progress_in_the_calling_thread(
         assert isinstance(option, lms.SyncDownloadOption)
         key = option.download(on_progress=lambda _p: threads.add(threading.get_ident()))
         assert threads == {caller}
-        assert key in {m.model_key for m in client.system.list_downloaded()}
+        infos = client.system.list_downloaded()
+        assert key in {m.model_key for m in infos}
+        assert option.info.indexed_model_identifier in {m.path for m in infos}
 
 
 @needs_hub
@@ -186,13 +195,15 @@ async def test_cli_get_downloads_with_progress(
     lmstudio_server: ThreadedStandInServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     async with lms.AsyncClient(lmstudio_server.host) as client:
-        result, _option = await _a_new_model(client)
-    code = await asyncio.to_thread(
-        commands.main, ["--host", lmstudio_server.host, "get", result.name]
-    )
-    out = capsys.readouterr()
-    assert code == 0, out.err
-    assert "Downloaded" in out.out
+        result, option = await _a_new_model(client)
+        code = await asyncio.to_thread(
+            commands.main, ["--host", lmstudio_server.host, "get", result.name]
+        )
+        out = capsys.readouterr()
+        assert code == 0, out.err
+        assert "Downloaded" in out.out
+        assert "100%" in out.out  # the plain-text progress (not a terminal)
+        assert option.info.indexed_model_identifier in await _downloaded(client)
     missing = await asyncio.to_thread(
         commands.main, ["--host", lmstudio_server.host, "get", "zz-no-such-model-zz"]
     )

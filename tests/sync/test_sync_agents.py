@@ -181,7 +181,8 @@ def test_sync_ctrl_c_mid_round_cancels_the_prediction(
 def test_sync_ctrl_c_cancels_a_download(
     sync_client: lms.Client, lmstudio_server: ThreadedStandInServer
 ) -> None:
-    downloaded = {m.model_key for m in sync_client.system.list_downloaded()}
+    infos = sync_client.system.list_downloaded()
+    downloaded = {m.model_key for m in infos} | {m.path for m in infos}
     option = next(
         o
         for r in sync_client.repository.search_models(limit=25)
@@ -205,5 +206,5 @@ def test_sync_ctrl_c_cancels_a_download(
     while not any(c.endpoint == "downloadModel" for c in lmstudio_server.cancels()):
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    keys = {m.model_key for m in sync_client.system.list_downloaded()}
-    assert option.info.indexed_model_identifier not in keys
+    infos = sync_client.system.list_downloaded()
+    assert option.info.indexed_model_identifier not in {m.path for m in infos}

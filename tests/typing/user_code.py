@@ -40,6 +40,34 @@ def script_user() -> None:
     assert_type(config.context_length, int | None)
 
 
+def add(a: float, b: float) -> float:
+    """Add two numbers."""
+    return a + b
+
+
+async def async_agent_user(client: lms.AsyncClient, llm: lms.LLM) -> None:
+    result = await llm.act("add 2 and 3", [add], on_message=print, max_parallel_tool_calls=None)
+    assert_type(result, lms.ActResult)
+    reply = await llm.respond("add 2 and 3", tools=[add], preset="concise")
+    assert_type(reply.tool_calls, tuple[lms.ToolCallRequest, ...])
+    image = await client.files.prepare_image(b"...", name="x.png")
+    assert_type(image, lms.FileHandle)
+    lms.Chat().add_user("What is this?", images=[image]).add_assistant(reply)
+    results = await client.repository.search_models("smollm2", limit=5)
+    assert_type(results, list[lms.ModelSearchResult])
+    options = await results[0].get_download_options()
+    assert_type(await options[0].download(on_progress=lambda p: print(p.fraction)), str)
+
+
+def sync_agent_user(client: lms.Client) -> None:
+    llm = client.llm.model("llama-3.2-1b-instruct")
+    assert_type(llm.act("add 2 and 3", [add]), lms.ActResult)
+    assert_type(client.files.prepare_image(b"..."), lms.FileHandle)
+    results = client.repository.search_models("smollm2")
+    assert_type(results, list[lms.SyncModelSearchResult])
+    assert_type(results[0].get_download_options()[0].download(), str)
+
+
 def mistakes_are_caught() -> None:
     # With --strict, an unused "type: ignore" is an error: these lines fail the check
     # if the signatures ever accept anything again.

@@ -38,7 +38,9 @@ from .._protocol.prediction import (
     PredictionConfig,
     PredictionResult,
     PredictionRoundResult,
+    check_preset,
     coerce_chat,
+    coerce_prediction_config,
 )
 from .._protocol.tools import (
     Tool,
@@ -150,6 +152,9 @@ class AgentMethods(LlmMethods):
                 raise LMStudioValueError(f"{name} must be a function, got {type(value).__name__}")
         working = coerce_chat(chat).copy()
         toolset = parse_tools(tools)
+        config = coerce_prediction_config(config)  # checked once, before the first round
+        if preset is not None:
+            check_preset(preset)
         final_round = -1 if rounds_cap is None else rounds_cap - 1
         counter: Iterable[int] = itertools.count() if rounds_cap is None else range(rounds_cap)
         rounds = 0

@@ -364,3 +364,16 @@ async def test_a_handler_stopping_parallel_tools_raises_its_own_error(llm: lms.L
             handle_invalid_tool_request=handler,
         )
     assert slow_cancelled.is_set()
+
+
+async def test_bad_config_or_preset_fails_before_the_first_round(
+    llm: lms.LLM, lmstudio_server: ThreadedStandInServer
+) -> None:
+    started: list[int] = []
+    before = len(lmstudio_server.received_frames(namespace="llm"))
+    with pytest.raises(lms.ConfigError, match="temprature"):
+        await llm.act("x", [add], config={"temprature": 1}, on_round_start=started.append)
+    with pytest.raises(lms.LMStudioValueError, match="preset"):
+        await llm.act("x", [add], preset="", on_round_start=started.append)
+    assert started == []
+    assert len(lmstudio_server.received_frames(namespace="llm")) == before

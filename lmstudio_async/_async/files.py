@@ -76,9 +76,9 @@ class FilesNamespace:
             reply = await llm.respond(Chat().add_user("What is this?", images=[image]))
 
         ``name`` defaults to the file's name (a random one for bytes). A path or file object
-        is read in a worker thread. Raises :class:`LMStudioValueError` for an unreadable source, an empty
-        file or one LM Studio does not take for an image, and :class:`ServerError` for an
-        upload LM Studio refuses (too large, not decodable).
+        is read in a worker thread. Raises :class:`LMStudioValueError` for an unreadable
+        source, an empty file or one LM Studio does not take for an image, and
+        :class:`ServerError` for an upload LM Studio refuses (too large, not decodable).
         """
         if name is not None and (not isinstance(name, str) or not name):
             raise LMStudioValueError(

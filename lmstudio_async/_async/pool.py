@@ -74,6 +74,9 @@ _RECONNECT_FIRST: Final = 0.05
 _RECONNECT_MAX: Final = 2.0
 _AGING_WINDOW: Final = 128
 _LEARNED_SECONDS: Final = 30.0
+_DRAIN_AFTER: Final = 1.0
+"""Seconds a caller waits for memory before busy instances stop taking new leases for it:
+until then it waits for instances to fall idle on their own (see docs/pool.md)."""
 _TTL_CHECK_FRACTION: Final = 0.8  # idle this share of the TTL: ask before handing it out
 _HandleAny: TypeAlias = _ModelHandle[Any, Any]
 _H = TypeVar("_H", bound=_ModelHandle[Any, Any])
@@ -160,6 +163,11 @@ class _Policy:
     def rank(self, inst: _Instance) -> tuple[float, float]:
         raise NotImplementedError
 
+    def hotter(self, victim: str, key: str) -> bool:
+        """Whether ``victim`` is worth more than ``key`` (then a load of ``key`` that would
+        evict it may wait a little for a colder victim; see ``_DRAIN_AFTER``)."""
+        return False
+
 
 class LruPolicy(_Policy):
     """Least recently used first (kept for comparison; see docs/pool.md)."""
@@ -193,6 +201,9 @@ class LfuAgingPolicy(_Policy):
 
     def rank(self, inst: _Instance) -> tuple[float, float]:
         return (float(self.counts.get(inst.key, 0)), inst.last_used)
+
+    def hotter(self, victim: str, key: str) -> bool:
+        return self.counts.get(victim, 0) > self.counts.get(key, 0)
 
 
 def make_policy(name: Eviction) -> _Policy:
@@ -313,7 +324,8 @@ class _Instance:
         self.handle: _HandleAny | None = None
         self.leases = 0
         self.reserved = 0  # callers of the load, promised a lease when it lands
-        self.draining = False  # no new leases: a waiter needs its memory once it is idle
+        # No new leases: the waiter with this number needs its memory once it is idle.
+        self.draining: int | None = None
         self.last_used = 0.0
         self.done: asyncio.Future[None] | None = None
 
@@ -326,10 +338,11 @@ class _Instance:
 
 
 class _Waiter:
-    __slots__ = ("future", "seq")
+    __slots__ = ("future", "seq", "since")
 
-    def __init__(self, seq: int) -> None:
+    def __init__(self, seq: int, since: float) -> None:
         self.seq = seq
+        self.since = since
         self.future: asyncio.Future[None] | None = None
 
 
@@ -472,7 +485,7 @@ class AsyncModelPool:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._cancellable: set[asyncio.Task[Any]] = set()
         self._reconciler: asyncio.Task[None] | None = None
-        self._drainer: int | None = None  # the waiter for which instances are draining
+        self._drain_after = _DRAIN_AFTER
         self._closed = False
         self._closing: asyncio.Future[None] | None = None
 
@@ -718,7 +731,6 @@ class AsyncModelPool:
                 await self._sync_hosts(deadline, timeout)
                 # Fair queueing: a caller that needs to wait keeps its place in line.
                 ahead = waiter is None and bool(self._waiters)
-                drain = waiter is not None and self._drainer in (None, waiter.seq)
                 step = self._try(
                     key,
                     domain,
@@ -727,7 +739,12 @@ class AsyncModelPool:
                     plain,
                     info,
                     place=not ahead,
-                    drain_for=waiter.seq if drain and waiter is not None else None,
+                    drain_for=(
+                        waiter.seq
+                        if waiter is not None and loop.time() >= waiter.since + self._drain_after
+                        else None
+                    ),
+                    patient=waiter is None or loop.time() < waiter.since + self._drain_after,
                 )
                 if isinstance(step, _Instance):
                     if step.state == "ready":
@@ -754,7 +771,7 @@ class AsyncModelPool:
                             f"model pool: {len(self._waiters)} callers are already waiting "
                             f"(max_waiting={self._max_waiting}); lease of {key!r} refused"
                         )
-                    waiter = _Waiter(next(self._seq))
+                    waiter = _Waiter(next(self._seq), loop.time())
                     self._waiters[waiter.seq] = waiter
                     counts.queued += 1
                     if not waited:
@@ -762,19 +779,17 @@ class AsyncModelPool:
                         self._bump("waits", key, None)
                     if ahead:
                         self._changed()  # let the callers ahead try first, in order
-                    else:
-                        continue  # first in line: try once more, now allowed to drain
                 fut = waiter.future = loop.create_future()
-                await self._wait(fut, deadline, timeout, key, last_error)
+                patience = waiter.since + self._drain_after
+                await self._wait(fut, deadline, timeout, key, last_error, patience)
         finally:
             if waiter is not None:
                 self._waiters.pop(waiter.seq, None)
                 counts.queued -= 1
-                if self._drainer == waiter.seq:
-                    self._drainer = None
-                    for target in self._targets:
-                        for inst in target.instances:
-                            inst.draining = False
+                for target in self._targets:
+                    for inst in target.instances:
+                        if inst.draining == waiter.seq:
+                            inst.draining = None
                 self._changed()
 
     async def _wait(
@@ -784,15 +799,23 @@ class AsyncModelPool:
         timeout: float | None,
         key: str,
         cause: BaseException | None,
+        patience: float,
     ) -> None:
-        remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
+        """Wait for a change, the deadline (an error) or, once, the end of ``patience``."""
+        now = asyncio.get_running_loop().time()
+        remaining = None if deadline is None else deadline - now
         if remaining is not None and remaining <= 0:
             raise self._timeout(key, timeout, cause)
+        wake = remaining
+        if patience > now and (wake is None or patience - now < wake):
+            wake = patience - now
         try:
-            await asyncio.wait_for(fut, remaining)
+            await asyncio.wait_for(fut, wake)
         except TimeoutError:
             if fut.done() and not fut.cancelled():
                 return
+            if wake != remaining:
+                return  # patience is over: try again, now allowed to drain
             raise self._timeout(key, timeout, cause) from None
 
     def _timeout(
@@ -838,6 +861,7 @@ class AsyncModelPool:
         *,
         place: bool = True,
         drain_for: int | None = None,
+        patient: bool = False,
     ) -> _Instance | BaseException | None:
         """Lease a ready instance, join a load in progress, or start one; None: wait.
 
@@ -856,7 +880,9 @@ class AsyncModelPool:
         ]
         ready = [i for i in matching if i.state == "ready"]
         free = [
-            i for i in ready if not i.draining and (limit is None or i.leases + i.reserved < limit)
+            i
+            for i in ready
+            if i.draining is None and (limit is None or i.leases + i.reserved < limit)
         ]
         loading = [i for i in matching if i.state == "loading"]
         if free:
@@ -875,7 +901,14 @@ class AsyncModelPool:
         if not place or (matching and len(matching) >= self._max_replicas):
             return None  # every instance is busy and no replica may be added
         return self._place(
-            key, domain, cfg, signature, info, evict=not matching, drain_for=drain_for
+            key,
+            domain,
+            cfg,
+            signature,
+            info,
+            evict=not matching,
+            drain_for=drain_for,
+            patient=patient,
         )
 
     def _take(self, inst: _Instance) -> None:
@@ -922,8 +955,14 @@ class AsyncModelPool:
         *,
         evict: bool,
         drain_for: int | None = None,
+        patient: bool = False,
     ) -> _Instance | BaseException | None:
-        """Start a load of ``key`` on the best target (evicting idle instances if allowed)."""
+        """Start a load of ``key`` on the best target (evicting idle instances if allowed).
+
+        ``patient``: while other leases are active on a target, do not evict an instance
+        worth more than ``key`` there (it is likely wanted again soon; meanwhile more
+        callers of ``key`` gather and share its load).
+        """
         best: tuple[tuple[float, ...], _Target, list[_Instance]] | None = None
         too_big: list[str] = []
         now = asyncio.get_running_loop().time()
@@ -948,6 +987,12 @@ class AsyncModelPool:
                 else:
                     victims = self._victims(self._evictable(target), free, need)
                     if victims is None:
+                        continue
+                    if (
+                        patient
+                        and any(i.leases for i in target.instances)
+                        and any(self._policy.hotter(v.key, key) for v in victims)
+                    ):
                         continue
                     cost = sum(self._policy.rank(v)[0] for v in victims)
                     candidate = ((1, cost, len(victims)), target, victims)
@@ -997,13 +1042,20 @@ class AsyncModelPool:
         their leases end instead of waiting behind a stream of hits."""
         best: tuple[tuple[float, ...], list[_Instance]] | None = None
         for target in self._targets:
+            for inst in target.instances:
+                if inst.draining == seq:
+                    inst.draining = None
+        for target in self._targets:
             limit = target.limit(now)
             if not target.host.up or limit is None or not self._serves(target, key):
                 continue
             candidates = [
                 i
                 for i in target.instances
-                if i.state == "ready" and i.owned and i.key.lower() not in self._pinned
+                if i.state == "ready"
+                and i.owned
+                and i.draining is None  # not promised to another waiter
+                and i.key.lower() not in self._pinned
             ]
             candidates.sort(key=lambda i: (not i.idle, *self._policy.rank(i)))
             need = self._bytes(target, key, signature, info)
@@ -1015,9 +1067,8 @@ class AsyncModelPool:
             if best is None or score < best[0]:
                 best = (score, busy)
         if best is not None:
-            self._drainer = seq
             for victim in best[1]:
-                victim.draining = True
+                victim.draining = seq
 
     def _serves(self, target: _Target, key: str) -> bool:
         catalog = target.host.catalog

@@ -199,7 +199,8 @@ def tools_from_setting(setting: Any) -> list[ToolSpec]:
     if not isinstance(setting, Mapping) or setting.get("type") != "toolArray":
         return []
     specs: list[ToolSpec] = []
-    for tool in setting.get("tools") or []:
+    tools = setting.get("tools")
+    for tool in tools if isinstance(tools, list) else []:
         if isinstance(tool, Mapping) and isinstance(tool.get("function"), Mapping):
             spec = _as_tool(tool["function"])
             if spec.name:

@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lmstudio_async.testing import StandInServer
 from lmstudio_async.testing._toolcalls import (
@@ -349,3 +351,77 @@ async def test_a_cut_preamble_makes_no_tool_calls(llm: Socket) -> None:
     packets = messages(await llm.channel("predict", _predict_param(QWEN, history, **limit)))
     assert not any(p["type"].startswith("toolCall") for p in packets)
     assert packets[-1]["stats"]["stopReason"] == "maxPredictedTokensReached"
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_schemas = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from(["object", "string", 3]),
+        "properties": st.dictionaries(
+            st.sampled_from(["a", "b", "city", "n"]),
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "type": st.sampled_from(
+                        ["integer", "number", "string", "boolean", ["null", "integer"], "array", 7]
+                    ),
+                    "enum": st.lists(st.text(max_size=5) | st.integers(), max_size=3),
+                    "default": _json,
+                },
+            )
+            | _json,
+            max_size=3,
+        ),
+        "required": st.lists(st.sampled_from(["a", "b", "city", "zz"]), max_size=3) | _json,
+    },
+)
+_messages = st.lists(
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["user", "assistant", "tool", "system", "other"])},
+        optional={
+            "text": st.text(alphabet="add 12 -3.5 'q' \"x\" yes then the result city", max_size=40)
+            | st.none(),
+            "tool_call_id": st.text(max_size=4) | st.none(),
+            "tool_calls": st.lists(
+                st.fixed_dictionaries(
+                    {
+                        "name": st.sampled_from(["add", "city"]),
+                        "arguments": _json | st.text(max_size=6),
+                    },
+                    optional={"id": st.text(max_size=4) | st.none()},
+                ),
+                max_size=2,
+            ),
+        },
+    ),
+    max_size=5,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    messages=_messages,
+    tools=st.lists(
+        st.fixed_dictionaries(
+            {"name": st.sampled_from(["add", "city", "get_city", ""])},
+            optional={"parameters": _schemas | _json, "description": _json},
+        ),
+        max_size=3,
+    ),
+)
+def test_any_plain_input_gives_a_round_and_json_arguments(
+    messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+) -> None:
+    result = plan_tool_round(messages, tools)
+    assert result.calls == () or result.text is not None
+    for call in result.calls:
+        json.dumps(call.arguments)  # JSON-compatible
+        assert call.name in {t["name"] for t in tools}
+    assert plan_tool_round(messages, tools) == result  # deterministic

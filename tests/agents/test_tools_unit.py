@@ -287,3 +287,19 @@ def test_prediction_errors_map_to_their_classes(payload: dict[str, Any], cls: st
     if isinstance(error, lms.PresetNotFoundError):
         assert error.preset == "p"
         assert error.available == ["@local:a"]
+
+
+async def test_unknown_tools_and_bad_arguments_are_reported_as_the_official_sdk_does() -> None:
+    from lmstudio_async._async.agent import _run_tools
+
+    toolset = parse_tools([get_weather])
+    requests = [
+        lms.ToolCallRequest(id="1", name="nope", arguments={}),
+        lms.ToolCallRequest(id="2", name="get_weather", arguments={"unit": "kelvin"}),
+        lms.ToolCallRequest(id="3", name="get_weather", arguments={"city": "Oslo"}),
+    ]
+    results = await _run_tools(toolset, requests, None, None)
+    assert [r.tool_call_id for r in results] == ["1", "2", "3"]
+    assert results[0].content == "Cannot find tool with name nope."
+    assert results[1].content.startswith("Failed to parse arguments for tool get_weather: ")
+    assert results[2].content == "{}"  # get_weather returns {}

@@ -80,10 +80,18 @@ def test_explicit_definition_matches_the_official_shape() -> None:
     assert function["parameters"]["properties"]["b"] == {"type": "number", "default": 0.0}
 
 
+def test_a_dict_definition_like_the_official_sdk() -> None:
+    tools = parse_tools(
+        [{"name": "add", "description": "Add.", "parameters": {"a": int}, "implementation": abs}]
+    )
+    assert tools.setting()["tools"][0]["function"]["parameters"]["required"] == ["a"]
+
+
 @pytest.mark.parametrize(
     ("tools", "message"),
     [
         ([], "empty"),
+        ([{"name": "add"}], "a tool dict needs exactly the keys"),
         ("get_weather", "list"),
         ([42], "function or a ToolFunctionDef"),
         ([get_weather, get_weather], "two tools are named 'get_weather'"),

@@ -17,6 +17,12 @@ CASES = {
     "async_working_set.py": ["evict  smollm2-135m-instruct", "hit    mobilevlm_v2-1.7b"],
     "concurrent_pipeline.py": ["loaded 3 models concurrently", "context lengths: [2048, 4096"],
     "sync_script.py": ["loaded(): small context_length=2048", "unloaded: []"],
+    "agent_tools.py": [
+        "act: 2 rounds, 5 messages",
+        "tool results: ['5.0', '20.0']",
+        "chained act: 3 rounds, tools in order: ['plus', 'times']",
+        "structured: Report",
+    ],
 }
 TESTED_ELSEWHERE = {"multi_model_pipeline.py": "tests/test_example_pipeline.py"}
 

@@ -1145,7 +1145,17 @@ class AsyncModelPool:
                 self._changed()
                 raise
             error: BaseException = exc
-            if isinstance(exc, InsufficientMemoryError) and target.committed() > 0:
+            if isinstance(exc, InsufficientMemoryError) and target.committed() == 0:
+                # Nothing of ours there: orphans of failed loads, or someone else's models?
+                try:
+                    if await self._reconcile(host):
+                        error = _Retry(exc)
+                except BaseException as late:
+                    inst.done.set_exception(late)
+                    inst.done.exception()
+                    self._changed()
+                    raise
+            elif isinstance(exc, InsufficientMemoryError):
                 # The server has less room than we thought (someone else's models, or a
                 # wrong estimate): place against what fits now for a while, and retry.
                 capacity = target.committed() + inst.bytes - 1  # an upper bound, now
@@ -1383,8 +1393,10 @@ class AsyncModelPool:
                 if host.up:
                     await self._reconcile(host)
 
-    async def _reconcile(self, host: _Host) -> None:
-        """Compare the pool's view of ``host`` with its ``list_loaded``."""
+    async def _reconcile(self, host: _Host) -> bool:
+        """Compare the pool's view of ``host`` with its ``list_loaded``; unload orphans
+        (instances of this pool it no longer tracks, e.g. a load whose connection dropped
+        as it completed). Returns whether memory it did not know about was found."""
         targets = [t for t in self._targets if t.host is host]
         before = {i.reference for t in targets for i in t.instances if i.state == "ready"}
         try:
@@ -1395,13 +1407,15 @@ class AsyncModelPool:
         except LMStudioConnectionError as exc:
             if not self._closed:
                 self._mark_down(host, exc)
-            return
+            return False
         except LMStudioError as exc:
             log.warning("pool: list_loaded on %s failed: %s", host.name, exc)
             host.synced = True
-            return
+            return False
         if self._closed:
-            return
+            return False
+        found = False
+        orphans: list[_HandleAny] = []
         present: dict[str, _HandleAny] = {h.instance_reference: h for h in loaded}
         known: set[str] = set()
         for target in targets:
@@ -1413,8 +1427,13 @@ class AsyncModelPool:
                 if inst.state == "ready" and inst.reference in before - present.keys():
                     self._gone(inst)
         for ref, handle in present.items():
-            if ref in known or handle.identifier in known or self._ours(handle.identifier):
+            if ref in known or handle.identifier in known:
                 continue  # ours: loaded, being unloaded, or a load that is landing
+            found = True
+            if self._ours(handle.identifier):
+                log.info("pool: unloading %r, an orphan of a failed load", handle.identifier)
+                orphans.append(handle)
+                continue
             target = self._target_for(targets, handle.info.device_identifier)
             inst = _Instance(
                 handle.model_key,
@@ -1432,8 +1451,13 @@ class AsyncModelPool:
             inst.state = "ready"
             target.instances.append(inst)
             log.info("pool: using %r, loaded by someone else, on %s", inst.identifier, host.name)
+        if orphans:
+            await asyncio.gather(
+                *(h.unload(timeout=_UNLOAD_TIMEOUT) for h in orphans), return_exceptions=True
+            )
         host.synced = True
         self._changed()
+        return found
 
     def _ours(self, identifier: str) -> bool:
         return f"@pool-{self._token}-" in identifier

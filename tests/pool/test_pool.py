@@ -170,6 +170,19 @@ async def test_without_budget_the_servers_refusals_drive_eviction(
     assert lmstudio_server.loaded_instances() == []
 
 
+@standin(memory_gb=1.2)
+async def test_orphans_of_failed_loads_are_unloaded(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    # A load of this pool that completed after its connection dropped: loaded, untracked.
+    async with lms.AsyncModelPool(client) as pool:
+        orphan = f"m0@pool-{pool._token}-99"
+        lmstudio_server.preload("m0", identifier=orphan)
+        async with pool.llm("m1", timeout=10) as model:  # refused for memory, then fine
+            assert model.model_key == "m1"
+            assert [i.identifier for i in lmstudio_server.loaded_instances()] == [model.identifier]
+
+
 # --- waiting ------------------------------------------------------------------------------------
 
 

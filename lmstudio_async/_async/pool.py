@@ -92,9 +92,9 @@ class PoolCounters:
     """Counters of a pool, of one key or of one placement target (all integers).
 
     ``loads``: instances the pool loaded; ``evictions``: idle instances it unloaded to make
-    room; ``hits``: leases granted on an instance that was already loaded; ``waits``: leases
-    that had to queue for memory or for a free slot; ``in_flight``: leases held now;
-    ``queued``: callers waiting now.
+    room; ``hits``: leases that did not start a load (the instance was loaded, or another
+    caller's load of it was under way); ``waits``: leases that had to queue for memory or
+    for a free slot; ``in_flight``: leases held now; ``queued``: callers waiting now.
     """
 
     loads: int = 0
@@ -486,6 +486,7 @@ class AsyncModelPool:
         self._cancellable: set[asyncio.Task[Any]] = set()
         self._reconciler: asyncio.Task[None] | None = None
         self._drain_after = _DRAIN_AFTER
+        self._last_placed: _Instance | None = None
         self._closed = False
         self._closing: asyncio.Future[None] | None = None
 
@@ -731,6 +732,7 @@ class AsyncModelPool:
                 await self._sync_hosts(deadline, timeout)
                 # Fair queueing: a caller that needs to wait keeps its place in line.
                 ahead = waiter is None and bool(self._waiters)
+                self._last_placed = None  # set by _place if this call starts a load
                 step = self._try(
                     key,
                     domain,
@@ -750,16 +752,18 @@ class AsyncModelPool:
                     if step.state == "ready":
                         if self._maybe_expired(step) and not await self._still_loaded(step):
                             continue
-                        if not waited:
-                            self._bump("hits", key, step.target)
+                        self._bump("hits", key, step.target)
                         return step
                     # A load this caller started, or joined: wait for it to land.
+                    joined = step is not self._last_placed
                     try:
                         inst = await self._await_load(step, deadline, timeout, key)
                     except _Retry as retry:
                         last_error = retry.cause
                         continue
                     if inst is not None:
+                        if joined:
+                            self._bump("hits", key, inst.target)
                         return inst
                     continue
                 if isinstance(step, BaseException):
@@ -1013,6 +1017,7 @@ class AsyncModelPool:
             key, domain, signature, target, self._bytes(target, key, signature, info), owned=True
         )
         inst.reserved = 1
+        self._last_placed = inst
         target.instances.append(inst)
         inst.done = asyncio.get_running_loop().create_future()
         self._spawn(self._load(inst, cfg), f"lmstudio-pool-load-{key}", cancel=True)

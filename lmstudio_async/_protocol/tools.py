@@ -21,6 +21,7 @@ description=...)]`` takes precedence).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 import re
@@ -205,6 +206,15 @@ class ToolFunctionDef:
             implementation=function,
             parameter_descriptions={k: v for k, v in arg_docs.items() if k in parameters},
         )
+
+    def to_tool_definition(self) -> dict[str, Any]:
+        """What the model is offered: ``{"type": "function", "function": {"name",
+        "description", "parameters": <JSON schema>}}`` (LM Studio's and OpenAI's tool shape).
+
+        Raises :class:`~lmstudio_async.LMStudioValueError` if a parameter type has no JSON
+        schema.
+        """
+        return copy.deepcopy(_tool_from_def(self).wire)
 
 
 ToolDefinition = ToolFunctionDef | Callable[..., Any] | Mapping[str, Any]

@@ -311,3 +311,11 @@ async def test_unknown_tools_and_bad_arguments_are_reported_as_the_official_sdk_
     assert results[0].content == "Cannot find tool with name nope."
     assert results[1].content.startswith("Failed to parse arguments for tool get_weather: ")
     assert results[2].content == "{}"  # get_weather returns {}
+
+
+def test_to_tool_definition_is_what_the_model_is_offered() -> None:
+    definition = lms.ToolFunctionDef.from_callable(get_weather)
+    offered = definition.to_tool_definition()
+    assert offered == parse_tools([get_weather]).setting()["tools"][0]
+    offered["function"]["name"] = "changed"  # a copy: the tool itself is unchanged
+    assert definition.to_tool_definition()["function"]["name"] == "get_weather"

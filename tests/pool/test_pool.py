@@ -81,6 +81,18 @@ async def test_pool_loads_explicitly_with_unique_identifiers(
     assert creations == []  # never JIT
 
 
+async def test_someone_elses_jit_load_never_evicts_a_pooled_model(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    assert lmstudio_server.jit_evict  # LM Studio's default
+    async with lms.AsyncModelPool(client) as pool, pool.llm("m0") as pooled:
+        other = await client.llm.model("m1")  # just in time: evicts JIT-loaded models
+        await client.llm.model("m2")  # evicts m1, not the pooled m0
+        assert loaded_keys(lmstudio_server) == ["m0", "m2"]
+        assert (await pooled.respond("hi", config=SHORT)).stop_reason != "modelUnloaded"
+        assert other.model_key == "m1"
+
+
 async def test_config_variants_are_separate_instances(client: lms.AsyncClient) -> None:
     async with lms.AsyncModelPool(client) as pool:
         async with (

@@ -52,6 +52,7 @@ __all__ = [
     "DEFAULT_LEASE_TIMEOUT",
     "DEFAULT_MAX_WAITING",
     "AsyncModelPool",
+    "MemoryBudget",
     "PoolCounters",
     "PoolStats",
     "TargetKey",
@@ -59,6 +60,11 @@ __all__ = [
 
 TargetKey: TypeAlias = tuple[int, "str | None"]
 """A placement target: ``(client_index, device)``; ``device`` is ``None`` for the host itself."""
+
+MemoryBudget: TypeAlias = (
+    "float | Sequence[float | None] | Mapping[tuple[int, str | None], float | None] | None"
+)
+"""``memory_budget``: bytes for every host, one entry per client, or per ``(client, device)``."""
 
 DEFAULT_LEASE_TIMEOUT: Final = 120.0
 """Default ``timeout`` of :meth:`AsyncModelPool.use`: seconds to wait for memory and the load."""
@@ -434,7 +440,7 @@ class AsyncModelPool:
         self,
         clients: AsyncClient | Sequence[AsyncClient],
         *,
-        memory_budget: int | Sequence[int | None] | Mapping[TargetKey, int | None] | None = None,
+        memory_budget: MemoryBudget = None,
         max_waiting: int = DEFAULT_MAX_WAITING,
         max_concurrent_per_instance: int | None = None,
         max_replicas: int = 1,
@@ -492,13 +498,11 @@ class AsyncModelPool:
 
     # --- construction helpers --------------------------------------------------------------
 
-    def _make_targets(
-        self, budget: int | Sequence[int | None] | Mapping[TargetKey, int | None] | None
-    ) -> list[_Target]:
+    def _make_targets(self, budget: MemoryBudget) -> list[_Target]:
         hosts = self._hosts
         if budget is None or isinstance(budget, int | float):
-            value = None if budget is None else _check_budget("memory_budget", budget)
-            return [_Target(h, None, value) for h in hosts]
+            every = None if budget is None else _check_budget("memory_budget", budget)
+            return [_Target(h, None, every) for h in hosts]
         if isinstance(budget, Mapping):
             targets = []
             for key, value in budget.items():

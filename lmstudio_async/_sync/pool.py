@@ -22,9 +22,9 @@ from .._async.pool import (
     DEFAULT_MAX_WAITING,
     AsyncModelPool,
     Eviction,
+    MemoryBudget,
     PoolLease,
     PoolStats,
-    TargetKey,
 )
 from ..config import EmbeddingLoadConfig, LlmLoadConfig
 from ..errors import LMStudioError, LMStudioValueError, LoopThreadError
@@ -105,7 +105,7 @@ class ModelPool(_Facade):
         self,
         clients: Client | Sequence[Client],
         *,
-        memory_budget: int | Sequence[int | None] | Mapping[TargetKey, int | None] | None = None,
+        memory_budget: MemoryBudget = None,
         max_waiting: int = DEFAULT_MAX_WAITING,
         max_concurrent_per_instance: int | None = None,
         max_replicas: int = 1,

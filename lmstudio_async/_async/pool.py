@@ -1299,7 +1299,7 @@ class AsyncModelPool:
         replacement: BaseException | None = None
         if isinstance(exc, ModelUnloadedError):
             self._gone(inst)
-        elif isinstance(exc, ModelNotFoundError) and inst.state == "ready":
+        elif isinstance(exc, ModelNotFoundError) and inst.state == "ready" and not self._closed:
             self._spawn(self._verify(inst), f"lmstudio-pool-verify-{inst.identifier}", cancel=True)
         elif isinstance(exc, LMStudioConnectionError) and not isinstance(exc, HostDownError):
             host = inst.target.host

@@ -10,6 +10,7 @@ their async clients does the work.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
@@ -66,7 +67,13 @@ class SyncPoolLease(Generic[_H]):
         self._async_lease = async_lease
 
     def __enter__(self) -> _H:
-        handle = self._lease.call(self._async_lease.__aenter__)
+        try:
+            handle = self._lease.call(self._async_lease.__aenter__)
+        except BaseException:
+            # Ctrl-C just as the lease was granted: give it back (a no-op if it was not).
+            with contextlib.suppress(LMStudioError):
+                self._lease.call(_run, (self._async_lease._exit, None))
+            raise
         return cast(_H, _wrap(handle, self._lease))
 
     def __exit__(

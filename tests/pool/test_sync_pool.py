@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import inspect
 import threading
 import time
@@ -119,6 +120,23 @@ def test_waiting_thread_is_served_when_a_lease_ends(client: lms.Client) -> None:
         thread.join(10)
         assert served.is_set()
         assert pool.stats().by_key["m1"].waits == 1
+
+
+def test_ctrl_c_while_waiting_leaves_the_queue(client: lms.Client) -> None:
+    with lms.ModelPool(client, memory_budget=budget_for(1)) as pool:
+        with pool.llm("m0"):
+            timer = threading.Timer(0.3, _thread.interrupt_main)
+            timer.start()
+            try:
+                with pytest.raises(KeyboardInterrupt), pool.llm("m1", timeout=10):
+                    pass
+            finally:
+                timer.cancel()
+            assert pool.stats().queued == 0
+            assert pool.stats().in_flight == 1
+        assert pool.stats().in_flight == 0
+        with pool.llm("m1", timeout=10) as model:  # m0 is idle: evicted for m1
+            assert model.model_key == "m1"
 
 
 def test_bad_clients() -> None:

@@ -733,7 +733,7 @@ class AsyncModelPool:
                 self._check_open()
                 if waiter is not None and waiter.future is not None:
                     waiter.future = None
-                await self._sync_hosts(deadline, timeout)
+                await self._sync_hosts(deadline, timeout, key)
                 # Fair queueing: a caller that needs to wait keeps its place in line.
                 ahead = waiter is None and bool(self._waiters)
                 self._last_placed = None  # set by _place if this call starts a load
@@ -838,7 +838,8 @@ class AsyncModelPool:
         else:
             detail = f" (last: {cause})" if cause is not None else ""
             error = PoolTimeoutError(
-                f"model pool: no instance of {key!r} became available within {timeout:g}s{detail}",
+                f"model pool: no instance of {key!r} became available within {timeout or 0:g}s"
+                f"{detail}",
                 timeout=timeout,
                 kind="total",
                 operation=f"pool lease of {key!r}",
@@ -1372,7 +1373,7 @@ class AsyncModelPool:
             operation="pool lease",
         )
 
-    async def _sync_hosts(self, deadline: float | None, timeout: float | None) -> None:
+    async def _sync_hosts(self, deadline: float | None, timeout: float | None, key: str) -> None:
         """Reconcile (once, shared) hosts that came up since their last reconciliation."""
         pending = []
         for host in self._hosts:
@@ -1386,7 +1387,7 @@ class AsyncModelPool:
             remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
             done, _ = await asyncio.wait([asyncio.shield(t) for t in pending], timeout=remaining)
             if len(done) < len(pending):
-                raise self._timeout("a model", timeout, None)
+                raise self._timeout(key, timeout, None)
 
     def _start_reconciler(self) -> None:
         if self._reconciler is None and self._reconcile_interval is not None:

@@ -101,6 +101,26 @@ def test_an_error_in_the_block_reaches_the_pool(
             assert model.respond("hi", config=SHORT).stop_reason != "modelUnloaded"
 
 
+@standin(tokens_per_second=40)
+def test_model_unloaded_mid_lease_reaches_the_pool(
+    client: lms.Client, lmstudio_server: ThreadedStandInServer
+) -> None:
+    with lms.ModelPool(client, reconcile_interval=None) as pool:
+        with pool.llm("m0") as model:
+            first = model.identifier
+        timer = threading.Timer(0.3, lmstudio_server.unload_all)
+        timer.start()
+        try:
+            with pytest.raises(lms.ModelUnloadedError), pool.llm("m0") as model:
+                model.respond("a long answer", config={"max_tokens": 100})
+        finally:
+            timer.cancel()
+        with pool.llm("m0") as model:  # forgotten at once: a fresh instance
+            assert model.identifier != first
+            assert model.respond("hi", config=SHORT).stop_reason != "modelUnloaded"
+        assert pool.stats().loads == 2
+
+
 def test_waiting_thread_is_served_when_a_lease_ends(client: lms.Client) -> None:
     with lms.ModelPool(client, memory_budget=budget_for(1)) as pool:
         served = threading.Event()

@@ -60,7 +60,7 @@ def _got(value: Any) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -130,7 +130,7 @@ class ConfigBase(
         value = getattr(self, field)
         if value is None:
             return
-        ok = _is_int(value) and value >= minimum and (maximum is None or value <= maximum)
+        ok = is_int(value) and value >= minimum and (maximum is None or value <= maximum)
         if not ok:
             if maximum is not None:
                 expected = f"int in [{minimum}, {maximum}]"
@@ -171,7 +171,7 @@ class ConfigBase(
             if isinstance(disabled, list):
                 disabled = tuple(disabled)
                 msgspec.structs.force_setattr(self, "disabled_gpus", disabled)
-            if not (isinstance(disabled, tuple) and all(_is_int(g) and g >= 0 for g in disabled)):
+            if not (isinstance(disabled, tuple) and all(is_int(g) and g >= 0 for g in disabled)):
                 raise self._fail("disabled_gpus", "a tuple of GPU indices (int >= 0)", disabled)
         self._check_number("rope_frequency_base", 0.0)
         self._check_number("rope_frequency_scale", 0.0)

@@ -17,8 +17,6 @@ from types import TracebackType
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from .._async.pool import (
-    _DEFAULT_LOAD_TIMEOUT,
-    _DEFAULT_RECONCILE_SECONDS,
     DEFAULT_LEASE_TIMEOUT,
     DEFAULT_MAX_WAITING,
     AsyncModelPool,
@@ -27,6 +25,7 @@ from .._async.pool import (
     PoolLease,
     PoolStats,
 )
+from .._async.pool.core import _DEFAULT_LOAD_TIMEOUT, _DEFAULT_RECONCILE_SECONDS
 from ..config import EmbeddingLoadConfig, LlmLoadConfig
 from ..errors import LMStudioError, LMStudioValueError, LoopThreadError
 from .client import Client, SyncEmbeddingModel, SyncLLM, _Facade, _wrap

@@ -1,12 +1,4 @@
-"""A model pool: a safe working set of model instances shared by many concurrent tasks.
-
-:class:`AsyncModelPool` leases instances (``async with pool.use(key) as model``), loads
-them when needed (one load per key however many callers ask at once), keeps them loaded
-while any lease holds them, and makes room within a memory budget by unloading idle
-instances, chosen by a frequency-with-aging policy (see ``docs/pool.md`` for why and for
-the measurements). It spreads instances over several hosts and over the LM Link devices
-of a host, notices instances that expired or were unloaded by someone else, and marks a
-host down when its connection drops.
+"""The pool itself: :class:`AsyncModelPool` (see the package docstring for an overview).
 
 Everything here runs in one event loop and changes shared state only between ``await``
 points, so no lock is needed; unloads and loads run outside every such critical section.
@@ -21,17 +13,16 @@ import math
 import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from types import MappingProxyType, TracebackType
-from typing import Any, Final, Generic, Literal, TypeAlias, TypeVar, cast
+from types import MappingProxyType
+from typing import Any, Final, TypeAlias, cast
 
 import msgspec
 
-from .._protocol.endpoints import check_key
-from .._protocol.info import ModelInfo
-from .._protocol.kvconfig import Domain, coerce_load_config, load_config_stack
-from ..config import EmbeddingLoadConfig, LlmLoadConfig
-from ..errors import (
+from ..._protocol.endpoints import check_key
+from ..._protocol.info import ModelInfo
+from ..._protocol.kvconfig import Domain, coerce_load_config, load_config_stack
+from ...config import EmbeddingLoadConfig, LlmLoadConfig, is_int, is_number
+from ...errors import (
     ClientClosedError,
     HostDownError,
     IdentifierTakenError,
@@ -45,21 +36,19 @@ from ..errors import (
     PoolTimeoutError,
     ServerError,
 )
-from .client import LLM, AsyncClient, EmbeddingModel
-from .handle import _ModelHandle, log
+from ..client import LLM, AsyncClient, EmbeddingModel
+from ..handle import log
+from .lease import PoolLease
+from .policy import Eviction, make_policy
+from .state import _HandleAny, _Host, _Instance, _Target, _Waiter
+from .stats import PoolStats, TargetKey, _Counts
 
 __all__ = [
     "DEFAULT_LEASE_TIMEOUT",
     "DEFAULT_MAX_WAITING",
     "AsyncModelPool",
     "MemoryBudget",
-    "PoolCounters",
-    "PoolStats",
-    "TargetKey",
 ]
-
-TargetKey: TypeAlias = tuple[int, "str | None"]
-"""A placement target: ``(client_index, device)``; ``device`` is ``None`` for the host itself."""
 
 MemoryBudget: TypeAlias = (
     "float | Sequence[float | None] | Mapping[tuple[int, str | None], float | None] | None"
@@ -78,334 +67,11 @@ _UNLOAD_TIMEOUT: Final = 30.0
 _PROBE_TIMEOUT: Final = 5.0
 _RECONNECT_FIRST: Final = 0.05
 _RECONNECT_MAX: Final = 2.0
-_AGING_WINDOW: Final = 128
 _LEARNED_SECONDS: Final = 30.0
 _DRAIN_AFTER: Final = 1.0
 """Seconds a caller waits for memory before busy instances stop taking new leases for it:
 until then it waits for instances to fall idle on their own (see docs/pool.md)."""
 _TTL_CHECK_FRACTION: Final = 0.8  # idle this share of the TTL: ask before handing it out
-_HandleAny: TypeAlias = _ModelHandle[Any, Any]
-_H = TypeVar("_H", bound=_ModelHandle[Any, Any])
-
-Eviction: TypeAlias = Literal["lfu", "lru"]
-
-
-# --- statistics ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PoolCounters:
-    """Counters of a pool, of one key or of one placement target (all integers).
-
-    ``loads``: instances the pool loaded; ``evictions``: idle instances it unloaded to make
-    room; ``hits``: leases that did not start a load (the instance was loaded, or another
-    caller's load of it was under way); ``waits``: leases that had to queue for memory or
-    for a free slot; ``in_flight``: leases held now; ``queued``: callers waiting now.
-    """
-
-    loads: int = 0
-    evictions: int = 0
-    hits: int = 0
-    waits: int = 0
-    in_flight: int = 0
-    queued: int = 0
-
-    def _text(self) -> str:
-        return (
-            f"loads={self.loads} evictions={self.evictions} hits={self.hits} "
-            f"waits={self.waits} in_flight={self.in_flight} queued={self.queued}"
-        )
-
-    def __repr__(self) -> str:
-        return f"PoolCounters({self._text()})"
-
-
-@dataclass(frozen=True, repr=False)
-class PoolStats(PoolCounters):
-    """A snapshot of :meth:`AsyncModelPool.stats`: the pool's counters, the same per key
-    (``by_key[key]``) and per placement target (``by_target[(client_index, device)]``),
-    and the bytes in use and budget of each target (``None`` without a budget)."""
-
-    by_key: Mapping[str, PoolCounters] = field(default_factory=dict)
-    by_target: Mapping[TargetKey, PoolCounters] = field(default_factory=dict)
-    used_bytes: Mapping[TargetKey, int] = field(default_factory=dict)
-    budget_bytes: Mapping[TargetKey, int | None] = field(default_factory=dict)
-
-    def __repr__(self) -> str:
-        parts = []
-        for target, used in self.used_bytes.items():
-            budget = self.budget_bytes.get(target)
-            where = f"{target[0]}" if target[1] is None else f"{target[0]}/{target[1]}"
-            limit = "-" if budget is None else f"{budget / 1e9:.2f}"
-            parts.append(f"{where}:{used / 1e9:.2f}/{limit}GB")
-        memory = f" memory=[{' '.join(parts)}]" if parts else ""
-        return f"PoolStats({self._text()}{memory})"
-
-
-_FIELDS: Final = ("loads", "evictions", "hits", "waits")
-
-
-class _Counts:
-    __slots__ = ("evictions", "hits", "in_flight", "loads", "queued", "waits")
-
-    def __init__(self) -> None:
-        self.loads = self.evictions = self.hits = self.waits = self.in_flight = self.queued = 0
-
-    def freeze(self) -> PoolCounters:
-        return PoolCounters(
-            self.loads, self.evictions, self.hits, self.waits, self.in_flight, self.queued
-        )
-
-
-# --- eviction policies -----------------------------------------------------------------------
-
-
-class _Policy:
-    """Orders idle instances for eviction, first victim first."""
-
-    def record(self, key: str) -> None:
-        """One lease request for ``key`` (hit or miss)."""
-
-    def rank(self, inst: _Instance) -> tuple[float, float]:
-        raise NotImplementedError
-
-    def hotter(self, victim: str, key: str) -> bool:
-        """Whether ``victim`` is worth more than ``key`` (then a load of ``key`` that would
-        evict it may wait a little for a colder victim; see ``_DRAIN_AFTER``)."""
-        return False
-
-
-class LruPolicy(_Policy):
-    """Least recently used first (kept for comparison; see docs/pool.md)."""
-
-    def rank(self, inst: _Instance) -> tuple[float, float]:
-        return (inst.last_used, 0.0)
-
-
-class LfuAgingPolicy(_Policy):
-    """Least frequently requested first, over the request history of every key (loaded or
-    not), with every count halved each ``window`` requests so that popularity can change;
-    ties go to the least recently used. On equal-size models this is GDSF without size
-    weighting and the counting half of W-TinyLFU (measured in ``benchmarks/pool.py``)."""
-
-    def __init__(self, window: int = _AGING_WINDOW) -> None:
-        self.window = window
-        self.counts: Counter[str] = Counter()
-        self._seen = 0
-
-    def record(self, key: str) -> None:
-        self.counts[key] += 1
-        self._seen += 1
-        if self._seen >= self.window:
-            self._seen = 0
-            for name in list(self.counts):
-                halved = self.counts[name] // 2
-                if halved:
-                    self.counts[name] = halved
-                else:
-                    del self.counts[name]
-
-    def rank(self, inst: _Instance) -> tuple[float, float]:
-        return (float(self.counts.get(inst.key, 0)), inst.last_used)
-
-    def hotter(self, victim: str, key: str) -> bool:
-        return self.counts.get(victim, 0) > self.counts.get(key, 0)
-
-
-def make_policy(name: Eviction) -> _Policy:
-    if name == "lfu":
-        return LfuAgingPolicy()
-    if name == "lru":
-        return LruPolicy()
-    raise LMStudioValueError(f"eviction must be 'lfu' or 'lru', got {name!r}")
-
-
-# --- internal state ----------------------------------------------------------------------------
-
-
-class _Host:
-    __slots__ = ("catalog", "client", "index", "probe", "synced", "syncing", "up")
-
-    def __init__(self, index: int, client: AsyncClient) -> None:
-        self.index = index
-        self.client = client
-        self.up = True
-        self.synced = False  # reconciled with list_loaded since it (last) came up
-        self.catalog: dict[str, ModelInfo] | None = None
-        self.probe: asyncio.Task[None] | None = None
-        self.syncing: asyncio.Task[None] | None = None
-
-    @property
-    def name(self) -> str:
-        return self.client.api_host or f"client #{self.index}"
-
-
-class _Target:
-    __slots__ = (
-        "budget",
-        "counts",
-        "device",
-        "host",
-        "instances",
-        "key",
-        "learned",
-        "learned_until",
-    )
-
-    def __init__(self, host: _Host, device: str | None, budget: int | None) -> None:
-        self.host = host
-        self.device = device
-        self.budget = budget
-        self.key: TargetKey = (host.index, device)
-        self.instances: list[_Instance] = []
-        self.counts = _Counts()
-        # After the server refused a load for memory: less than what was asked fits.
-        self.learned: int | None = None
-        self.learned_until = 0.0
-
-    def limit(self, now: float) -> int | None:
-        """The budget to place against: the configured one, or less after a refusal."""
-        if self.learned is not None and now >= self.learned_until:
-            self.learned = None
-        if self.learned is None:
-            return self.budget
-        return self.learned if self.budget is None else min(self.budget, self.learned)
-
-    def committed(self) -> int:
-        """Bytes of instances loaded or being loaded here (evictions in progress excluded)."""
-        return sum(i.bytes for i in self.instances if i.state in ("loading", "ready"))
-
-    def resident(self) -> int:
-        """Bytes that may be in the server's memory right now."""
-        return sum(
-            i.bytes
-            for i in self.instances
-            if i.state in ("ready", "evicting") or (i.state == "loading" and i.started)
-        )
-
-
-_State: TypeAlias = Literal["loading", "ready", "evicting", "gone"]
-
-
-class _Instance:
-    __slots__ = (
-        "bytes",
-        "domain",
-        "done",
-        "draining",
-        "handle",
-        "identifier",
-        "key",
-        "last_used",
-        "leases",
-        "owned",
-        "reference",
-        "reserved",
-        "signature",
-        "started",
-        "state",
-        "target",
-    )
-
-    def __init__(
-        self,
-        key: str,
-        domain: str,
-        signature: bytes | None,
-        target: _Target,
-        nbytes: int,
-        *,
-        owned: bool,
-    ) -> None:
-        self.key = key
-        self.domain = domain
-        self.signature = signature  # the load config's wire form; None: unknown (not ours)
-        self.target = target
-        self.bytes = nbytes
-        self.owned = owned
-        self.state: _State = "loading"
-        self.started = False  # the load request has been sent
-        self.identifier = ""
-        self.reference = ""
-        self.handle: _HandleAny | None = None
-        self.leases = 0
-        self.reserved = 0  # callers of the load, promised a lease when it lands
-        # No new leases: the waiter with this number needs its memory once it is idle.
-        self.draining: int | None = None
-        self.last_used = 0.0
-        self.done: asyncio.Future[None] | None = None
-
-    def __repr__(self) -> str:
-        return f"<pool instance {self.identifier or self.key!r} {self.state} leases={self.leases}>"
-
-    @property
-    def idle(self) -> bool:
-        return self.leases == 0 and self.reserved == 0
-
-
-class _Waiter:
-    __slots__ = ("future", "seq", "since")
-
-    def __init__(self, seq: int, since: float) -> None:
-        self.seq = seq
-        self.since = since
-        self.future: asyncio.Future[None] | None = None
-
-
-# --- leases ------------------------------------------------------------------------------------
-
-
-class PoolLease(Generic[_H]):
-    """``async with pool.use(key) as model``: the context manager of one lease.
-
-    ``model`` is the leased handle; on exit the lease is released (also on error and
-    on cancellation). A connection error inside the block marks the host down and is
-    raised as :class:`HostDownError`; :class:`ModelUnloadedError` tells the pool the
-    instance is gone, so the next lease of its key loads it again.
-    """
-
-    def __init__(
-        self,
-        pool: AsyncModelPool,
-        key: str,
-        config: Any,
-        timeout: float | None,
-        domain: str | None,
-    ) -> None:
-        self._pool = pool
-        self._key = key
-        self._config = config
-        self._timeout = timeout
-        self._domain = domain
-        self._instance: _Instance | None = None
-
-    async def __aenter__(self) -> _H:
-        if self._instance is not None:
-            raise LMStudioValueError("this lease is already in use; call pool.use() again")
-        inst = await self._pool._acquire(self._key, self._config, self._timeout, self._domain)
-        self._instance = inst
-        assert inst.handle is not None
-        return cast(_H, inst.handle)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        replacement = self._exit(exc)
-        if replacement is not None:
-            raise replacement from exc
-
-    def _exit(self, exc: BaseException | None) -> BaseException | None:
-        """Release the lease; returns the exception to raise instead of ``exc``, if any."""
-        inst, self._instance = self._instance, None
-        if inst is None:
-            return None
-        return self._pool._release(inst, exc)
-
-
-# --- the pool --------------------------------------------------------------------------------
 
 
 class AsyncModelPool:
@@ -468,7 +134,7 @@ class AsyncModelPool:
             ("load_timeout", load_timeout),
             ("reconcile_interval", reconcile_interval),
         ):
-            if value is not None and not (_is_number(value) and value > 0):
+            if value is not None and not (_is_finite(value) and value > 0):
                 raise LMStudioValueError(f"{name} must be a positive number or None, got {value!r}")
         self._policy = make_policy(eviction)
         self._hosts = [_Host(i, c) for i, c in enumerate(client_list)]
@@ -509,7 +175,7 @@ class AsyncModelPool:
                 if not (
                     isinstance(key, tuple)
                     and len(key) == 2
-                    and _is_int(key[0])
+                    and is_int(key[0])
                     and (key[1] is None or isinstance(key[1], str))
                 ):
                     raise LMStudioValueError(
@@ -624,17 +290,11 @@ class AsyncModelPool:
                 if inst.leases:
                     in_flight_key[inst.key] += inst.leases
                     in_flight_target[target.key] += inst.leases
-
-        def freeze(counts: _Counts, in_flight: int, queued: int) -> PoolCounters:
-            return PoolCounters(
-                counts.loads, counts.evictions, counts.hits, counts.waits, in_flight, queued
-            )
-
         by_key = {
-            key: freeze(c, in_flight_key[key], c.queued)
+            key: c.freeze(in_flight_key[key], c.queued)
             for key, c in sorted(self._key_counts.items())
         }
-        by_target = {t.key: freeze(t.counts, in_flight_target[t.key], 0) for t in self._targets}
+        by_target = {t.key: t.counts.freeze(in_flight_target[t.key], 0) for t in self._targets}
         total = self._counts
         return PoolStats(
             total.loads,
@@ -681,7 +341,7 @@ class AsyncModelPool:
         self, key: str, config: Any, timeout: float | None, domain: str | None
     ) -> PoolLease[Any]:
         check_key(key, "model key")
-        if timeout is not None and not (_is_number(timeout) and timeout > 0):
+        if timeout is not None and not (_is_finite(timeout) and timeout > 0):
             raise LMStudioValueError(f"timeout must be a positive number or None, got {timeout!r}")
         return PoolLease(self, key, config, timeout, domain)
 
@@ -1567,22 +1227,17 @@ def _bounded(deadline: float | None, limit: float) -> float:
     return max(0.001, min(limit, remaining))
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    return math.isfinite(value)
+def _is_finite(value: object) -> bool:
+    """A real number (not a bool), neither infinite nor NaN."""
+    return is_number(value) and math.isfinite(cast(float, value))
 
 
 def _check_int(name: str, value: object, *, minimum: int) -> None:
-    if not _is_int(value) or value < minimum:  # type: ignore[operator]
+    if not is_int(value) or value < minimum:  # type: ignore[operator]
         raise LMStudioValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def _check_budget(name: str, value: object) -> int:
-    if not _is_number(value) or int(cast(float, value)) <= 0:
+    if not _is_finite(value) or int(cast(float, value)) <= 0:
         raise LMStudioValueError(f"{name} must be a positive number of bytes, got {value!r}")
     return int(cast(float, value))

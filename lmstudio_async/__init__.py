@@ -26,6 +26,7 @@ from ._async.handle import USE_CLIENT_DEFAULT
 from ._async.inference import PredictionStream
 from ._async.pool import AsyncModelPool, PoolCounters, PoolLease, PoolStats
 from ._async.repository import DownloadOption, ModelSearchResult, RepositoryNamespace
+from ._protocol.chat import Chat, ChatMessage
 from ._protocol.files import FileHandle
 from ._protocol.info import (
     EmbeddingModelInfo,
@@ -38,16 +39,9 @@ from ._protocol.info import (
     ModelInstanceInfo,
     Quantization,
 )
-from ._protocol.prediction import (
-    Chat,
-    ChatMessage,
-    Fragment,
-    PredictionConfig,
-    PredictionResult,
-    PredictionRoundResult,
-    PredictionStats,
-)
+from ._protocol.prediction import PredictionConfig
 from ._protocol.repository import DownloadProgress
+from ._protocol.results import Fragment, PredictionResult, PredictionRoundResult, PredictionStats
 from ._protocol.tools import ToolCallRequest, ToolCallResult, ToolFunctionDef
 from ._sync.client import (
     Client,

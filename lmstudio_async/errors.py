@@ -42,7 +42,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from ._protocol.prediction import PredictionResult
+    from ._protocol.results import PredictionResult
 
 __all__ = [
     "AuthenticationError",

@@ -31,17 +31,9 @@ from typing import Any, TypeAlias
 
 import msgspec
 
-from .._protocol.prediction import (
-    ChatInput,
-    ChatMessage,
-    Fragment,
-    PredictionConfig,
-    PredictionResult,
-    PredictionRoundResult,
-    check_preset,
-    coerce_chat,
-    coerce_prediction_config,
-)
+from .._protocol.chat import ChatInput, ChatMessage, coerce_chat
+from .._protocol.prediction import PredictionConfig, check_preset, coerce_prediction_config
+from .._protocol.results import Fragment, PredictionResult, PredictionRoundResult
 from .._protocol.tools import (
     Tool,
     ToolCallRequest,

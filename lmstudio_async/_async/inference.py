@@ -27,19 +27,25 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias, overload
 import msgspec
 
 from .._io.transport import ChannelStream, RemoteError
+from .._protocol.chat import Chat, ChatInput, coerce_chat
 from .._protocol.info import (
     EmbeddingModelInstanceInfo,
     LlmInstanceInfo,
 )
 from .._protocol.prediction import (
+    PredictionConfig,
+    apply_template_param,
+    complete_creation,
+    embed_param,
+    predict_creation,
+    tokenize_param,
+)
+from .._protocol.results import (
     PREDICTION_PACKET_DECODER,
-    Chat,
-    ChatInput,
     EmbeddingReply,
     FormattedReply,
     Fragment,
     FragmentPacket,
-    PredictionConfig,
     PredictionResult,
     PredictionSuccess,
     PromptProcessingProgress,
@@ -47,13 +53,7 @@ from .._protocol.prediction import (
     TokensReply,
     ToolCallEndPacket,
     ToolCallFailedPacket,
-    apply_template_param,
-    coerce_chat,
-    complete_creation,
-    embed_param,
-    predict_creation,
     result_from_success,
-    tokenize_param,
 )
 from .._protocol.tools import ResponseFormat, ToolCallRequest, ToolDefinition, parse_tools
 from .._protocol.tools import response_format as make_response_format

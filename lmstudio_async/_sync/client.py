@@ -42,6 +42,7 @@ from .._async.repository import (
     ModelSearchResult,
     RepositoryNamespace,
 )
+from .._protocol.chat import ChatInput, ChatMessage
 from .._protocol.files import FileHandle
 from .._protocol.info import (
     EmbeddingModelInfo,
@@ -51,15 +52,9 @@ from .._protocol.info import (
     LlmInstanceInfo,
     ModelInfo,
 )
-from .._protocol.prediction import (
-    ChatInput,
-    ChatMessage,
-    Fragment,
-    PredictionConfig,
-    PredictionResult,
-    PredictionRoundResult,
-)
+from .._protocol.prediction import PredictionConfig
 from .._protocol.repository import CompatibilityType
+from .._protocol.results import Fragment, PredictionResult, PredictionRoundResult
 from .._protocol.tools import ToolDefinition
 from ..config import EmbeddingLoadConfig, LlmLoadConfig
 from ..errors import LoopThreadError

@@ -12,7 +12,7 @@ from types import TracebackType
 from typing import Any
 
 from .._async.inference import FragmentCallback, PredictionStream, PromptProgressCallback
-from .._protocol.prediction import Fragment, PredictionResult
+from .._protocol.results import Fragment, PredictionResult
 from ..errors import ClientClosedError, LMStudioError, LoopThreadError
 from .loop import _CANCEL_GRACE_SECONDS, _POLL_SECONDS, _Lease
 

@@ -248,7 +248,7 @@ def test_add_tool_result_needs_json() -> None:
 
 
 def test_tool_call_packets_decode_with_missing_arguments() -> None:
-    from lmstudio_async._protocol.prediction import PREDICTION_PACKET_DECODER, ToolCallEndPacket
+    from lmstudio_async._protocol.results import PREDICTION_PACKET_DECODER, ToolCallEndPacket
 
     raw = (
         b'{"type": "toolCallGenerationEnd", "toolCallRequest": '

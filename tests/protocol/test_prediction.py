@@ -11,20 +11,22 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import lmstudio_async as lms
+from lmstudio_async._protocol.chat import coerce_chat
 from lmstudio_async._protocol.prediction import (
-    PREDICTION_PACKET_DECODER,
-    FragmentPacket,
-    PredictionSuccess,
-    PromptProcessingProgress,
-    coerce_chat,
     coerce_prediction_config,
     complete_creation,
     embed_param,
     fields_to_prediction_config,
     predict_creation,
     prediction_config_stack,
-    result_from_success,
     tokenize_param,
+)
+from lmstudio_async._protocol.results import (
+    PREDICTION_PACKET_DECODER,
+    FragmentPacket,
+    PredictionSuccess,
+    PromptProcessingProgress,
+    result_from_success,
 )
 
 SPEC = {"type": "instanceReference", "instanceReference": "ref-1"}

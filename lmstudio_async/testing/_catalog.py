@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -191,15 +192,26 @@ def validate_catalog(entries: object) -> list[dict[str, Any]]:
 
 def load_catalog_file(path: str | Path) -> list[dict[str, Any]]:
     """Read and validate a catalogue file (a JSON list of ModelInfo objects)."""
+    return read_json_file(path, "catalog", CatalogError, validate_catalog)
+
+
+def read_json_file(
+    path: str | Path,
+    what: str,
+    error: type[ValueError],
+    validate: Callable[[Any], list[dict[str, Any]]],
+) -> list[dict[str, Any]]:
+    """Read the JSON file at ``path`` and ``validate`` it; every problem raises ``error``
+    naming the ``what`` file."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise CatalogError(f"cannot read catalog file {str(path)!r}: {exc.strerror}") from exc
+        raise error(f"cannot read {what} file {str(path)!r}: {exc.strerror}") from exc
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise CatalogError(f"catalog file {str(path)!r} is not valid JSON: {exc}") from exc
+        raise error(f"{what} file {str(path)!r} is not valid JSON: {exc}") from exc
     try:
-        return validate_catalog(data)
-    except CatalogError as exc:
-        raise CatalogError(f"catalog file {str(path)!r}: {exc}") from None
+        return validate(data)
+    except error as exc:
+        raise error(f"{what} file {str(path)!r}: {exc}") from None

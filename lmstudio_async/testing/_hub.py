@@ -29,12 +29,11 @@ identifier, the name or a model key (ignoring case). Results keep hub order, at 
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Any
 
 from . import _schema as s
-from ._catalog import CatalogError, validate_catalog
+from ._catalog import CatalogError, read_json_file, validate_catalog
 from ._connection import ChannelContext, ChannelEndpoint, Connection, Namespace, RpcEndpoint
 from ._errors import StandInError
 
@@ -247,18 +246,7 @@ def validate_hub(raw: object) -> list[dict[str, Any]]:
 
 
 def load_hub_file(path: str | Path) -> list[dict[str, Any]]:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise HubError(f"cannot read hub file {str(path)!r}: {exc.strerror}") from exc
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise HubError(f"hub file {str(path)!r} is not valid JSON: {exc}") from exc
-    try:
-        return validate_hub(data)
-    except HubError as exc:
-        raise HubError(f"hub file {str(path)!r}: {exc}") from None
+    return read_json_file(path, "hub", HubError, validate_hub)
 
 
 # --- search -------------------------------------------------------------------------------------

@@ -19,10 +19,10 @@ ignoring case. No match: ``generic.presetNotFound`` with a sample of the presets
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import Any
 
+from ._catalog import read_json_file
 from ._errors import SAMPLE_SIZE, StandInError
 
 __all__ = [
@@ -109,18 +109,7 @@ def validate_presets(raw: object) -> list[dict[str, Any]]:
 
 
 def load_presets_file(path: str | Path) -> list[dict[str, Any]]:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PresetError(f"cannot read presets file {str(path)!r}: {exc.strerror}") from exc
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PresetError(f"presets file {str(path)!r} is not valid JSON: {exc}") from exc
-    try:
-        return validate_presets(data)
-    except PresetError as exc:
-        raise PresetError(f"presets file {str(path)!r}: {exc}") from None
+    return read_json_file(path, "presets", PresetError, validate_presets)
 
 
 def _scoped_name(identifier: str) -> str:

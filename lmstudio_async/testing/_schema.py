@@ -70,22 +70,19 @@ def anything(value: Any) -> str | None:
 
 
 def integer(minimum: float | None = None, maximum: float | None = None) -> Check:
-    def check(value: Any) -> str | None:
-        if not is_int(value):
-            return "Expected integer"
-        if minimum is not None and value < minimum:
-            return f"Number must be greater than or equal to {minimum:g}"
-        if maximum is not None and value > maximum:
-            return f"Number must be less than or equal to {maximum:g}"
-        return None
-
-    return check
+    return _in_range(is_int, "Expected integer", minimum, maximum)
 
 
 def number(minimum: float | None = None, maximum: float | None = None) -> Check:
+    return _in_range(is_number, "Expected number", minimum, maximum)
+
+
+def _in_range(
+    kind: Callable[[Any], bool], expected: str, minimum: float | None, maximum: float | None
+) -> Check:
     def check(value: Any) -> str | None:
-        if not is_number(value):
-            return "Expected number"
+        if not kind(value):
+            return expected
         if minimum is not None and value < minimum:
             return f"Number must be greater than or equal to {minimum:g}"
         if maximum is not None and value > maximum:

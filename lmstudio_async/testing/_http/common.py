@@ -18,7 +18,7 @@ import msgspec
 from aiohttp import web
 
 from .. import _errors as err
-from .._kvconfig import effective_config
+from .._kvconfig import MemoryEstimate, effective_config
 from .._state import Instance, ModelState
 
 if TYPE_CHECKING:
@@ -516,13 +516,41 @@ async def _jit_load(
         raise from_standin(exc) from None
     for other in evict:
         state.discard(other)
+    return await load_reserved(
+        rt,
+        state,
+        model,
+        config,
+        memory,
+        jit=True,
+        ttl=ttl if ttl is not None else state.jit_ttl_ms,
+        on_start=on_start,
+        on_progress=on_progress,
+    )
+
+
+async def load_reserved(
+    rt: Runtime,
+    state: ModelState,
+    model: dict[str, Any],
+    config: dict[str, Any],
+    memory: MemoryEstimate,
+    *,
+    jit: bool,
+    ttl: int | None,
+    on_start: LoadStart | None = None,
+    on_progress: LoadProgress | None = None,
+) -> tuple[Instance, float]:
+    """Reserve an instance of ``model`` (already checked to fit), spend its load time and
+    commit it; it is discarded if the load fails, is cancelled or the instance is unloaded
+    meanwhile. Returns the instance and the seconds the load took."""
     inst = state.reserve(
         identifier=state.auto_identifier(str(model["modelKey"])),
         model=model,
         config=config,
         memory=memory,
-        jit=True,
-        ttl_ms=ttl if ttl is not None else state.jit_ttl_ms,
+        jit=jit,
+        ttl_ms=ttl,
     )
     try:
         seconds = await load_delay(rt, inst, on_start, on_progress)

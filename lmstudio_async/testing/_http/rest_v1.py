@@ -22,7 +22,7 @@ from .common import (
     Loaded,
     from_standin,
     json_response,
-    load_delay,
+    load_reserved,
     new_id,
     read_fields,
     ttl_ms,
@@ -136,27 +136,7 @@ async def load(rt: Runtime, request: web.Request) -> web.Response:
         state.check_fits(model, memory, freed=[])
     except err.StandInError as exc:
         raise from_standin(exc, name) from None
-    inst = state.reserve(
-        identifier=state.auto_identifier(str(model["modelKey"])),
-        model=model,
-        config=config,
-        memory=memory,
-        jit=False,
-        ttl_ms=None,
-    )
-    try:
-        seconds = await load_delay(rt, inst, None, None)
-        if inst not in state.instances:
-            raise HttpError(
-                500,
-                f'Loading "{inst.model_key}" was interrupted: the instance was unloaded',
-                code="model_load_failed",
-                kind="internal_error",
-            )
-        state.commit(inst)
-    except BaseException:
-        state.discard(inst)
-        raise
+    inst, seconds = await load_reserved(rt, state, model, config, memory, jit=False, ttl=None)
     body: dict[str, Any] = {
         "type": domain,
         "instance_id": inst.identifier,

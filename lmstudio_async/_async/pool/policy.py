@@ -28,7 +28,7 @@ class _Policy:
 
     def hotter(self, victim: str, key: str) -> bool:
         """Whether ``victim`` is worth more than ``key`` (then a load of ``key`` that would
-        evict it may wait a little for a colder victim; see ``_DRAIN_AFTER``)."""
+        evict it may wait a little for a colder victim; see ``core._DRAIN_AFTER``)."""
         return False
 
 

@@ -28,6 +28,7 @@ import logging
 import os
 import re
 import secrets
+import select
 import ssl
 from collections.abc import Iterable
 from typing import Any, Final, Literal, TypeAlias
@@ -103,10 +104,6 @@ sent as a stream of fragments is buffered up to the limit before it is refused).
 CLOSE_TIMEOUT: Final = 2.0
 """How long a close handshake waits for the server's answer before dropping the socket."""
 
-STALE_AFTER: Final = 0.05
-"""A socket silent for longer than this (seconds) is checked before a call uses it: the
-call first lets the event loop read what the server sent meanwhile, so a socket the
-server closed while the loop was busy is replaced instead of failing the call."""
 
 SSLOption: TypeAlias = "ssl.SSLContext | bool | None"
 """``ssl=`` of the clients: ``None``/``True`` verify ``wss://`` hosts against the system
@@ -147,8 +144,7 @@ def parse_api_host(api_host: str) -> tuple[str, str]:
         http, ws = "https", "wss"
     else:
         raise LMStudioValueError(
-            f"api_host {api_host!r} has unsupported scheme {scheme!r} "
-            "(use http, https, ws or wss)"
+            f"api_host {api_host!r} has unsupported scheme {scheme!r} (use http, https, ws or wss)"
         )
     if "@" in netloc:
         # Never echo it: the part before '@' may be a password.
@@ -454,6 +450,7 @@ class NamespaceSocket:
         self._deadlines: _Deadlines | None = None
         self._sends: set[asyncio.Task[None]] = set()
         self._catching_up: asyncio.Future[None] | None = None
+        self._poller: select.poll | None = None
         self.last_rx = 0.0
         self.warnings: collections.deque[str] = collections.deque(maxlen=20)
         self.dropped_frames = 0
@@ -471,16 +468,26 @@ class NamespaceSocket:
 
     # --- opening -----------------------------------------------------------
 
-    async def _usable(self, loop: asyncio.AbstractEventLoop) -> _WebSocket:
-        """The open socket, opened first if need be.
+    def _stale(self) -> bool:
+        """No call is in flight on the socket, yet the kernel holds input not read yet.
 
-        A socket silent for more than :data:`STALE_AFTER` seconds may have been closed
-        by the server while this loop was busy, with the close frame still unread: the
-        call then lets the reader catch up first (one event-loop step), so it goes to a
-        fresh socket instead of failing on the dead one.
-        """
+        That input may be the server's close (e.g. a restart while this event loop was
+        busy): a call sent now would fail with it. :meth:`_usable` lets the reader read
+        it first. One ``poll`` system call, made only when the socket is idle."""
+        conn, poller = self._conn, self._poller
+        return (
+            poller is not None
+            and not conn.pending_calls
+            and not conn.open_channels
+            and bool(poller.poll(0))
+        )
+
+    async def _usable(self, loop: asyncio.AbstractEventLoop) -> _WebSocket:
+        """The open socket, opened first if need be; a :meth:`_stale` one is caught up
+        with first (one event-loop step), so a socket the server has closed is replaced
+        instead of failing the call."""
         ws = self._ws
-        if ws is not None and loop.time() - self.last_rx > STALE_AFTER:
+        if ws is not None and self._stale():
             await self._catch_up(loop)
             ws = self._ws
         if ws is None:
@@ -568,6 +575,7 @@ class NamespaceSocket:
         loop = asyncio.get_running_loop()
         self._conn = conn
         self._ws = ws
+        self._poller = _poller(ws)
         self._death = None
         self.last_rx = loop.time()
         self._reader = loop.create_task(
@@ -726,6 +734,7 @@ class NamespaceSocket:
         """The socket is gone (or going): fail what is in flight on it, once."""
         if self._ws is ws:
             self._ws = None
+            self._poller = None
             if self._keepalive is not None:
                 self._keepalive.cancel()
                 self._keepalive = None
@@ -792,7 +801,7 @@ class NamespaceSocket:
         """One RPC round trip. Raises :class:`RemoteError` for a server error."""
         loop = asyncio.get_running_loop()
         ws = self._ws
-        if ws is None or loop.time() - self.last_rx > STALE_AFTER:
+        if ws is None or self._stale():
             ws = await self._usable(loop)
         fut: asyncio.Future[Raw | None] = loop.create_future()
         conn = self._conn
@@ -851,6 +860,20 @@ class NamespaceSocket:
             await asyncio.wait(sends)
         if self._deadlines is not None:
             self._deadlines.cancel()  # every call in flight has failed by now
+
+
+def _poller(ws: _WebSocket) -> select.poll | None:
+    """A ``poll`` object watching the socket under ``ws`` for input (None where the
+    platform or the event loop's transport offers no such socket, e.g. on Windows)."""
+    if not hasattr(select, "poll"):
+        return None
+    connection = ws.get_extra_info("socket")
+    fileno = getattr(connection, "fileno", None)
+    if fileno is None:
+        return None
+    poller = select.poll()
+    poller.register(fileno(), select.POLLIN)
+    return poller
 
 
 async def _close_quietly(ws: _WebSocket, code: int = aiohttp.WSCloseCode.OK) -> None:

@@ -16,6 +16,8 @@ import aiohttp
 import msgspec
 from msgspec import UNSET, Raw, UnsetType
 
+from lmstudio_async._io.transport import MAX_MESSAGE_BYTES
+
 _TEXT = aiohttp.WSMsgType.TEXT
 
 
@@ -51,7 +53,10 @@ class RawClient:
 
     async def connect(self) -> None:
         self.session = aiohttp.ClientSession()
-        self.ws = ws = await self.session.ws_connect(self.url, autoping=True, max_msg_size=0)
+        # The same message size limit as ours (lmstudio_async._io.transport.MAX_MESSAGE_BYTES).
+        self.ws = ws = await self.session.ws_connect(
+            self.url, autoping=True, max_msg_size=MAX_MESSAGE_BYTES
+        )
         auth = {
             "authVersion": 1,
             "clientIdentifier": "guest:" + base64.b64encode(secrets.token_bytes(18)).decode(),

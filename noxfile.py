@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["tests", "lint", "typecheck"]
@@ -45,3 +47,29 @@ def docs(session: nox.Session) -> None:
     """Build the documentation site, failing on any warning."""
     session.install("-e", ".[docs]")
     session.run("mkdocs", "build", "--strict", *session.posargs)
+
+
+OFFICIAL_SDK = "lmstudio==1.5.0"
+
+
+@nox.session(python="3.11")
+def official_suite(session: nox.Session) -> None:
+    """The official lmstudio-python test suite (its sdist's tests/) against the stand-in.
+
+    Needs port 41343 free. Known failures are strict xfails (scripts/official_suite.py);
+    extra pytest arguments after ``--`` (e.g. ``-- -k "tool or image or repository"``).
+    """
+    session.install(
+        "-e",
+        ".",
+        OFFICIAL_SDK,
+        "pytest>=8.3,<9",  # pytest 9 turns a deprecation in their parametrize into an error
+        "pytest-asyncio>=0.24",
+        "pytest-subtests>=0.13.1",
+        "pytest-timeout>=2.3",
+        "pydantic>=2",
+    )
+    tmp = session.create_tmp()
+    session.run("pip", "download", "--no-deps", "--no-binary", ":all:", OFFICIAL_SDK, "-d", tmp)
+    sdist = next(Path(tmp).glob("lmstudio-*.tar.gz"))
+    session.run("python", "scripts/official_suite.py", str(sdist), *session.posargs)

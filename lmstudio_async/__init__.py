@@ -11,6 +11,7 @@ Sync::
         llm = client.llm.model("llama-3.2-1b-instruct")
 """
 
+from ._async.agent import ActResult
 from ._async.client import (
     LLM,
     AsyncClient,
@@ -19,8 +20,12 @@ from ._async.client import (
     LlmNamespace,
     SystemNamespace,
 )
+from ._async.files import FilesNamespace
 from ._async.handle import USE_CLIENT_DEFAULT
 from ._async.inference import PredictionStream
+from ._async.pool import AsyncModelPool, PoolCounters, PoolLease, PoolStats
+from ._async.repository import DownloadOption, ModelSearchResult, RepositoryNamespace
+from ._protocol.files import FileHandle
 from ._protocol.info import (
     EmbeddingModelInfo,
     EmbeddingModelInstanceInfo,
@@ -38,20 +43,28 @@ from ._protocol.prediction import (
     Fragment,
     PredictionConfig,
     PredictionResult,
+    PredictionRoundResult,
     PredictionStats,
 )
+from ._protocol.repository import DownloadProgress
+from ._protocol.tools import ToolCallRequest, ToolCallResult, ToolFunctionDef
 from ._sync.client import (
     Client,
+    SyncDownloadOption,
     SyncEmbeddingModel,
     SyncEmbeddingNamespace,
+    SyncFilesNamespace,
     SyncLLM,
     SyncLlmNamespace,
+    SyncModelSearchResult,
+    SyncRepositoryNamespace,
     SyncSystemNamespace,
     configure_default_client,
     embedding_model,
     get_default_client,
     llm,
 )
+from ._sync.pool import ModelPool, SyncPoolLease
 from ._sync.stream import SyncPredictionStream
 from .config import EmbeddingLoadConfig, LlmLoadConfig
 from .errors import (
@@ -60,14 +73,26 @@ from .errors import (
     ConfigError,
     ConfigMismatchError,
     ConfigMismatchWarning,
+    DeviceNotFoundError,
+    DraftModelError,
+    HostDownError,
+    IdentifierTakenError,
+    InsufficientMemoryError,
     LMStudioConnectionError,
     LMStudioError,
     LMStudioTimeoutError,
     LMStudioValueError,
     LoopThreadError,
     ModelNotFoundError,
+    ModelUnloadedError,
+    PoolFullError,
+    PoolTimeoutError,
+    PresetNotFoundError,
     ProtocolError,
     ServerError,
+    StructuredOutputError,
+    ToolCallError,
+    VisionNotSupportedError,
 )
 from .types import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -88,7 +113,9 @@ __all__ = [
     "DEFAULT_TIMEOUTS",
     "LLM",
     "USE_CLIENT_DEFAULT",
+    "ActResult",
     "AsyncClient",
+    "AsyncModelPool",
     "AuthenticationError",
     "Chat",
     "ChatMessage",
@@ -97,13 +124,22 @@ __all__ = [
     "ConfigError",
     "ConfigMismatchError",
     "ConfigMismatchWarning",
+    "DeviceNotFoundError",
+    "DownloadOption",
+    "DownloadProgress",
+    "DraftModelError",
     "EmbeddingLoadConfig",
     "EmbeddingModel",
     "EmbeddingModelInfo",
     "EmbeddingModelInstanceInfo",
     "EmbeddingNamespace",
     "EstimateResult",
+    "FileHandle",
+    "FilesNamespace",
     "Fragment",
+    "HostDownError",
+    "IdentifierTakenError",
+    "InsufficientMemoryError",
     "LMStudioConnectionError",
     "LMStudioError",
     "LMStudioTimeoutError",
@@ -117,21 +153,43 @@ __all__ = [
     "ModelInfo",
     "ModelInstanceInfo",
     "ModelNotFoundError",
+    "ModelPool",
+    "ModelSearchResult",
+    "ModelUnloadedError",
+    "PoolCounters",
+    "PoolFullError",
+    "PoolLease",
+    "PoolStats",
+    "PoolTimeoutError",
     "PredictionConfig",
     "PredictionResult",
+    "PredictionRoundResult",
     "PredictionStats",
     "PredictionStream",
+    "PresetNotFoundError",
     "ProtocolError",
     "Quantization",
+    "RepositoryNamespace",
     "ServerError",
+    "StructuredOutputError",
+    "SyncDownloadOption",
     "SyncEmbeddingModel",
     "SyncEmbeddingNamespace",
+    "SyncFilesNamespace",
     "SyncLLM",
     "SyncLlmNamespace",
+    "SyncModelSearchResult",
+    "SyncPoolLease",
     "SyncPredictionStream",
+    "SyncRepositoryNamespace",
     "SyncSystemNamespace",
     "SystemNamespace",
     "Timeouts",
+    "ToolCallError",
+    "ToolCallRequest",
+    "ToolCallResult",
+    "ToolFunctionDef",
+    "VisionNotSupportedError",
     "__version__",
     "configure_default_client",
     "embedding_model",

@@ -17,7 +17,10 @@ config always shows exactly what the server receives.
 
 from __future__ import annotations
 
+import difflib
 import math
+import re
+from collections.abc import Iterable
 from typing import Any, ClassVar, Literal, TypeAlias, get_args
 
 import msgspec
@@ -65,12 +68,57 @@ def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def suggest_field(key: str, valid: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``valid`` to ``key`` (also as snake_case)."""
+    valid = list(valid)
+    matches = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    if not matches:
+        snake = re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
+        matches = difflib.get_close_matches(snake, valid, n=1, cutoff=0.6)
+    return f" (did you mean {matches[0]!r}?)" if matches else ""
+
+
+class _CheckedStructMeta(msgspec.StructMeta):
+    """Turns a bad constructor call into :class:`ConfigError` before msgspec sees it.
+
+    msgspec Structs take no custom ``__init__``, so the metaclass's ``__call__`` checks
+    the keyword names first: an unknown one gets the same "did you mean" hint as the dict
+    form, and positional arguments (the configs are keyword-only) are refused by name.
+    Decoding (``msgspec.convert``, JSON) does not call this and keeps msgspec's own checks.
+    """
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if args:
+            raise ConfigError(
+                f"{cls.__name__} takes keyword arguments only, got {len(args)} positional"
+            )
+        fields: tuple[str, ...] = cls.__struct_fields__
+        for key in kwargs:
+            if key not in fields:
+                raise cls._unknown_field(key)  # type: ignore[attr-defined]
+        return super().__call__(**kwargs)
+
+
 class ConfigBase(
-    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, repr_omit_defaults=True
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    repr_omit_defaults=True,
+    metaclass=_CheckedStructMeta,
 ):
-    """Shared behaviour of the load-config Structs."""
+    """Shared behaviour of the config Structs (load configs and the prediction config)."""
 
     domain: ClassVar[Literal["llm", "embedding"]]
+    _kind: ClassVar[str] = "load config"
+
+    @classmethod
+    def _unknown_field(cls, key: str) -> ConfigError:
+        hint = suggest_field(key, cls.__struct_fields__)
+        where = f" for {cls.domain} models" if cls._kind == "load config" else ""
+        if not hint and cls is EmbeddingLoadConfig and key in LlmLoadConfig.__struct_fields__:
+            hint = " (it only applies to llm models)"
+        return ConfigError(f"unknown {cls._kind} field {key!r}{where}{hint}", field=key)
 
     def _fail(self, field: str, expected: str, value: Any) -> ConfigError:
         return ConfigError(

@@ -6,15 +6,27 @@ the matching built-in so ordinary ``except`` clauses keep working::
     LMStudioError
     ├── LMStudioValueError (ValueError)      bad input caught before sending
     │   └── ConfigError                      unknown / ill-typed / out-of-range config field
-    ├── ConfigMismatchError                  model(key, config=...) found another config loaded
+    ├── StructuredOutputError (ValueError)   the reply does not match response_format (.content)
+    ├── ToolCallError                        act() got a tool call it cannot run or report
+    ├── ConfigMismatchError                  model(key, ...) found another config or TTL loaded
     ├── LoopThreadError (RuntimeError)       the sync client's loop thread is gone or misused
+    ├── PoolFullError                        a model pool's wait queue is full
     ├── ServerError                          the server reported an error
-    │   └── ModelNotFoundError               no model matches the request
+    │   ├── ModelNotFoundError               no model matches the request
+    │   │   └── ModelUnloadedError           the model was unloaded mid-prediction (.result)
+    │   ├── InsufficientMemoryError          not enough memory to load the model
+    │   ├── IdentifierTakenError             a loaded instance already has that identifier
+    │   ├── DeviceNotFoundError              no LM Link device has that identifier
+    │   ├── VisionNotSupportedError          images sent to a model without vision support
+    │   ├── DraftModelError                  unknown or incompatible draft model
+    │   └── PresetNotFoundError              no preset has the given identifier
     ├── ProtocolError                        the peer broke the protocol
     ├── LMStudioTimeoutError (TimeoutError)  a call took too long
+    │   └── PoolTimeoutError                 a model pool lease waited past its deadline
     └── LMStudioConnectionError (ConnectionError)
         ├── AuthenticationError              API token missing or rejected
-        └── ClientClosedError                the client was closed
+        ├── ClientClosedError                the client was closed
+        └── HostDownError                    a model pool host is marked down
 
     ConfigMismatchWarning (UserWarning)      the warning form of ConfigMismatchError
 
@@ -27,7 +39,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from ._protocol.prediction import PredictionResult
 
 __all__ = [
     "AuthenticationError",
@@ -35,14 +50,26 @@ __all__ = [
     "ConfigError",
     "ConfigMismatchError",
     "ConfigMismatchWarning",
+    "DeviceNotFoundError",
+    "DraftModelError",
+    "HostDownError",
+    "IdentifierTakenError",
+    "InsufficientMemoryError",
     "LMStudioConnectionError",
     "LMStudioError",
     "LMStudioTimeoutError",
     "LMStudioValueError",
     "LoopThreadError",
     "ModelNotFoundError",
+    "ModelUnloadedError",
+    "PoolFullError",
+    "PoolTimeoutError",
+    "PresetNotFoundError",
     "ProtocolError",
     "ServerError",
+    "StructuredOutputError",
+    "ToolCallError",
+    "VisionNotSupportedError",
     "scrub",
 ]
 
@@ -409,3 +436,172 @@ class ModelNotFoundError(ServerError):
                 return f"The model instance {self.subject!r} is no longer loaded"
             return "The model instance is no longer loaded"
         return None
+
+
+class ModelUnloadedError(ModelNotFoundError):
+    """A prediction ended early because its model instance was unloaded.
+
+    The server stops such a prediction with the stop reason ``modelUnloaded``:
+    another client unloaded the model, its TTL expired, or a JIT load evicted
+    it. ``result`` holds the partial :class:`~lmstudio_async.PredictionResult`
+    (the text generated until then, ``stop_reason == "modelUnloaded"``), or
+    ``None`` when nothing was received. ``subject`` is the instance identifier.
+    """
+
+    result: PredictionResult | None
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        subject: str | None = None,
+        result: PredictionResult | None = None,
+        operation: str | None = None,
+    ) -> None:
+        self.result = result
+        if message is None:
+            what = f"model instance {subject!r}" if subject else "model instance"
+            message = f"The {what} was unloaded before the prediction finished"
+        super().__init__(message, subject=subject, operation=operation, message=message)
+
+
+class InsufficientMemoryError(ServerError):
+    """The server refused to load a model because there is not enough memory.
+
+    How the server's error is recognised lives in
+    ``lmstudio_async._protocol.errors`` (partly a guess; see docs/stand-in.md).
+    """
+
+
+class IdentifierTakenError(ServerError):
+    """A load asked for an identifier that a loaded instance already has.
+
+    ``identifier`` is the identifier asked for, when known.
+    """
+
+    identifier: str | None
+
+    def __init__(self, title: str, *, identifier: str | None = None, **kwargs: Any) -> None:
+        if identifier is None:
+            for source in (kwargs.get("display_data"), kwargs.get("error_data")):
+                if isinstance(source, Mapping) and isinstance(source.get("identifier"), str):
+                    identifier = str(source["identifier"])
+                    break
+        self.identifier = identifier
+        super().__init__(title, **kwargs)
+
+
+class DeviceNotFoundError(ServerError):
+    """``device=`` names no LM Link device the server knows.
+
+    How the server's error is recognised lives in ``lmstudio_async._protocol.errors``
+    (a guess; see docs/stand-in.md).
+    """
+
+
+class PoolTimeoutError(LMStudioTimeoutError):
+    """A model pool lease waited for memory or a load past its deadline."""
+
+
+class PoolFullError(LMStudioError):
+    """A model pool refused a lease at once: its wait queue (``max_waiting``) is full."""
+
+
+class HostDownError(LMStudioConnectionError):
+    """A model pool host is marked down: its connection dropped and has not come back."""
+
+    def _default_message(self) -> str:
+        where = f" {self.host}" if self.host else ""
+        return f"The LM Studio host{where} is down"
+
+
+class VisionNotSupportedError(ServerError):
+    """A chat with images went to a model that cannot see them (its ``vision`` is false).
+
+    Raised before sending when the handle's model info says so, else mapped from the
+    server's error (see ``lmstudio_async._protocol.errors``). ``subject`` is the model.
+    """
+
+    subject: str | None
+
+    def __init__(self, title: str, *, subject: str | None = None, **kwargs: Any) -> None:
+        self.subject = subject
+        super().__init__(title, **kwargs)
+
+
+class DraftModelError(ServerError):
+    """``PredictionConfig.draft_model`` names no downloaded model, or one that cannot
+    draft for this model (LM Studio's rule; the stand-in's is in docs/stand-in.md).
+
+    ``draft_model`` is the key asked for, when known.
+    """
+
+    draft_model: str | None
+
+    def __init__(self, title: str, *, draft_model: str | None = None, **kwargs: Any) -> None:
+        self.draft_model = draft_model
+        super().__init__(title, **kwargs)
+
+
+class PresetNotFoundError(ServerError):
+    """``preset=`` names no preset LM Studio knows.
+
+    ``preset`` is the identifier asked for; ``available`` a sample of known preset
+    identifiers when the server sent one.
+    """
+
+    preset: str | None
+    available: list[str]
+
+    def __init__(
+        self,
+        title: str,
+        *,
+        preset: str | None = None,
+        available: Sequence[str] = (),
+        **kwargs: Any,
+    ) -> None:
+        self.preset = preset
+        self.available = list(available)
+        super().__init__(title, **kwargs)
+
+
+class StructuredOutputError(LMStudioError, ValueError):
+    """The model's reply does not match the ``response_format`` type it was given.
+
+    ``content`` is the raw reply text; ``result`` the full
+    :class:`~lmstudio_async.PredictionResult` (stats and all); ``target`` the type asked for.
+    """
+
+    content: str
+    result: PredictionResult | None
+    target: Any
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        content: str,
+        result: PredictionResult | None = None,
+        target: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.content = content
+        self.result = result
+        self.target = target
+
+
+class ToolCallError(LMStudioError):
+    """``act()`` got a tool call it can neither run nor report back to the model: LM Studio
+    could not parse the model's tool call, or the model asked for a tool in the last
+    allowed round. (A tool that raises, an unknown tool name or bad arguments are reported
+    to the model instead; ``handle_invalid_tool_request`` may turn those into this error.)
+
+    ``request`` is the :class:`~lmstudio_async.ToolCallRequest` concerned, when there is one.
+    """
+
+    request: Any
+
+    def __init__(self, message: str, *, request: Any = None) -> None:
+        super().__init__(message)
+        self.request = request

@@ -171,3 +171,23 @@ def test_every_exception_lives_in_errors() -> None:
     misplaced = sorted(f"{c.__module__}.{c.__qualname__}" for c in classes)
     assert [m for m in misplaced if not m.startswith("lmstudio_async.errors.")] == []
     assert "lmstudio_async.errors.LoopThreadError" in misplaced
+
+
+def test_the_error_tree_in_the_docs_names_every_exception() -> None:
+    # docs/reference/errors.md renders the errors module docstring: its tree must be whole.
+    import inspect
+
+    from lmstudio_async import errors
+
+    tree = errors.__doc__ or ""
+    classes = [
+        name
+        for name, value in vars(errors).items()
+        if inspect.isclass(value)
+        and issubclass(value, BaseException | Warning)
+        and value.__module__ == errors.__name__
+        and not name.startswith("_")
+    ]
+    assert "LMStudioError" in classes
+    missing = [name for name in classes if f" {name}" not in tree and f"\n{name}" not in tree]
+    assert missing == []

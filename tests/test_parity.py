@@ -7,13 +7,17 @@ Return annotations may differ (sync handles instead of async ones). The only ren
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from lmstudio_async._async import client as a
+from lmstudio_async._async import files as af
+from lmstudio_async._async import pool as ap
+from lmstudio_async._async import repository as ar
 from lmstudio_async._sync import client as s
+from lmstudio_async._sync import pool as sp
 
 PAIRS: list[tuple[type, type]] = [
     (a.AsyncClient, s.Client),
@@ -22,6 +26,12 @@ PAIRS: list[tuple[type, type]] = [
     (a.SystemNamespace, s.SyncSystemNamespace),
     (a.LLM, s.SyncLLM),
     (a.EmbeddingModel, s.SyncEmbeddingModel),
+    (af.FilesNamespace, s.SyncFilesNamespace),
+    (ar.RepositoryNamespace, s.SyncRepositoryNamespace),
+    (ar.ModelSearchResult, s.SyncModelSearchResult),
+    (ar.DownloadOption, s.SyncDownloadOption),
+    (ap.AsyncModelPool, sp.ModelPool),
+    (ap.PoolLease, sp.SyncPoolLease),
 ]
 RENAMES = {"aclose": "close", "__aenter__": "__enter__", "__aexit__": "__exit__"}
 IDS = [sync.__name__ for _, sync in PAIRS]
@@ -86,6 +96,8 @@ def test_same_instance_attributes() -> None:
             ("llm", s.SyncLlmNamespace),
             ("embedding", s.SyncEmbeddingNamespace),
             ("system", s.SyncSystemNamespace),
+            ("files", s.SyncFilesNamespace),
+            ("repository", s.SyncRepositoryNamespace),
         ]:
             assert type(getattr(sync_client, name)) is sync_cls
             assert (sync_cls, type(getattr(async_client, name))) in [(y, x) for x, y in PAIRS]
@@ -95,3 +107,20 @@ def test_sync_context_manager_mirrors_loaded() -> None:
     # async ``loaded`` is an async-context-manager factory; the sync one a plain one.
     assert not inspect.iscoroutinefunction(a.LlmNamespace.loaded)
     assert "with" in (inspect.getdoc(s.SyncLlmNamespace.loaded) or "")
+
+
+@pytest.mark.parametrize(
+    ("function", "namespace"),
+    [(s.llm, s.SyncLlmNamespace), (s.embedding_model, s.SyncEmbeddingNamespace)],
+)
+def test_default_client_shortcuts_take_model_parameters(
+    function: Callable[..., Any], namespace: type
+) -> None:
+    # lms.llm(...) / lms.embedding_model(...) spell out model()'s parameters (typed, no
+    # **kwargs), so a parameter added to model() must be added to them too.
+    shortcut = inspect.signature(function).parameters
+    method = dict(inspect.signature(namespace.model).parameters)
+    method.pop("self")
+    assert list(shortcut) == list(method)
+    for name, param in shortcut.items():
+        assert (param.kind, param.default) == (method[name].kind, method[name].default), name

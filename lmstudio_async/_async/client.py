@@ -61,6 +61,8 @@ from ..errors import (
     ServerError,
 )
 from ..types import DEFAULT_TIMEOUTS, Timeouts, resolve_timeouts
+from .agent import AgentMethods
+from .files import FilesNamespace
 from .handle import (
     USE_CLIENT_DEFAULT,
     TimeoutParam,
@@ -71,7 +73,8 @@ from .handle import (
     _UseClientDefault,
     log,
 )
-from .inference import EmbeddingMethods, LlmMethods
+from .inference import EmbeddingMethods
+from .repository import RepositoryNamespace
 
 __all__ = [
     "LLM",
@@ -87,6 +90,12 @@ __all__ = [
 ]
 
 _CLOSE_GRACE_SECONDS: Final = 2.0
+
+LOAD_CANCEL_GRACE_SECONDS: Final = 2.0
+"""How long a cancelled or timed-out load / ``model(key)`` waits, before raising, for the
+server to acknowledge the cancel (or for an instance the load produced anyway to be
+unloaded), so that an immediate retry finds the identifier free and nothing left loaded.
+Cleanup that takes longer goes on in the background."""
 
 ProgressCallback: TypeAlias = Callable[[float], Any]
 """``on_progress(fraction)``: a plain function or a coroutine function."""
@@ -150,15 +159,28 @@ async def _closed(stream: ChannelStream) -> None:
         stream.socket.forget_channel(stream)
 
 
+async def _within_grace(task: asyncio.Future[Any], extra: float = 0.0) -> None:
+    """Wait up to :data:`LOAD_CANCEL_GRACE_SECONDS` for a cleanup task to finish.
+
+    The task is never cancelled from here: if the grace runs out, or the waiting caller is
+    cancelled again, it goes on in the background.
+    """
+    if not task.done():
+        await asyncio.wait({task}, timeout=LOAD_CANCEL_GRACE_SECONDS + extra)
+
+
 class _Flight:
-    """One shared get-or-load, awaited by every concurrent ``model(key)`` caller."""
+    """One shared get-or-load of a model key, awaited by every concurrent ``model(key)``
+    caller whatever its TTL or config; ``params`` are the ttl / config stack / mismatch
+    policy of the caller that started it."""
 
-    __slots__ = ("loaded_now", "progress", "task", "waiters")
+    __slots__ = ("loaded_now", "params", "progress", "task", "waiters")
 
-    def __init__(self) -> None:
+    def __init__(self, params: tuple[Any, ...]) -> None:
         self.progress = _Progress()
         self.waiters = 0
         self.loaded_now = False
+        self.params = params
         self.task: asyncio.Task[ModelInstanceInfo] | None = None
 
 
@@ -201,6 +223,10 @@ class AsyncClient:
         """Embedding model management."""
         self.system = SystemNamespace(self)
         """Server-wide queries (downloaded models, version)."""
+        self.files = FilesNamespace(self)
+        """Files for predictions (``prepare_image``)."""
+        self.repository = RepositoryNamespace(self)
+        """Model search and download."""
 
     def __repr__(self) -> str:
         state = "closed" if self._transport.closed else "open"
@@ -328,10 +354,13 @@ class AsyncClient:
         except RemoteError as exc:
             raise self._server_error(exc, operation, subject) from None
         except BaseException:
-            # Cancelled, timed out, or a callback failed: stop the load on the server.
+            # Cancelled, timed out, or a callback failed: stop the load on the server, and
+            # raise only once it acknowledged (or the grace ran out), so that a retry right
+            # away finds the identifier free and nothing of this load left behind.
             if not stream.finished:
                 stream.send({"type": "cancel"})
-                self._spawn(self._reap(stream, namespace), f"lmstudio-reap-{subject}")
+                reaper = self._spawn(self._reap(stream, namespace), f"lmstudio-reap-{subject}")
+                await _within_grace(reaper)
             raise
         try:
             await _closed(stream)
@@ -339,14 +368,16 @@ class AsyncClient:
         except BaseException:
             # The load is done but its caller is gone (cancelled in the last callback).
             if result[1]:
-                self._disown(namespace, result[0].identifier)
+                await _within_grace(self._disown(namespace, result[0].identifier))
             raise
         return result
 
-    def _disown(self, namespace: str, identifier: str) -> None:
+    def _disown(self, namespace: str, identifier: str) -> asyncio.Task[Any]:
         """Unload, in the background, an instance loaded for a caller that is gone."""
         log.info("unloading %r: the call that loaded it was cancelled", identifier)
-        self._spawn(self._unload_quietly(namespace, identifier), f"lmstudio-disown-{identifier}")
+        return self._spawn(
+            self._unload_quietly(namespace, identifier), f"lmstudio-disown-{identifier}"
+        )
 
     async def _unload_quietly(self, namespace: str, identifier: str) -> None:
         with contextlib.suppress(LMStudioError):
@@ -363,7 +394,7 @@ class AsyncClient:
 
 
 
-class LLM(LlmMethods):
+class LLM(AgentMethods):
     """Handle of a loaded LLM instance: management (``get_info``, ``unload``…) and
     inference (``respond``, ``respond_stream``, ``complete``, ``tokenize``…)."""
 
@@ -385,7 +416,7 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
 
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
-        self._flights: dict[tuple[Any, ...], _Flight] = {}
+        self._flights: dict[str, _Flight] = {}
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} of {self._client!r}>"
@@ -413,13 +444,17 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         ``key`` matches an instance identifier, a model key or a path prefix. If
         nothing matches, the model is loaded just in time (reporting progress to
         ``on_progress``) with ``ttl`` (idle seconds before auto-unload; ``None``:
-        none) and ``config``. Concurrent calls with the same arguments share one
-        load (and the first caller's deadlines); the load is cancelled only when
-        every caller waiting for it has been cancelled. When a matching instance is
-        already loaded with a config that differs from the explicit ``config``,
-        ``on_config_mismatch`` decides:
+        none) and ``config``. Concurrent calls for the same ``key`` share one load
+        whatever their ``ttl`` or ``config`` (the first caller's arguments and
+        deadlines load it); the load is cancelled only when every caller waiting for
+        it has been cancelled, and then raises only once the server acknowledged
+        the cancel (see :data:`LOAD_CANCEL_GRACE_SECONDS`).
+
+        When the instance a caller gets differs from its explicit ``config`` or
+        ``ttl`` (``None`` for either means "any"), ``on_config_mismatch`` decides:
         ``"warn"`` (:class:`ConfigMismatchWarning`, the default), ``"raise"``
-        (:class:`ConfigMismatchError`) or ``"reload"`` (unload it, load anew).
+        (:class:`ConfigMismatchError`) or ``"reload"`` (unload it, load anew). The
+        warning or error names each differing field, ``ttl`` included.
         """
         timeouts = self._client._timeouts_for(timeout)
         if key is None:
@@ -439,15 +474,15 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
                 f"got {on_config_mismatch!r}"
             )
         stack = load_config_stack(self._name, cfg)
-        flight_key = (key, ttl_value, msgspec.json.encode(stack), on_config_mismatch)
-        flight = self._flights.get(flight_key)
+        params = (ttl_value, msgspec.json.encode(stack), on_config_mismatch)
+        flight = self._flights.get(key)  # single flight per model key
         if flight is None:
-            flight = _Flight()
+            flight = _Flight(params)
             flight.task = asyncio.ensure_future(
                 self._get_or_load(key, ttl_value, cfg, stack, on_config_mismatch, flight, timeouts)
             )
-            self._flights[flight_key] = flight
-            flight.task.add_done_callback(functools.partial(self._landed, flight_key, flight))
+            self._flights[key] = flight
+            flight.task.add_done_callback(functools.partial(self._landed, key, flight))
         task = flight.task
         assert task is not None
         if callback is not None:
@@ -459,15 +494,70 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
             flight.waiters -= 1
             if flight.waiters == 0:
                 if not task.done():
+                    # Stop the load; raise once the server acknowledged (bounded).
                     task.cancel()
+                    await _within_grace(task, extra=_CLOSE_GRACE_SECONDS)
                 elif flight.loaded_now and not task.cancelled() and task.exception() is None:
                     # Finished just as its last caller was cancelled: nobody owns it.
-                    self._client._disown(self._name, task.result().identifier)
+                    orphan = task.result().identifier
+                    await _within_grace(self._client._disown(self._name, orphan))
             raise
         flight.waiters -= 1
+        if flight.params == params:
+            return self._handle(info)
+        # Joined a load started with another ttl / config / policy: check ours against it.
+        info = await self._reconcile(
+            key, info, ttl_value, cfg, on_config_mismatch, timeouts, loaded_now=False
+        )
         return self._handle(info)
 
-    def _landed(self, key: tuple[Any, ...], flight: _Flight, task: asyncio.Task[Any]) -> None:
+    async def _reconcile(
+        self,
+        key: str,
+        info: ModelInstanceInfo,
+        ttl_value: int | None,
+        cfg: Any,
+        policy: MismatchPolicy,
+        timeouts: Timeouts,
+        *,
+        loaded_now: bool,
+    ) -> ModelInstanceInfo:
+        """Apply ``policy`` if ``info`` differs from the caller's explicit ttl / config."""
+        if loaded_now:
+            return info
+        differences: dict[str, tuple[Any, Any]] = {}
+        if cfg is not None:
+            effective = await self._handle(info).get_load_config(timeout=timeouts)
+            differences.update(config_differences(cfg, effective))
+        if ttl_value is not None and info.ttl_ms != ttl_value:
+            differences["ttl"] = (ttl_value / 1000.0, info.ttl)
+        if not differences:
+            return info
+        detail = ", ".join(
+            f"{name}: asked {want!r}, loaded with {got!r}"
+            for name, (want, got) in differences.items()
+        )
+        what = "TTL" if list(differences) == ["ttl"] else "config"
+        message = f"{info.identifier!r} is already loaded with a different {what} ({detail})"
+        if policy == "raise":
+            raise ConfigMismatchError(message, identifier=info.identifier, differences=differences)
+        if policy == "warn":
+            warnings.warn(
+                f"{message}; pass on_config_mismatch='reload' to reload it with yours",
+                ConfigMismatchWarning,
+                stacklevel=3,
+            )
+            return info
+        with contextlib.suppress(ModelNotFoundError):  # someone else may have unloaded it
+            await self.unload(info.identifier, timeout=timeouts)
+        ttl = None if ttl_value is None else ttl_value / 1000.0
+        handle = await self.model(
+            key, ttl=ttl, config=cfg, on_config_mismatch="warn", timeout=timeouts
+        )
+        reloaded: ModelInstanceInfo = handle.info
+        return reloaded
+
+    def _landed(self, key: str, flight: _Flight, task: asyncio.Task[Any]) -> None:
         if self._flights.get(key) is flight:
             del self._flights[key]
         if not task.cancelled():
@@ -513,30 +603,22 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
                 subject=key,
             )
             flight.loaded_now = loaded_now
-            if loaded_now or cfg is None or attempt == 1:
+            if loaded_now or attempt == 1:
                 return info
-            handle = self._handle(info)
-            effective = await handle.get_load_config(timeout=timeouts)
-            differences = config_differences(cfg, effective)
-            if not differences:
-                return info
-            detail = ", ".join(
-                f"{name}: asked {want!r}, loaded with {got!r}"
-                for name, (want, got) in differences.items()
-            )
-            message = f"{info.identifier!r} is already loaded with a different config ({detail})"
-            if policy == "raise":
-                raise ConfigMismatchError(
-                    message, identifier=info.identifier, differences=differences
+            if policy != "reload":
+                return await self._reconcile(
+                    key, info, ttl_value, cfg, policy, timeouts, loaded_now=False
                 )
-            if policy == "warn":
-                warnings.warn(
-                    f"{message}; pass on_config_mismatch='reload' to reload it with your config",
-                    ConfigMismatchWarning,
-                    stacklevel=2,
+            # "reload": check without acting, then unload and get-or-load again.
+            try:
+                await self._reconcile(
+                    key, info, ttl_value, cfg, "raise", timeouts, loaded_now=False
                 )
-                return info
-            await self.unload(info.identifier, timeout=timeouts)
+            except ConfigMismatchError:
+                with contextlib.suppress(ModelNotFoundError):
+                    await self.unload(info.identifier, timeout=timeouts)
+                continue
+            return info
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def load(
@@ -547,18 +629,27 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         ttl: float | None = None,
         config: _ConfigT | Mapping[str, Any] | None = None,
         on_progress: ProgressCallback | None = None,
+        device: str | None = None,
         timeout: TimeoutParam = USE_CLIENT_DEFAULT,
     ) -> _HandleT:
         """Load a new instance of ``key`` (always a new one).
 
         Without ``identifier`` the server names it (the model key, then
-        ``key:2``, ``key:3``…); a taken ``identifier`` raises :class:`ServerError`.
+        ``key:2``, ``key:3``…); a taken ``identifier`` raises
+        :class:`IdentifierTakenError`, too little memory :class:`InsufficientMemoryError`.
         ``ttl`` is the idle time in seconds before LM Studio unloads it (``None``:
-        never). Cancelling the call (or its deadline) cancels the load on the server.
+        never). ``device`` loads it on that LM Link device (the protocol's
+        ``deviceIdentifier``; ``None``: the server's default, normally this machine);
+        an unknown device raises :class:`DeviceNotFoundError`. Cancelling the call (or
+        its deadline) cancels the load on the server and raises once the server
+        acknowledged it (see :data:`LOAD_CANCEL_GRACE_SECONDS`), so a retry with the same
+        identifier can follow at once.
         """
         check_key(key, "model key")
         if identifier is not None:
             check_key(identifier, "identifier")
+        if device is not None:
+            check_key(device, "device")
         ttl_value = ttl_ms(ttl)
         cfg = self._config(config)
         callback = _check_callback(on_progress)
@@ -571,6 +662,8 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
             creation["identifier"] = identifier
         if ttl_value is not None:
             creation["ttlMs"] = ttl_value
+        if device is not None:
+            creation["deviceIdentifier"] = device
         progress = _Progress()
         if callback is not None:
             progress.callbacks.append(callback)
@@ -594,28 +687,48 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         ttl: float | None = None,
         config: _ConfigT | Mapping[str, Any] | None = None,
         on_progress: ProgressCallback | None = None,
+        device: str | None = None,
         timeout: TimeoutParam = USE_CLIENT_DEFAULT,
     ) -> AsyncIterator[_HandleT]:
         """``async with ns.loaded(key) as model:`` a new instance, unloaded on exit
         (also on error and on cancellation)."""
         handle = await self.load(
-            key, identifier, ttl=ttl, config=config, on_progress=on_progress, timeout=timeout
+            key,
+            identifier,
+            ttl=ttl,
+            config=config,
+            on_progress=on_progress,
+            device=device,
+            timeout=timeout,
         )
         try:
             yield handle
         finally:
             with contextlib.suppress(ModelNotFoundError):
-                await asyncio.shield(self.unload(handle.identifier, timeout=timeout))
+                await asyncio.shield(
+                    self.unload(handle.identifier, device=handle.device, timeout=timeout)
+                )
 
     # --- unload / list ---------------------------------------------------------------
 
-    async def unload(self, identifier: str, *, timeout: TimeoutParam = USE_CLIENT_DEFAULT) -> None:
-        """Unload the instance ``identifier``; :class:`ModelNotFoundError` if none has it."""
+    async def unload(
+        self,
+        identifier: str,
+        *,
+        device: str | None = None,
+        timeout: TimeoutParam = USE_CLIENT_DEFAULT,
+    ) -> None:
+        """Unload the instance ``identifier`` (only from LM Link device ``device``, if
+        given); :class:`ModelNotFoundError` if none has it."""
         check_key(identifier, "identifier")
+        param: dict[str, Any] = {"identifier": identifier}
+        if device is not None:
+            check_key(device, "device")
+            param["deviceIdentifier"] = device
         await self._client._rpc(
             self._name,
             "unloadModel",
-            {"identifier": identifier},
+            param,
             timeout=timeout,
             operation="Unload",
             subject=identifier,
@@ -638,15 +751,24 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         key: str,
         *,
         config: _ConfigT | Mapping[str, Any] | None = None,
+        device: str | None = None,
         timeout: TimeoutParam = USE_CLIENT_DEFAULT,
     ) -> EstimateResult:
-        """Memory a load of ``key`` with ``config`` would need, and whether it fits."""
+        """Memory a load of ``key`` with ``config`` would need, and whether it fits (on LM
+        Link device ``device``, if given)."""
         check_key(key, "model key")
         cfg = self._config(config)
+        param: dict[str, Any] = {
+            "modelKey": key,
+            "loadConfigStack": load_config_stack(self._name, cfg),
+        }
+        if device is not None:
+            check_key(device, "device")
+            param["deviceIdentifier"] = device
         raw = await self._client._rpc(
             self._name,
             "estimateModelUsage",
-            {"modelKey": key, "loadConfigStack": load_config_stack(self._name, cfg)},
+            param,
             timeout=timeout,
             operation="Estimate",
             subject=key,

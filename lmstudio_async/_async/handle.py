@@ -149,6 +149,14 @@ class _ModelHandle(Generic[_InstanceT, _ConfigT]):
         """Context length the instance was loaded with."""
         return (await self.get_info(timeout=timeout)).context_length
 
+    @property
+    def device(self) -> str | None:
+        """The LM Link device the instance is loaded on; ``None``: the local machine."""
+        return self._info.device_identifier
+
     async def unload(self, *, timeout: TimeoutParam = USE_CLIENT_DEFAULT) -> None:
-        """Unload this instance. Raises :class:`ModelNotFoundError` if it is already gone."""
-        await self._namespace.unload(self.identifier, timeout=timeout)
+        """Unload this instance (from its LM Link device, if any). Raises
+        :class:`ModelNotFoundError` if it is already gone."""
+        await self._namespace.unload(
+            self.identifier, device=self._info.device_identifier, timeout=timeout
+        )

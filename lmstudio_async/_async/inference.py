@@ -8,13 +8,17 @@ client's counterpart is in :mod:`lmstudio_async._sync.stream`).
 Deadlines, as for loads: ``idle`` between two packets, optional ``total`` for the whole
 prediction. Cancelling (task cancel, ``break`` out of the iteration, :meth:`aclose`,
 a deadline, Ctrl-C in sync code) sends the protocol ``cancel``; the server then ends the
-prediction with stop reason ``"userStopped"`` and the model stays loaded.
+prediction with stop reason ``"userStopped"`` and the model stays loaded. A prediction
+the server ends with stop reason ``"modelUnloaded"`` (its instance was unloaded by someone
+else, a TTL or a JIT auto-evict) raises :class:`~lmstudio_async.ModelUnloadedError`, whose
+``result`` is the partial :class:`PredictionResult`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 from collections.abc import Callable, Sequence
 from types import TracebackType
@@ -29,6 +33,7 @@ from .._protocol.info import (
 )
 from .._protocol.prediction import (
     PREDICTION_PACKET_DECODER,
+    Chat,
     ChatInput,
     EmbeddingReply,
     FormattedReply,
@@ -40,6 +45,8 @@ from .._protocol.prediction import (
     PromptProcessingProgress,
     TokenCountReply,
     TokensReply,
+    ToolCallEndPacket,
+    ToolCallFailedPacket,
     apply_template_param,
     coerce_chat,
     complete_creation,
@@ -48,8 +55,17 @@ from .._protocol.prediction import (
     result_from_success,
     tokenize_param,
 )
+from .._protocol.tools import ResponseFormat, ToolCallRequest, ToolDefinition, parse_tools
+from .._protocol.tools import response_format as make_response_format
 from ..config import EmbeddingLoadConfig, LlmLoadConfig
-from ..errors import LMStudioError, LMStudioValueError, ProtocolError
+from ..errors import (
+    LMStudioError,
+    LMStudioValueError,
+    ModelUnloadedError,
+    ProtocolError,
+    StructuredOutputError,
+    VisionNotSupportedError,
+)
 from ..types import Timeouts
 from .handle import USE_CLIENT_DEFAULT, TimeoutParam, _ConfigT, _InstanceT, _ModelHandle, log
 
@@ -103,6 +119,25 @@ async def _invoke(callback: Callable[[Any], Any], value: Any) -> None:
         await result
 
 
+def _parse_structured(result: PredictionResult, fmt: ResponseFormat) -> PredictionResult:
+    """``result`` with ``.parsed`` an instance of the requested type, or
+    :class:`StructuredOutputError` carrying the raw text."""
+    try:
+        value = fmt.decode(result.content)
+    except (ValueError, TypeError) as exc:  # msgspec and pydantic errors are ValueErrors
+        name = getattr(fmt.target, "__name__", repr(fmt.target))
+        stop = result.stop_reason
+        why = "" if stop in ("eosFound", "stopStringFound") else f" (it stopped: {stop})"
+        detail = str(exc).splitlines()[0] if str(exc) else repr(exc)
+        raise StructuredOutputError(
+            f"the reply does not match {name}{why}: {detail}",
+            content=result.content,
+            result=result,
+            target=fmt.target,
+        ) from None
+    return dataclasses.replace(result, _parsed=value)
+
+
 # --- the async stream -------------------------------------------------------------------
 
 
@@ -132,6 +167,7 @@ class PredictionStream:
         on_prompt_progress: PromptProgressCallback | None,
         timeouts: Timeouts,
         operation: str,
+        response_format: ResponseFormat | None = None,
     ) -> None:
         _check_callable("on_fragment", on_fragment)
         _check_callable("on_prompt_progress", on_prompt_progress)
@@ -155,6 +191,9 @@ class PredictionStream:
         self._cancel_sent = False
         self._finished: asyncio.Event | None = None
         self._reaper: asyncio.Task[None] | None = None
+        self._response_format = response_format
+        self._tool_calls: list[ToolCallRequest] = []
+        self._tool_call_failures: list[ToolCallFailedPacket] = []
 
     def __repr__(self) -> str:
         state = "done" if self._done else "running" if self._channel is not None else "not started"
@@ -260,11 +299,23 @@ class PredictionStream:
                     return fragment
                 if kind is PredictionSuccess:
                     self._succeed(packet)  # type: ignore[arg-type]
+                    if self._result is None and self._error is not None:
+                        raise self._error  # ModelUnloadedError: the model went away
                     raise StopAsyncIteration
                 if kind is PromptProcessingProgress and self._on_prompt_progress is not None:
                     value = min(max(float(packet.progress), 0.0), 1.0)  # type: ignore[union-attr]
                     await _invoke(self._on_prompt_progress, value)
-        except StopAsyncIteration:
+                elif kind is ToolCallEndPacket and not self._cancel_sent:
+                    self._tool_calls.append(packet.request())  # type: ignore[union-attr]
+                elif kind is ToolCallFailedPacket and not self._cancel_sent:
+                    log.warning(
+                        "%s of %r: LM Studio could not parse a tool call: %s",
+                        self._operation,
+                        self._subject,
+                        packet.error,  # type: ignore[union-attr]
+                    )
+                    self._tool_call_failures.append(packet)  # type: ignore[arg-type]
+        except (StopAsyncIteration, ModelUnloadedError, StructuredOutputError):
             raise
         except RemoteError as exc:
             error = self._client._server_error(exc, self._operation, self._subject)
@@ -287,7 +338,21 @@ class PredictionStream:
     # --- ending -------------------------------------------------------------------------
 
     def _succeed(self, packet: PredictionSuccess) -> None:
-        self._result = result_from_success("".join(self._parts), packet)
+        result = result_from_success("".join(self._parts), packet, self._tool_calls)
+        if result.stop_reason == "modelUnloaded" and not self._cancel_sent:
+            # Cut short because the instance went away (unloaded by another client, a TTL,
+            # a JIT auto-evict): an error carrying the partial result, never a silent success.
+            self._end(
+                ModelUnloadedError(subject=self._subject, result=result, operation=self._operation)
+            )
+            return
+        if self._response_format is not None and not self._cancel_sent:
+            try:
+                result = _parse_structured(result, self._response_format)
+            except StructuredOutputError as exc:
+                self._end(exc)
+                return
+        self._result = result
         self._end(None)
 
     def _end(self, error: BaseException | None) -> None:
@@ -461,17 +526,31 @@ class LlmMethods(_InferenceMethods[LlmInstanceInfo, LlmLoadConfig]):
         on_fragment: FragmentCallback | None = None,
         on_prompt_progress: PromptProgressCallback | None = None,
         timeout: TimeoutParam = USE_CLIENT_DEFAULT,
+        tools: Sequence[ToolDefinition] | None = None,
+        response_format: Any = None,
+        preset: str | None = None,
     ) -> PredictionStream:
         """Start a chat response, streamed: ``async for fragment in llm.respond_stream(...)``.
 
-        ``prompt_or_chat`` is a string (one user message), a :class:`Chat`, or a list of
-        ``{"role", "content"}`` dicts / :class:`ChatMessage`. ``config`` is a
-        :class:`PredictionConfig` or a dict of its fields, validated here, before
-        anything is sent. Not a coroutine: the request is sent on the first iteration
-        (or ``async with``). See :class:`PredictionStream`.
+        ``prompt_or_chat`` is a string (one user message), a :class:`Chat`, a list of
+        ``{"role", "content"}`` dicts / :class:`ChatMessage`, or a history dict
+        ``{"messages": [...]}``. ``config`` is a :class:`PredictionConfig` or a dict of its
+        fields, validated here, before anything is sent. ``tools``, ``response_format`` and
+        ``preset`` as for :meth:`respond`. Not a coroutine: the request is sent on the
+        first iteration (or ``async with``). See :class:`PredictionStream`.
         """
         chat = coerce_chat(prompt_or_chat)
-        creation = predict_creation(self._specifier(), chat, config)
+        toolset = None if tools is None else parse_tools(tools)
+        fmt = None if response_format is None else make_response_format(response_format)
+        if toolset is not None and fmt is not None:
+            raise LMStudioValueError(
+                "tools and response_format cannot be combined: LM Studio either calls "
+                "tools or writes structured output"
+            )
+        self._check_vision(chat)
+        creation = predict_creation(
+            self._specifier(), chat, config, tools=toolset, response_format=fmt, preset=preset
+        )
         return PredictionStream(
             self,
             "predict",
@@ -480,7 +559,18 @@ class LlmMethods(_InferenceMethods[LlmInstanceInfo, LlmLoadConfig]):
             on_prompt_progress=on_prompt_progress,
             timeouts=self._namespace._client._timeouts_for(timeout),
             operation="Chat response",
+            response_format=fmt,
         )
+
+    def _check_vision(self, chat: Chat) -> None:
+        images = chat.images
+        if images and not self._info.vision:
+            raise VisionNotSupportedError(
+                f"{self.identifier!r} ({self.model_key}) has no vision support: it cannot read "
+                f"the {len(images)} image(s) in this chat; load a vision model",
+                subject=self.identifier,
+                operation="Chat response",
+            )
 
     async def respond(
         self,
@@ -490,6 +580,9 @@ class LlmMethods(_InferenceMethods[LlmInstanceInfo, LlmLoadConfig]):
         on_fragment: FragmentCallback | None = None,
         on_prompt_progress: PromptProgressCallback | None = None,
         timeout: TimeoutParam = USE_CLIENT_DEFAULT,
+        tools: Sequence[ToolDefinition] | None = None,
+        response_format: Any = None,
+        preset: str | None = None,
     ) -> PredictionResult:
         """Chat response: the full :class:`PredictionResult` (``.content``, ``.stats``…).
 
@@ -498,6 +591,15 @@ class LlmMethods(_InferenceMethods[LlmInstanceInfo, LlmLoadConfig]):
         functions). ``timeout`` bounds the wait between two packets (idle) and, with a
         :class:`Timeouts` ``total``, the whole prediction. Cancelling the call or a
         deadline cancels the prediction on the server.
+
+        ``tools`` (functions or :class:`ToolFunctionDef`) are offered to the model; the
+        calls it asks for come back, not run, as ``result.tool_calls`` (:meth:`act` runs
+        them). ``response_format`` (a msgspec Struct, dataclass, TypedDict or pydantic model
+        class, or a JSON schema dict) asks for structured output: ``result.parsed`` is then
+        an instance of that type, and a reply that does not match raises
+        :class:`StructuredOutputError`. ``preset`` names an LM Studio preset
+        (:class:`PresetNotFoundError` if there is none). A chat with images needs a vision
+        model (:class:`VisionNotSupportedError`).
         """
         stream = self.respond_stream(
             prompt_or_chat,
@@ -505,6 +607,9 @@ class LlmMethods(_InferenceMethods[LlmInstanceInfo, LlmLoadConfig]):
             on_fragment=on_fragment,
             on_prompt_progress=on_prompt_progress,
             timeout=timeout,
+            tools=tools,
+            response_format=response_format,
+            preset=preset,
         )
         return await stream._run()
 
@@ -516,12 +621,13 @@ class LlmMethods(_InferenceMethods[LlmInstanceInfo, LlmLoadConfig]):
         on_fragment: FragmentCallback | None = None,
         on_prompt_progress: PromptProgressCallback | None = None,
         timeout: TimeoutParam = USE_CLIENT_DEFAULT,
+        preset: str | None = None,
     ) -> PredictionStream:
         """Start a raw text completion of ``prompt`` (no chat template), streamed.
 
         Uses the ``completeRawText`` channel. Otherwise like :meth:`respond_stream`.
         """
-        creation = complete_creation(self._specifier(), prompt, config)
+        creation = complete_creation(self._specifier(), prompt, config, preset=preset)
         return PredictionStream(
             self,
             "completeRawText",
@@ -540,6 +646,7 @@ class LlmMethods(_InferenceMethods[LlmInstanceInfo, LlmLoadConfig]):
         on_fragment: FragmentCallback | None = None,
         on_prompt_progress: PromptProgressCallback | None = None,
         timeout: TimeoutParam = USE_CLIENT_DEFAULT,
+        preset: str | None = None,
     ) -> PredictionResult:
         """Raw text completion of ``prompt`` (no chat template); like :meth:`respond`."""
         stream = self.complete_stream(
@@ -548,6 +655,7 @@ class LlmMethods(_InferenceMethods[LlmInstanceInfo, LlmLoadConfig]):
             on_fragment=on_fragment,
             on_prompt_progress=on_prompt_progress,
             timeout=timeout,
+            preset=preset,
         )
         return await stream._run()
 

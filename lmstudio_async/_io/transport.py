@@ -10,7 +10,7 @@ call opens a fresh socket.
 
 aiohttp does the WebSocket framing, with two protections on that matter here:
 
-* :data:`MAX_MESSAGE_BYTES` bounds what one message may make the client buffer. A
+* :data:`MAX_MESSAGE_BYTES` (16 MiB) bounds what one message may make the client buffer. A
   frame whose length header is over the limit is refused before any of its payload is
   read; fragments are refused as soon as their sum passes it.
 * Text messages must be valid UTF-8 (aiohttp decodes them; the socket is closed with
@@ -90,16 +90,17 @@ _NAME_RE: Final = re.compile(r"^[A-Za-z0-9._~%!$&'()*+,;=-]+$")
 SETTLE_SECONDS: Final = 30.0
 """How long a channel is still read after its ``cancel`` (see :meth:`ChannelStream.settle`)."""
 
-MAX_MESSAGE_BYTES: Final = 32 * 1024 * 1024
-"""Largest WebSocket message the client accepts from the server (32 MiB).
+MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
+"""Largest WebSocket message the client accepts from the server (16 MiB).
 
 aiohttp refuses a longer message with close code 1009 and the calls in flight on the
 socket fail. The limit only bounds what the server sends; requests (e.g. images in a
 chat) are not limited by it. The largest legitimate server messages are far smaller:
-an embedding is one vector per RPC, a ``tokenize`` reply for a million-token context
-is about 8 MB of JSON, and model listings are kilobytes per model. 32 MiB keeps a
-broken or hostile server from making the client buffer more than that (a message
-sent as a stream of fragments is buffered up to the limit before it is refused)."""
+an embedding is one vector per RPC, a ``tokenize`` reply for a million-token context is
+about 7 MB of JSON, and model listings are kilobytes per model. The limit is also what a
+broken or hostile server can make the client hold: a message sent as fragments is
+buffered up to the limit before it is refused, and growing that buffer can briefly take
+about twice its size (about 30 MB of RSS at most for 16 MiB)."""
 
 CLOSE_TIMEOUT: Final = 2.0
 """How long a close handshake waits for the server's answer before dropping the socket."""

@@ -131,7 +131,13 @@ def ttl_ms(ttl: object) -> int | None:
         )
     if not math.isfinite(ttl) or ttl <= 0:
         raise LMStudioValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
-    return max(1, round(ttl * 1000))
+    ms = round(ttl * 1000)
+    if ms < 1:
+        # The wire counts whole milliseconds: this would be a TTL of 0, which LM Studio refuses.
+        raise LMStudioValueError(
+            f"ttl must be at least 0.001 s (it is sent in whole milliseconds), got {ttl!r}"
+        )
+    return int(ms)
 
 
 def identifier_query(identifier: str) -> dict[str, Any]:

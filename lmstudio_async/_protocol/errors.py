@@ -1,19 +1,41 @@
 """The server's error payload (``SerializedLMSExtendedError``) and its mapping
-to :class:`~lmstudio_async.errors.ServerError` (protocol.md §3)."""
+to :class:`~lmstudio_async.errors.ServerError` and its subclasses (protocol.md §3).
+
+Which typed error a server error becomes is decided here and only here. LM Studio sends a
+``displayData.code`` for the model-not-found family; insufficient memory, a taken
+identifier and an unknown LM Link device come without one and are recognised by their text
+(:data:`LOAD_ERROR_RULES`): partly guesses, listed in docs/stand-in.md ("Typed server
+errors"). Correct a rule here and every caller follows.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
-from lmstudio_async.errors import ModelNotFoundError, ServerError, scrub
+from lmstudio_async.errors import (
+    DeviceNotFoundError,
+    DraftModelError,
+    IdentifierTakenError,
+    InsufficientMemoryError,
+    ModelNotFoundError,
+    PresetNotFoundError,
+    ServerError,
+    VisionNotSupportedError,
+    scrub,
+)
 
 __all__ = [
+    "LOAD_ERROR_RULES",
     "MALFORMED_ERROR_TITLE",
     "MODEL_NOT_FOUND_CODES",
+    "Rule",
     "SerializedError",
+    "classify_load_error",
     "decode_serialized_error",
     "map_server_error",
 ]
@@ -30,6 +52,68 @@ MODEL_NOT_FOUND_CODES: frozenset[str] = frozenset(
 
 #: Title used when the server's error payload cannot be understood at all.
 MALFORMED_ERROR_TITLE = "Malformed server error"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A server error whose ``displayData.code`` is in ``codes``, or whose title, root
+    title or cause matches ``text``, becomes ``cls``. ``source`` says what the rule rests
+    on; ``guess`` marks rules not confirmed against a real LM Studio."""
+
+    cls: type[ServerError]
+    codes: frozenset[str]
+    text: re.Pattern[str]
+    source: str
+    guess: bool = True
+
+
+#: Load-time errors LM Studio sends without a code, first match wins (a code beats text).
+LOAD_ERROR_RULES: tuple[Rule, ...] = (
+    Rule(
+        InsufficientMemoryError,
+        frozenset(),  # no code known
+        re.compile(
+            r"insufficient (system )?(resources|memory)"  # LM Studio's guardrail refusal
+            r"|not enough (system )?(resources|memory)"  # its load dialog
+            r"|out of memory|(failed|unable) to allocate",  # engine allocation failures
+            re.IGNORECASE,
+        ),
+        'LM Studio bug reports quote "Model loading was stopped due to insufficient system '
+        'resources" (0.3.27+) and "Model loading aborted due to insufficient system resources"',
+    ),
+    Rule(
+        IdentifierTakenError,
+        frozenset(),  # no code known
+        re.compile(r"\bidentifier\b.*\balready (exists|in use|taken)", re.IGNORECASE),
+        "lmstudio-python's tests expect \"already exists\" when a load's identifier is taken",
+    ),
+    Rule(
+        DeviceNotFoundError,
+        frozenset(),  # no code known
+        re.compile(r"\b(unknown|no such) (lm link )?device\b|\bdevice\b.*\bnot found", re.I),
+        "nothing: LM Link's errors appear in neither official SDK",
+    ),
+)
+
+
+def _identifier(error_data: Any, subject: str | None) -> str | None:
+    if isinstance(error_data, Mapping) and isinstance(error_data.get("identifier"), str):
+        return str(error_data["identifier"])
+    return subject
+
+
+def classify_load_error(err: SerializedError, code: str | None) -> type[ServerError] | None:
+    """The class :data:`LOAD_ERROR_RULES` give ``err`` (``None``: no rule matches)."""
+    if code is not None:
+        for rule in LOAD_ERROR_RULES:
+            if code in rule.codes:
+                return rule.cls
+        return None
+    texts = [t for t in (err.title, err.root_title, err.cause) if t]
+    for rule in LOAD_ERROR_RULES:
+        if any(rule.text.search(t) for t in texts):
+            return rule.cls
+    return None
 
 
 class SerializedError(msgspec.Struct, rename="camel", omit_defaults=True, kw_only=True):
@@ -138,7 +222,60 @@ def map_server_error(
     }
     if code in MODEL_NOT_FOUND_CODES:
         return ModelNotFoundError(title, subject=subject, **common)
+    typed = classify_load_error(err, code if isinstance(code, str) else None)
+    if typed is IdentifierTakenError:  # the identifier asked for, when the data names none
+        return IdentifierTakenError(title, identifier=_identifier(error_data, subject), **common)
+    if typed is not None:
+        return typed(title, **common)
+    inference = _inference_error(code, title, display_data, error_data, subject, common)
+    if inference is not None:
+        return inference
     return ServerError(title, **common)
+
+
+# Issue 17's prediction errors. Only ``generic.presetNotFound`` is a code LM Studio documents
+# (lmstudio-js GenericErrorDisplayData); for images sent to a non-vision model and for a bad
+# draft model no code is known, so the codes below are the stand-in's and the title patterns
+# a guess at LM Studio's wording (docs/stand-in.md).
+VISION_CODES: frozenset[str] = frozenset({"generic.visionNotSupported"})
+DRAFT_MODEL_CODES: frozenset[str] = frozenset(
+    {"generic.draftModelNotFound", "generic.draftModelIncompatible"}
+)
+_VISION_RE = re.compile(r"\bvision\b|does not support images|image inputs? (?:is|are) not", re.I)
+_DRAFT_RE = re.compile(r"\bdraft(?:ing)? model\b", re.I)
+
+
+def _first_str(*sources: Any, key: str) -> str | None:
+    for source in sources:
+        if isinstance(source, Mapping) and isinstance(source.get(key), str):
+            return str(source[key])
+    return None
+
+
+def _inference_error(
+    code: object,
+    title: str,
+    display_data: Any,
+    error_data: Any,
+    subject: str | None,
+    common: dict[str, Any],
+) -> ServerError | None:
+    if code == "generic.presetNotFound":
+        data = display_data if isinstance(display_data, Mapping) else {}
+        sample = data.get("availablePresetsSample")
+        available = [
+            str(p["identifier"])
+            for p in (sample if isinstance(sample, list) else [])
+            if isinstance(p, Mapping) and isinstance(p.get("identifier"), str)
+        ]
+        preset = _first_str(display_data, error_data, key="specifiedFuzzyPresetIdentifier")
+        return PresetNotFoundError(title, preset=preset, available=available, **common)
+    if code in VISION_CODES or (code is None and _VISION_RE.search(title)):
+        return VisionNotSupportedError(title, subject=subject, **common)
+    if code in DRAFT_MODEL_CODES or (code is None and _DRAFT_RE.search(title)):
+        draft = _first_str(error_data, display_data, key="draftModel")
+        return DraftModelError(title, draft_model=draft, **common)
+    return None
 
 
 def _scrub_obj(value: Any, secrets: list[str]) -> Any:

@@ -117,6 +117,13 @@ class _InstanceProperties:
     __slots__ = ()
     ttl_ms: int | float | None
     last_used_time: int | float | None
+    device_identifier: str | None
+
+    @property
+    def device(self) -> str | None:
+        """The LM Link device the instance is loaded on (``device_identifier``); ``None``
+        means the local machine (or a server without LM Link)."""
+        return self.device_identifier
 
     @property
     def ttl(self) -> float | None:
@@ -188,12 +195,12 @@ class MemoryEstimate(msgspec.Struct, frozen=True, kw_only=True, rename="camel", 
 
     confidence: str
     """``"high"`` or ``"low"``."""
-    model_vram_bytes: int | float
-    context_vram_bytes: int | float
-    total_vram_bytes: int | float
-    model_bytes: int | float
-    context_bytes: int | float
-    total_bytes: int | float
+    model_vram_bytes: int
+    context_vram_bytes: int
+    total_vram_bytes: int
+    model_bytes: int
+    context_bytes: int
+    total_bytes: int
 
 
 class EstimateResult(msgspec.Struct, frozen=True, kw_only=True, rename="camel", gc=False):
@@ -209,7 +216,7 @@ class EstimateResult(msgspec.Struct, frozen=True, kw_only=True, rename="camel", 
         return self.passes_guardrails
 
     @property
-    def total_bytes(self) -> int | float:
+    def total_bytes(self) -> int:
         """Estimated total memory (``memory.total_bytes``)."""
         return self.memory.total_bytes
 
@@ -224,7 +231,25 @@ INSTANCE_INFO_DECODER: msgspec.json.Decoder[ModelInstanceInfo] = msgspec.json.De
 INSTANCE_INFO_LIST_DECODER: msgspec.json.Decoder[list[ModelInstanceInfo]] = msgspec.json.Decoder(
     list[ModelInstanceInfo]
 )
-ESTIMATE_RESULT_DECODER: msgspec.json.Decoder[EstimateResult] = msgspec.json.Decoder(EstimateResult)
+class _WireMemoryEstimate(msgspec.Struct, frozen=True, kw_only=True, rename="camel", gc=False):
+    # LM Studio computes the estimate in JavaScript numbers: byte counts may arrive as floats.
+    confidence: str
+    model_vram_bytes: int | float
+    context_vram_bytes: int | float
+    total_vram_bytes: int | float
+    model_bytes: int | float
+    context_bytes: int | float
+    total_bytes: int | float
+
+
+class _WireEstimateResult(msgspec.Struct, frozen=True, kw_only=True, rename="camel", gc=False):
+    memory: _WireMemoryEstimate
+    passes_guardrails: bool
+
+
+ESTIMATE_RESULT_DECODER: msgspec.json.Decoder[_WireEstimateResult] = msgspec.json.Decoder(
+    _WireEstimateResult
+)
 
 _KNOWN_TYPES = frozenset({"llm", "embedding"})
 
@@ -312,9 +337,20 @@ def _known_items(data: bytes | str, what: str, first_error: Exception) -> list[A
 def decode_estimate_result(raw: bytes | str | msgspec.Raw) -> EstimateResult:
     """Decode an ``estimateModelUsage`` result; raises :class:`ProtocolError` if invalid."""
     try:
-        return ESTIMATE_RESULT_DECODER.decode(_as_bytes(raw))
+        wire = ESTIMATE_RESULT_DECODER.decode(_as_bytes(raw))
     except msgspec.DecodeError as exc:
         raise _protocol_error("memory estimate", exc) from exc
+    m = wire.memory
+    memory = MemoryEstimate(
+        confidence=m.confidence,
+        model_vram_bytes=round(m.model_vram_bytes),
+        context_vram_bytes=round(m.context_vram_bytes),
+        total_vram_bytes=round(m.total_vram_bytes),
+        model_bytes=round(m.model_bytes),
+        context_bytes=round(m.context_bytes),
+        total_bytes=round(m.total_bytes),
+    )
+    return EstimateResult(memory=memory, passes_guardrails=wire.passes_guardrails)
 
 
 def encode_info(info: ModelInfo | ModelInstanceInfo | EstimateResult) -> bytes:

@@ -22,7 +22,6 @@ Mapping choices (all documented deviations from the official SDKs):
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -30,7 +29,7 @@ from typing import Any, Literal, TypeAlias, TypeVar, overload
 
 import msgspec
 
-from lmstudio_async.config import EmbeddingLoadConfig, LlmLoadConfig, LoadConfig
+from lmstudio_async.config import EmbeddingLoadConfig, LlmLoadConfig, LoadConfig, suggest_field
 from lmstudio_async.errors import ConfigError, LMStudioValueError
 
 __all__ = [
@@ -204,12 +203,7 @@ def _unknown_field(domain: str, key: str, valid: Iterable[str]) -> ConfigError:
             f"(it only applies to llm models)",
             field=key,
         )
-    valid = list(valid)
-    matches = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
-    if not matches:
-        snake = re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
-        matches = difflib.get_close_matches(snake, valid, n=1, cutoff=0.6)
-    hint = f" (did you mean {matches[0]!r}?)" if matches else ""
+    hint = suggest_field(key, valid)
     return ConfigError(f"unknown load config field {key!r} for {domain} models{hint}", field=key)
 
 

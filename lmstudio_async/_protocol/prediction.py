@@ -19,7 +19,7 @@ when set and omitted when unset, as for load configs. ``json_schema`` becomes
 from __future__ import annotations
 
 import dataclasses
-import difflib
+import functools
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Final, Literal, TypeAlias
 import msgspec
 import msgspec.structs
 
+from lmstudio_async._protocol.files import FileHandle
 from lmstudio_async._protocol.info import LlmInstanceInfo
 from lmstudio_async._protocol.kvconfig import (
     API_OVERRIDE_LAYER,
@@ -39,6 +40,13 @@ from lmstudio_async._protocol.kvconfig import (
     _read_checkbox,
     convert_config,
     fields_to_load_config,
+)
+from lmstudio_async._protocol.tools import (
+    ResponseFormat,
+    ToolCallRequest,
+    ToolCallResult,
+    ToolSet,
+    encode_tool_result,
 )
 from lmstudio_async.config import ConfigBase, LlmLoadConfig, is_number
 from lmstudio_async.errors import ConfigError, LMStudioValueError
@@ -56,6 +64,7 @@ __all__ = [
     "PredictionConfig",
     "PredictionPacket",
     "PredictionResult",
+    "PredictionRoundResult",
     "PredictionStats",
     "PredictionSuccess",
     "PromptProcessingProgress",
@@ -96,11 +105,11 @@ values added by future LM Studio releases still decode)."""
 ReasoningType: TypeAlias = Literal["none", "reasoning", "reasoningStartTag", "reasoningEndTag"]
 """Whether a fragment is part of the model's reasoning (``Fragment.reasoning_type``)."""
 
-Role: TypeAlias = Literal["system", "user", "assistant"]
+Role: TypeAlias = Literal["system", "user", "assistant", "tool"]
 """Role of a :class:`ChatMessage`."""
 
 _POLICIES: tuple[str, ...] = ("stopAtLimit", "truncateMiddle", "rollingWindow")
-_ROLES: tuple[str, ...] = ("system", "user", "assistant")
+_ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
 
 
 # ---------------------------------------------------------------------------
@@ -124,6 +133,7 @@ class PredictionConfig(
     """
 
     domain: ClassVar[Literal["llm", "embedding"]] = "llm"
+    _kind: ClassVar[str] = "prediction config"
 
     max_tokens: int | None = None
     """Most tokens to generate (>= 1); ``None``: the server's default (no limit)."""
@@ -250,6 +260,7 @@ _KEYS: Final[tuple[tuple[str, str, bool], ...]] = (
     ("draft_model", "llm.prediction.speculativeDecoding.draftModel", False),
 )
 _STRUCTURED_KEY: Final = "llm.prediction.structured"
+_TOOLS_KEY: Final = "llm.prediction.tools"
 
 _FIELDS: Final = tuple(PredictionConfig.__struct_fields__)
 _EXTRA_ALIASES: Final = {
@@ -273,12 +284,7 @@ _PATH_RE = re.compile(r" - at `\$\.(\w+)")
 
 
 def _unknown(key: str) -> ConfigError:
-    matches = difflib.get_close_matches(key, _FIELDS, n=1, cutoff=0.6)
-    if not matches:
-        snake = re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
-        matches = difflib.get_close_matches(snake, _FIELDS, n=1, cutoff=0.6)
-    hint = f" (did you mean {matches[0]!r}?)" if matches else ""
-    return ConfigError(f"unknown prediction config field {key!r}{hint}", field=key)
+    return PredictionConfig._unknown_field(key)
 
 
 def _structured_schema(value: Any) -> Any:
@@ -412,34 +418,137 @@ def fields_to_prediction_config(
 
 
 class ChatMessage(msgspec.Struct, frozen=True, kw_only=True):
-    """One message of a :class:`Chat`: ``role`` (system, user, assistant) and text ``content``."""
+    """One message of a :class:`Chat`.
+
+    ``role`` is system, user, assistant or tool; ``content`` its text. A user message may
+    carry ``images`` (:class:`FileHandle`), an assistant message the ``tool_calls`` it made,
+    a tool message the ``tool_results`` it returns.
+    """
 
     role: Role
-    content: str
+    content: str = ""
+    images: tuple[FileHandle, ...] = ()
+    tool_calls: tuple[ToolCallRequest, ...] = ()
+    tool_results: tuple[ToolCallResult, ...] = ()
 
     def __post_init__(self) -> None:
         if self.role not in _ROLES:
             raise LMStudioValueError(
-                f"chat message role must be 'system', 'user' or 'assistant', got {self.role!r}"
+                "chat message role must be 'system', 'user', 'assistant' or 'tool', "
+                f"got {self.role!r}"
             )
         if not isinstance(self.content, str):
             raise LMStudioValueError(
                 f"chat message content must be a string, got {type(self.content).__name__}"
             )
+        for name, kind, role in (
+            ("images", FileHandle, "user"),
+            ("tool_calls", ToolCallRequest, "assistant"),
+            ("tool_results", ToolCallResult, "tool"),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                value = tuple(value)
+                msgspec.structs.force_setattr(self, name, value)
+            if not isinstance(value, tuple) or not all(isinstance(v, kind) for v in value):
+                raise LMStudioValueError(
+                    f"chat message {name} must be a list of {kind.__name__}, got {value!r}"
+                )
+            if value and self.role != role:
+                raise LMStudioValueError(f"only {role} messages carry {name}, not {self.role}")
+        if self.role == "tool" and not self.tool_results:
+            raise LMStudioValueError("a tool message needs at least one tool result")
+
+    def to_wire(self) -> dict[str, Any]:
+        """The wire message: ``{"role": ..., "content": [parts]}``."""
+        parts: list[dict[str, Any]] = []
+        if self.role == "tool":
+            parts.extend(r.to_wire() for r in self.tool_results)
+        else:
+            if self.content or not (self.images or self.tool_calls):
+                parts.append({"type": "text", "text": self.content})
+            parts.extend(i.to_wire() for i in self.images)
+            parts.extend(
+                {"type": "toolCallRequest", "toolCallRequest": c.to_wire()} for c in self.tool_calls
+            )
+        return {"role": self.role, "content": parts}
+
+
+_PART_DECODERS: Final = {
+    "toolCallRequest": msgspec.json.Decoder(ToolCallRequest),
+}
+
+
+def _message_from_wire(index: int, raw: object) -> ChatMessage:
+    """A :class:`ChatMessage` from the official SDKs' chat history message shape."""
+    if not isinstance(raw, Mapping):
+        raise LMStudioValueError(f"chat message {index} must be a dict, got {type(raw).__name__}")
+    role, content = raw.get("role"), raw.get("content")
+    if isinstance(content, str):
+        content = [{"type": "text", "text": content}]
+    if not isinstance(content, list):
+        raise LMStudioValueError(
+            f"chat message {index}: content must be a string or a list of parts, got "
+            f"{type(content).__name__}"
+        )
+    texts: list[str] = []
+    images: list[FileHandle] = []
+    calls: list[ToolCallRequest] = []
+    results: list[ToolCallResult] = []
+    for number, part in enumerate(content):
+        where = f"chat message {index}, part {number}"
+        if isinstance(part, str):
+            part = {"type": "text", "text": part}
+        if not isinstance(part, Mapping):
+            raise LMStudioValueError(f"{where} must be a dict, got {type(part).__name__}")
+        kind = part.get("type", "text" if "text" in part else None)
+        try:
+            if kind == "text":
+                text = part.get("text")
+                if not isinstance(text, str):
+                    raise LMStudioValueError(f"{where}: 'text' must be a string")
+                texts.append(text)
+            elif kind == "file":
+                images.append(
+                    FileHandle(
+                        name=part["name"],
+                        identifier=part["identifier"],
+                        size_bytes=part.get("sizeBytes", part.get("size_bytes", 0)),
+                        file_type=part.get("fileType", part.get("file_type", "unknown")),
+                    )
+                )
+            elif kind == "toolCallRequest":
+                request = part.get("toolCallRequest", part.get("tool_call_request"))
+                calls.append(msgspec.convert(request, ToolCallRequest))
+            elif kind == "toolCallResult":
+                call_id = part.get("toolCallId", part.get("tool_call_id"))
+                results.append(ToolCallResult(content=part["content"], tool_call_id=call_id))
+            else:
+                raise LMStudioValueError(f"{where}: unknown part type {kind!r}")
+        except (KeyError, TypeError, msgspec.ValidationError) as exc:
+            raise LMStudioValueError(f"{where} ({kind}) is malformed: {exc}") from None
+    return ChatMessage(
+        role=role,  # type: ignore[arg-type]  # checked by ChatMessage
+        content="\n\n".join(texts),
+        images=tuple(images),
+        tool_calls=tuple(calls),
+        tool_results=tuple(results),
+    )
 
 
 class Chat:
-    """A chat history for :meth:`LLM.respond`: a list of :class:`ChatMessage`.
+    """A chat history for :meth:`LLM.respond` and :meth:`LLM.act`: a list of :class:`ChatMessage`.
 
     ::
 
         chat = Chat("You are terse.")  # optional system prompt
         chat.add_user("Name a colour.")
         reply = await llm.respond(chat)
-        chat.add_assistant(reply.content)
+        chat.add_assistant(reply)
 
-    ``respond`` also takes a plain string (one user message) or a list of
-    ``{"role": ..., "content": ...}`` dicts / :class:`ChatMessage`.
+    ``respond`` also takes a plain string (one user message), a list of
+    ``{"role": ..., "content": ...}`` dicts / :class:`ChatMessage`, or the official SDKs'
+    history dict ``{"messages": [...]}`` (see :meth:`from_history`).
     """
 
     __slots__ = ("_messages",)
@@ -470,22 +579,65 @@ class Chat:
         """The messages, oldest first."""
         return tuple(self._messages)
 
-    def add(self, role: Role, content: str) -> Chat:
-        """Append a message; returns the chat (for chaining)."""
-        self._messages.append(ChatMessage(role=role, content=content))
+    def append(self, message: ChatMessage) -> Chat:
+        """Append a :class:`ChatMessage`; returns the chat (for chaining)."""
+        if not isinstance(message, ChatMessage):
+            raise LMStudioValueError(f"expected a ChatMessage, got {type(message).__name__}")
+        self._messages.append(message)
         return self
+
+    def add(self, role: Role, content: str) -> Chat:
+        """Append a text message; returns the chat (for chaining)."""
+        return self.append(ChatMessage(role=role, content=content))
 
     def add_system(self, content: str) -> Chat:
         """Append a system message; returns the chat."""
         return self.add("system", content)
 
-    def add_user(self, content: str) -> Chat:
-        """Append a user message; returns the chat."""
-        return self.add("user", content)
+    def add_user(self, content: str, *, images: Sequence[FileHandle] = ()) -> Chat:
+        """Append a user message, with optional ``images`` (handles from
+        :meth:`FilesNamespace.prepare_image`); returns the chat."""
+        if isinstance(images, FileHandle):
+            images = (images,)
+        return self.append(ChatMessage(role="user", content=content, images=tuple(images)))
 
-    def add_assistant(self, content: str) -> Chat:
-        """Append an assistant message; returns the chat."""
-        return self.add("assistant", content)
+    def add_assistant(
+        self, content: str | PredictionResult, *, tool_calls: Sequence[ToolCallRequest] = ()
+    ) -> Chat:
+        """Append an assistant message; returns the chat.
+
+        ``content`` is the text, or a :class:`PredictionResult` (its text and the tool calls
+        it asked for). ``tool_calls`` adds tool calls the assistant made.
+        """
+        if isinstance(content, PredictionResult):
+            tool_calls = (*content.tool_calls, *tool_calls)
+            content = content.content
+        return self.append(
+            ChatMessage(role="assistant", content=content, tool_calls=tuple(tool_calls))
+        )
+
+    def add_tool_result(self, call: ToolCallRequest | str | None, result: Any) -> Chat:
+        """Append the result of one tool call; returns the chat.
+
+        ``call`` is the :class:`ToolCallRequest` (or its id); ``result`` is what the tool
+        returned: its JSON is what the model reads (as ``act`` sends it), so a string
+        arrives as a JSON string. Raises :class:`LMStudioValueError` for a value with no
+        JSON form.
+        """
+        call_id = call.id if isinstance(call, ToolCallRequest) else call
+        if call_id is not None and not isinstance(call_id, str):
+            raise LMStudioValueError(
+                f"call must be a ToolCallRequest or its id, got {type(call).__name__}"
+            )
+        try:
+            text = encode_tool_result(result)
+        except (TypeError, ValueError) as exc:
+            raise LMStudioValueError(f"the tool result has no JSON form: {exc}") from None
+        return self.append(
+            ChatMessage(
+                role="tool", tool_results=(ToolCallResult(content=text, tool_call_id=call_id),)
+            )
+        )
 
     def copy(self) -> Chat:
         """A new chat with the same messages."""
@@ -493,22 +645,49 @@ class Chat:
         chat._messages = list(self._messages)
         return chat
 
+    @classmethod
+    def from_history(cls, history: object) -> Chat:
+        """A chat from the official SDKs' history: ``{"messages": [{"role": ..., "content":
+        [parts]}]}`` (parts ``text``, ``file``, ``toolCallRequest``, ``toolCallResult``; a
+        plain string is accepted as text), a string (one user message) or a :class:`Chat`
+        (copied). Several text parts of one message are joined with a blank line."""
+        if isinstance(history, Chat):
+            return history.copy()
+        if isinstance(history, str):
+            return cls().add_user(history)
+        messages = history.get("messages") if isinstance(history, Mapping) else None
+        if not isinstance(messages, list):
+            raise LMStudioValueError(
+                "expected a Chat, a string or a history dict with a 'messages' list, "
+                f"got {type(history).__name__}"
+            )
+        chat = cls()
+        chat._messages = [_message_from_wire(i, m) for i, m in enumerate(messages)]
+        return chat
+
+    def to_history(self) -> dict[str, Any]:
+        """The history in the official SDKs' shape (``ChatHistoryData``), which
+        :meth:`from_history` (ours or ``lmstudio.Chat.from_history``) reads back."""
+        return {"messages": [m.to_wire() for m in self._messages]}
+
     def to_wire(self) -> dict[str, Any]:
-        """The wire ``ChatHistoryData``."""
-        return {
-            "messages": [
-                {"role": m.role, "content": [{"type": "text", "text": m.content}]}
-                for m in self._messages
-            ]
-        }
+        """The wire ``ChatHistoryData`` (same as :meth:`to_history`)."""
+        return self.to_history()
+
+    @property
+    def images(self) -> tuple[FileHandle, ...]:
+        """Every image attached to a message of this chat."""
+        return tuple(i for m in self._messages for i in m.images)
 
 
-ChatInput: TypeAlias = "str | Chat | Sequence[ChatMessage | Mapping[str, Any]]"
-"""What ``respond`` takes: a user message, a :class:`Chat`, or a list of messages."""
+ChatInput: TypeAlias = "str | Chat | Sequence[ChatMessage | Mapping[str, Any]] | Mapping[str, Any]"
+"""What ``respond`` takes: a user message, a :class:`Chat`, a list of messages, or a history
+dict ``{"messages": [...]}``."""
 
 
 def coerce_chat(value: object) -> Chat:
-    """A :class:`Chat` from a string, a :class:`Chat` or a sequence of messages / dicts.
+    """A :class:`Chat` from a string, a :class:`Chat`, a history dict or a sequence of
+    messages / dicts.
 
     Raises :class:`~lmstudio_async.LMStudioValueError` for anything else and for an
     empty history.
@@ -517,19 +696,23 @@ def coerce_chat(value: object) -> Chat:
         return Chat().add_user(value)
     if isinstance(value, Chat):
         chat = value
+    elif isinstance(value, Mapping):
+        chat = Chat.from_history(value)
     elif isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
         chat = Chat()
         for index, item in enumerate(value):
             if isinstance(item, ChatMessage):
                 chat._messages.append(item)
             elif isinstance(item, Mapping):
-                extra = set(item) - {"role", "content"}
-                if extra or "role" not in item or "content" not in item:
+                if set(item) != {"role", "content"}:
                     raise LMStudioValueError(
                         f"chat message {index} must have exactly the keys 'role' and "
                         f"'content', got {sorted(map(str, item))}"
                     )
-                chat.add(item["role"], item["content"])
+                if isinstance(item["content"], str):
+                    chat.add(item["role"], item["content"])
+                else:
+                    chat._messages.append(_message_from_wire(index, item))
             else:
                 raise LMStudioValueError(
                     f"chat message {index} must be a ChatMessage or a dict with 'role' and "
@@ -549,24 +732,65 @@ def coerce_chat(value: object) -> Chat:
 # Request parameters
 
 
-def predict_creation(specifier: dict[str, Any], chat: Chat, config: object) -> dict[str, Any]:
-    """Creation parameter of the ``predict`` channel."""
-    return {
+def predict_creation(
+    specifier: dict[str, Any],
+    chat: Chat,
+    config: object,
+    *,
+    tools: ToolSet | None = None,
+    response_format: ResponseFormat | None = None,
+    preset: str | None = None,
+) -> dict[str, Any]:
+    """Creation parameter of the ``predict`` channel.
+
+    ``tools`` sets ``llm.prediction.tools``; ``response_format`` sets
+    ``llm.prediction.structured`` (a :class:`ConfigError` if ``config`` has a
+    ``json_schema`` too); ``preset`` is sent as ``fuzzyPresetIdentifier``.
+    """
+    stack = prediction_config_stack(config)
+    fields: list[dict[str, Any]] = stack["layers"][0]["config"]["fields"]
+    if response_format is not None:
+        if any(f["key"] == _STRUCTURED_KEY for f in fields):
+            raise ConfigError(
+                "response_format= and PredictionConfig.json_schema both ask for structured "
+                "output; give only one",
+                field="json_schema",
+            )
+        structured = {"type": "json", "jsonSchema": response_format.schema}
+        fields.append({"key": _STRUCTURED_KEY, "value": structured})
+    if tools is not None:
+        fields.append({"key": _TOOLS_KEY, "value": tools.setting()})
+    creation: dict[str, Any] = {
         "modelSpecifier": specifier,
         "history": chat.to_wire(),
-        "predictionConfigStack": prediction_config_stack(config),
+        "predictionConfigStack": stack,
     }
+    if preset is not None:
+        creation["fuzzyPresetIdentifier"] = check_preset(preset)
+    return creation
 
 
-def complete_creation(specifier: dict[str, Any], prompt: str, config: object) -> dict[str, Any]:
+def check_preset(preset: object) -> str:
+    """A preset identifier, checked (a non-empty string)."""
+    if not isinstance(preset, str) or not preset.strip():
+        raise LMStudioValueError(f"preset must be a non-empty preset identifier, got {preset!r}")
+    return preset
+
+
+def complete_creation(
+    specifier: dict[str, Any], prompt: str, config: object, *, preset: str | None = None
+) -> dict[str, Any]:
     """Creation parameter of the ``completeRawText`` channel."""
     if not isinstance(prompt, str):
         raise LMStudioValueError(f"prompt must be a string, got {type(prompt).__name__}")
-    return {
+    creation: dict[str, Any] = {
         "modelSpecifier": specifier,
         "rawPrompt": prompt,
         "predictionConfigStack": prediction_config_stack(config),
     }
+    if preset is not None:
+        creation["fuzzyPresetIdentifier"] = check_preset(preset)
+    return creation
 
 
 def tokenize_param(specifier: dict[str, Any], text: str) -> dict[str, Any]:
@@ -680,12 +904,29 @@ class _ToolCallArgument(_Packet, tag="toolCallGenerationArgumentFragmentGenerate
     pass
 
 
-class _ToolCallEnd(_Packet, tag="toolCallGenerationEnd"):
-    pass
+class _WireToolCallRequest(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    arguments: dict[str, Any] | None = None
+    id: str | None = None
 
 
-class _ToolCallFailed(_Packet, tag="toolCallGenerationFailed"):
-    pass
+class ToolCallEndPacket(_Packet, tag="toolCallGenerationEnd"):
+    """The model finished writing a tool call."""
+
+    tool_call_request: _WireToolCallRequest
+    raw_content: str | None = None
+
+    def request(self) -> ToolCallRequest:
+        """The call as a :class:`ToolCallRequest` (missing arguments become ``{}``)."""
+        wire = self.tool_call_request
+        return ToolCallRequest(name=wire.name, arguments=wire.arguments or {}, id=wire.id)
+
+
+class ToolCallFailedPacket(_Packet, tag="toolCallGenerationFailed"):
+    """The model wrote a tool call LM Studio could not parse."""
+
+    error: Any = None
+    raw_content: str | None = None
 
 
 PredictionPacket: TypeAlias = (
@@ -695,8 +936,8 @@ PredictionPacket: TypeAlias = (
     | _ToolCallStart
     | _ToolCallName
     | _ToolCallArgument
-    | _ToolCallEnd
-    | _ToolCallFailed
+    | ToolCallEndPacket
+    | ToolCallFailedPacket
 )
 PREDICTION_PACKET_DECODER: msgspec.json.Decoder[PredictionPacket] = msgspec.json.Decoder(
     PredictionPacket
@@ -727,6 +968,9 @@ class FormattedReply(msgspec.Struct, frozen=True):
     formatted: str
 
 
+_NOT_PARSED: Final[Any] = msgspec.UNSET
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class PredictionResult:
     """The outcome of :meth:`LLM.respond` / :meth:`LLM.complete` (or a finished stream)."""
@@ -741,6 +985,10 @@ class PredictionResult:
     """The effective prediction config the server reported (the fields we can represent)."""
     load_config: LlmLoadConfig
     """The instance's load config, as the server reported it."""
+    tool_calls: tuple[ToolCallRequest, ...] = ()
+    """The tool calls the model asked for (``respond(..., tools=...)``), in order; the
+    prediction then ends with stop reason ``"toolCalls"``."""
+    _parsed: Any = dataclasses.field(default=_NOT_PARSED, repr=False, compare=False)
 
     def __str__(self) -> str:
         return self.content
@@ -752,16 +1000,49 @@ class PredictionResult:
 
     @property
     def parsed(self) -> Any:
-        """``content`` decoded as JSON (for structured output; raises if it is not JSON)."""
+        """The structured reply: with ``respond(..., response_format=T)`` an instance of
+        ``T`` (validated when the prediction finished); otherwise ``content`` decoded as
+        JSON (raises if it is not JSON)."""
+        if self._parsed is not _NOT_PARSED:
+            return self._parsed
         return msgspec.json.decode(self.content)
 
 
-def result_from_success(content: str, packet: PredictionSuccess) -> PredictionResult:
+@dataclasses.dataclass(frozen=True, slots=True)
+class PredictionRoundResult(PredictionResult):
+    """The result of one prediction round of :meth:`LLM.act` (``on_prediction_completed``)."""
+
+    round_index: int = 0
+    """Which round (from 0)."""
+
+
+_KV_ENCODER: Final = msgspec.json.Encoder()
+_KV_DECODER: Final = msgspec.json.Decoder(KvConfig)
+
+
+# A model's load config and a caller's prediction config repeat from one prediction to the
+# next (every round of ``act``): map each distinct one once. Both results are frozen.
+@functools.lru_cache(maxsize=256)
+def _load_config_of(raw: bytes) -> LlmLoadConfig:
+    return fields_to_load_config("llm", _KV_DECODER.decode(raw))
+
+
+@functools.lru_cache(maxsize=256)
+def _prediction_config_of(raw: bytes) -> PredictionConfig:
+    return fields_to_prediction_config(_KV_DECODER.decode(raw))
+
+
+def result_from_success(
+    content: str,
+    packet: PredictionSuccess,
+    tool_calls: Sequence[ToolCallRequest] = (),
+) -> PredictionResult:
     """Build a :class:`PredictionResult` from the text and the ``success`` packet."""
     return PredictionResult(
         content=content,
         stats=packet.stats,
         model_info=packet.model_info,
-        prediction_config=fields_to_prediction_config(packet.prediction_config),
-        load_config=fields_to_load_config("llm", packet.load_model_config),
+        prediction_config=_prediction_config_of(_KV_ENCODER.encode(packet.prediction_config)),
+        load_config=_load_config_of(_KV_ENCODER.encode(packet.load_model_config)),
+        tool_calls=tuple(tool_calls),
     )

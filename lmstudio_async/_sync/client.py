@@ -16,10 +16,11 @@ import atexit
 import contextlib
 import functools
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import FunctionType, TracebackType
-from typing import Any, ClassVar, Final, Generic, TypeVar, cast
+from typing import Any, ClassVar, Final, Generic, TypeVar, cast, overload
 
+from .._async.agent import ActResult, InvalidToolRequestHandler
 from .._async.client import (
     LLM,
     USE_CLIENT_DEFAULT,
@@ -32,9 +33,17 @@ from .._async.client import (
     SystemNamespace,
     _ModelNamespace,
 )
+from .._async.files import FilesNamespace, FileSource
 from .._async.handle import TimeoutParam, _ModelHandle
 from .._async.inference import FragmentCallback, PromptProgressCallback
+from .._async.repository import (
+    DownloadOption,
+    DownloadProgressCallback,
+    ModelSearchResult,
+    RepositoryNamespace,
+)
 from .._io.transport import SSLOption
+from .._protocol.files import FileHandle
 from .._protocol.info import (
     EmbeddingModelInfo,
     EmbeddingModelInstanceInfo,
@@ -43,7 +52,16 @@ from .._protocol.info import (
     LlmInstanceInfo,
     ModelInfo,
 )
-from .._protocol.prediction import ChatInput, PredictionConfig, PredictionResult
+from .._protocol.prediction import (
+    ChatInput,
+    ChatMessage,
+    Fragment,
+    PredictionConfig,
+    PredictionResult,
+    PredictionRoundResult,
+)
+from .._protocol.repository import CompatibilityType
+from .._protocol.tools import ToolDefinition
 from ..config import EmbeddingLoadConfig, LlmLoadConfig
 from ..errors import LoopThreadError
 from ..types import DEFAULT_TIMEOUTS, Timeouts
@@ -52,10 +70,14 @@ from .stream import SyncPredictionStream
 
 __all__ = [
     "Client",
+    "SyncDownloadOption",
     "SyncEmbeddingModel",
     "SyncEmbeddingNamespace",
+    "SyncFilesNamespace",
     "SyncLLM",
     "SyncLlmNamespace",
+    "SyncModelSearchResult",
+    "SyncRepositoryNamespace",
     "SyncSystemNamespace",
     "configure_default_client",
     "embedding_model",
@@ -207,6 +229,10 @@ class _SyncModelHandle(_Facade, Generic[_InstanceT, _ConfigT]):
     def info(self) -> _InstanceT:
         return cast(_InstanceT, self._async.info)
 
+    @property
+    def device(self) -> str | None:
+        return self._async.device
+
     @_hop
     def get_info(self, *, timeout: TimeoutParam = USE_CLIENT_DEFAULT) -> _InstanceT: ...
 
@@ -219,6 +245,12 @@ class _SyncModelHandle(_Facade, Generic[_InstanceT, _ConfigT]):
     @_hop
     def unload(self, *, timeout: TimeoutParam = USE_CLIENT_DEFAULT) -> None: ...
 
+    @overload
+    def tokenize(self, text: str, *, timeout: TimeoutParam = USE_CLIENT_DEFAULT) -> list[int]: ...
+    @overload
+    def tokenize(
+        self, text: list[str] | tuple[str, ...], *, timeout: TimeoutParam = USE_CLIENT_DEFAULT
+    ) -> list[list[int]]: ...
     @_hop
     def tokenize(
         self, text: str | list[str] | tuple[str, ...], *, timeout: TimeoutParam = USE_CLIENT_DEFAULT
@@ -250,6 +282,9 @@ class SyncLLM(_SyncModelHandle[LlmInstanceInfo, LlmLoadConfig]):
         on_fragment: FragmentCallback | None = None,
         on_prompt_progress: PromptProgressCallback | None = None,
         timeout: TimeoutParam = USE_CLIENT_DEFAULT,
+        tools: Sequence[ToolDefinition] | None = None,
+        response_format: Any = None,
+        preset: str | None = None,
     ) -> SyncPredictionStream:
         """Start a chat response, streamed: ``for fragment in llm.respond_stream(...)``;
         then ``stream.result()``. See :class:`SyncPredictionStream`."""
@@ -258,6 +293,9 @@ class SyncLLM(_SyncModelHandle[LlmInstanceInfo, LlmLoadConfig]):
             "on_fragment": on_fragment,
             "on_prompt_progress": on_prompt_progress,
             "timeout": timeout,
+            "tools": tools,
+            "response_format": response_format,
+            "preset": preset,
         }
         return SyncPredictionStream(
             self._lease, self._async.respond_stream, (prompt_or_chat,), kwargs
@@ -271,6 +309,9 @@ class SyncLLM(_SyncModelHandle[LlmInstanceInfo, LlmLoadConfig]):
         on_fragment: FragmentCallback | None = None,
         on_prompt_progress: PromptProgressCallback | None = None,
         timeout: TimeoutParam = USE_CLIENT_DEFAULT,
+        tools: Sequence[ToolDefinition] | None = None,
+        response_format: Any = None,
+        preset: str | None = None,
     ) -> PredictionResult:
         return self.respond_stream(
             prompt_or_chat,
@@ -278,6 +319,9 @@ class SyncLLM(_SyncModelHandle[LlmInstanceInfo, LlmLoadConfig]):
             on_fragment=on_fragment,
             on_prompt_progress=on_prompt_progress,
             timeout=timeout,
+            tools=tools,
+            response_format=response_format,
+            preset=preset,
         )._run()
 
     def complete_stream(
@@ -288,6 +332,7 @@ class SyncLLM(_SyncModelHandle[LlmInstanceInfo, LlmLoadConfig]):
         on_fragment: FragmentCallback | None = None,
         on_prompt_progress: PromptProgressCallback | None = None,
         timeout: TimeoutParam = USE_CLIENT_DEFAULT,
+        preset: str | None = None,
     ) -> SyncPredictionStream:
         """Start a raw text completion, streamed: ``for fragment in llm.complete_stream(...)``."""
         kwargs = {
@@ -295,6 +340,7 @@ class SyncLLM(_SyncModelHandle[LlmInstanceInfo, LlmLoadConfig]):
             "on_fragment": on_fragment,
             "on_prompt_progress": on_prompt_progress,
             "timeout": timeout,
+            "preset": preset,
         }
         return SyncPredictionStream(self._lease, self._async.complete_stream, (prompt,), kwargs)
 
@@ -306,6 +352,7 @@ class SyncLLM(_SyncModelHandle[LlmInstanceInfo, LlmLoadConfig]):
         on_fragment: FragmentCallback | None = None,
         on_prompt_progress: PromptProgressCallback | None = None,
         timeout: TimeoutParam = USE_CLIENT_DEFAULT,
+        preset: str | None = None,
     ) -> PredictionResult:
         return self.complete_stream(
             prompt,
@@ -313,12 +360,68 @@ class SyncLLM(_SyncModelHandle[LlmInstanceInfo, LlmLoadConfig]):
             on_fragment=on_fragment,
             on_prompt_progress=on_prompt_progress,
             timeout=timeout,
+            preset=preset,
         )._run()
 
     @_hop
     def apply_prompt_template(
         self, chat: ChatInput, *, timeout: TimeoutParam = USE_CLIENT_DEFAULT
     ) -> str: ...
+
+    def act(
+        self,
+        chat: ChatInput,
+        tools: Iterable[ToolDefinition],
+        *,
+        max_prediction_rounds: int | None = None,
+        max_parallel_tool_calls: int | None = 1,
+        config: PredictionConfig | Mapping[str, Any] | None = None,
+        preset: str | None = None,
+        on_message: Callable[[ChatMessage], Any] | None = None,
+        on_first_token: Callable[[int], Any] | None = None,
+        on_prediction_fragment: Callable[[Fragment, int], Any] | None = None,
+        on_round_start: Callable[[int], Any] | None = None,
+        on_round_end: Callable[[int], Any] | None = None,
+        on_prediction_completed: Callable[[PredictionRoundResult], Any] | None = None,
+        on_prompt_processing_progress: Callable[[float, int], Any] | None = None,
+        handle_invalid_tool_request: InvalidToolRequestHandler | None = None,
+        timeout: TimeoutParam = USE_CLIENT_DEFAULT,
+    ) -> ActResult:
+        """Let the model use ``tools`` until it answers (see :meth:`LLM.act`), in one hop.
+
+        Plain-function tools run in worker threads and plain-function callbacks in the
+        calling thread (``act`` waits for each), so both may use this sync client; coroutine
+        functions run in the client's loop thread. Ctrl-C cancels the prediction in flight
+        and the running tools.
+        """
+        kwargs = {
+            "max_prediction_rounds": max_prediction_rounds,
+            "max_parallel_tool_calls": max_parallel_tool_calls,
+            "config": config,
+            "preset": preset,
+            "on_message": on_message,
+            "on_first_token": on_first_token,
+            "on_prediction_fragment": on_prediction_fragment,
+            "on_round_start": on_round_start,
+            "on_round_end": on_round_end,
+            "on_prediction_completed": on_prediction_completed,
+            "on_prompt_processing_progress": on_prompt_processing_progress,
+            "handle_invalid_tool_request": handle_invalid_tool_request,
+            "timeout": timeout,
+        }
+        return self._lease.call(self._async.act, (chat, tools), kwargs, _ACT_CALLBACKS)
+
+
+_ACT_CALLBACKS: Final = (
+    "on_message",
+    "on_first_token",
+    "on_prediction_fragment",
+    "on_round_start",
+    "on_round_end",
+    "on_prediction_completed",
+    "on_prompt_processing_progress",
+    "handle_invalid_tool_request",
+)
 
 
 class SyncEmbeddingModel(_SyncModelHandle[EmbeddingModelInstanceInfo, EmbeddingLoadConfig]):
@@ -332,9 +435,78 @@ class SyncEmbeddingModel(_SyncModelHandle[EmbeddingModelInstanceInfo, EmbeddingL
     ) -> list[float] | list[list[float]]: ...
 
 
-_SYNC_HANDLES: Final[dict[type, type[_SyncModelHandle[Any, Any]]]] = {
+class SyncDownloadOption(_Facade):
+    """Sync counterpart of :class:`DownloadOption`: one way to download a search result.
+
+    A plain ``on_progress`` function of :meth:`download` runs in the calling thread;
+    Ctrl-C cancels the download on the server.
+    """
+
+    _async_cls = DownloadOption
+    _async: DownloadOption
+
+    @property
+    def info(self) -> Any:
+        return self._async.info
+
+    @property
+    def name(self) -> str:
+        return self._async.name
+
+    @property
+    def size_bytes(self) -> int:
+        return self._async.size_bytes
+
+    @property
+    def quantization(self) -> str | None:
+        return self._async.quantization
+
+    @property
+    def recommended(self) -> bool:
+        return self._async.recommended
+
+    @_hop
+    def download(
+        self,
+        on_progress: DownloadProgressCallback | None = None,
+        *,
+        timeout: TimeoutParam = USE_CLIENT_DEFAULT,
+    ) -> str: ...
+
+
+class SyncModelSearchResult(_Facade):
+    """Sync counterpart of :class:`ModelSearchResult`: a model found by a search."""
+
+    _async_cls = ModelSearchResult
+    _async: ModelSearchResult
+
+    @property
+    def info(self) -> Any:
+        return self._async.info
+
+    @property
+    def name(self) -> str:
+        return self._async.name
+
+    @property
+    def exact(self) -> bool:
+        return self._async.exact
+
+    @property
+    def staff_pick(self) -> bool:
+        return self._async.staff_pick
+
+    @_hop
+    def get_download_options(
+        self, *, timeout: TimeoutParam = USE_CLIENT_DEFAULT
+    ) -> list[SyncDownloadOption]: ...
+
+
+_SYNC_HANDLES: Final[dict[type, type[_Facade]]] = {
     LLM: SyncLLM,
     EmbeddingModel: SyncEmbeddingModel,
+    ModelSearchResult: SyncModelSearchResult,
+    DownloadOption: SyncDownloadOption,
 }
 
 # --- namespaces -------------------------------------------------------------------------------
@@ -374,6 +546,7 @@ class _SyncModelNamespace(_Facade, Generic[_SyncHandleT, _InfoT, _ConfigT]):
         ttl: float | None = None,
         config: _ConfigT | Mapping[str, Any] | None = None,
         on_progress: ProgressCallback | None = None,
+        device: str | None = None,
         timeout: TimeoutParam = USE_CLIENT_DEFAULT,
     ) -> _SyncHandleT: ...
 
@@ -386,13 +559,20 @@ class _SyncModelNamespace(_Facade, Generic[_SyncHandleT, _InfoT, _ConfigT]):
         ttl: float | None = None,
         config: _ConfigT | Mapping[str, Any] | None = None,
         on_progress: ProgressCallback | None = None,
+        device: str | None = None,
         timeout: TimeoutParam = USE_CLIENT_DEFAULT,
     ) -> contextlib.AbstractContextManager[_SyncHandleT]:
         """``with ns.loaded(key) as model:`` a new instance, unloaded on exit (also on
         error and on Ctrl-C)."""
 
     @_hop
-    def unload(self, identifier: str, *, timeout: TimeoutParam = USE_CLIENT_DEFAULT) -> None: ...
+    def unload(
+        self,
+        identifier: str,
+        *,
+        device: str | None = None,
+        timeout: TimeoutParam = USE_CLIENT_DEFAULT,
+    ) -> None: ...
 
     @_hop
     def list_loaded(self, *, timeout: TimeoutParam = USE_CLIENT_DEFAULT) -> list[_SyncHandleT]: ...
@@ -406,6 +586,7 @@ class _SyncModelNamespace(_Facade, Generic[_SyncHandleT, _InfoT, _ConfigT]):
         key: str,
         *,
         config: _ConfigT | Mapping[str, Any] | None = None,
+        device: str | None = None,
         timeout: TimeoutParam = USE_CLIENT_DEFAULT,
     ) -> EstimateResult: ...
 
@@ -434,6 +615,37 @@ class SyncSystemNamespace(_Facade):
 
     @_hop
     def version(self, *, timeout: TimeoutParam = USE_CLIENT_DEFAULT) -> str: ...
+
+
+class SyncFilesNamespace(_Facade):
+    """``client.files`` of a sync :class:`Client`: files for predictions."""
+
+    _async_cls = FilesNamespace
+
+    @_hop
+    def prepare_image(
+        self,
+        src: FileSource,
+        name: str | None = None,
+        *,
+        timeout: TimeoutParam = USE_CLIENT_DEFAULT,
+    ) -> FileHandle: ...
+
+
+class SyncRepositoryNamespace(_Facade):
+    """``client.repository`` of a sync :class:`Client`: model search and download."""
+
+    _async_cls = RepositoryNamespace
+
+    @_hop
+    def search_models(
+        self,
+        search_term: str | None = None,
+        limit: int | None = None,
+        compatibility_types: Sequence[CompatibilityType] | None = None,
+        *,
+        timeout: TimeoutParam = USE_CLIENT_DEFAULT,
+    ) -> list[SyncModelSearchResult]: ...
 
 
 # --- the client -------------------------------------------------------------------------------
@@ -492,6 +704,10 @@ class Client(_Facade):
         """Embedding model management."""
         self.system = SyncSystemNamespace(async_client.system, lease)
         """Server-wide queries (downloaded models, version)."""
+        self.files = SyncFilesNamespace(async_client.files, lease)
+        """Files for predictions (``prepare_image``)."""
+        self.repository = SyncRepositoryNamespace(async_client.repository, lease)
+        """Model search and download."""
 
     def __repr__(self) -> str:
         return repr(self._async).replace("<AsyncClient", "<Client", 1)
@@ -588,12 +804,42 @@ def _close_default_client() -> None:
             client.close()
 
 
-def llm(key: str | None = None, **kwargs: Any) -> SyncLLM:
-    """``get_default_client().llm.model(key, **kwargs)``: any loaded LLM, or get-or-load ``key``."""
-    return get_default_client().llm.model(key, **kwargs)
+def llm(
+    key: str | None = None,
+    *,
+    ttl: float | None = None,
+    config: LlmLoadConfig | Mapping[str, Any] | None = None,
+    on_progress: ProgressCallback | None = None,
+    on_config_mismatch: MismatchPolicy = "warn",
+    timeout: TimeoutParam = USE_CLIENT_DEFAULT,
+) -> SyncLLM:
+    """``get_default_client().llm.model(key, ...)``: any loaded LLM, or get-or-load ``key``."""
+    return get_default_client().llm.model(
+        key,
+        ttl=ttl,
+        config=config,
+        on_progress=on_progress,
+        on_config_mismatch=on_config_mismatch,
+        timeout=timeout,
+    )
 
 
-def embedding_model(key: str | None = None, **kwargs: Any) -> SyncEmbeddingModel:
-    """``get_default_client().embedding.model(key, **kwargs)``: any loaded embedding model,
-    or get-or-load ``key``."""
-    return get_default_client().embedding.model(key, **kwargs)
+def embedding_model(
+    key: str | None = None,
+    *,
+    ttl: float | None = None,
+    config: EmbeddingLoadConfig | Mapping[str, Any] | None = None,
+    on_progress: ProgressCallback | None = None,
+    on_config_mismatch: MismatchPolicy = "warn",
+    timeout: TimeoutParam = USE_CLIENT_DEFAULT,
+) -> SyncEmbeddingModel:
+    """``get_default_client().embedding.model(key, ...)``: any loaded embedding model, or
+    get-or-load ``key``."""
+    return get_default_client().embedding.model(
+        key,
+        ttl=ttl,
+        config=config,
+        on_progress=on_progress,
+        on_config_mismatch=on_config_mismatch,
+        timeout=timeout,
+    )

@@ -115,13 +115,17 @@ class _LoopThread:
         fn: Callable[..., Awaitable[_T]],
         args: tuple[Any, ...] = (),
         kwargs: Mapping[str, Any] | None = None,
+        in_caller: tuple[str, ...] = (),
     ) -> _T:
         """Run ``await fn(*args, **kwargs)`` in the loop thread: exactly one hop.
 
         A plain ``on_progress`` callback in ``kwargs`` runs in *this* thread: the loop
         thread only enqueues each fraction and this thread calls it while it waits.
-        Ctrl-C (or an exception from the callback) cancels the coroutine in the loop
-        thread, waits briefly for it to wind down, and re-raises here.
+        The plain functions among the ``in_caller`` keyword arguments run in this thread
+        too, and the coroutine waits for each call to return (its result or exception goes
+        back to the coroutine). Ctrl-C (or an exception from the progress callback) cancels
+        the coroutine in the loop thread, waits briefly for it to wind down, and re-raises
+        here.
         """
         if threading.current_thread() is self.thread:
             raise LoopThreadError(
@@ -135,6 +139,10 @@ class _LoopThread:
             kwargs["on_progress"] = inbox.put
         else:
             callback = None
+        for name in in_caller:
+            value = kwargs.get(name)
+            if callable(value) and not inspect.iscoroutinefunction(value):
+                kwargs[name] = _relay(value, inbox, self.loop)
         coro = fn(*args, **kwargs)  # argument errors surface here, before any hop
         tasks: list[asyncio.Task[_T]] = []
 
@@ -167,7 +175,11 @@ class _LoopThread:
                 if not self.thread.is_alive():
                     raise self._dead() from None
                 continue
-            if type(item) is float:
+            if type(item) is _CallerJob:
+                item.run()
+                continue
+            if not isinstance(item, asyncio.Future):
+                # A progress value (a load's fraction, a download's DownloadProgress).
                 if callback is not None:
                     callback(item)
                 continue
@@ -183,13 +195,75 @@ class _LoopThread:
         except RuntimeError:
             return
         with contextlib.suppress(queue.Empty):
-            while type(inbox.get(timeout=_CANCEL_GRACE_SECONDS)) is float:
-                pass
+            while not isinstance(item := inbox.get(timeout=_CANCEL_GRACE_SECONDS), asyncio.Future):
+                if type(item) is _CallerJob:
+                    item.abandon()
 
     def _dead(self) -> LoopThreadError:
         return LoopThreadError(
             "the sync client's event-loop thread is no longer running; create a new Client"
         )
+
+
+class _CallerJob:
+    """A callback call the loop thread hands to the waiting caller thread."""
+
+    __slots__ = ("args", "function", "future", "loop")
+
+    def __init__(
+        self,
+        function: Callable[..., Any],
+        args: tuple[Any, ...],
+        future: asyncio.Future[Any],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.function = function
+        self.args = args
+        self.future = future
+        self.loop = loop
+
+    def run(self) -> None:
+        """Call it here; hand its result (or exception) back to the loop thread. A
+        ``KeyboardInterrupt`` / ``SystemExit`` is re-raised here too (the caller cancels)."""
+        try:
+            result = self.function(*self.args)
+        except Exception as exc:
+            self._settle(None, exc)
+        except BaseException:
+            self.abandon()
+            raise
+        else:
+            self._settle(result, None)
+
+    def abandon(self) -> None:
+        self._settle(None, asyncio.CancelledError())
+
+    def _settle(self, result: Any, error: BaseException | None) -> None:
+        def settle() -> None:
+            if self.future.done():
+                return
+            if error is None:
+                self.future.set_result(result)
+            elif isinstance(error, asyncio.CancelledError):
+                self.future.cancel()
+            else:
+                self.future.set_exception(error)
+
+        with contextlib.suppress(RuntimeError):  # the loop is gone
+            self.loop.call_soon_threadsafe(settle)
+
+
+def _relay(
+    function: Callable[..., Any], inbox: queue.SimpleQueue[Any], loop: asyncio.AbstractEventLoop
+) -> Callable[..., Awaitable[Any]]:
+    """A coroutine function that runs ``function`` in the caller's thread and awaits it."""
+
+    async def relay(*args: Any) -> Any:
+        future: asyncio.Future[Any] = loop.create_future()
+        inbox.put(_CallerJob(function, args, future, loop))
+        return await future
+
+    return relay
 
 
 class _Lease:
@@ -208,10 +282,11 @@ class _Lease:
         fn: Callable[..., Awaitable[_T]],
         args: tuple[Any, ...] = (),
         kwargs: Mapping[str, Any] | None = None,
+        in_caller: tuple[str, ...] = (),
     ) -> _T:
         if self.closed:
             raise ClientClosedError(host=self.host)
-        return self.runner.call(fn, args, kwargs)
+        return self.runner.call(fn, args, kwargs, in_caller)
 
     def release(self) -> bool:
         """Release the lease once; False if it was already released."""

@@ -1,9 +1,9 @@
 """The ``lmstudio-async`` command line (also ``python -m lmstudio_async``).
 
-Subcommands: ``ls``, ``ps``, ``load``, ``unload``, ``serve`` (the bundled stand-in
-server) and ``demo``. Uses `rich <https://rich.readthedocs.io>`_ for tables and
-progress bars when it is installed (``pip install lmstudio-async[cli]``) and
-stdout is a terminal; plain text otherwise.
+Subcommands: ``ls``, ``ps``, ``load``, ``unload``, ``get`` (download a model),
+``serve`` (the bundled stand-in server) and ``demo``. Uses
+`rich <https://rich.readthedocs.io>`_ for tables and progress bars when it is installed
+(``pip install lmstudio-async[cli]``) and stdout is a terminal; plain text otherwise.
 
 Exit codes: 0 success, 1 a failure reported by the SDK (printed as
 ``error: <message>``), 2 bad arguments, 130 interrupted (Ctrl-C).
@@ -269,6 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
     unload.add_argument("identifier", nargs="?", metavar="ID", help="instance identifier")
     unload.add_argument("--all", action="store_true", help="unload every loaded instance")
 
+    get = sub.add_parser("get", help="search the catalogue and download a model")
+    get.add_argument("key", metavar="KEY", help="what to search for (a model name or key)")
+    get.add_argument(
+        "--quant", metavar="Q", help="download option with this quantization (e.g. Q4_K_M)"
+    )
+
     serve = sub.add_parser("serve", help="run the bundled stand-in LM Studio server")
     _add_serve_options(serve)
 
@@ -463,6 +469,45 @@ async def _await_interruptible(task: asyncio.Future[Any]) -> bool:
     return False
 
 
+async def cmd_get(args: argparse.Namespace, out: Output) -> int:
+    """Search for ``KEY``, pick the exact match (else the first result) and its recommended
+    option (else the first, or the one with ``--quant``), and download it with a progress bar."""
+    async with _client(args) as client:
+        results = await client.repository.search_models(args.key, limit=10)
+        if not results:
+            error(f"no downloadable model matches {args.key!r}")
+            return EXIT_ERROR
+        found = next((r for r in results if r.exact), results[0])
+        options = await found.get_download_options()
+        if args.quant is not None:
+            wanted = args.quant.lower()
+            options = [o for o in options if (o.quantization or "").lower() == wanted]
+        if not options:
+            quant = f" with quantization {args.quant!r}" if args.quant else ""
+            error(f"{found.name} has no download option{quant}")
+            return EXIT_ERROR
+        option = next((o for o in options if o.recommended), options[0])
+        label = f"Downloading {found.name} ({option.name}, {format_bytes(option.size_bytes)})"
+        started = time.perf_counter()
+        try:
+            with out.progress(label) as on_fraction:
+                task: asyncio.Future[str] = asyncio.ensure_future(
+                    option.download(on_progress=lambda p: on_fraction(p.fraction))
+                )
+                if await _await_interruptible(task):
+                    raise _Interrupted
+        except _Interrupted:
+            with contextlib.suppress(LMStudioError):
+                await client.repository.search_models(args.key, limit=1)  # cancel seen
+            error("interrupted: the download was cancelled on the server")
+            return EXIT_INTERRUPTED
+        out.line(
+            f"Downloaded {task.result()} in {time.perf_counter() - started:.1f}s "
+            f"(load it with: lmstudio-async load {task.result()})"
+        )
+    return EXIT_OK
+
+
 async def cmd_unload(args: argparse.Namespace, out: Output) -> int:
     async with _client(args) as client:
         loaded = await _all_loaded(client)
@@ -528,6 +573,8 @@ async def _run_async(args: argparse.Namespace, out: Output) -> int:
         return await cmd_load(args, out)
     if command == "unload":
         return await cmd_unload(args, out)
+    if command == "get":
+        return await cmd_get(args, out)
     if command == "demo":
         from .demo import run_demo
 

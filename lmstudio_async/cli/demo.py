@@ -2,7 +2,8 @@
 
 Starts the bundled stand-in LM Studio in this event loop (port 0, short simulated
 loads) and drives it with :class:`~lmstudio_async.AsyncClient`, printing each
-step. Needs no LM Studio and no optional dependencies.
+step. Needs no LM Studio and no optional dependencies; with ``openai`` installed, a last
+step shows an SDK-loaded model answering an ``openai`` client over the stand-in's HTTP API.
 """
 
 from __future__ import annotations
@@ -190,3 +191,43 @@ async def _tour(
     finally:
         await asyncio.gather(fast.unload(), smart.unload(), embedder.unload())
     say("(and unloaded again)")
+
+    # 10. The OpenAI-compatible API ------------------------------------------------------------
+    await _openai_step(client, server, out)
+
+
+async def _openai_step(client: AsyncClient, server: StandInServer, out: Output) -> None:
+    """A model loaded by this SDK answers an ``openai`` client (when ``openai`` is installed)."""
+    out.heading("10. One model, two APIs: loaded by this SDK, answering an openai client")
+    try:
+        import openai
+    except ImportError:
+        out.line("  (skipped: `pip install openai` to see it)")
+        return
+
+    def code(text: str) -> None:
+        out.line(f"  >>> {text}", style="dim")
+
+    question = "What is a harbor?"
+    code(f"llm = await client.llm.load({SMOL!r}, 'assistant')")
+    llm = await client.llm.load(SMOL, "assistant")
+    try:
+        base_url = f"http://{server.host}/v1"
+        code(f"api = openai.AsyncOpenAI(base_url={base_url!r}, api_key='lm-studio')")
+        code("await api.chat.completions.create(model='assistant', messages=..., max_tokens=12)")
+        async with openai.AsyncOpenAI(
+            base_url=base_url, api_key="lm-studio", max_retries=0, timeout=30
+        ) as api:
+            reply = await api.chat.completions.create(
+                model="assistant",
+                messages=[{"role": "user", "content": question}],
+                max_tokens=12,
+            )
+        text = reply.choices[0].message.content or ""
+        out.line(f"  -> [{reply.model}] {text!r}")
+        same = await llm.respond(question, config={"max_tokens": 12})
+        out.line(f"  llm.respond(...) over the WebSocket API: same text: {same.content == text}")
+        loaded = [h.identifier for h in await client.llm.list_loaded()]
+        out.line(f"  loaded now: {', '.join(loaded)} (the request did not load another copy)")
+    finally:
+        await llm.unload()

@@ -20,6 +20,22 @@ __all__ = ["add_arguments", "main", "serve", "server_from_args"]
 READY_LINE = "LM Studio stand-in listening on {url}"
 
 
+def _device(text: str) -> tuple[str, float]:
+    """``NAME:GB`` → ``(name, gb)`` for ``--device``."""
+    name, sep, size = text.rpartition(":")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME:GB (e.g. gpu-box:48), got {text!r}")
+    try:
+        gb = float(size)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"the memory of device {name!r} must be a number of GB, got {size!r}"
+        ) from None
+    if not gb > 0:
+        raise argparse.ArgumentTypeError(f"the memory of device {name!r} must be positive")
+    return name, gb
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the stand-in's options to ``parser``."""
     parser.add_argument(
@@ -48,6 +64,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="simulated memory budget in GB (default 24)",
     )
     parser.add_argument(
+        "--device",
+        dest="devices",
+        type=_device,
+        action="append",
+        default=[],
+        metavar="NAME:GB",
+        help="simulate an LM Link remote device NAME with its own GB memory budget "
+        "(repeatable); loads with deviceIdentifier NAME land there",
+    )
+    parser.add_argument(
         "--load-seconds",
         type=float,
         default=0.3,
@@ -74,6 +100,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default 3600, LM Studio's 60 minutes)",
     )
     parser.add_argument(
+        "--presets",
+        metavar="FILE",
+        default=None,
+        help="JSON list of prediction presets replacing the built-in ones (docs/stand-in.md)",
+    )
+    parser.add_argument(
+        "--hub",
+        metavar="FILE",
+        default=None,
+        help="JSON list of downloadable repositories replacing the built-in simulated hub",
+    )
+    parser.add_argument(
+        "--download-mb-per-second",
+        type=float,
+        default=1000.0,
+        help="simulated download speed in MB per second (default 1000)",
+    )
+    parser.add_argument(
         "--tokens-per-second",
         type=float,
         default=2000.0,
@@ -83,6 +127,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def server_from_args(ns: argparse.Namespace) -> StandInServer:
     """Build a (not yet started) server; raises ``ValueError`` with a clear message."""
+    devices: dict[str, float] = {}
+    for name, gb in getattr(ns, "devices", None) or []:
+        if name in devices:
+            raise ValueError(f"--device {name!r} was given twice")
+        devices[name] = gb
     return StandInServer(
         ns.port,
         api_token=ns.api_token,
@@ -94,6 +143,10 @@ def server_from_args(ns: argparse.Namespace) -> StandInServer:
         tokens_per_second=ns.tokens_per_second,
         jit=ns.jit,
         jit_ttl=ns.jit_ttl,
+        devices=devices,
+        presets=getattr(ns, "presets", None),
+        hub=getattr(ns, "hub", None),
+        download_mb_per_second=getattr(ns, "download_mb_per_second", 1000.0),
     )
 
 

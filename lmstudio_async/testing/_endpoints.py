@@ -6,8 +6,12 @@ import asyncio
 import os
 from typing import Any
 
+from . import _draft as drafting
 from . import _engine as engine
 from . import _errors as err
+from . import _files as files
+from . import _hub as hub
+from . import _presets as presets
 from . import _schema as s
 from . import _textgen as tg
 from ._connection import (
@@ -28,11 +32,6 @@ LMSTUDIO_BUILD = 1
 _cancel_packet = s.obj({"type": s.literal("cancel")})
 _never = s.literal()  # accepts nothing
 _device = s.nullable(s.string)
-
-
-def _check_device(value: Any) -> None:
-    if isinstance(value, str):
-        raise err.unknown_device(value)
 
 
 def _state(conn: Connection) -> ModelState:
@@ -63,7 +62,7 @@ def _prepare(
 def _load_model(domain: str) -> Any:
     async def handler(ctx: ChannelContext, param: dict[str, Any]) -> None:
         state = _state(ctx.conn)
-        _check_device(param.get("deviceIdentifier"))
+        device = state.check_device(param.get("deviceIdentifier"))
         explicit = param.get("identifier")
         if explicit is not None and state.identifier_taken(explicit):
             raise err.identifier_exists(explicit)
@@ -73,7 +72,7 @@ def _load_model(domain: str) -> Any:
             resolved["ambiguous"] = ambiguous
         await ctx.send(resolved)
         config, memory = _prepare(state, domain, model, param["loadConfigStack"])
-        state.check_fits(model, memory, freed=[])
+        state.check_fits(model, memory, freed=[], device=device)
         if explicit is not None and state.identifier_taken(explicit):
             raise err.identifier_exists(explicit)
         identifier = explicit if explicit is not None else state.auto_identifier(model["modelKey"])
@@ -85,6 +84,7 @@ def _load_model(domain: str) -> Any:
             memory=memory,
             jit=False,
             ttl_ms=None if ttl is None else int(ttl),
+            device=device,
         )
         try:
             await _progress(ctx, inst, "progress")
@@ -100,17 +100,19 @@ def _load_model(domain: str) -> Any:
 def _get_or_load(domain: str) -> Any:
     async def handler(ctx: ChannelContext, param: dict[str, Any]) -> None:
         state = _state(ctx.conn)
-        _check_device(param.get("deviceIdentifier"))
-        query = param["identifier"]
-        existing = state.find_by_query({"identifier": query}, domain)
+        device = state.check_device(param.get("deviceIdentifier"))
+        query: dict[str, Any] = {"identifier": param["identifier"]}
+        if "deviceIdentifier" in param:
+            query["deviceIdentifier"] = device
+        existing = state.find_by_query(query, domain)
         if existing is not None:
             state.touch(existing)
             await ctx.send({"type": "alreadyLoaded", "info": existing.info()})
             return
-        model, _ambiguous = state.resolve_downloaded(query, domain)
+        model, _ambiguous = state.resolve_downloaded(param["identifier"], domain)
         config, memory = _prepare(state, domain, model, param["loadConfigStack"])
-        evict = state.jit_to_evict()
-        state.check_fits(model, memory, freed=evict)
+        evict = state.jit_to_evict(device=device)
+        state.check_fits(model, memory, freed=evict, device=device)
         for other in evict:
             state.discard(other)
         identifier = state.auto_identifier(model["modelKey"])
@@ -122,6 +124,7 @@ def _get_or_load(domain: str) -> Any:
             memory=memory,
             jit=True,
             ttl_ms=None if ttl is None else int(ttl),
+            device=device,
         )
         try:
             await ctx.send({"type": "startLoading", "identifier": identifier, "info": model})
@@ -169,8 +172,12 @@ def _get_load_config(domain: str) -> Any:
 
 def _unload(domain: str) -> Any:
     def handler(conn: Connection, param: dict[str, Any]) -> Any:
-        _check_device(param.get("deviceIdentifier"))
-        _state(conn).unload(param["identifier"], domain)
+        state = _state(conn)
+        if "deviceIdentifier" in param:
+            device = state.check_device(param["deviceIdentifier"])
+            state.unload(param["identifier"], domain, device)
+        else:
+            state.unload(param["identifier"], domain)
         return VOID
 
     return handler
@@ -179,12 +186,12 @@ def _unload(domain: str) -> Any:
 def _estimate(domain: str) -> Any:
     def handler(conn: Connection, param: dict[str, Any]) -> Any:
         state = _state(conn)
-        _check_device(param.get("deviceIdentifier"))
+        device = state.check_device(param.get("deviceIdentifier"))
         model, _ = state.resolve_downloaded(param["modelKey"], domain)
         _config, memory = _prepare(state, domain, model, param["loadConfigStack"])
         return {
             "memory": memory.to_wire(),
-            "passesGuardrails": memory.total_bytes <= state.free_bytes(),
+            "passesGuardrails": memory.total_bytes <= state.free_bytes(device=device),
         }
 
     return handler
@@ -210,10 +217,18 @@ def _use(conn: Connection, specifier: dict[str, Any], domain: str) -> Instance:
     return inst
 
 
+# Embedding models wrap their input in start/end markers (BERT's [CLS] and [SEP] ids), so
+# their tokenize gives countTokens + 2 tokens, as LM Studio's do; LLM tokenize adds none.
+EMBEDDING_MARKERS = (101, 102)
+
+
 def _tokenize(domain: str) -> Any:
     def handler(conn: Connection, param: dict[str, Any]) -> Any:
         _use(conn, param["specifier"], domain)
-        return {"tokens": engine.tokenize(param["inputString"])}
+        tokens = engine.tokenize(param["inputString"])
+        if domain == "embedding":
+            tokens = [EMBEDDING_MARKERS[0], *tokens, EMBEDDING_MARKERS[1]]
+        return {"tokens": tokens}
 
     return handler
 
@@ -260,19 +275,30 @@ async def _run_prediction(
 ) -> None:
     state = _state(ctx.conn)
     inst = state.require(param["modelSpecifier"], "llm")
-    preset = param.get("fuzzyPresetIdentifier")
-    if preset is not None:
-        raise err.preset_not_found(preset)
+    received = collapse_stack(param["predictionConfigStack"])
+    fuzzy = param.get("fuzzyPresetIdentifier")
+    if fuzzy is not None:  # the client's settings override the preset's
+        preset = presets.resolve_preset(ctx.runtime.presets, fuzzy)
+        received = {**presets.preset_fields(preset), **received}
     state.touch(inst)
-    config = engine.resolve_config(inst, collapse_stack(param["predictionConfigStack"]))
+    config = engine.resolve_config(inst, received)
     tools = None
+    lead = ""
     if raw_prompt is not None:
         prompt = engine.raw_prompt(raw_prompt)
     else:
+        images = state.files.images_in(ctx.conn.client_identifier or "", param["history"])
+        if images and not inst.model.get("vision"):
+            raise files.vision_not_supported(inst.model_key)
+        lead = files.describe_images(images)
         prompt = engine.chat_prompt(inst, param["history"], config)
         tools = engine.tool_round(inst, config, messages_from_history(param["history"]))
+    draft = drafting.requested_draft(config)
+    draft_key = (
+        None if draft is None else str(drafting.check_draft(state, inst.model, draft)["modelKey"])
+    )
     outcome = await engine.predict(
-        state, inst, config, prompt, ctx, ctx.runtime.tokens_per_second, tools
+        state, inst, config, prompt, ctx, ctx.runtime.tokens_per_second, tools, lead, draft_key
     )
     await ctx.send(
         {
@@ -283,6 +309,12 @@ async def _run_prediction(
             "predictionConfig": config_fields(config),
         }
     )
+
+
+def _preload_draft(conn: Connection, param: dict[str, Any]) -> Any:
+    inst = _use(conn, param["specifier"], "llm")
+    drafting.check_draft(_state(conn), inst.model, param["draftModelKey"])
+    return VOID
 
 
 async def _predict(ctx: ChannelContext, param: dict[str, Any]) -> None:
@@ -424,7 +456,9 @@ def _model_namespace(domain: str) -> Namespace:
             s.obj({"specifier": _spec}, {"ignoreServerSessionConfig": s.boolean}),
             _base_prediction_config,
         )
-        rpc["preloadDraftModel"] = RpcEndpoint(s.anything, None)
+        rpc["preloadDraftModel"] = RpcEndpoint(
+            s.obj({"specifier": _spec, "draftModelKey": s.string}), _preload_draft
+        )
         options = {"fuzzyPresetIdentifier": s.string, "ignoreServerSessionConfig": s.boolean}
         channels["predict"] = ChannelEndpoint(
             s.obj(
@@ -486,4 +520,6 @@ def build_namespaces() -> dict[str, Namespace]:
     spaces["llm"] = _model_namespace("llm")
     spaces["embedding"] = _model_namespace("embedding")
     spaces["system"] = _system_namespace()
+    spaces["files"] = files.files_namespace()
+    spaces["repository"] = hub.repository_namespace()
     return spaces

@@ -18,6 +18,7 @@ import random
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from . import _draft as drafting
 from . import _textgen as tg
 from . import _toolcalls as tc
 from ._kvconfig import prediction_config
@@ -231,13 +232,17 @@ async def predict(
     sink: Sink,
     tokens_per_second: float,
     tools: tc.ToolRound | None = None,
+    lead: str = "",
+    draft_key: str | None = None,
 ) -> Outcome:
     """Stream one prediction into ``sink`` at ``tokens_per_second`` and return its outcome.
 
     Simulates prompt processing (with the instance's prompt cache), stops early when the sink
     asks to or when the instance goes away, and updates the instance's idle timer and cache.
     With ``tools`` (from :func:`tool_round`) the text is its text, followed by its tool-call
-    packets (stop reason ``toolCalls``) when the text was emitted in full.
+    packets (stop reason ``toolCalls``) when the text was emitted in full. ``lead`` is text
+    the model says first (a vision model's description of the prompt's images). With
+    ``draft_key`` (a checked draft model, ``_draft``) fragments and stats carry draft data.
     """
     prompt_ids = tg.tokenize(prompt.text)
     total = len(prompt_ids)
@@ -245,7 +250,7 @@ async def predict(
         text = tools.text
     else:
         text = generate(inst, config, prompt)
-    cut = plan(text, config, total, inst.context_length)
+    cut = plan(lead + text, config, total, inst.context_length)
 
     rate = tokens_per_second
     loop = asyncio.get_running_loop()
@@ -294,7 +299,8 @@ async def predict(
                 "fragment": {
                     "content": piece,
                     "tokensCount": 1,
-                    "containsDrafted": False,
+                    "containsDrafted": draft_key is not None
+                    and drafting.accepted(draft_key, index, piece),
                     "reasoningType": "none",
                     "isStructural": False,
                 },
@@ -323,6 +329,8 @@ async def predict(
     stats["promptTokensCount"] = total
     stats["predictedTokensCount"] = predicted
     stats["totalTokensCount"] = total + predicted
+    if draft_key is not None:
+        stats.update(drafting.draft_stats(draft_key, emitted))
     if state.is_loaded(inst):
         state.touch(inst)
         inst.prompt_cache = prompt_ids + tg.tokenize("".join(emitted))

@@ -84,8 +84,44 @@ def specific_model_unloaded() -> StandInError:
     )
 
 
+# The three errors below carry no ``displayData.code``: LM Studio is not known to send one for
+# them, so clients recognise them by their text (lmstudio_async/_protocol/errors.py keeps the
+# patterns; docs/stand-in.md says which parts are guesses).
+
+
 def identifier_exists(identifier: str) -> StandInError:
+    # No errorData: LM Studio's message is the title alone (the official suite matches it
+    # on one line: "Model load error.*already exists").
     return StandInError(f'An instance with identifier "{identifier}" already exists')
+
+
+def insufficient_memory(
+    model_key: str,
+    memory: Any,
+    *,
+    free: int,
+    budget: int,
+    device: str | None = None,
+) -> StandInError:
+    """The guardrail refusal of a load (LM Studio words it "Model loading was stopped due to
+    insufficient system resources"; the stand-in keeps its own, shorter title)."""
+    gb = 1_000_000_000  # the stand-in's GB (_kvconfig.BYTES_PER_GB)
+    where = "memory budget" if device is None else f'memory budget of device "{device}"'
+    return StandInError(
+        f'Failed to load model "{model_key}": insufficient memory',
+        cause=(
+            f'Loading "{model_key}" needs about {memory.total_bytes / gb:.2f} GB '
+            f"(weights {memory.model_bytes / gb:.2f} GB + context "
+            f"{memory.context_bytes / gb:.2f} GB), but only {free / gb:.2f} GB of the "
+            f"{budget / gb:g} GB {where} is free."
+        ),
+        suggestion="Unload other models or load with a smaller context length.",
+        error_data={
+            "requiredBytes": memory.total_bytes,
+            "freeBytes": free,
+            "deviceIdentifier": device,
+        },
+    )
 
 
 def load_cancelled(model_key: str) -> StandInError:
@@ -95,10 +131,12 @@ def load_cancelled(model_key: str) -> StandInError:
     )
 
 
-def unknown_device(device: str) -> StandInError:
+def unknown_device(device: str, known: Sequence[str] = ()) -> StandInError:
+    names = ", ".join(f'"{n}"' for n in known) if known else "none"
     return StandInError(
         f'Unknown device "{device}"',
-        cause="The stand-in simulates a single local device; use null or omit deviceIdentifier.",
+        cause=f"The LM Link devices this server knows: {names}. Use null for the local device.",
+        error_data={"deviceIdentifier": device},
     )
 
 

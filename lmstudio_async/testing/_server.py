@@ -10,7 +10,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -23,6 +23,8 @@ from ._catalog import default_catalog, load_catalog_file, validate_catalog
 from ._connection import Connection
 from ._endpoints import build_namespaces
 from ._http import install as install_http
+from ._hub import default_hub, load_hub_file, validate_hub
+from ._presets import default_presets, load_presets_file, validate_presets
 from ._state import DEFAULT_JIT_TTL_MS, InstanceSnapshot, ModelState
 
 __all__ = [
@@ -203,6 +205,10 @@ class Runtime:
         call_timeout: float,
         jit: bool = True,
         jit_ttl: float | None = DEFAULT_JIT_TTL_MS / 1000,
+        devices: Mapping[str, float] | None = None,
+        presets: list[dict[str, Any]] | str | Path | None = None,
+        hub: list[dict[str, Any]] | str | Path | None = None,
+        download_mb_per_second: float = 1000.0,
     ) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be between 0 and 65535, got {port}")
@@ -214,6 +220,12 @@ class Runtime:
             raise ValueError("progress_steps must be >= 1")
         if not tokens_per_second > 0:
             raise ValueError("tokens_per_second must be positive")
+        self.devices = dict(devices or {})
+        for name, gb in self.devices.items():
+            if not isinstance(name, str) or not name:
+                raise ValueError(f"device names must be non-empty strings, got {name!r}")
+            if isinstance(gb, bool) or not isinstance(gb, int | float) or not gb > 0:
+                raise ValueError(f"the memory of device {name!r} must be a positive GB number")
         self.token = parse_api_token(api_token) if api_token is not None else None
         if catalog is None:
             models = default_catalog()
@@ -222,6 +234,21 @@ class Runtime:
         else:
             models = validate_catalog(catalog)
         self.catalog = models
+        if presets is None:
+            self.presets = default_presets()
+        elif isinstance(presets, (str, Path)):
+            self.presets = load_presets_file(presets)
+        else:
+            self.presets = validate_presets(presets)
+        if hub is None:
+            self.hub = default_hub()
+        elif isinstance(hub, (str, Path)):
+            self.hub = load_hub_file(hub)
+        else:
+            self.hub = validate_hub(hub)
+        if not download_mb_per_second > 0:
+            raise ValueError("download_mb_per_second must be positive")
+        self.download_bytes_per_second = download_mb_per_second * 1_000_000
         self.memory_gb = memory_gb
         self.jit_evict = jit_evict
         if jit_ttl is not None and not jit_ttl > 0:
@@ -261,6 +288,7 @@ class Runtime:
             self.jit_evict,
             jit_enabled=self.jit,
             jit_ttl_ms=self.jit_ttl_ms,
+            devices=self.devices,
         )
 
     # --- thread hopping -------------------------------------------------------------------
@@ -489,6 +517,10 @@ class _StandInBase:
         call_timeout: float = 10.0,
         jit: bool = True,
         jit_ttl: float | None = DEFAULT_JIT_TTL_MS / 1000,
+        devices: Mapping[str, float] | None = None,
+        presets: list[dict[str, Any]] | str | Path | None = None,
+        hub: list[dict[str, Any]] | str | Path | None = None,
+        download_mb_per_second: float = 1000.0,
     ) -> None:
         self._rt = Runtime(
             port,
@@ -505,6 +537,10 @@ class _StandInBase:
             call_timeout=call_timeout,
             jit=jit,
             jit_ttl=jit_ttl,
+            devices=devices,
+            presets=presets,
+            hub=hub,
+            download_mb_per_second=download_mb_per_second,
         )
 
     # --- addresses ------------------------------------------------------------------------
@@ -636,6 +672,41 @@ class _StandInBase:
         """The simulated clock, epoch milliseconds."""
         return self._rt.call(self._rt.state.clock.now_ms)
 
+    # --- memory and LM Link devices ---------------------------------------------------------
+
+    @property
+    def devices(self) -> dict[str, int]:
+        """The simulated LM Link remote devices: name → memory budget in bytes."""
+        return self._rt.call(lambda: dict(self._rt.state.device_budgets))
+
+    @property
+    def memory_budget_bytes(self) -> int:
+        """The local machine's memory budget in bytes."""
+        return self._rt.call(lambda: self._rt.state.memory_budget)
+
+    def memory_used_bytes(self, device: str | None = None) -> int:
+        """Memory in use now on ``device`` (``None``: local), loads in progress included."""
+
+        def used() -> int:
+            self._rt.state.check_device(device)
+            return self._rt.state.used_bytes(device=device)
+
+        return self._rt.call(used)
+
+    @property
+    def peak_memory_bytes(self) -> int:
+        """The most memory ever in use at once, all devices together (loads in progress
+        included), since the start or the last :meth:`reset_peak_memory`."""
+        return self._rt.call(lambda: self._rt.state.peak_bytes)
+
+    def peak_memory_by_device(self) -> dict[str | None, int]:
+        """The peak per device: ``None`` is the local machine, else the device's name."""
+        return self._rt.call(lambda: dict(self._rt.state.device_peak_bytes))
+
+    def reset_peak_memory(self) -> None:
+        """Start recording peaks afresh from the memory in use now."""
+        self._rt.call(self._rt.state.reset_peak)
+
     def preload(
         self,
         model: str,
@@ -644,8 +715,10 @@ class _StandInBase:
         ttl_ms: int | None = None,
         jit: bool = False,
         config: dict[str, Any] | None = None,
+        device: str | None = None,
     ) -> InstanceSnapshot:
-        """Load a model instantly, without a client (test set-up). Same rules as ``loadModel``."""
+        """Load a model instantly, without a client (test set-up). Same rules as ``loadModel``;
+        ``device`` names a simulated LM Link device (``None``: local)."""
         from . import _errors as err
         from ._kvconfig import effective_config
 
@@ -665,7 +738,8 @@ class _StandInBase:
                 raise err.identifier_exists(identifier)
             cfg = effective_config(domain, found, dict(config or {}))
             memory = state.estimate(found, cfg)
-            state.check_fits(found, memory, freed=[])
+            where = state.check_device(device)
+            state.check_fits(found, memory, freed=[], device=where)
             inst = state.reserve(
                 identifier=identifier or state.auto_identifier(str(found["modelKey"])),
                 model=found,
@@ -673,6 +747,7 @@ class _StandInBase:
                 memory=memory,
                 jit=jit,
                 ttl_ms=ttl_ms,
+                device=where,
             )
             state.commit(inst)
             return next(

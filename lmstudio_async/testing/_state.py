@@ -1,4 +1,5 @@
-"""The stand-in's model state: catalogue, loaded instances, identifiers, TTL, JIT, memory.
+"""The stand-in's model state: catalogue, loaded instances, identifiers, TTL, JIT, memory,
+simulated LM Link devices and the peak memory use.
 
 Everything here is synchronous and is only ever touched from the server's event loop thread.
 """
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _errors as err
+from ._files import FileStore
 from ._kvconfig import BYTES_PER_GB, MemoryEstimate, context_key, estimate_memory
 
 
@@ -41,6 +43,8 @@ class Instance:
     loaded: bool = False  # False while the load is still in progress (a reservation)
     # Simulated KV cache: the token ids of the last prediction (prompt + output).
     prompt_cache: list[int] = field(default_factory=list)
+    # The simulated LM Link device it is loaded on; None is the local machine.
+    device: str | None = None
 
     @property
     def domain(self) -> str:
@@ -61,6 +65,7 @@ class Instance:
         info["ttlMs"] = self.ttl_ms
         info["lastUsedTime"] = None if self.last_used_time is None else int(self.last_used_time)
         info["contextLength"] = self.context_length
+        info["deviceIdentifier"] = self.device
         return info
 
 
@@ -78,6 +83,7 @@ class InstanceSnapshot:
     context_length: int
     config: dict[str, Any]
     info: dict[str, Any]
+    device: str | None = None
 
 
 # LM Studio's default idle TTL for models loaded just in time by an HTTP request: 60 minutes.
@@ -93,15 +99,26 @@ class ModelState:
         *,
         jit_enabled: bool = True,
         jit_ttl_ms: int | None = DEFAULT_JIT_TTL_MS,
+        devices: dict[str, float] | None = None,
     ) -> None:
         self.catalog = catalog
         self.memory_budget = int(memory_gb * BYTES_PER_GB)
+        # Simulated LM Link: remote devices by name, each with its own memory budget (bytes).
+        self.device_budgets: dict[str, int] = {
+            name: int(gb * BYTES_PER_GB) for name, gb in (devices or {}).items()
+        }
+        # Peak memory in use (loaded instances plus loads in progress): overall and per device.
+        self.peak_bytes = 0
+        self.device_peak_bytes: dict[str | None, int] = dict.fromkeys(
+            [None, *self.device_budgets], 0
+        )
         self.jit_evict = jit_evict
         # HTTP requests naming a model that is not loaded load it just in time (when enabled),
         # with the request's ttl or this default; loads in progress, by (domain, model key).
         self.jit_enabled = jit_enabled
         self.jit_ttl_ms = jit_ttl_ms
         self.pending_jit: dict[tuple[str, str], asyncio.Future[Instance]] = {}
+        self.jit_lock = asyncio.Lock()  # HTTP JIT loads run one at a time (auto-evict)
         # Stored chats of the stateful HTTP endpoints, by response id (oldest first).
         self.stored_chats: dict[str, list[dict[str, Any]]] = {}
         self.clock = Clock()
@@ -109,6 +126,7 @@ class ModelState:
         self.instances: list[Instance] = []
         self.notifications: list[dict[str, Any]] = []
         self.experiment_flags: set[str] = set()
+        self.files = FileStore()  # uploads, per client identifier
 
     # --- views --------------------------------------------------------------------------
 
@@ -129,6 +147,7 @@ class ModelState:
                 context_length=i.context_length,
                 config=dict(i.config),
                 info=i.info(),
+                device=i.device,
             )
             for i in self.loaded()
         ]
@@ -187,8 +206,8 @@ class ModelState:
             candidates = [
                 c for c in candidates if bool(c.model.get("vision", False)) == query["vision"]
             ]
-        if query.get("deviceIdentifier") is not None:
-            return None  # only the local device exists
+        if "deviceIdentifier" in query:  # null: local only; a name: that device only
+            candidates = [c for c in candidates if c.device == query["deviceIdentifier"]]
         if "identifier" in query:
             found = self._match_loaded(query["identifier"], candidates)
             if found is None:
@@ -260,34 +279,67 @@ class ModelState:
 
     # --- memory ---------------------------------------------------------------------------
 
-    def used_bytes(self, excluding: list[Instance] | None = None) -> int:
+    def check_device(self, device: Any) -> str | None:
+        """The device a ``deviceIdentifier`` names (``None``: local); unknown ones raise."""
+        if device is None:
+            return None
+        if device not in self.device_budgets:
+            raise err.unknown_device(str(device), sorted(self.device_budgets))
+        return str(device)
+
+    def budget_of(self, device: str | None) -> int:
+        return self.memory_budget if device is None else self.device_budgets[device]
+
+    def used_bytes(
+        self, excluding: list[Instance] | None = None, *, device: str | None = None
+    ) -> int:
+        """Memory in use on ``device`` (``None``: the local machine)."""
         self.expire()
         skip = {id(i) for i in excluding or []}
-        return sum(i.memory.total_bytes for i in self.instances if id(i) not in skip)
+        mine = [i for i in self.instances if i.device == device]
+        return sum(i.memory.total_bytes for i in mine if id(i) not in skip)
 
-    def free_bytes(self, excluding: list[Instance] | None = None) -> int:
-        return self.memory_budget - self.used_bytes(excluding)
+    def free_bytes(
+        self, excluding: list[Instance] | None = None, *, device: str | None = None
+    ) -> int:
+        return self.budget_of(device) - self.used_bytes(excluding, device=device)
+
+    def total_used_bytes(self) -> int:
+        """Memory in use on every device together."""
+        self.expire()
+        return sum(i.memory.total_bytes for i in self.instances)
+
+    def _record_peak(self, device: str | None) -> None:
+        self.peak_bytes = max(self.peak_bytes, self.total_used_bytes())
+        used = self.used_bytes(device=device)
+        self.device_peak_bytes[device] = max(self.device_peak_bytes.get(device, 0), used)
+
+    def reset_peak(self) -> None:
+        """Start recording peaks afresh from the memory in use now."""
+        self.peak_bytes = self.total_used_bytes()
+        for device in self.device_peak_bytes:
+            self.device_peak_bytes[device] = self.used_bytes(device=device)
 
     def estimate(self, model: dict[str, Any], config: dict[str, Any]) -> MemoryEstimate:
         return estimate_memory(str(model["type"]), model, config)
 
     def check_fits(
-        self, model: dict[str, Any], memory: MemoryEstimate, freed: list[Instance]
+        self,
+        model: dict[str, Any],
+        memory: MemoryEstimate,
+        freed: list[Instance],
+        *,
+        device: str | None = None,
     ) -> None:
-        free = self.free_bytes(excluding=freed)
+        free = self.free_bytes(excluding=freed, device=device)
         if memory.total_bytes <= free:
             return
-        gb = BYTES_PER_GB
-        raise err.StandInError(
-            f'Failed to load model "{model["modelKey"]}": insufficient memory',
-            cause=(
-                f"Loading needs about {memory.total_bytes / gb:.2f} GB "
-                f"(weights {memory.model_bytes / gb:.2f} GB + context "
-                f"{memory.context_bytes / gb:.2f} GB), but only {max(free, 0) / gb:.2f} GB of "
-                f"the {self.memory_budget / gb:g} GB memory budget is free."
-            ),
-            suggestion="Unload other models or load with a smaller context length.",
-            error_data={"requiredBytes": memory.total_bytes, "freeBytes": max(free, 0)},
+        raise err.insufficient_memory(
+            str(model["modelKey"]),
+            memory,
+            free=max(free, 0),
+            budget=self.budget_of(device),
+            device=device,
         )
 
     # --- mutation -------------------------------------------------------------------------
@@ -301,9 +353,11 @@ class ModelState:
         memory: MemoryEstimate,
         jit: bool,
         ttl_ms: int | None,
+        device: str | None = None,
     ) -> Instance:
-        inst = Instance(identifier, model, config, memory, jit, ttl_ms)
+        inst = Instance(identifier, model, config, memory, jit, ttl_ms, device=device)
         self.instances.append(inst)
+        self._record_peak(device)
         return inst
 
     def commit(self, inst: Instance) -> None:
@@ -314,15 +368,18 @@ class ModelState:
         if inst in self.instances:
             self.instances.remove(inst)
 
-    def jit_to_evict(self, keep: Instance | None = None) -> list[Instance]:
+    def jit_to_evict(
+        self, keep: Instance | None = None, *, device: str | None = None
+    ) -> list[Instance]:
         if not self.jit_evict:
             return []
-        return [i for i in self.loaded() if i.jit and i is not keep]
+        return [i for i in self.loaded() if i.jit and i is not keep and i.device == device]
 
-    def unload(self, identifier: str, domain: str) -> Instance:
+    def unload(self, identifier: str, domain: str, device: Any = ...) -> Instance:
+        """Unload ``identifier``; with ``device`` (``None``: local) only from that device."""
         low = identifier.lower()
         for inst in self.loaded(domain):
-            if inst.identifier.lower() == low:
+            if inst.identifier.lower() == low and (device is ... or inst.device == device):
                 self.instances.remove(inst)
                 return inst
         raise err.no_model_matching_query(

@@ -166,6 +166,8 @@ async def test_bad_config_fails_before_anything_is_sent(
         ({"key": LLAMA, "identifier": ""}, "identifier must not be empty"),
         ({"key": LLAMA, "ttl": -1}, "ttl must be a positive"),
         ({"key": LLAMA, "ttl": 0}, "ttl must be a positive"),
+        ({"key": LLAMA, "ttl": 0.0001}, r"ttl must be at least 0\.001 s"),
+        ({"key": LLAMA, "ttl": 0.00049}, r"ttl must be at least 0\.001 s"),
         ({"key": LLAMA, "ttl": "10"}, "ttl must be a number"),
         ({"key": LLAMA, "on_progress": 5}, "on_progress must be a function"),
     ],

@@ -131,15 +131,24 @@ async def test_async_structured_output(lmstudio_server: ThreadedStandInServer) -
         assert isinstance(typed.parsed["year"], int)
 
 
-async def test_async_act_without_tool_calls(lmstudio_server: ThreadedStandInServer) -> None:
+async def test_async_act_calls_the_tool_then_answers(
+    lmstudio_server: ThreadedStandInServer,
+) -> None:
+    # The stand-in's tool rule (issue 17): numbers in the message fill `add`'s parameters.
+    calls: list[tuple[int, int]] = []
+
     def add(a: int, b: int) -> int:
         """Add two numbers."""
+        calls.append((a, b))
         return a + b
 
     async with lmstudio.AsyncClient(lmstudio_server.host) as client:
         model = await client.llm.model(LLAMA)
         act = await model.act("What is 2 + 2?", [add])
-        assert act.rounds == 1
+        assert act.rounds == 2
+        assert calls == [(2, 2)]
+        quiet = await model.act("Say hello.", [add])
+        assert quiet.rounds == 1
 
 
 async def test_async_errors(lmstudio_server: ThreadedStandInServer) -> None:
@@ -167,7 +176,7 @@ async def test_async_embeddings(lmstudio_server: ThreadedStandInServer) -> None:
         assert await model.embed("The cat sat on the mat") == cat
         assert cosine(cat, kitten) > cosine(cat, bank)
         assert await model.count_tokens("Hello, world!") == 4
-        assert len(await model.tokenize("Hello, world!")) == 4
+        assert len(await model.tokenize("Hello, world!")) == 4 + 2  # start and end markers
 
 
 # --- sync client ---------------------------------------------------------------------------

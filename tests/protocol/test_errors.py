@@ -21,6 +21,7 @@ from lmstudio_async.errors import (
     AuthenticationError,
     ClientClosedError,
     ConfigError,
+    IdentifierTakenError,
     LMStudioConnectionError,
     LMStudioError,
     LMStudioTimeoutError,
@@ -370,7 +371,8 @@ def test_duplicate_identifier_names_identifier() -> None:
         operation="Model load",
         subject="x",
     )
-    assert type(err) is ServerError
+    assert type(err) is IdentifierTakenError  # issue 15: typed (see test_error_classes.py)
+    assert err.identifier == "x"
     assert str(err) == 'Model load failed: An instance with identifier "x" already exists'
     assert '"x"' in str(err)
     assert "stack" not in str(err).lower()

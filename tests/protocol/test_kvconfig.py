@@ -67,9 +67,20 @@ def test_frozen_and_hashable() -> None:
     assert hash(cfg) == hash(LlmLoadConfig(context_length=8, disabled_gpus=(1,)))
 
 
-def test_unknown_keyword_is_type_error() -> None:
-    with pytest.raises(TypeError):
-        LlmLoadConfig(context_lenght=3)  # type: ignore[call-arg]
+def test_unknown_keyword_is_a_config_error_with_a_suggestion() -> None:
+    # The same error and hint as the dict form (coerce_load_config), not a bare TypeError.
+    hint = r"'contxt_length' for llm models \(did you mean 'context_length'\?\)"
+    with pytest.raises(ConfigError, match=hint) as info:
+        LlmLoadConfig(contxt_length=4096)  # type: ignore[call-arg]
+    assert info.value.field == "contxt_length"
+    with pytest.raises(ConfigError) as from_dict:
+        coerce_load_config("llm", {"contxt_length": 4096})
+    assert str(from_dict.value) == str(info.value)
+    with pytest.raises(ConfigError, match="only applies to llm models"):
+        EmbeddingLoadConfig(flash_attention=True)  # type: ignore[call-arg]
+    with pytest.raises(ConfigError, match="keyword arguments only"):
+        LlmLoadConfig(4096)  # type: ignore[misc]
+    assert LlmLoadConfig(context_length=4096).context_length == 4096
 
 
 def test_gpu_split_fields_made_explicit() -> None:

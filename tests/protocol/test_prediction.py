@@ -163,8 +163,8 @@ def test_constructor_checks_too() -> None:
     with pytest.raises(lms.ConfigError) as info:
         lms.PredictionConfig(top_p=2)
     assert info.value.field == "top_p"
-    with pytest.raises(TypeError):
-        lms.PredictionConfig(bogus=1)  # type: ignore[call-arg]
+    with pytest.raises(lms.ConfigError, match=r"'max_tokns' \(did you mean 'max_tokens'\?\)"):
+        lms.PredictionConfig(max_tokns=1)  # type: ignore[call-arg]
 
 
 @pytest.mark.parametrize("config", ["fast", 3, lms.LlmLoadConfig(context_length=10)])

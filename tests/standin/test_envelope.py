@@ -47,10 +47,10 @@ async def test_unknown_rpc_endpoint_warns(client: RawClient) -> None:
 
 
 async def test_unhandled_endpoint_warns(client: RawClient) -> None:
-    sock = await client.connect("llm")
+    sock = await client.connect("embedding")
     w = await warning(
         sock,
-        {"type": "rpcCall", "endpoint": "preloadDraftModel", "callId": 1, "parameter": {}},
+        {"type": "rpcCall", "endpoint": "getBasePredictionConfig", "callId": 1, "parameter": {}},
     )
     assert w["kind"] == "rpcEndpointUnhandled"
     await sock.ws.close()

@@ -102,6 +102,8 @@ def from_standin(exc: err.StandInError, model: str | None = None) -> HttpError:
         )
     if code == "generic.domainMismatch":
         return HttpError(400, message, param="model", code="model_type_mismatch")
+    if code == "generic.visionNotSupported":
+        return HttpError(400, message, param="model", code="vision_not_supported")
     if exc.error_data is not None and "requiredBytes" in exc.error_data:
         return HttpError(400, message, code="model_load_failed")
     return HttpError(400, message, code="invalid_value")
@@ -312,6 +314,11 @@ class SSE:
         head = b"" if event is None else b"event: " + event.encode() + b"\n"
         await self._write(head + b"data: " + payload + b"\n\n")
 
+    async def done(self) -> None:
+        """The OpenAI stream terminator, ``data: [DONE]``."""
+        await self.start()
+        await self._write(b"data: [DONE]\n\n")
+
     async def _write(self, chunk: bytes) -> None:
         if self.closed:
             return
@@ -333,8 +340,9 @@ class SSE:
 class HttpSink:
     """The engine's :class:`~.._engine.Sink` for an HTTP request.
 
-    Fragments and prompt progress go to the given callbacks; the prediction stops (as if
-    cancelled) once the client has disconnected or the SSE stream could not be written.
+    Fragments, prompt progress and tool-call packets go to the given callbacks (finished
+    tool calls are also collected in ``tool_calls``); the prediction stops (as if cancelled)
+    once the client has disconnected or the SSE stream could not be written.
     """
 
     def __init__(
@@ -343,11 +351,14 @@ class HttpSink:
         on_fragment: Callable[[str], Awaitable[None]] | None = None,
         on_progress: Callable[[float], Awaitable[None]] | None = None,
         sse: SSE | None = None,
+        on_tool_packet: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
     ) -> None:
         self.request = request
         self.on_fragment = on_fragment
         self.on_progress = on_progress
+        self.on_tool_packet = on_tool_packet
         self.sse = sse
+        self.tool_calls: list[dict[str, Any]] = []  # toolCallRequest objects, in order
 
     def gone(self) -> bool:
         transport = self.request.transport
@@ -363,6 +374,11 @@ class HttpSink:
             await self.on_fragment(str(message["fragment"]["content"]))
         elif kind == "promptProcessingProgress" and self.on_progress is not None:
             await self.on_progress(float(message["progress"]))
+        elif isinstance(kind, str) and kind.startswith("toolCallGeneration"):
+            if kind == "toolCallGenerationEnd":
+                self.tool_calls.append(dict(message["toolCallRequest"]))
+            if self.on_tool_packet is not None:
+                await self.on_tool_packet(message)
 
     async def wait_or_cancel(self, seconds: float) -> bool:
         await asyncio.sleep(max(0.0, seconds))
@@ -455,10 +471,17 @@ async def use_model(
         )
     future: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
     state.pending_jit[key] = future
+    seconds: float | None = None
     try:
-        inst, seconds = await _jit_load(
-            rt, state, model, ttl_ms, load_fields, on_start, on_progress
-        )
+        async with state.jit_lock:
+            found = state.find_by_query(query, domain)  # loaded meanwhile (e.g. over WebSocket)
+            if found is not None:
+                state.touch(found)
+                inst = found
+            else:
+                inst, seconds = await _jit_load(
+                    rt, state, model, ttl_ms, load_fields, on_start, on_progress
+                )
     except Exception as exc:
         future.set_exception(exc)
         future.exception()  # marked as retrieved; waiters still see it

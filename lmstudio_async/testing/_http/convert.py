@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import msgspec
 
 from .. import _engine as engine
+from .. import _errors as err
+from .._files import FileStore
 from .._state import Instance
 from .common import Fields, HttpError
 
 _PRED = "llm.prediction."
+# HTTP requests have no client identity: their images are stored under this one.
+HTTP_CLIENT = "http-api"
+_DATA_URL = re.compile(r"^data:(image/[\w.+-]+);base64,(.*)$", re.S)
+_EXTENSIONS = {"image/jpeg": "jpg", "image/svg+xml": "svg"}
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 _ROLES["tool"] = "tool"
 MAX_STORED_CHATS = 1000
@@ -20,7 +28,43 @@ def text_part(text: str) -> dict[str, Any]:
     return {"type": "text", "text": text}
 
 
-def _content_parts(value: Any, where: str, index: int) -> list[dict[str, Any]]:
+def image_part(store: FileStore, url: Any, where: str) -> dict[str, Any]:
+    """A base64 data URL image stored like an upload, as a ChatHistoryData file part."""
+    from .common import from_standin
+
+    match = _DATA_URL.match(url) if isinstance(url, str) else None
+    if match is None:
+        raise HttpError(
+            400,
+            f"'{where}' must be a base64 data URL (data:image/...;base64,...); the stand-in "
+            "does not fetch images from the network",
+            param=where,
+            code="invalid_value",
+        )
+    mime, payload = match.groups()
+    subtype = mime.split("/", 1)[1]
+    name = f"image.{_EXTENSIONS.get(mime, subtype)}"
+    try:
+        stored = store.upload(HTTP_CLIENT, name, payload.strip())
+    except err.StandInError as exc:
+        problem = from_standin(exc)
+        problem.param = where
+        raise problem from None
+    if stored.image is None:
+        raise HttpError(
+            400, f"'{where}' is not a readable image", param=where, code="invalid_value"
+        )
+    return {"type": "file", "name": name, "identifier": stored.identifier}
+
+
+def _image_url(part: dict[str, Any]) -> Any:
+    url = part.get("image_url")
+    if isinstance(url, dict):
+        return url.get("url")
+    return url if url is not None else part.get("data_url")
+
+
+def _content_parts(value: Any, where: str, store: FileStore | None = None) -> list[dict[str, Any]]:
     """OpenAI message content (a string or an array of parts) as ChatHistoryData parts."""
     if isinstance(value, str):
         return [text_part(value)]
@@ -47,9 +91,9 @@ def _content_parts(value: Any, where: str, index: int) -> list[dict[str, Any]]:
                     code="invalid_type",
                 )
             parts.append(text_part(text))
-        elif kind in ("image_url", "input_image", "image"):
-            # The stand-in does not look at pixels: an image is a file part in the history.
-            parts.append({"type": "file", "name": "image", "identifier": f"image-{index}-{n}"})
+        elif kind in ("image_url", "input_image", "image") and store is not None:
+            # stored like an uploaded file, so the engine sees it as the WebSocket API does
+            parts.append(image_part(store, _image_url(part), f"{here}.image_url"))
         else:
             raise HttpError(
                 400,
@@ -102,7 +146,9 @@ def _tool_call_parts(value: Any, where: str) -> list[dict[str, Any]]:
     return parts
 
 
-def history_from_messages(value: Any, where: str = "messages") -> list[dict[str, Any]]:
+def history_from_messages(
+    value: Any, where: str = "messages", store: FileStore | None = None
+) -> list[dict[str, Any]]:
     """OpenAI chat messages as ChatHistoryData messages (what the WebSocket API receives)."""
     if not isinstance(value, list):
         raise HttpError(400, f"'{where}' must be an array", param=where, code="invalid_type")
@@ -126,14 +172,14 @@ def history_from_messages(value: Any, where: str = "messages") -> list[dict[str,
         parts: list[dict[str, Any]] = []
         if role == "tool":
             if not isinstance(content, str):
-                content = _joined_text(_content_parts(content, here, index))
+                content = _joined_text(_content_parts(content, here))
             result: dict[str, Any] = {"type": "toolCallResult", "content": content}
             if isinstance(raw.get("tool_call_id"), str):
                 result["toolCallId"] = raw["tool_call_id"]
             parts.append(result)
         else:
             if content is not None or role != "assistant":
-                parts.extend(_content_parts(content, here, index))
+                parts.extend(_content_parts(content, here, store))
             if role == "assistant" and raw.get("tool_calls") is not None:
                 parts.extend(_tool_call_parts(raw["tool_calls"], f"{here}.tool_calls"))
         messages.append({"role": role, "content": parts})
@@ -207,6 +253,18 @@ def response_format_fields(fields: Fields) -> dict[str, Any]:
     if not isinstance(schema, dict):
         raise spec.bad("schema", "an object", schema)
     return {_PRED + "structured": {"type": "json", "jsonSchema": schema}}
+
+
+def image_lead(store: FileStore, inst: Instance, history: dict[str, Any]) -> str:
+    """What the model says first about the history's images (as over WebSocket); a model
+    without vision refuses them."""
+    from .. import _files as files
+    from .common import from_standin
+
+    images = store.images_in(HTTP_CLIENT, history)
+    if images and not inst.model.get("vision"):
+        raise from_standin(files.vision_not_supported(inst.model_key))
+    return files.describe_images(images)
 
 
 def resolve_config(inst: Instance, received: dict[str, Any]) -> dict[str, Any]:
@@ -286,41 +344,28 @@ def tool_fields(fields: Fields) -> dict[str, Any] | None:
     return {"type": "toolArray", "tools": converted}
 
 
-def _tool_calls(outcome: engine.Outcome) -> list[dict[str, Any]]:
-    calls = getattr(outcome, "tool_calls", None)
-    return list(calls) if isinstance(calls, list) else []
+def tool_call_json(request: dict[str, Any], index: int) -> dict[str, Any]:
+    """An engine ``toolCallRequest`` as an OpenAI ``tool_calls`` entry."""
+    return {
+        "id": str(request.get("id") or f"call_{index}"),
+        "type": "function",
+        "function": {
+            "name": str(request["name"]),
+            # spelled as the streamed argument fragments spell it
+            "arguments": json.dumps(request.get("arguments", {}), ensure_ascii=False),
+        },
+    }
 
 
 def assistant_message(
-    outcome: engine.Outcome, tools: dict[str, Any] | None
+    outcome: engine.Outcome, calls: list[dict[str, Any]]
 ) -> tuple[dict[str, Any], str]:
     """The OpenAI assistant message and finish reason for a finished prediction."""
-    calls = _tool_calls(outcome) if tools is not None else []
-    if not calls:
+    if outcome.stop_reason != "toolCalls" or not calls:
         return {"role": "assistant", "content": outcome.text}, finish_reason(outcome.stop_reason)
-    return {
+    message = {
         "role": "assistant",
-        "content": None,
-        "tool_calls": [
-            {
-                "id": str(call.get("id") or f"call_{n}"),
-                "type": "function",
-                "function": {
-                    "name": str(call["name"]),
-                    "arguments": msgspec.json.encode(call.get("arguments", {})).decode(),
-                },
-            }
-            for n, call in enumerate(calls)
-        ],
-    }, "tool_calls"
-
-
-def stream_deltas(message: dict[str, Any]) -> list[dict[str, Any]]:
-    """The streamed deltas of a buffered assistant message (used when tools were offered)."""
-    calls = message.get("tool_calls")
-    if not calls:
-        return [{"role": "assistant", "content": message.get("content") or ""}]
-    return [
-        {"role": "assistant", "content": None, "tool_calls": [{"index": n, **call}]}
-        for n, call in enumerate(calls)
-    ]
+        "content": outcome.text or None,
+        "tool_calls": [tool_call_json(call, n) for n, call in enumerate(calls)],
+    }
+    return message, "tool_calls"

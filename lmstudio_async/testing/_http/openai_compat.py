@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from .. import _engine as engine
+from .. import _toolcalls as tc
+from .._files import FileStore
 from .._state import Instance
 from . import convert as cv
 from .common import (
@@ -26,8 +28,6 @@ from .common import (
 
 if TYPE_CHECKING:
     from .._server import Runtime
-
-_DONE = b"data: [DONE]\n\n"
 
 
 # --- models -------------------------------------------------------------------------------------
@@ -98,7 +98,10 @@ async def chat_completions(
     fields = await read_fields(request)
     name = fields.string("model", required=True)
     assert name is not None
-    history = {"messages": cv.history_from_messages(fields.raw("messages", required=True))}
+    store = rt.state.files
+    history = {
+        "messages": cv.history_from_messages(fields.raw("messages", required=True), store=store)
+    }
     stream = bool(fields.boolean("stream"))
     include_usage = _stream_options(fields)
     received = cv.sampling_fields(fields, max_tokens=("max_tokens", "max_completion_tokens"))
@@ -106,6 +109,7 @@ async def chat_completions(
     if stop is not None:
         received["llm.prediction.stopStrings"] = stop
     received.update(cv.response_format_fields(fields))
+    fields.integer("n", minimum=1, maximum=1)  # the stand-in answers with one choice
     tools = cv.tool_fields(fields)
     if tools is not None:
         received["llm.prediction.tools"] = tools
@@ -113,7 +117,9 @@ async def chat_completions(
     loaded = await use_model(rt, name, "llm", ttl_ms=ttl)
     inst = loaded.inst
     config = cv.resolve_config(inst, received)
+    lead = cv.image_lead(store, inst, history)
     prompt = engine.chat_prompt(inst, history, config)
+    round_ = engine.tool_round(inst, config, tc.messages_from_history(history))
     completion_id = new_id("chatcmpl-")
     created = now_s()
 
@@ -128,10 +134,11 @@ async def chat_completions(
         }
 
     if not stream:
+        sink = HttpSink(request)
         outcome = await engine.predict(
-            rt.state, inst, config, prompt, HttpSink(request), rt.tokens_per_second
+            rt.state, inst, config, prompt, sink, rt.tokens_per_second, round_, lead
         )
-        message, reason = cv.assistant_message(outcome, tools)
+        message, reason = cv.assistant_message(outcome, sink.tool_calls)
         body: dict[str, Any] = {
             "id": completion_id,
             "object": "chat.completion",
@@ -152,33 +159,45 @@ async def chat_completions(
     sse = SSE(request)
     await sse.start()
     first = True
-    buffered: list[str] = []
+    calls = 0
+    call_id = ""
 
-    async def on_fragment(text: str) -> None:
+    async def send_delta(delta: dict[str, Any]) -> None:
         nonlocal first
-        if tools is not None:
-            buffered.append(text)  # a tool call is only known once the text is complete
-            return
-        delta: dict[str, Any] = {"content": text}
         if first:
-            delta = {"role": "assistant", "content": text}
+            delta = {"role": "assistant", **delta}
             first = False
         await sse.send(chunk(delta, None))
 
+    async def on_fragment(text: str) -> None:
+        await send_delta({"content": text})
+
+    async def on_tool_packet(packet: dict[str, Any]) -> None:
+        nonlocal calls, call_id
+        kind = packet["type"]
+        if kind == "toolCallGenerationStart":
+            call_id = packet.get("toolCallId") or f"call_{calls}"
+        elif kind == "toolCallGenerationNameReceived":
+            entry = {
+                "index": calls,
+                "id": call_id,
+                "type": "function",
+                "function": {"name": packet["name"], "arguments": ""},
+            }
+            await send_delta({"tool_calls": [entry]})
+        elif kind == "toolCallGenerationArgumentFragmentGenerated":
+            function = {"arguments": packet["content"]}
+            await send_delta({"tool_calls": [{"index": calls, "function": function}]})
+        elif kind == "toolCallGenerationEnd":
+            calls += 1
+
+    sink = HttpSink(request, on_fragment, sse=sse, on_tool_packet=on_tool_packet)
     outcome = await engine.predict(
-        rt.state,
-        inst,
-        config,
-        prompt,
-        HttpSink(request, on_fragment, sse=sse),
-        rt.tokens_per_second,
+        rt.state, inst, config, prompt, sink, rt.tokens_per_second, round_, lead
     )
-    message, reason = cv.assistant_message(outcome, tools)
-    if tools is not None:
-        for delta in cv.stream_deltas(message):
-            await sse.send(chunk(delta, None))
-    elif first:
-        await sse.send(chunk({"role": "assistant", "content": ""}, None))
+    _message, reason = cv.assistant_message(outcome, sink.tool_calls)
+    if first:
+        await send_delta({"content": ""})
     final = chunk({}, reason)
     if native:
         final.update(native_extras(inst, outcome))
@@ -188,7 +207,7 @@ async def chat_completions(
         tail["choices"] = []
         tail["usage"] = cv.usage(outcome)
         await sse.send(tail)
-    await sse._write(_DONE)
+    await sse.done()
     return await sse.finish()
 
 
@@ -262,7 +281,7 @@ async def completions(rt: Runtime, request: web.Request, *, native: bool) -> web
     if native:
         final.update(native_extras(inst, outcome))
     await sse.send(final)
-    await sse._write(_DONE)
+    await sse.done()
     return await sse.finish()
 
 
@@ -316,7 +335,7 @@ async def embeddings(rt: Runtime, request: web.Request) -> web.Response:
 # --- responses (basic text) -----------------------------------------------------------------------
 
 
-def _responses_input(fields: Fields) -> list[dict[str, Any]]:
+def _responses_input(fields: Fields, store: FileStore) -> list[dict[str, Any]]:
     raw = fields.raw("input", required=True)
     if isinstance(raw, str):
         return [{"role": "user", "content": [cv.text_part(raw)]}]
@@ -335,7 +354,7 @@ def _responses_input(fields: Fields) -> list[dict[str, Any]]:
                 code="invalid_value",
             )
         items.append({"role": item.get("role"), "content": item.get("content")})
-    return cv.history_from_messages(items, "input")
+    return cv.history_from_messages(items, "input", store)
 
 
 def _response_object(
@@ -396,7 +415,7 @@ async def responses(rt: Runtime, request: web.Request) -> web.StreamResponse:
     fields = await read_fields(request)
     name = fields.string("model", required=True)
     assert name is not None
-    messages = _responses_input(fields)
+    messages = _responses_input(fields, rt.state.files)
     instructions = fields.string("instructions", empty=True)
     previous = fields.string("previous_response_id")
     store = fields.boolean("store")
@@ -426,6 +445,7 @@ async def responses(rt: Runtime, request: web.Request) -> web.StreamResponse:
     loaded = await use_model(rt, name, "llm", ttl_ms=ttl_ms(fields))
     inst = loaded.inst
     config = cv.resolve_config(inst, received)
+    lead = cv.image_lead(rt.state.files, inst, {"messages": history})
     prompt = engine.chat_prompt(inst, {"messages": system + history}, config)
     response_id = new_id("resp_")
     message_id = new_id("msg_")
@@ -438,7 +458,7 @@ async def responses(rt: Runtime, request: web.Request) -> web.StreamResponse:
 
     if not stream:
         outcome = await engine.predict(
-            rt.state, inst, config, prompt, HttpSink(request), rt.tokens_per_second
+            rt.state, inst, config, prompt, HttpSink(request), rt.tokens_per_second, None, lead
         )
         remember(outcome)
         return json_response(
@@ -493,6 +513,8 @@ async def responses(rt: Runtime, request: web.Request) -> web.StreamResponse:
         prompt,
         HttpSink(request, on_fragment, sse=sse),
         rt.tokens_per_second,
+        None,
+        lead,
     )
     remember(outcome)
     text = outcome.text

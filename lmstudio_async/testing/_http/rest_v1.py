@@ -3,12 +3,14 @@ load and unload, and ``/api/v1/chat`` (stateful, streamed as named SSE events)."
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from .. import _engine as engine
 from .. import _errors as err
+from .._files import FileStore
 from .._kvconfig import context_key, effective_config
 from .._state import Instance
 from . import convert as cv
@@ -187,7 +189,7 @@ async def unload(rt: Runtime, request: web.Request) -> web.Response:
 # --- chat -----------------------------------------------------------------------------------------
 
 
-def _chat_input(fields: Fields) -> list[dict[str, Any]]:
+def _chat_input(fields: Fields, store: FileStore) -> list[dict[str, Any]]:
     """``input`` (text, or message/text/image items) as one user message's parts."""
     raw = fields.raw("input", required=True)
     if isinstance(raw, str):
@@ -209,14 +211,7 @@ def _chat_input(fields: Fields) -> list[dict[str, Any]]:
                 )
             parts.append(cv.text_part(content))
         elif kind == "image" and isinstance(item, dict):
-            if not isinstance(item.get("data_url"), str):
-                raise HttpError(
-                    400,
-                    f"'{here}.data_url' must be a string",
-                    param=f"{here}.data_url",
-                    code="invalid_type",
-                )
-            parts.append({"type": "file", "name": "image", "identifier": f"image-{n}"})
+            parts.append(cv.image_part(store, item.get("data_url"), f"{here}.data_url"))
         else:
             raise HttpError(
                 400,
@@ -257,7 +252,7 @@ async def chat(rt: Runtime, request: web.Request) -> web.StreamResponse:
     fields = await read_fields(request)
     name = fields.string("model", required=True)
     assert name is not None
-    parts = _chat_input(fields)
+    parts = _chat_input(fields, rt.state.files)
     system = fields.string("system_prompt", empty=True)
     stream = bool(fields.boolean("stream"))
     store = fields.boolean("store") is not False
@@ -303,21 +298,23 @@ async def chat(rt: Runtime, request: web.Request) -> web.StreamResponse:
     ttl = ttl_ms(fields)
     response_id = new_id("resp_") if store else None
 
-    def remember(outcome: engine.Outcome) -> None:
+    def conclude(inst: Instance, outcome: engine.Outcome, loaded: Loaded) -> dict[str, Any]:
+        """Store the exchange (unless ``store`` is false) and build the result."""
         if response_id is not None:
             reply = {"role": "assistant", "content": [cv.text_part(outcome.text)]}
             cv.store_chat(rt.state.stored_chats, response_id, [*history, reply])
+        return _result(inst, outcome, loaded, response_id)
 
     if not stream:
         loaded = await use_model(rt, name, "llm", ttl_ms=ttl, load_fields=load_fields)
         inst = loaded.inst
         config = cv.resolve_config(inst, received)
+        lead = cv.image_lead(rt.state.files, inst, {"messages": history})
         prompt = engine.chat_prompt(inst, {"messages": head + history}, config)
         outcome = await engine.predict(
-            rt.state, inst, config, prompt, HttpSink(request), rt.tokens_per_second
+            rt.state, inst, config, prompt, HttpSink(request), rt.tokens_per_second, None, lead
         )
-        remember(outcome)
-        return json_response(_result(inst, outcome, loaded, response_id))
+        return json_response(conclude(inst, outcome, loaded))
 
     sse = SSE(request)
     started = False
@@ -355,6 +352,29 @@ async def chat(rt: Runtime, request: web.Request) -> web.StreamResponse:
         return await sse.finish()
     inst = loaded.inst
     await chat_start(inst)
+    try:
+        messages = head + history
+        return await _stream_chat(rt, request, sse, event, loaded, received, messages, conclude)
+    except HttpError as exc:  # after the stream started, errors are events
+        await event("error", error=exc.body(True)["error"])
+        return await sse.finish()
+
+
+Event = Callable[..., Awaitable[None]]
+
+
+async def _stream_chat(
+    rt: Runtime,
+    request: web.Request,
+    sse: SSE,
+    event: Event,
+    loaded: Loaded,
+    received: dict[str, Any],
+    messages: list[dict[str, Any]],
+    conclude: Callable[[Instance, engine.Outcome, Loaded], dict[str, Any]],
+) -> web.StreamResponse:
+    """The part of a streamed ``/api/v1/chat`` after ``chat.start``."""
+    inst = loaded.inst
     if loaded.load_seconds is not None:
         await event(
             "model_load.end",
@@ -362,7 +382,8 @@ async def chat(rt: Runtime, request: web.Request) -> web.StreamResponse:
             load_time_seconds=round(loaded.load_seconds, 3),
         )
     config = cv.resolve_config(inst, received)
-    prompt = engine.chat_prompt(inst, {"messages": head + history}, config)
+    lead = cv.image_lead(rt.state.files, inst, {"messages": messages})
+    prompt = engine.chat_prompt(inst, {"messages": messages}, config)
     await event("prompt_processing.start")
     in_message = False
 
@@ -384,11 +405,12 @@ async def chat(rt: Runtime, request: web.Request) -> web.StreamResponse:
         prompt,
         HttpSink(request, on_fragment, on_progress, sse=sse),
         rt.tokens_per_second,
+        None,
+        lead,
     )
     if not in_message:
         await event("prompt_processing.end")
         await event("message.start")
     await event("message.end")
-    remember(outcome)
-    await event("chat.end", result=_result(inst, outcome, loaded, response_id))
+    await event("chat.end", result=conclude(inst, outcome, loaded))
     return await sse.finish()

@@ -1,0 +1,1503 @@
+"""A model pool: a safe working set of model instances shared by many concurrent tasks.
+
+:class:`AsyncModelPool` leases instances (``async with pool.use(key) as model``), loads
+them when needed (one load per key however many callers ask at once), keeps them loaded
+while any lease holds them, and makes room within a memory budget by unloading idle
+instances, chosen by a frequency-with-aging policy (see ``docs/pool.md`` for why and for
+the measurements). It spreads instances over several hosts and over the LM Link devices
+of a host, notices instances that expired or were unloaded by someone else, and marks a
+host down when its connection drops.
+
+Everything here runs in one event loop and changes shared state only between ``await``
+points, so no lock is needed; unloads and loads run outside every such critical section.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import math
+import uuid
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType, TracebackType
+from typing import Any, Final, Generic, Literal, TypeAlias, TypeVar, cast
+
+import msgspec
+
+from .._protocol.endpoints import check_key
+from .._protocol.info import ModelInfo
+from .._protocol.kvconfig import Domain, coerce_load_config, load_config_stack
+from ..config import EmbeddingLoadConfig, LlmLoadConfig
+from ..errors import (
+    ClientClosedError,
+    HostDownError,
+    IdentifierTakenError,
+    InsufficientMemoryError,
+    LMStudioConnectionError,
+    LMStudioError,
+    LMStudioValueError,
+    ModelNotFoundError,
+    ModelUnloadedError,
+    PoolFullError,
+    PoolTimeoutError,
+    ServerError,
+)
+from .client import LLM, AsyncClient, EmbeddingModel
+from .handle import _ModelHandle, log
+
+__all__ = [
+    "DEFAULT_LEASE_TIMEOUT",
+    "DEFAULT_MAX_WAITING",
+    "AsyncModelPool",
+    "PoolCounters",
+    "PoolStats",
+    "TargetKey",
+]
+
+TargetKey: TypeAlias = tuple[int, "str | None"]
+"""A placement target: ``(client_index, device)``; ``device`` is ``None`` for the host itself."""
+
+DEFAULT_LEASE_TIMEOUT: Final = 120.0
+"""Default ``timeout`` of :meth:`AsyncModelPool.use`: seconds to wait for memory and the load."""
+
+DEFAULT_MAX_WAITING: Final = 10_000
+"""Default bound of the wait queue; a lease beyond it raises :class:`PoolFullError`."""
+
+_DEFAULT_LOAD_TIMEOUT: Final = 600.0
+_DEFAULT_RECONCILE_SECONDS: Final = 5.0
+_UNLOAD_TIMEOUT: Final = 30.0
+_PROBE_TIMEOUT: Final = 5.0
+_RECONNECT_FIRST: Final = 0.05
+_RECONNECT_MAX: Final = 2.0
+_AGING_WINDOW: Final = 128
+_LEARNED_SECONDS: Final = 30.0
+_TTL_CHECK_FRACTION: Final = 0.8  # idle this share of the TTL: ask before handing it out
+_HandleAny: TypeAlias = _ModelHandle[Any, Any]
+_H = TypeVar("_H", bound=_ModelHandle[Any, Any])
+
+Eviction: TypeAlias = Literal["lfu", "lru"]
+
+
+# --- statistics ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PoolCounters:
+    """Counters of a pool, of one key or of one placement target (all integers).
+
+    ``loads``: instances the pool loaded; ``evictions``: idle instances it unloaded to make
+    room; ``hits``: leases granted on an instance that was already loaded; ``waits``: leases
+    that had to queue for memory or for a free slot; ``in_flight``: leases held now;
+    ``queued``: callers waiting now.
+    """
+
+    loads: int = 0
+    evictions: int = 0
+    hits: int = 0
+    waits: int = 0
+    in_flight: int = 0
+    queued: int = 0
+
+    def _text(self) -> str:
+        return (
+            f"loads={self.loads} evictions={self.evictions} hits={self.hits} "
+            f"waits={self.waits} in_flight={self.in_flight} queued={self.queued}"
+        )
+
+    def __repr__(self) -> str:
+        return f"PoolCounters({self._text()})"
+
+
+@dataclass(frozen=True, repr=False)
+class PoolStats(PoolCounters):
+    """A snapshot of :meth:`AsyncModelPool.stats`: the pool's counters, the same per key
+    (``by_key[key]``) and per placement target (``by_target[(client_index, device)]``),
+    and the bytes in use and budget of each target (``None`` without a budget)."""
+
+    by_key: Mapping[str, PoolCounters] = field(default_factory=dict)
+    by_target: Mapping[TargetKey, PoolCounters] = field(default_factory=dict)
+    used_bytes: Mapping[TargetKey, int] = field(default_factory=dict)
+    budget_bytes: Mapping[TargetKey, int | None] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        parts = []
+        for target, used in self.used_bytes.items():
+            budget = self.budget_bytes.get(target)
+            where = f"{target[0]}" if target[1] is None else f"{target[0]}/{target[1]}"
+            limit = "-" if budget is None else f"{budget / 1e9:.2f}"
+            parts.append(f"{where}:{used / 1e9:.2f}/{limit}GB")
+        memory = f" memory=[{' '.join(parts)}]" if parts else ""
+        return f"PoolStats({self._text()}{memory})"
+
+
+_FIELDS: Final = ("loads", "evictions", "hits", "waits")
+
+
+class _Counts:
+    __slots__ = ("evictions", "hits", "in_flight", "loads", "queued", "waits")
+
+    def __init__(self) -> None:
+        self.loads = self.evictions = self.hits = self.waits = self.in_flight = self.queued = 0
+
+    def freeze(self) -> PoolCounters:
+        return PoolCounters(
+            self.loads, self.evictions, self.hits, self.waits, self.in_flight, self.queued
+        )
+
+
+# --- eviction policies -----------------------------------------------------------------------
+
+
+class _Policy:
+    """Orders idle instances for eviction, first victim first."""
+
+    def record(self, key: str) -> None:
+        """One lease request for ``key`` (hit or miss)."""
+
+    def rank(self, inst: _Instance) -> tuple[float, float]:
+        raise NotImplementedError
+
+
+class LruPolicy(_Policy):
+    """Least recently used first (kept for comparison; see docs/pool.md)."""
+
+    def rank(self, inst: _Instance) -> tuple[float, float]:
+        return (inst.last_used, 0.0)
+
+
+class LfuAgingPolicy(_Policy):
+    """Least frequently requested first, over the request history of every key (loaded or
+    not), with every count halved each ``window`` requests so that popularity can change;
+    ties go to the least recently used. On equal-size models this is GDSF without size
+    weighting and the counting half of W-TinyLFU (measured in ``benchmarks/pool.py``)."""
+
+    def __init__(self, window: int = _AGING_WINDOW) -> None:
+        self.window = window
+        self.counts: Counter[str] = Counter()
+        self._seen = 0
+
+    def record(self, key: str) -> None:
+        self.counts[key] += 1
+        self._seen += 1
+        if self._seen >= self.window:
+            self._seen = 0
+            for name in list(self.counts):
+                halved = self.counts[name] // 2
+                if halved:
+                    self.counts[name] = halved
+                else:
+                    del self.counts[name]
+
+    def rank(self, inst: _Instance) -> tuple[float, float]:
+        return (float(self.counts.get(inst.key, 0)), inst.last_used)
+
+
+def make_policy(name: Eviction) -> _Policy:
+    if name == "lfu":
+        return LfuAgingPolicy()
+    if name == "lru":
+        return LruPolicy()
+    raise LMStudioValueError(f"eviction must be 'lfu' or 'lru', got {name!r}")
+
+
+# --- internal state ----------------------------------------------------------------------------
+
+
+class _Host:
+    __slots__ = ("catalog", "client", "index", "probe", "synced", "syncing", "up")
+
+    def __init__(self, index: int, client: AsyncClient) -> None:
+        self.index = index
+        self.client = client
+        self.up = True
+        self.synced = False  # reconciled with list_loaded since it (last) came up
+        self.catalog: dict[str, ModelInfo] | None = None
+        self.probe: asyncio.Task[None] | None = None
+        self.syncing: asyncio.Task[None] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.client.api_host or f"client #{self.index}"
+
+
+class _Target:
+    __slots__ = (
+        "budget",
+        "counts",
+        "device",
+        "host",
+        "instances",
+        "key",
+        "learned",
+        "learned_until",
+    )
+
+    def __init__(self, host: _Host, device: str | None, budget: int | None) -> None:
+        self.host = host
+        self.device = device
+        self.budget = budget
+        self.key: TargetKey = (host.index, device)
+        self.instances: list[_Instance] = []
+        self.counts = _Counts()
+        # After the server refused a load for memory: less than what was asked fits.
+        self.learned: int | None = None
+        self.learned_until = 0.0
+
+    def limit(self, now: float) -> int | None:
+        """The budget to place against: the configured one, or less after a refusal."""
+        if self.learned is not None and now >= self.learned_until:
+            self.learned = None
+        if self.learned is None:
+            return self.budget
+        return self.learned if self.budget is None else min(self.budget, self.learned)
+
+    def committed(self) -> int:
+        """Bytes of instances loaded or being loaded here (evictions in progress excluded)."""
+        return sum(i.bytes for i in self.instances if i.state in ("loading", "ready"))
+
+    def resident(self) -> int:
+        """Bytes that may be in the server's memory right now."""
+        return sum(
+            i.bytes
+            for i in self.instances
+            if i.state in ("ready", "evicting") or (i.state == "loading" and i.started)
+        )
+
+
+_State: TypeAlias = Literal["loading", "ready", "evicting", "gone"]
+
+
+class _Instance:
+    __slots__ = (
+        "bytes",
+        "domain",
+        "done",
+        "draining",
+        "handle",
+        "identifier",
+        "key",
+        "last_used",
+        "leases",
+        "owned",
+        "reference",
+        "reserved",
+        "signature",
+        "started",
+        "state",
+        "target",
+    )
+
+    def __init__(
+        self,
+        key: str,
+        domain: str,
+        signature: bytes | None,
+        target: _Target,
+        nbytes: int,
+        *,
+        owned: bool,
+    ) -> None:
+        self.key = key
+        self.domain = domain
+        self.signature = signature  # the load config's wire form; None: unknown (not ours)
+        self.target = target
+        self.bytes = nbytes
+        self.owned = owned
+        self.state: _State = "loading"
+        self.started = False  # the load request has been sent
+        self.identifier = ""
+        self.reference = ""
+        self.handle: _HandleAny | None = None
+        self.leases = 0
+        self.reserved = 0  # callers of the load, promised a lease when it lands
+        self.draining = False  # no new leases: a waiter needs its memory once it is idle
+        self.last_used = 0.0
+        self.done: asyncio.Future[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<pool instance {self.identifier or self.key!r} {self.state} leases={self.leases}>"
+
+    @property
+    def idle(self) -> bool:
+        return self.leases == 0 and self.reserved == 0
+
+
+class _Waiter:
+    __slots__ = ("future", "seq")
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+        self.future: asyncio.Future[None] | None = None
+
+
+# --- leases ------------------------------------------------------------------------------------
+
+
+class PoolLease(Generic[_H]):
+    """``async with pool.use(key) as model``: the context manager of one lease.
+
+    ``model`` is the leased handle; on exit the lease is released (also on error and
+    on cancellation). A connection error inside the block marks the host down and is
+    raised as :class:`HostDownError`; :class:`ModelUnloadedError` tells the pool the
+    instance is gone, so the next lease of its key loads it again.
+    """
+
+    def __init__(
+        self,
+        pool: AsyncModelPool,
+        key: str,
+        config: Any,
+        timeout: float | None,
+        domain: str | None,
+    ) -> None:
+        self._pool = pool
+        self._key = key
+        self._config = config
+        self._timeout = timeout
+        self._domain = domain
+        self._instance: _Instance | None = None
+
+    async def __aenter__(self) -> _H:
+        if self._instance is not None:
+            raise LMStudioValueError("this lease is already in use; call pool.use() again")
+        inst = await self._pool._acquire(self._key, self._config, self._timeout, self._domain)
+        self._instance = inst
+        assert inst.handle is not None
+        return cast(_H, inst.handle)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        replacement = self._exit(exc)
+        if replacement is not None:
+            raise replacement from exc
+
+    def _exit(self, exc: BaseException | None) -> BaseException | None:
+        """Release the lease; returns the exception to raise instead of ``exc``, if any."""
+        inst, self._instance = self._instance, None
+        if inst is None:
+            return None
+        return self._pool._release(inst, exc)
+
+
+# --- the pool --------------------------------------------------------------------------------
+
+
+class AsyncModelPool:
+    """Leases model instances to concurrent tasks within a memory budget, on one or more hosts.
+
+    ``clients`` is one :class:`AsyncClient` or a sequence of them (one per LM Studio
+    host). ``memory_budget`` is per placement target (a host, or one LM Link device of a
+    host): an int (bytes) for every host, a sequence with one entry per client, or a
+    mapping ``{(client_index, device_or_None): bytes}``, whose keys are then the targets
+    (list the devices of a host there to spread over them). ``None``: no client-side
+    budget; the pool relies on the server refusing loads for memory.
+
+    ::
+
+        async with AsyncModelPool(client, memory_budget=8 * 10**9) as pool:
+            async with pool.llm("qwen2.5-7b-instruct-1m") as model:
+                reply = await model.respond("Hello")
+
+    Loads use explicit ``load`` calls with pool-unique identifiers (never JIT, so
+    LM Studio's JIT auto-evict never takes a pooled model), ``ttl`` (idle seconds before
+    LM Studio unloads an instance, ``None``: never) and ``load_timeout``.
+    ``max_waiting`` bounds the callers waiting for memory or a slot
+    (:class:`PoolFullError` beyond it); ``max_concurrent_per_instance`` bounds the
+    leases of one instance (``None``: no limit); ``max_replicas`` lets a busy key get
+    more instances while the budget has room. ``eviction`` picks idle instances to
+    unload: ``"lfu"`` (frequency with aging, the default) or ``"lru"``.
+    ``reconcile_interval`` is how often (seconds) the pool compares its view with each
+    host's ``list_loaded`` (``None``: only when something fails).
+    """
+
+    def __init__(
+        self,
+        clients: AsyncClient | Sequence[AsyncClient],
+        *,
+        memory_budget: int | Sequence[int | None] | Mapping[TargetKey, int | None] | None = None,
+        max_waiting: int = DEFAULT_MAX_WAITING,
+        max_concurrent_per_instance: int | None = None,
+        max_replicas: int = 1,
+        ttl: float | None = None,
+        load_timeout: float | None = _DEFAULT_LOAD_TIMEOUT,
+        reconcile_interval: float | None = _DEFAULT_RECONCILE_SECONDS,
+        eviction: Eviction = "lfu",
+    ) -> None:
+        client_list = list(clients) if isinstance(clients, Sequence) else [clients]
+        if not client_list:
+            raise LMStudioValueError("AsyncModelPool needs at least one client")
+        for i, client in enumerate(client_list):
+            if not isinstance(client, AsyncClient):
+                raise LMStudioValueError(
+                    f"clients[{i}] must be an AsyncClient, got {type(client).__name__}"
+                )
+        if len({id(c) for c in client_list}) != len(client_list):
+            raise LMStudioValueError("the same client appears twice in clients")
+        _check_int("max_waiting", max_waiting, minimum=0)
+        if max_concurrent_per_instance is not None:
+            _check_int("max_concurrent_per_instance", max_concurrent_per_instance, minimum=1)
+        _check_int("max_replicas", max_replicas, minimum=1)
+        for name, value in (
+            ("ttl", ttl),
+            ("load_timeout", load_timeout),
+            ("reconcile_interval", reconcile_interval),
+        ):
+            if value is not None and not (_is_number(value) and value > 0):
+                raise LMStudioValueError(f"{name} must be a positive number or None, got {value!r}")
+        self._policy = make_policy(eviction)
+        self._hosts = [_Host(i, c) for i, c in enumerate(client_list)]
+        self._targets = self._make_targets(memory_budget)
+        self._max_waiting = max_waiting
+        self._max_concurrent = max_concurrent_per_instance
+        self._max_replicas = max_replicas
+        self._ttl = ttl
+        self._load_timeout = load_timeout
+        self._reconcile_interval = reconcile_interval
+        self._pinned: set[str] = set()
+        self._token = uuid.uuid4().hex[:8]
+        self._ids = itertools.count(1)
+        self._seq = itertools.count()
+        self._waiters: dict[int, _Waiter] = {}  # insertion order is FIFO order
+        self._internal: list[asyncio.Future[None]] = []  # loads waiting for memory to free
+        self._counts = _Counts()
+        self._key_counts: dict[str, _Counts] = {}
+        self._estimates: dict[tuple[TargetKey, str, bytes | None], int] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._cancellable: set[asyncio.Task[Any]] = set()
+        self._reconciler: asyncio.Task[None] | None = None
+        self._drainer: int | None = None  # the waiter for which instances are draining
+        self._closed = False
+        self._closing: asyncio.Future[None] | None = None
+
+    # --- construction helpers --------------------------------------------------------------
+
+    def _make_targets(
+        self, budget: int | Sequence[int | None] | Mapping[TargetKey, int | None] | None
+    ) -> list[_Target]:
+        hosts = self._hosts
+        if budget is None or isinstance(budget, int | float):
+            value = None if budget is None else _check_budget("memory_budget", budget)
+            return [_Target(h, None, value) for h in hosts]
+        if isinstance(budget, Mapping):
+            targets = []
+            for key, value in budget.items():
+                if not (
+                    isinstance(key, tuple)
+                    and len(key) == 2
+                    and _is_int(key[0])
+                    and (key[1] is None or isinstance(key[1], str))
+                ):
+                    raise LMStudioValueError(
+                        f"memory_budget keys must be (client_index, device_or_None), got {key!r}"
+                    )
+                index, device = key
+                if not 0 <= index < len(hosts):
+                    raise LMStudioValueError(
+                        f"memory_budget key {key!r}: client_index must be 0..{len(hosts) - 1}"
+                    )
+                if device is not None:
+                    check_key(device, "device")
+                nbytes = None if value is None else _check_budget(f"memory_budget[{key!r}]", value)
+                targets.append(_Target(hosts[index], device, nbytes))
+            missing = {h.index for h in hosts} - {t.host.index for t in targets}
+            if missing:
+                raise LMStudioValueError(
+                    f"memory_budget names no target for client(s) {sorted(missing)}"
+                )
+            return targets
+        if isinstance(budget, Sequence) and not isinstance(budget, str | bytes):
+            values = list(budget)
+            if len(values) != len(hosts):
+                raise LMStudioValueError(
+                    f"memory_budget has {len(values)} entries for {len(hosts)} clients"
+                )
+            return [
+                _Target(h, None, None if v is None else _check_budget(f"memory_budget[{i}]", v))
+                for i, (h, v) in enumerate(zip(hosts, values, strict=True))
+            ]
+        raise LMStudioValueError(
+            "memory_budget must be bytes (int), a sequence with one entry per client, a mapping "
+            f"{{(client_index, device): bytes}} or None, got {type(budget).__name__}"
+        )
+
+    # --- public API ---------------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<AsyncModelPool {len(self._hosts)} host(s) {state} {self.stats()!r}>"
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`aclose` has started."""
+        return self._closed
+
+    async def __aenter__(self) -> AsyncModelPool:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def use(
+        self,
+        key: str,
+        *,
+        config: LlmLoadConfig | EmbeddingLoadConfig | Mapping[str, Any] | None = None,
+        timeout: float | None = DEFAULT_LEASE_TIMEOUT,
+    ) -> PoolLease[LLM | EmbeddingModel]:
+        """``async with pool.use(key) as model:`` lease an instance of ``key`` (an
+        :class:`LLM` or :class:`EmbeddingModel`, as the host's catalogue says).
+
+        Loads it if no instance is free (one load however many callers ask), keeps it
+        loaded while any lease holds it, and releases the lease on exit, also on error or
+        cancellation. ``config`` is the load config: instances loaded with another config
+        are not shared with this lease. ``timeout`` bounds the wait for memory, a free
+        slot and the load (:class:`PoolTimeoutError`); ``None`` waits without deadline.
+        """
+        return self._lease(key, config, timeout, None)
+
+    def llm(
+        self,
+        key: str,
+        *,
+        config: LlmLoadConfig | Mapping[str, Any] | None = None,
+        timeout: float | None = DEFAULT_LEASE_TIMEOUT,
+    ) -> PoolLease[LLM]:
+        """:meth:`use` for an LLM: the handle is an :class:`LLM` (an embedding model's key
+        raises :class:`LMStudioValueError`)."""
+        return cast(PoolLease[LLM], self._lease(key, config, timeout, "llm"))
+
+    def embedding(
+        self,
+        key: str,
+        *,
+        config: EmbeddingLoadConfig | Mapping[str, Any] | None = None,
+        timeout: float | None = DEFAULT_LEASE_TIMEOUT,
+    ) -> PoolLease[EmbeddingModel]:
+        """:meth:`use` for an embedding model: the handle is an :class:`EmbeddingModel`."""
+        return cast(PoolLease[EmbeddingModel], self._lease(key, config, timeout, "embedding"))
+
+    def pin(self, key: str) -> None:
+        """Never evict instances of ``key`` (they still count against the budget).
+
+        A key may be pinned before anything loaded it; pinning does not load it.
+        """
+        check_key(key, "model key")
+        self._pinned.add(key.lower())
+
+    def unpin(self, key: str) -> None:
+        """Let instances of ``key`` be evicted again (no error if it was not pinned)."""
+        check_key(key, "model key")
+        self._pinned.discard(key.lower())
+        self._changed()
+
+    def stats(self) -> PoolStats:
+        """A snapshot of the pool's counters, per key and per placement target."""
+        in_flight_key: Counter[str] = Counter()
+        in_flight_target: Counter[TargetKey] = Counter()
+        for target in self._targets:
+            for inst in target.instances:
+                if inst.leases:
+                    in_flight_key[inst.key] += inst.leases
+                    in_flight_target[target.key] += inst.leases
+
+        def freeze(counts: _Counts, in_flight: int, queued: int) -> PoolCounters:
+            return PoolCounters(
+                counts.loads, counts.evictions, counts.hits, counts.waits, in_flight, queued
+            )
+
+        by_key = {
+            key: freeze(c, in_flight_key[key], c.queued)
+            for key, c in sorted(self._key_counts.items())
+        }
+        by_target = {t.key: freeze(t.counts, in_flight_target[t.key], 0) for t in self._targets}
+        total = self._counts
+        return PoolStats(
+            total.loads,
+            total.evictions,
+            total.hits,
+            total.waits,
+            sum(in_flight_key.values()),
+            len(self._waiters),
+            by_key=MappingProxyType(by_key),
+            by_target=MappingProxyType(by_target),
+            used_bytes=MappingProxyType({t.key: t.committed() for t in self._targets}),
+            budget_bytes=MappingProxyType({t.key: t.budget for t in self._targets}),
+        )
+
+    async def aclose(self) -> None:
+        """Stop the pool: pending leases fail with :class:`ClientClosedError`, loads in
+        progress are cancelled, and every instance the pool loaded is unloaded (instances
+        it did not load stay). The clients stay open."""
+        if self._closing is not None:
+            await asyncio.shield(self._closing)
+            return
+        self._closed = True
+        self._closing = asyncio.get_running_loop().create_future()
+        try:
+            self._changed()  # waiters see the pool closed
+            for task in list(self._cancellable):
+                task.cancel()
+            while self._tasks:  # evictions finish their unloads
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            unloads = []
+            for target in self._targets:
+                for inst in target.instances:
+                    if inst.owned and inst.state in ("ready", "evicting") and inst.identifier:
+                        unloads.append(self._unload(inst))
+                    inst.state = "gone"
+                target.instances.clear()
+            await asyncio.gather(*unloads, return_exceptions=True)
+        finally:
+            self._closing.set_result(None)
+
+    # --- leasing ------------------------------------------------------------------------------
+
+    def _lease(
+        self, key: str, config: Any, timeout: float | None, domain: str | None
+    ) -> PoolLease[Any]:
+        check_key(key, "model key")
+        if timeout is not None and not (_is_number(timeout) and timeout > 0):
+            raise LMStudioValueError(f"timeout must be a positive number or None, got {timeout!r}")
+        return PoolLease(self, key, config, timeout, domain)
+
+    def _key_stats(self, key: str) -> _Counts:
+        counts = self._key_counts.get(key)
+        if counts is None:
+            counts = self._key_counts[key] = _Counts()
+        return counts
+
+    def _bump(self, name: str, key: str, target: _Target | None) -> None:
+        setattr(self._counts, name, getattr(self._counts, name) + 1)
+        counts = self._key_stats(key)
+        setattr(counts, name, getattr(counts, name) + 1)
+        if target is not None:
+            setattr(target.counts, name, getattr(target.counts, name) + 1)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClientClosedError("the model pool is closed")
+
+    async def _acquire(
+        self, key: str, config: Any, timeout: float | None, want: str | None
+    ) -> _Instance:
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        self._start_reconciler()
+        info = await self._model_info(key, deadline, timeout)
+        key = info.model_key
+        domain = str(info.type)
+        if want is not None and domain != want:
+            raise LMStudioValueError(
+                f"{key!r} is an {'LLM' if domain == 'llm' else 'embedding model'}; "
+                f"use pool.{'llm' if domain == 'llm' else 'embedding'}() or pool.use()"
+            )
+        dom = cast(Domain, domain)
+        cfg = coerce_load_config(dom, cast(object, config))
+        signature = msgspec.json.encode(load_config_stack(dom, cfg))
+        default_sig = msgspec.json.encode(load_config_stack(dom, None))
+        plain = signature == default_sig
+        await self._prepare_estimates(key, domain, cfg, signature, deadline)
+        self._policy.record(key)
+        waiter: _Waiter | None = None
+        waited = False
+        last_error: BaseException | None = None
+        counts = self._key_stats(key)
+        try:
+            while True:
+                self._check_open()
+                if waiter is not None and waiter.future is not None:
+                    waiter.future = None
+                await self._sync_hosts(deadline, timeout)
+                # Fair queueing: a caller that needs to wait keeps its place in line.
+                ahead = waiter is None and bool(self._waiters)
+                drain = waiter is not None and self._drainer in (None, waiter.seq)
+                step = self._try(
+                    key,
+                    domain,
+                    cfg,
+                    signature,
+                    plain,
+                    info,
+                    place=not ahead,
+                    drain_for=waiter.seq if drain and waiter is not None else None,
+                )
+                if isinstance(step, _Instance):
+                    if step.state == "ready":
+                        if self._maybe_expired(step) and not await self._still_loaded(step):
+                            continue
+                        if not waited:
+                            self._bump("hits", key, step.target)
+                        return step
+                    # A load this caller started, or joined: wait for it to land.
+                    try:
+                        inst = await self._await_load(step, deadline, timeout, key)
+                    except _Retry as retry:
+                        last_error = retry.cause
+                        continue
+                    if inst is not None:
+                        return inst
+                    continue
+                if isinstance(step, BaseException):
+                    raise step
+                # Nothing free: queue (FIFO) until something changes.
+                if waiter is None:
+                    if len(self._waiters) >= self._max_waiting:
+                        raise PoolFullError(
+                            f"model pool: {len(self._waiters)} callers are already waiting "
+                            f"(max_waiting={self._max_waiting}); lease of {key!r} refused"
+                        )
+                    waiter = _Waiter(next(self._seq))
+                    self._waiters[waiter.seq] = waiter
+                    counts.queued += 1
+                    if not waited:
+                        waited = True
+                        self._bump("waits", key, None)
+                    if ahead:
+                        self._changed()  # let the callers ahead try first, in order
+                    else:
+                        continue  # first in line: try once more, now allowed to drain
+                fut = waiter.future = loop.create_future()
+                await self._wait(fut, deadline, timeout, key, last_error)
+        finally:
+            if waiter is not None:
+                self._waiters.pop(waiter.seq, None)
+                counts.queued -= 1
+                if self._drainer == waiter.seq:
+                    self._drainer = None
+                    for target in self._targets:
+                        for inst in target.instances:
+                            inst.draining = False
+                self._changed()
+
+    async def _wait(
+        self,
+        fut: asyncio.Future[None],
+        deadline: float | None,
+        timeout: float | None,
+        key: str,
+        cause: BaseException | None,
+    ) -> None:
+        remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
+        if remaining is not None and remaining <= 0:
+            raise self._timeout(key, timeout, cause)
+        try:
+            await asyncio.wait_for(fut, remaining)
+        except TimeoutError:
+            if fut.done() and not fut.cancelled():
+                return
+            raise self._timeout(key, timeout, cause) from None
+
+    def _timeout(
+        self, key: str, timeout: float | None, cause: BaseException | None
+    ) -> LMStudioError:
+        if all(not h.up for h in self._hosts):
+            names = ", ".join(h.name for h in self._hosts)
+            error: LMStudioError = HostDownError(
+                f"model pool: no host is up to lease {key!r} (down: {names})",
+                host=self._hosts[0].name if len(self._hosts) == 1 else None,
+            )
+        else:
+            detail = f" (last: {cause})" if cause is not None else ""
+            error = PoolTimeoutError(
+                f"model pool: no instance of {key!r} became available within {timeout:g}s{detail}",
+                timeout=timeout,
+                kind="total",
+                operation=f"pool lease of {key!r}",
+            )
+        error.__cause__ = cause
+        return error
+
+    def _changed(self) -> None:
+        """Something was freed or landed: wake every waiter, in FIFO order."""
+        for fut in self._internal:
+            if not fut.done():
+                fut.set_result(None)
+        for waiter in list(self._waiters.values()):
+            fut = waiter.future  # type: ignore[assignment]
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+
+    # --- the decision (no await inside) ---------------------------------------------------
+
+    def _try(
+        self,
+        key: str,
+        domain: str,
+        cfg: Any,
+        signature: bytes,
+        plain: bool,
+        info: ModelInfo,
+        *,
+        place: bool = True,
+        drain_for: int | None = None,
+    ) -> _Instance | BaseException | None:
+        """Lease a ready instance, join a load in progress, or start one; None: wait.
+
+        ``drain_for``: the waiter may mark leased instances as draining (no new leases)
+        so that they can be evicted for it once their leases end.
+        """
+        limit = self._max_concurrent
+        matching = [
+            inst
+            for target in self._targets
+            if target.host.up
+            for inst in target.instances
+            if inst.key == key
+            and inst.state in ("ready", "loading")
+            and (inst.signature == signature or (inst.signature is None and plain))
+        ]
+        ready = [i for i in matching if i.state == "ready"]
+        free = [
+            i for i in ready if not i.draining and (limit is None or i.leases + i.reserved < limit)
+        ]
+        loading = [i for i in matching if i.state == "loading"]
+        if free:
+            inst = min(free, key=lambda i: (i.leases + i.reserved, -i.last_used))
+            if place and inst.leases and len(matching) < self._max_replicas:
+                replica = self._place(key, domain, cfg, signature, info, evict=False)
+                if isinstance(replica, _Instance):
+                    return replica
+            self._take(inst)
+            return inst
+        if loading:
+            inst = min(loading, key=lambda i: i.reserved)
+            if limit is None or inst.reserved < limit:
+                inst.reserved += 1
+                return inst
+        if not place or (matching and len(matching) >= self._max_replicas):
+            return None  # every instance is busy and no replica may be added
+        return self._place(
+            key, domain, cfg, signature, info, evict=not matching, drain_for=drain_for
+        )
+
+    def _take(self, inst: _Instance) -> None:
+        inst.leases += 1
+
+    def _maybe_expired(self, inst: _Instance) -> bool:
+        """Whether the server's idle TTL may have unloaded ``inst`` since its last lease."""
+        if self._ttl is None or inst.leases != 1 or not inst.owned:
+            return False
+        idle = asyncio.get_running_loop().time() - inst.last_used
+        return idle >= self._ttl * _TTL_CHECK_FRACTION
+
+    async def _still_loaded(self, inst: _Instance) -> bool:
+        """Ask the server about ``inst`` (leased by the caller); if gone, release and forget it."""
+        assert inst.handle is not None
+        try:
+            await inst.handle.get_info(timeout=_PROBE_TIMEOUT)
+        except ModelNotFoundError:
+            inst.leases -= 1
+            self._gone(inst)
+            return False
+        except BaseException:
+            inst.leases -= 1
+            self._changed()
+            raise
+        return True
+
+    def _evictable(self, target: _Target) -> list[_Instance]:
+        victims = [
+            i
+            for i in target.instances
+            if i.state == "ready" and i.owned and i.idle and i.key.lower() not in self._pinned
+        ]
+        victims.sort(key=self._policy.rank)
+        return victims
+
+    def _place(
+        self,
+        key: str,
+        domain: str,
+        cfg: Any,
+        signature: bytes,
+        info: ModelInfo,
+        *,
+        evict: bool,
+        drain_for: int | None = None,
+    ) -> _Instance | BaseException | None:
+        """Start a load of ``key`` on the best target (evicting idle instances if allowed)."""
+        best: tuple[tuple[float, ...], _Target, list[_Instance]] | None = None
+        too_big: list[str] = []
+        now = asyncio.get_running_loop().time()
+        for target in self._targets:
+            if not target.host.up or not self._serves(target, key):
+                continue
+            need = self._bytes(target, key, signature, info)
+            limit = target.limit(now)
+            candidate: tuple[tuple[float, ...], _Target, list[_Instance]]
+            if limit is None:
+                committed = sum(1 for i in target.instances if i.state in ("loading", "ready"))
+                candidate = ((0, committed), target, [])  # the least loaded host
+            else:
+                if target.budget is not None and need > target.budget:
+                    too_big.append(f"{_where(target)} ({target.budget / 1e9:.2f} GB)")
+                    continue
+                free = limit - target.committed()
+                if need <= free:
+                    candidate = ((0, -(free - need)), target, [])
+                elif not evict:
+                    continue
+                else:
+                    victims = self._victims(self._evictable(target), free, need)
+                    if victims is None:
+                        continue
+                    cost = sum(self._policy.rank(v)[0] for v in victims)
+                    candidate = ((1, cost, len(victims)), target, victims)
+            if best is None or candidate[0] < best[0]:
+                best = candidate
+        if best is None:
+            if too_big and len(too_big) == sum(1 for t in self._targets if t.host.up):
+                return LMStudioValueError(
+                    f"model pool: {key!r} needs more memory than the budget of {', '.join(too_big)}"
+                )
+            if evict and drain_for is not None:
+                self._drain(key, signature, info, now, drain_for)
+            return None
+        _, target, victims = best
+        for victim in victims:
+            self._evict(victim)
+        inst = _Instance(
+            key, domain, signature, target, self._bytes(target, key, signature, info), owned=True
+        )
+        inst.reserved = 1
+        target.instances.append(inst)
+        inst.done = asyncio.get_running_loop().create_future()
+        self._spawn(self._load(inst, cfg), f"lmstudio-pool-load-{key}", cancel=True)
+        return inst
+
+    @staticmethod
+    def _victims(candidates: list[_Instance], free: int, need: int) -> list[_Instance] | None:
+        """The first of ``candidates`` (in eviction order) that make ``need`` fit, sparing
+        those that later, more valuable ones made unnecessary; None if all are not enough."""
+        victims: list[_Instance] = []
+        for victim in candidates:
+            if free >= need:
+                break
+            victims.append(victim)
+            free += victim.bytes
+        if free < need:
+            return None
+        for victim in victims[-2::-1]:
+            if free - victim.bytes >= need:
+                victims.remove(victim)
+                free -= victim.bytes
+        return victims
+
+    def _drain(self, key: str, signature: bytes, info: ModelInfo, now: float, seq: int) -> None:
+        """Nothing idle can make room: stop leasing the instances whose eviction would
+        (the fewest busy ones, least valuable first), so that this waiter is served once
+        their leases end instead of waiting behind a stream of hits."""
+        best: tuple[tuple[float, ...], list[_Instance]] | None = None
+        for target in self._targets:
+            limit = target.limit(now)
+            if not target.host.up or limit is None or not self._serves(target, key):
+                continue
+            candidates = [
+                i
+                for i in target.instances
+                if i.state == "ready" and i.owned and i.key.lower() not in self._pinned
+            ]
+            candidates.sort(key=lambda i: (not i.idle, *self._policy.rank(i)))
+            need = self._bytes(target, key, signature, info)
+            victims = self._victims(candidates, limit - target.committed(), need)
+            if victims is None:
+                continue
+            busy = [v for v in victims if not v.idle]
+            score = (len(busy), sum(self._policy.rank(v)[0] for v in busy))
+            if best is None or score < best[0]:
+                best = (score, busy)
+        if best is not None:
+            self._drainer = seq
+            for victim in best[1]:
+                victim.draining = True
+
+    def _serves(self, target: _Target, key: str) -> bool:
+        catalog = target.host.catalog
+        return catalog is None or key.lower() in catalog
+
+    def _bytes(self, target: _Target, key: str, signature: bytes | None, info: ModelInfo) -> int:
+        cached = self._estimates.get((target.key, key, signature))
+        return cached if cached is not None else int(info.size_bytes)
+
+    # --- loads and unloads (run as tasks, outside the decision) -----------------------------
+
+    async def _await_load(
+        self, inst: _Instance, deadline: float | None, timeout: float | None, key: str
+    ) -> _Instance | None:
+        """Wait for ``inst`` to land; the lease it promised becomes a real one."""
+        assert inst.done is not None
+        try:
+            remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
+            if remaining is not None and remaining <= 0:
+                raise self._timeout(key, timeout, None)
+            try:
+                await asyncio.wait_for(asyncio.shield(inst.done), remaining)
+            except TimeoutError:
+                if not inst.done.done():
+                    raise self._timeout(key, timeout, None) from None
+        except BaseException:
+            inst.reserved -= 1
+            self._changed()
+            raise
+        inst.reserved -= 1
+        error = inst.done.exception()
+        if error is not None:
+            self._changed()
+            if isinstance(error, _Retry):
+                raise _Retry(error.cause)
+            raise error
+        if inst.state != "ready":
+            self._changed()
+            return None
+        self._take(inst)
+        return inst
+
+    async def _load(self, inst: _Instance, cfg: Any) -> None:
+        target = inst.target
+        host = target.host
+        assert inst.done is not None
+        try:
+            await self._memory_free(inst)
+            inst.started = True
+            namespace = host.client.llm if inst.domain == "llm" else host.client.embedding
+            handle: _HandleAny | None = None
+            for attempt in range(3):
+                inst.identifier = f"{inst.key}@pool-{self._token}-{next(self._ids)}"
+                try:
+                    handle = await namespace.load(
+                        inst.key,
+                        inst.identifier,
+                        config=cfg,
+                        ttl=self._ttl,
+                        timeout=self._load_timeout,
+                        **self._device_kwargs(target),
+                    )
+                    break
+                except IdentifierTakenError:
+                    if attempt == 2:
+                        raise
+            assert handle is not None
+        except BaseException as exc:
+            inst.state = "gone"
+            self._forget(inst)
+            if isinstance(exc, asyncio.CancelledError):
+                inst.done.set_exception(ClientClosedError("the model pool is closed"))
+                inst.done.exception()
+                self._changed()
+                raise
+            error: BaseException = exc
+            if isinstance(exc, InsufficientMemoryError) and target.committed() > 0:
+                # The server has less room than we thought (someone else's models, or a
+                # wrong estimate): place against what fits now for a while, and retry.
+                capacity = target.committed() + inst.bytes - 1  # an upper bound, now
+                if target.learned is None or capacity < target.learned:
+                    target.learned = capacity
+                target.learned_until = asyncio.get_running_loop().time() + _LEARNED_SECONDS
+                self._spawn(
+                    self._reconcile(host), f"lmstudio-pool-reconcile-{host.index}", cancel=True
+                )
+                error = _Retry(exc)
+            elif isinstance(exc, _Retry):
+                error = exc
+            elif isinstance(exc, LMStudioConnectionError) and not self._closed:
+                self._mark_down(host, exc)
+                error = _Retry(exc)
+            inst.done.set_exception(error)
+            inst.done.exception()  # retrieved by the waiters
+            self._changed()
+            return
+        inst.handle = handle
+        inst.reference = handle.instance_reference
+        inst.state = "ready"
+        inst.last_used = asyncio.get_running_loop().time()
+        self._bump("loads", inst.key, target)
+        inst.done.set_result(None)
+        self._changed()
+
+    async def _memory_free(self, inst: _Instance) -> None:
+        """Wait until ``inst`` fits in what may really be in memory now (its victims'
+        unloads and other loads finished); a :class:`_Retry` if waiting cannot help."""
+        target = inst.target
+        budget = target.budget
+        if budget is None:
+            return
+        loop = asyncio.get_running_loop()
+        while target.resident() + inst.bytes > budget:
+            busy = any(
+                i.state == "evicting" or (i.state == "loading" and i.started)
+                for i in target.instances
+            )
+            if not busy:
+                raise _Retry(
+                    InsufficientMemoryError(
+                        f"{_where(target)} has no room for {inst.key!r} yet",
+                        operation="pool load",
+                    )
+                )
+            fut: asyncio.Future[None] = loop.create_future()
+            self._internal.append(fut)
+            try:
+                await fut
+            finally:
+                self._internal.remove(fut)
+
+    async def _prepare_estimates(
+        self, key: str, domain: str, cfg: Any, signature: bytes, deadline: float | None
+    ) -> None:
+        """Estimate (once, cached) the memory of ``key`` with ``cfg`` on every target."""
+        todo = [
+            t for t in self._targets if t.host.up and (t.key, key, signature) not in self._estimates
+        ]
+        if todo:
+            await asyncio.gather(
+                *(self._estimate(t, key, domain, cfg, signature, deadline) for t in todo)
+            )
+
+    async def _estimate(
+        self,
+        target: _Target,
+        key: str,
+        domain: str,
+        cfg: Any,
+        signature: bytes,
+        deadline: float | None,
+    ) -> None:
+        client = target.host.client
+        namespace = client.llm if domain == "llm" else client.embedding
+        try:
+            estimate = await namespace.estimate(
+                key,
+                config=cfg,
+                timeout=_bounded(deadline, _PROBE_TIMEOUT),
+                **self._device_kwargs(target),
+            )
+        except LMStudioConnectionError as exc:
+            self._mark_down(target.host, exc)
+            return
+        except ServerError as exc:
+            log.info("pool: no estimate for %r on %s (%s)", key, _where(target), exc)
+            return
+        self._estimates[(target.key, key, signature)] = math.ceil(estimate.total_bytes)
+
+    def _device_kwargs(self, target: _Target) -> dict[str, Any]:
+        return {} if target.device is None else {"device": target.device}
+
+    def _evict(self, inst: _Instance) -> None:
+        inst.state = "evicting"
+        self._bump("evictions", inst.key, inst.target)
+        self._spawn(self._evict_task(inst), f"lmstudio-pool-evict-{inst.identifier}")
+
+    async def _evict_task(self, inst: _Instance) -> None:
+        try:
+            await self._unload(inst)
+        finally:
+            inst.state = "gone"
+            self._forget(inst)
+            self._changed()
+
+    async def _unload(self, inst: _Instance) -> None:
+        client = inst.target.host.client
+        namespace = client.llm if inst.domain == "llm" else client.embedding
+        try:
+            device = inst.handle.device if inst.handle is not None else inst.target.device
+            await namespace.unload(inst.identifier, device=device, timeout=_UNLOAD_TIMEOUT)
+        except ModelNotFoundError:
+            pass  # gone already (a TTL, or someone else)
+        except LMStudioConnectionError as exc:
+            if not self._closed:
+                self._mark_down(inst.target.host, exc)
+        except LMStudioError as exc:
+            log.warning("pool: unloading %r failed: %s", inst.identifier, exc)
+
+    def _forget(self, inst: _Instance) -> None:
+        with contextlib.suppress(ValueError):
+            inst.target.instances.remove(inst)
+
+    # --- releasing ------------------------------------------------------------------------
+
+    def _release(self, inst: _Instance, exc: BaseException | None) -> BaseException | None:
+        inst.leases -= 1
+        inst.last_used = asyncio.get_running_loop().time()
+        replacement: BaseException | None = None
+        if isinstance(exc, ModelUnloadedError):
+            self._gone(inst)
+        elif isinstance(exc, ModelNotFoundError) and inst.state == "ready":
+            self._spawn(self._verify(inst), f"lmstudio-pool-verify-{inst.identifier}", cancel=True)
+        elif isinstance(exc, LMStudioConnectionError) and not isinstance(exc, HostDownError):
+            host = inst.target.host
+            if not (isinstance(exc, ClientClosedError) and self._closed):
+                self._mark_down(host, exc)
+                replacement = HostDownError(
+                    f"model pool: the connection to {host.name} dropped while "
+                    f"{inst.identifier!r} was leased ({exc})",
+                    host=host.client.api_host,
+                )
+        self._changed()
+        return replacement
+
+    def _gone(self, inst: _Instance) -> None:
+        """``inst`` is no longer loaded (TTL, someone else): never hand it out again."""
+        if inst.state in ("ready", "evicting"):
+            log.info("pool: %r is no longer loaded; the next lease reloads it", inst.identifier)
+            inst.state = "gone"
+            self._forget(inst)
+            self._changed()
+
+    async def _verify(self, inst: _Instance) -> None:
+        handle = inst.handle
+        if handle is None:
+            return
+        try:
+            await handle.get_info(timeout=_PROBE_TIMEOUT)
+        except ModelNotFoundError:
+            self._gone(inst)
+        except LMStudioError:
+            pass
+
+    # --- hosts: catalogue, reconciliation, down and up -----------------------------------
+
+    async def _model_info(
+        self, key: str, deadline: float | None, timeout: float | None
+    ) -> ModelInfo:
+        """The catalogue entry of ``key`` (from the first host that lists it)."""
+        low = key.lower()
+        for host in self._hosts:  # catalogues already read, also of hosts down for now
+            found = None if host.catalog is None else host.catalog.get(low)
+            if found is not None:
+                return found
+        for refresh in (False, True):
+            errors: list[BaseException] = []
+            for host in self._hosts:
+                if not host.up:
+                    continue
+                if host.catalog is None or refresh:
+                    try:
+                        models = await host.client.system.list_downloaded(
+                            timeout=_bounded(deadline, _PROBE_TIMEOUT)
+                        )
+                    except LMStudioConnectionError as exc:
+                        self._mark_down(host, exc)
+                        errors.append(exc)
+                        continue
+                    host.catalog = {m.model_key.lower(): m for m in models}
+                found = host.catalog.get(low)
+                if found is not None:
+                    return found
+            if errors and len(errors) == len(self._hosts):
+                raise self._timeout(key, timeout, errors[0])
+        hosts = [h for h in self._hosts if h.catalog is not None]
+        keys = sorted({m.model_key for h in hosts for m in (h.catalog or {}).values()})
+        raise ModelNotFoundError.client_side(
+            f"model pool: no host has a downloaded model {key!r} "
+            f"(available: {', '.join(keys[:10]) or 'none'})",
+            subject=key,
+            operation="pool lease",
+        )
+
+    async def _sync_hosts(self, deadline: float | None, timeout: float | None) -> None:
+        """Reconcile (once, shared) hosts that came up since their last reconciliation."""
+        pending = []
+        for host in self._hosts:
+            if host.up and not host.synced:
+                if host.syncing is None or host.syncing.done():
+                    host.syncing = self._spawn(
+                        self._reconcile(host), f"lmstudio-pool-sync-{host.index}", cancel=True
+                    )
+                pending.append(host.syncing)
+        if pending:
+            remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
+            done, _ = await asyncio.wait([asyncio.shield(t) for t in pending], timeout=remaining)
+            if len(done) < len(pending):
+                raise self._timeout("a model", timeout, None)
+
+    def _start_reconciler(self) -> None:
+        if self._reconciler is None and self._reconcile_interval is not None:
+            self._reconciler = self._spawn(
+                self._reconcile_loop(), "lmstudio-pool-reconcile", cancel=True
+            )
+
+    async def _reconcile_loop(self) -> None:
+        assert self._reconcile_interval is not None
+        while True:
+            await asyncio.sleep(self._reconcile_interval)
+            for host in self._hosts:
+                if host.up:
+                    await self._reconcile(host)
+
+    async def _reconcile(self, host: _Host) -> None:
+        """Compare the pool's view of ``host`` with its ``list_loaded``."""
+        targets = [t for t in self._targets if t.host is host]
+        before = {i.reference for t in targets for i in t.instances if i.state == "ready"}
+        try:
+            loaded: list[_HandleAny] = [
+                *await host.client.llm.list_loaded(timeout=_PROBE_TIMEOUT),
+                *await host.client.embedding.list_loaded(timeout=_PROBE_TIMEOUT),
+            ]
+        except LMStudioConnectionError as exc:
+            if not self._closed:
+                self._mark_down(host, exc)
+            return
+        except LMStudioError as exc:
+            log.warning("pool: list_loaded on %s failed: %s", host.name, exc)
+            host.synced = True
+            return
+        if self._closed:
+            return
+        present: dict[str, _HandleAny] = {h.instance_reference: h for h in loaded}
+        known: set[str] = set()
+        for target in targets:
+            for inst in list(target.instances):
+                if inst.state == "loading":
+                    known.add(inst.identifier)
+                    continue
+                known.add(inst.reference)
+                if inst.state == "ready" and inst.reference in before - present.keys():
+                    self._gone(inst)
+        for ref, handle in present.items():
+            if ref in known or handle.identifier in known or self._ours(handle.identifier):
+                continue  # ours: loaded, being unloaded, or a load that is landing
+            target = self._target_for(targets, handle.info.device_identifier)
+            inst = _Instance(
+                handle.model_key,
+                handle._domain,
+                None,
+                target,
+                await self._foreign_bytes(host, target, handle),
+                owned=False,
+            )
+            if self._closed or ref in {i.reference for i in target.instances}:
+                continue
+            inst.handle = handle
+            inst.identifier = handle.identifier
+            inst.reference = ref
+            inst.state = "ready"
+            target.instances.append(inst)
+            log.info("pool: using %r, loaded by someone else, on %s", inst.identifier, host.name)
+        host.synced = True
+        self._changed()
+
+    def _ours(self, identifier: str) -> bool:
+        return f"@pool-{self._token}-" in identifier
+
+    @staticmethod
+    def _target_for(targets: list[_Target], device: str | None) -> _Target:
+        for target in targets:
+            if target.device == device:
+                return target
+        return targets[0]
+
+    async def _foreign_bytes(self, host: _Host, target: _Target, handle: _HandleAny) -> int:
+        size = 0
+        if host.catalog is not None:
+            entry = host.catalog.get(handle.model_key.lower())
+            size = int(entry.size_bytes) if entry is not None else 0
+        namespace = host.client.llm if handle._domain == "llm" else host.client.embedding
+        try:
+            estimate = await namespace.estimate(
+                handle.model_key,
+                config={"context_length": handle.info.context_length},
+                timeout=_PROBE_TIMEOUT,
+                **self._device_kwargs(target),
+            )
+            return max(size, math.ceil(estimate.total_bytes))
+        except LMStudioError:
+            return size
+
+    def _mark_down(self, host: _Host, exc: BaseException) -> None:
+        if not host.up or self._closed:
+            return
+        log.warning("pool: host %s is down (%s)", host.name, exc)
+        host.up = False
+        host.synced = False
+        if host.probe is None or host.probe.done():
+            host.probe = self._spawn(
+                self._probe(host), f"lmstudio-pool-probe-{host.index}", cancel=True
+            )
+        self._changed()
+
+    async def _probe(self, host: _Host) -> None:
+        """Retry the host until a connection succeeds, then mark it up."""
+        delay = _RECONNECT_FIRST
+        while not self._closed:
+            await asyncio.sleep(delay)
+            try:
+                await host.client.system.version(timeout=_PROBE_TIMEOUT)
+            except LMStudioError:
+                delay = min(delay * 2, _RECONNECT_MAX)
+                continue
+            for target in self._targets:
+                if target.host is host:
+                    # Whatever was loaded there may be gone (a restart): learn it afresh.
+                    for inst in list(target.instances):
+                        if inst.state in ("ready", "evicting") and inst.leases == 0:
+                            inst.state = "gone"
+                            self._forget(inst)
+            host.up = True
+            log.warning("pool: host %s is up again", host.name)
+            self._changed()
+            return
+
+    def _spawn(self, coro: Any, name: str, *, cancel: bool = False) -> asyncio.Task[Any]:
+        """Run ``coro`` as a pool task; ``cancel``: :meth:`aclose` cancels it (else awaits it)."""
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        if cancel:
+            self._cancellable.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        self._cancellable.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("pool task %s failed: %r", task.get_name(), task.exception())
+
+
+class _Retry(Exception):
+    """A load failed in a way another attempt may fix (memory, a host went down)."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _where(target: _Target) -> str:
+    name = target.host.name
+    return name if target.device is None else f"{name} device {target.device!r}"
+
+
+def _bounded(deadline: float | None, limit: float) -> float:
+    if deadline is None:
+        return limit
+    remaining = deadline - asyncio.get_running_loop().time()
+    return max(0.001, min(limit, remaining))
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value)
+
+
+def _check_int(name: str, value: object, *, minimum: int) -> None:
+    if not _is_int(value) or value < minimum:  # type: ignore[operator]
+        raise LMStudioValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_budget(name: str, value: object) -> int:
+    if not _is_number(value) or int(cast(float, value)) <= 0:
+        raise LMStudioValueError(f"{name} must be a positive number of bytes, got {value!r}")
+    return int(cast(float, value))

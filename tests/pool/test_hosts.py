@@ -1,0 +1,156 @@
+"""AsyncModelPool over several hosts and over the LM Link devices of a host."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+import lmstudio_async as lms
+from lmstudio_async.testing import ThreadedStandInServer
+
+from .conftest import MODEL_BYTES, budget_for, catalog, eventually, loaded_keys, standin
+
+pytestmark = standin()
+
+SHORT = {"max_tokens": 4}
+
+
+@pytest.fixture
+def second_server() -> Iterator[ThreadedStandInServer]:
+    server = ThreadedStandInServer(
+        0, catalog=catalog(), load_seconds=0.05, memory_gb=16, tokens_per_second=2000
+    ).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def clients(
+    lmstudio_server: ThreadedStandInServer, second_server: ThreadedStandInServer
+) -> AsyncIterator[list[lms.AsyncClient]]:
+    timeouts = lms.Timeouts(connect=2, idle=5)
+    async with (
+        lms.AsyncClient(lmstudio_server.host, timeout=timeouts) as a,
+        lms.AsyncClient(second_server.host, timeout=timeouts) as b,
+    ):
+        yield [a, b]
+
+
+async def test_leases_go_where_the_key_is_loaded_else_where_it_fits(
+    clients: list[lms.AsyncClient],
+    lmstudio_server: ThreadedStandInServer,
+    second_server: ThreadedStandInServer,
+) -> None:
+    second_server.preload("m5", identifier="theirs")
+    async with lms.AsyncModelPool(clients, memory_budget=[budget_for(2), budget_for(3)]) as pool:
+        async with pool.llm("m5") as model:
+            assert model.identifier == "theirs"  # already loaded on host 1: used there
+        async with pool.llm("m0"), pool.llm("m1"), pool.llm("m2"), pool.llm("m3"):
+            assert len(loaded_keys(lmstudio_server)) == 2
+            assert len(loaded_keys(second_server)) == 3  # m5 + two of ours
+        stats = pool.stats()
+        assert stats.by_target[(0, None)].loads == 2
+        assert stats.by_target[(1, None)].loads == 2
+        assert stats.used_bytes[(1, None)] == 3 * MODEL_BYTES
+        async with pool.llm("m0") as again:  # a hit, on whichever host has it
+            assert again.model_key == "m0"
+        assert pool.stats().loads == 4
+    assert lmstudio_server.loaded_instances() == []
+    assert [i.identifier for i in second_server.loaded_instances()] == ["theirs"]
+
+
+@standin(tokens_per_second=50)
+async def test_a_host_dropping_mid_lease(
+    clients: list[lms.AsyncClient],
+    lmstudio_server: ThreadedStandInServer,
+    second_server: ThreadedStandInServer,
+) -> None:
+    async with lms.AsyncModelPool(clients) as pool:
+        async with pool.llm("m0") as first:
+            pass
+        host0 = first._namespace._client is clients[0]
+        dropped, other = (
+            (lmstudio_server, second_server) if host0 else (second_server, lmstudio_server)
+        )
+        with pytest.raises(lms.HostDownError) as info:  # noqa: PT012
+            async with pool.llm("m0") as model:
+                task = asyncio.create_task(model.respond("long", config={"max_tokens": 200}))
+                await asyncio.sleep(0.1)
+                dropped.stop()
+                await task
+        assert isinstance(info.value, lms.LMStudioConnectionError)
+        assert info.value.__cause__ is not None
+        # New leases go to the other host at once.
+        async with pool.llm("m0") as moved:
+            reply = await moved.respond("hi", config=SHORT)
+            assert reply.stop_reason == "maxPredictedTokensReached"
+        assert loaded_keys(other) == ["m0"]
+        # The host comes back (a new server on its port) once a reconnect succeeds.
+        revived = ThreadedStandInServer(
+            dropped.port, catalog=catalog(), load_seconds=0.05, memory_gb=16
+        ).start()
+        try:
+            index = 0 if host0 else 1
+            await eventually(lambda: pool._hosts[index].up)
+            async with pool.llm("m1"), pool.llm("m2"), pool.llm("m3"), pool.llm("m4"):
+                assert revived.loaded_instances()  # placed there too
+            assert pool.stats().by_target[(index, None)].loads >= 1
+            await pool.aclose()
+            assert revived.loaded_instances() == []
+        finally:
+            revived.stop()
+    assert other.loaded_instances() == []
+
+
+async def test_connection_drop_inside_a_lease_marks_the_host_down_until_it_reconnects(
+    clients: list[lms.AsyncClient], lmstudio_server: ThreadedStandInServer
+) -> None:
+    async with lms.AsyncModelPool(clients[0], reconcile_interval=None) as pool:
+        with pytest.raises(lms.HostDownError, match="dropped"):  # noqa: PT012
+            async with pool.llm("m0") as model:
+                lmstudio_server.faults.drop_after(0, namespace="llm")
+                await model.respond("hi", config=SHORT)
+        # The probe reconnects at once (the server is fine): the next lease works.
+        async with pool.llm("m0", timeout=10) as model:
+            await model.respond("hi", config=SHORT)
+
+
+async def test_all_hosts_down_is_a_host_down_error_at_the_deadline(
+    clients: list[lms.AsyncClient],
+    lmstudio_server: ThreadedStandInServer,
+    second_server: ThreadedStandInServer,
+) -> None:
+    async with lms.AsyncModelPool(clients) as pool:
+        async with pool.llm("m0"):
+            pass
+        lmstudio_server.stop()
+        second_server.stop()
+        with pytest.raises(lms.HostDownError, match="no host is up"):
+            async with pool.llm("m1", timeout=1):
+                pass
+
+
+@standin(devices={"gpu-box": 3.2})
+async def test_lm_link_devices_are_placement_targets(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    lmstudio_server.reset_peak_memory()
+    budget = {(0, None): budget_for(1), (0, "gpu-box"): budget_for(2)}
+    async with lms.AsyncModelPool(client, memory_budget=budget) as pool:
+        async with pool.llm("m0") as a, pool.llm("m1") as b, pool.llm("m2") as c:
+            devices = sorted(str(m.info.device_identifier) for m in (a, b, c))
+            assert devices == ["None", "gpu-box", "gpu-box"]
+        for key in ["m3", "m4", "m0", "m1"]:
+            async with pool.llm(key) as model:
+                assert (await model.respond("hi", config=SHORT)).stop_reason != "modelUnloaded"
+        stats = pool.stats()
+        assert set(stats.by_target) == {(0, None), (0, "gpu-box")}
+        assert stats.used_bytes[(0, "gpu-box")] <= budget_for(2)
+    peaks = lmstudio_server.peak_memory_by_device()
+    assert peaks.get(None, 0) <= budget_for(1)
+    assert peaks.get("gpu-box", 0) <= budget_for(2)
+    assert lmstudio_server.loaded_instances() == []

@@ -1,0 +1,543 @@
+"""AsyncModelPool on one host, over real sockets against the stand-in."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+import lmstudio_async as lms
+from lmstudio_async.testing import ThreadedStandInServer
+
+from .conftest import EMBED_BYTES, KEYS, MODEL_BYTES, budget_for, eventually, loaded_keys, standin
+
+pytestmark = standin()
+
+SHORT = {"max_tokens": 4}
+
+
+def loads_sent(server: ThreadedStandInServer) -> list[str]:
+    return [
+        m["creationParameter"]["modelKey"]
+        for m in server.received_messages(type="channelCreate", endpoint="loadModel")
+    ]
+
+
+# --- leasing and single flight -----------------------------------------------------------
+
+
+async def test_concurrent_leases_share_one_load(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    async with lms.AsyncModelPool(client) as pool:
+
+        async def lease() -> str:
+            async with pool.llm("m0") as model:
+                reply = await model.respond("hi", config=SHORT)
+                return model.identifier + reply.stop_reason
+
+        results = await asyncio.gather(*(lease() for _ in range(20)))
+        assert len(set(results)) == 1
+        assert loads_sent(lmstudio_server) == ["m0"]
+        stats = pool.stats()
+        assert (stats.loads, stats.in_flight, stats.queued) == (1, 0, 0)
+        async with pool.use("m0") as again:
+            assert isinstance(again, lms.LLM)
+        assert pool.stats().hits == 1
+        assert pool.stats().by_key["m0"].loads == 1
+    assert lmstudio_server.loaded_instances() == []  # aclose unloaded it
+
+
+async def test_lease_types_follow_the_catalogue(client: lms.AsyncClient) -> None:
+    async with lms.AsyncModelPool(client) as pool:
+        async with pool.use("e0") as embedder:
+            assert isinstance(embedder, lms.EmbeddingModel)
+            assert len(await embedder.embed("x")) > 0
+        async with pool.embedding("e0") as embedder2:
+            assert embedder2 == embedder
+        with pytest.raises(lms.LMStudioValueError, match="embedding model"):
+            async with pool.llm("e0"):
+                pass
+        with pytest.raises(lms.LMStudioValueError, match="LLM"):
+            async with pool.embedding("m0"):
+                pass
+        with pytest.raises(lms.ModelNotFoundError, match="no-such-model"):
+            async with pool.use("no-such-model"):
+                pass
+
+
+async def test_pool_loads_explicitly_with_unique_identifiers(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    # Someone holds the plain identifier "m0": the pool's own never collides with it.
+    lmstudio_server.preload("m1", identifier="m0@pool")
+    pool = lms.AsyncModelPool(client, max_replicas=2, max_concurrent_per_instance=1)
+    async with pool, pool.llm("m0") as a, pool.llm("m0") as b:
+        assert a.identifier != b.identifier
+        assert {a.model_key, b.model_key} == {"m0"}
+    creations = lmstudio_server.received_messages(type="channelCreate", endpoint="getOrLoad")
+    assert creations == []  # never JIT
+
+
+async def test_config_variants_are_separate_instances(client: lms.AsyncClient) -> None:
+    async with lms.AsyncModelPool(client) as pool:
+        async with (
+            pool.llm("m0", config={"context_length": 1024}) as small,
+            pool.llm("m0", config=lms.LlmLoadConfig(context_length=1024)) as same,
+            pool.llm("m0") as default,
+        ):
+            assert small == same
+            assert small != default
+            assert await small.get_context_length() == 1024
+        assert pool.stats().loads == 2
+        with pytest.raises(lms.ConfigError, match="context_lenght"):
+            async with pool.llm("m0", config={"context_lenght": 5}):
+                pass
+
+
+# --- memory budget and eviction ---------------------------------------------------------------
+
+
+async def test_budget_holds_and_eviction_prefers_the_rarely_used(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    lmstudio_server.reset_peak_memory()
+    async with lms.AsyncModelPool(client, memory_budget=budget_for(2)) as pool:
+        for key in ["m0", "m0", "m0", "m1"]:
+            async with pool.llm(key):
+                pass
+        # LRU would evict m0 (used less recently); the pool evicts m1, the rarely used one.
+        async with pool.llm("m2"):
+            assert loaded_keys(lmstudio_server) == ["m0", "m2"]
+        stats = pool.stats()
+        assert (stats.loads, stats.evictions, stats.hits) == (3, 1, 2)
+        assert stats.by_key["m1"].evictions == 1
+        assert stats.used_bytes[(0, None)] == 2 * MODEL_BYTES
+    assert lmstudio_server.peak_memory_bytes <= budget_for(2)
+
+
+async def test_lru_eviction_is_available_for_comparison(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    async with lms.AsyncModelPool(client, memory_budget=budget_for(2), eviction="lru") as pool:
+        for key in ["m0", "m0", "m0", "m1", "m2"]:
+            async with pool.llm(key):
+                pass
+        assert loaded_keys(lmstudio_server) == ["m1", "m2"]
+
+
+async def test_pinned_keys_are_never_evicted(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    async with lms.AsyncModelPool(client, memory_budget=budget_for(2)) as pool:
+        pool.pin("m3")  # before it is loaded
+        async with pool.llm("m3"):
+            pass
+        for key in ["m0", "m1", "m2", "m0", "m1"]:
+            async with pool.llm(key):
+                assert "m3" in loaded_keys(lmstudio_server)
+        assert pool.stats().by_key["m3"].evictions == 0
+        pool.unpin("m3")
+        pool.unpin("never-pinned")  # no error
+        for key in ["m0", "m1"]:
+            async with pool.llm(key):
+                pass
+        assert "m3" not in loaded_keys(lmstudio_server)
+
+
+async def test_model_larger_than_the_budget_is_refused_at_once(client: lms.AsyncClient) -> None:
+    async with lms.AsyncModelPool(client, memory_budget=MODEL_BYTES // 2) as pool:
+        with pytest.raises(lms.LMStudioValueError, match="needs more memory than the budget"):
+            async with pool.llm("m0", timeout=30):
+                pass
+        async with pool.embedding("e0") as embedder:  # small enough
+            assert embedder.model_key == "e0"
+        assert pool.stats().used_bytes[(0, None)] == EMBED_BYTES
+
+
+@standin(memory_gb=2.2)
+async def test_without_budget_the_servers_refusals_drive_eviction(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    # The server has room for two models; the pool knows no budget and learns from refusals.
+    async with lms.AsyncModelPool(client) as pool:
+        for key in ["m0", "m1", "m2", "m3", "m0"]:
+            async with pool.llm(key) as model:
+                reply = await model.respond("hi", config=SHORT)
+                assert reply.stop_reason == "maxPredictedTokensReached"
+        assert pool.stats().evictions >= 3
+    assert lmstudio_server.loaded_instances() == []
+
+
+# --- waiting ------------------------------------------------------------------------------------
+
+
+async def test_callers_wait_in_fifo_order_then_time_out(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    async with lms.AsyncModelPool(client, memory_budget=budget_for(1)) as pool:
+        order: list[str] = []
+        release = asyncio.Event()
+
+        async def holder() -> None:
+            async with pool.llm("m0"):
+                await release.wait()
+
+        async def waiter(key: str) -> None:
+            async with pool.llm(key, timeout=10):
+                order.append(key)
+
+        hold = asyncio.create_task(holder())
+        await eventually(lambda: pool.stats().in_flight != 0)
+        waiters = []
+        for key in ["m1", "m2", "m3"]:
+            waiters.append(asyncio.create_task(waiter(key)))
+            await eventually(lambda: pool.stats().queued >= len(waiters))
+        with pytest.raises(lms.PoolTimeoutError, match="m4") as info:
+            async with pool.llm("m4", timeout=0.2):
+                pass
+        assert isinstance(info.value, TimeoutError)
+        assert pool.stats().waits == 4
+        release.set()
+        await asyncio.gather(hold, *waiters)
+        assert order == ["m1", "m2", "m3"]
+        assert pool.stats().queued == 0
+    assert lmstudio_server.peak_memory_bytes <= budget_for(1)
+
+
+async def test_a_full_wait_queue_refuses_at_once(client: lms.AsyncClient) -> None:
+    async with lms.AsyncModelPool(client, memory_budget=budget_for(1), max_waiting=2) as pool:
+        pool.pin("m0")  # so that the waiters cannot drain it
+        async with pool.llm("m0"):
+            tasks = [asyncio.create_task(_lease_briefly(pool, k)) for k in ("m1", "m2")]
+            await eventually(lambda: pool.stats().queued >= 2)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(lms.PoolFullError, match="max_waiting=2"):
+                async with pool.llm("m3"):
+                    pass
+            assert loop.time() - started < 1
+            async with pool.llm("m0") as shared:  # a hit on an instance not draining
+                assert shared.model_key == "m0"
+        pool.unpin("m0")
+        await asyncio.gather(*tasks)
+
+
+async def test_a_waiter_is_not_starved_by_a_stream_of_hits(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    async with lms.AsyncModelPool(client, memory_budget=budget_for(1)) as pool:
+        stop = asyncio.Event()
+
+        async def hammer() -> int:
+            done = 0
+            while not stop.is_set():
+                async with pool.llm("m0", timeout=10):
+                    await asyncio.sleep(0.02)
+                    done += 1
+            return done
+
+        hammers = [asyncio.create_task(hammer()) for _ in range(8)]
+        await eventually(lambda: pool.stats().in_flight > 0)
+        await asyncio.sleep(0.1)  # m0 is never idle from here on
+        async with pool.llm("m1", timeout=5):  # served once m0's leases drain
+            assert loaded_keys(lmstudio_server) == ["m1"]
+        stop.set()
+        assert all(count > 0 for count in await asyncio.gather(*hammers))
+        assert pool.stats().by_key["m0"].loads == 2
+
+
+async def _lease_briefly(pool: lms.AsyncModelPool, key: str) -> None:
+    async with pool.llm(key, timeout=10):
+        pass
+
+
+async def test_per_instance_limit_queues_and_replicas_add_instances(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    async with lms.AsyncModelPool(client, max_concurrent_per_instance=2) as pool:
+        held = asyncio.Event()
+        release = asyncio.Event()
+        holding = 0
+
+        async def hold() -> str:
+            nonlocal holding
+            async with pool.llm("m0") as model:
+                holding += 1
+                if holding == 2:
+                    held.set()
+                await release.wait()
+                return model.identifier
+
+        tasks = [asyncio.create_task(hold()) for _ in range(3)]
+        await held.wait()
+        await asyncio.sleep(0.05)
+        assert (pool.stats().in_flight, pool.stats().queued) == (2, 1)
+        release.set()
+        assert len(set(await asyncio.gather(*tasks))) == 1
+    async with lms.AsyncModelPool(
+        client, max_concurrent_per_instance=1, max_replicas=3, memory_budget=budget_for(3)
+    ) as pool:
+
+        async def busy() -> str:
+            async with pool.llm("m0") as model:
+                await model.respond("hello there", config={"max_tokens": 30})
+                return model.identifier
+
+        identifiers = await asyncio.gather(*(busy() for _ in range(6)))
+        assert len(set(identifiers)) == 3
+        assert pool.stats().loads == 3
+    assert lmstudio_server.peak_memory_bytes <= 16 * 10**9
+
+
+# --- cancellation and races ----------------------------------------------------------------------
+
+
+async def test_cancelled_leases_are_released(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    async with lms.AsyncModelPool(client, memory_budget=budget_for(1)) as pool:
+        entered = asyncio.Event()
+
+        async def stuck() -> None:
+            async with pool.llm("m0"):
+                entered.set()
+                await asyncio.sleep(60)
+
+        task = asyncio.create_task(stuck())
+        await entered.wait()
+        waiting = asyncio.create_task(_lease_briefly(pool, "m1"))
+        await eventually(lambda: pool.stats().queued != 0)
+        waiting.cancel()  # cancelled while queued: leaves the queue
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+        assert pool.stats().queued == 0
+        task.cancel()  # cancelled inside the block: the lease is released
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert pool.stats().in_flight == 0
+        async with pool.llm("m1", timeout=5):  # m0 is idle again, so it can be evicted
+            assert loaded_keys(lmstudio_server) == ["m1"]
+
+
+async def test_cancelled_during_the_load_leaves_nothing_behind(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    lmstudio_server.load_seconds = 0.5
+    async with lms.AsyncModelPool(client, memory_budget=budget_for(1)) as pool:
+        task = asyncio.create_task(_lease_briefly(pool, "m0"))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert pool.stats().in_flight == 0
+        async with pool.llm("m0") as model:  # the load went on; this lease shares it
+            assert model.model_key == "m0"
+        assert pool.stats().loads == 1
+    assert lmstudio_server.loaded_instances() == []
+
+
+async def test_eviction_racing_a_new_lease(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    lmstudio_server.reset_peak_memory()
+    async with lms.AsyncModelPool(client, memory_budget=budget_for(1)) as pool:
+        async with pool.llm("m0"):
+            pass
+        # m1 evicts the idle m0; at the same moment another caller wants m0 back.
+        results = await asyncio.gather(
+            *(_respond(pool, key) for key in ["m1", "m0", "m1", "m0", "m2", "m0"])
+        )
+        assert results == ["maxPredictedTokensReached"] * 6
+    assert lmstudio_server.peak_memory_bytes <= budget_for(1)
+
+
+async def _respond(pool: lms.AsyncModelPool, key: str) -> str:
+    async with pool.llm(key, timeout=20) as model:
+        return (await model.respond("hi", config=SHORT)).stop_reason
+
+
+# --- truth: TTLs, other clients, reconciliation ---------------------------------------------
+
+
+@standin(tokens_per_second=50)
+async def test_ttl_expiring_under_a_lease(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    async with lms.AsyncModelPool(client, ttl=60, reconcile_interval=None) as pool:
+        async with pool.llm("m0") as model:
+            assert model.info.ttl_ms == 60_000
+            stream = model.respond_stream("tell me a story", config={"max_tokens": 200})
+            with pytest.raises(lms.ModelUnloadedError) as info:  # noqa: PT012
+                async with pool.llm("m0") as same, stream:
+                    assert same == model
+                    async for _ in stream:
+                        if lmstudio_server.loaded_instances():
+                            lmstudio_server.advance_clock(120)  # the TTL passes mid-prediction
+        assert info.value.subject == model.identifier
+        assert info.value.result is not None
+        async with pool.llm("m0") as fresh:  # the pool noticed: a new instance
+            assert fresh.identifier != model.identifier
+            assert (await fresh.respond("hi", config=SHORT)).stop_reason != "modelUnloaded"
+        assert pool.stats().loads == 2
+
+
+@standin(tokens_per_second=40)
+async def test_model_unloaded_by_its_owner_mid_lease(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    lmstudio_server.preload("m0", identifier="theirs")
+    async with lms.AsyncModelPool(client, memory_budget=budget_for(2)) as pool:
+        with pytest.raises(lms.ModelUnloadedError) as info:  # noqa: PT012
+            async with pool.llm("m0") as model:
+                assert model.identifier == "theirs"  # used, not loaded again
+                assert pool.stats().used_bytes[(0, None)] == MODEL_BYTES  # counted
+                task = asyncio.create_task(model.respond("long", config={"max_tokens": 100}))
+                await asyncio.sleep(0.2)
+                await client.llm.unload("theirs")
+                await task
+        assert info.value.result is not None
+        async with pool.llm("m0") as again:
+            assert again.identifier != "theirs"
+            assert (await again.respond("hi", config=SHORT)).stop_reason != "modelUnloaded"
+        assert pool.stats().loads == 1
+
+
+async def test_foreign_instances_are_never_unloaded_by_the_pool(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    lmstudio_server.preload("m0", identifier="theirs")
+    async with lms.AsyncModelPool(client, memory_budget=budget_for(2)) as pool:
+        for key in ["m1", "m2", "m3", "m1"]:
+            async with pool.llm(key):
+                assert "theirs" in [i.identifier for i in lmstudio_server.loaded_instances()]
+    assert [i.identifier for i in lmstudio_server.loaded_instances()] == ["theirs"]
+
+
+async def test_reconciliation_notices_an_idle_instance_gone(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    async with lms.AsyncModelPool(client, reconcile_interval=0.05) as pool:
+        async with pool.llm("m0") as model:
+            first = model.identifier
+        lmstudio_server.unload_all()
+        await eventually(lambda: pool.stats().used_bytes[(0, None)] == 0)
+        async with pool.llm("m0") as model:
+            assert model.identifier != first
+            await model.respond("hi", config=SHORT)
+
+
+async def test_a_call_failing_with_model_not_found_is_verified(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    async with lms.AsyncModelPool(client, reconcile_interval=None) as pool:
+        async with pool.llm("m0") as model:
+            first = model.identifier
+        lmstudio_server.unload_all()
+        with pytest.raises(lms.ModelNotFoundError):
+            async with pool.llm("m0") as model:
+                await model.get_info()
+        await eventually(lambda: pool.stats().used_bytes[(0, None)] == 0)
+        async with pool.llm("m0") as model:
+            assert model.identifier != first
+
+
+# --- many callers -----------------------------------------------------------------------------
+
+
+@standin(tokens_per_second=400, load_seconds=0.05)
+async def test_many_concurrent_leases_over_several_models_within_budget(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    lmstudio_server.reset_peak_memory()
+    budget = budget_for(2)
+    async with lms.AsyncModelPool(client, memory_budget=budget) as pool:
+
+        async def one(i: int) -> str:
+            key = KEYS[(i * 7) % 4] if i % 3 else KEYS[0]
+            async with pool.llm(key, timeout=60) as model:
+                reply = await model.respond(f"question {i}", config={"max_tokens": 8})
+                return reply.stop_reason
+
+        results = await asyncio.gather(*(one(i) for i in range(120)))
+        assert results == ["maxPredictedTokensReached"] * 120  # not one truncated reply
+        stats = pool.stats()
+        assert stats.in_flight == stats.queued == 0
+        assert stats.hits + stats.loads <= 120
+        assert "PoolStats(loads=" in repr(stats)
+    assert lmstudio_server.peak_memory_bytes <= budget
+    assert lmstudio_server.loaded_instances() == []
+
+
+# --- closing and bad input --------------------------------------------------------------------
+
+
+async def test_close_fails_waiters_and_refuses_new_leases(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    pool = lms.AsyncModelPool(client, memory_budget=budget_for(1))
+    entered = asyncio.Event()
+
+    async def holder() -> None:
+        async with pool.llm("m0"):
+            entered.set()
+            await asyncio.sleep(0.3)
+
+    hold = asyncio.create_task(holder())
+    await entered.wait()
+    waiting = asyncio.create_task(_lease_briefly(pool, "m1"))
+    await eventually(lambda: pool.stats().queued != 0)
+    await pool.aclose()
+    with pytest.raises(lms.ClientClosedError, match="pool is closed"):
+        await waiting
+    await hold  # its block ends normally; the release after close is harmless
+    with pytest.raises(lms.ClientClosedError):
+        async with pool.llm("m0"):
+            pass
+    assert pool.closed
+    await pool.aclose()  # idempotent
+    assert lmstudio_server.loaded_instances() == []
+    assert not client.closed
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"memory_budget": -1}, "positive number of bytes"),
+        ({"memory_budget": 0.5}, "positive number of bytes"),
+        ({"memory_budget": float("inf")}, "positive number of bytes"),
+        ({"memory_budget": True}, "positive number of bytes"),
+        ({"memory_budget": "8GB"}, "memory_budget must be"),
+        ({"memory_budget": [1, 2]}, "2 entries for 1 clients"),
+        ({"memory_budget": {(1, None): 10}}, "client_index must be 0..0"),
+        ({"memory_budget": {0: 10}}, "keys must be"),
+        ({"max_waiting": -1}, "max_waiting"),
+        ({"max_concurrent_per_instance": 0}, "max_concurrent_per_instance"),
+        ({"max_replicas": 0}, "max_replicas"),
+        ({"ttl": 0}, "ttl"),
+        ({"reconcile_interval": float("nan")}, "reconcile_interval"),
+        ({"eviction": "fifo"}, "eviction"),
+    ],
+)
+def test_bad_arguments_are_typed_errors(kwargs: dict[str, object], match: str) -> None:
+    client = lms.AsyncClient("127.0.0.1:1")
+    with pytest.raises(lms.LMStudioValueError, match=match):
+        lms.AsyncModelPool(client, **kwargs)  # type: ignore[arg-type]
+
+
+def test_bad_clients_and_lease_arguments() -> None:
+    with pytest.raises(lms.LMStudioValueError, match="at least one client"):
+        lms.AsyncModelPool([])
+    with pytest.raises(lms.LMStudioValueError, match="must be an AsyncClient"):
+        lms.AsyncModelPool(["localhost:1234"])  # type: ignore[list-item]
+    client = lms.AsyncClient("127.0.0.1:1")
+    with pytest.raises(lms.LMStudioValueError, match="twice"):
+        lms.AsyncModelPool([client, client])
+    pool = lms.AsyncModelPool(client)
+    with pytest.raises(lms.LMStudioValueError, match="timeout"):
+        pool.use("m0", timeout=-1)
+    with pytest.raises(lms.LMStudioValueError, match="model key"):
+        pool.use("")
+    with pytest.raises(lms.LMStudioValueError, match="model key"):
+        pool.pin(3)  # type: ignore[arg-type]

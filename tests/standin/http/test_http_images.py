@@ -1,0 +1,102 @@
+"""Images over HTTP: data-URL images reach the engine as uploads do over WebSocket, so a
+vision model describes them identically and a model without vision refuses them."""
+
+from __future__ import annotations
+
+import base64
+import struct
+import zlib
+
+from lmstudio_async.testing import StandInServer
+
+from .._wire import RawClient, messages, stack
+from ._http import call
+
+VLM = "mobilevlm_v2-1.7b"
+SMOL = "smollm2-135m-instruct"
+QUESTION = "What is in this picture?"
+
+
+def png(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + body))
+        return struct.pack(">I", len(body)) + kind + body + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    rows = b"".join(b"\x00" + b"\x10\x80\x30" * width for _ in range(height))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+
+
+def data_url(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode()
+
+
+def _chat(model: str, url: str) -> dict[str, object]:
+    content = [{"type": "text", "text": QUESTION}, {"type": "image_url", "image_url": {"url": url}}]
+    return {"model": model, "messages": [{"role": "user", "content": content}]}
+
+
+async def test_a_vision_model_describes_the_image_as_over_websocket(
+    server: StandInServer, client: RawClient
+) -> None:
+    server.preload(VLM)
+    image = png(32, 24)
+    status, reply = await call(
+        server.url, "POST", "/v1/chat/completions", _chat(VLM, data_url(image))
+    )
+    assert status == 200, reply
+    text = reply["choices"][0]["message"]["content"]
+    assert text.startswith("The image is ")
+    assert "32" in text.split(".")[0]
+    # the same image uploaded over WebSocket, under the name the HTTP layer gives it
+    files = await client.connect("files")
+    uploaded = await files.rpc(
+        "uploadFileBase64", {"name": "image.png", "contentBase64": base64.b64encode(image).decode()}
+    )
+    handle = uploaded["result"]["identifier"]
+    llm = await client.connect("llm")
+    parts = [
+        {"type": "text", "text": QUESTION},
+        {"type": "file", "name": "image.png", "identifier": handle},
+    ]
+    frames = await llm.channel(
+        "predict",
+        {
+            "modelSpecifier": {"type": "query", "query": {"identifier": VLM}},
+            "history": {"messages": [{"role": "user", "content": parts}]},
+            "predictionConfigStack": stack(),
+        },
+    )
+    packets = messages(frames)
+    ws_text = "".join(p["fragment"]["content"] for p in packets if p["type"] == "fragment")
+    assert text == ws_text
+    assert reply["usage"]["prompt_tokens"] == packets[-1]["stats"]["promptTokensCount"]
+    # REST v1 chat takes images as input items
+    status, v1 = await call(
+        server.url,
+        "POST",
+        "/api/v1/chat",
+        {
+            "model": VLM,
+            "input": [
+                {"type": "message", "content": QUESTION},
+                {"type": "image", "data_url": data_url(image)},
+            ],
+        },
+    )
+    assert status == 200, v1
+    assert v1["output"][0]["content"].startswith(text.split(".")[0])
+
+
+async def test_images_a_model_cannot_take_are_refused(server: StandInServer) -> None:
+    server.preload(SMOL)
+    image = data_url(png(4, 4))
+    status, body = await call(server.url, "POST", "/v1/chat/completions", _chat(SMOL, image))
+    assert status == 400
+    assert body["error"]["code"] == "vision_not_supported"
+    not_an_image = data_url(b"plain text, not pixels")
+    for url in (not_an_image, "https://example.com/cat.png", "data:image/png;base64,%%%"):
+        status, body = await call(server.url, "POST", "/v1/chat/completions", _chat(VLM, url))
+        assert status == 400, url
+        assert body["error"]["param"] == "messages[0].content[1].image_url", url
+    assert [i.identifier for i in server.loaded_instances()] == [SMOL]  # nothing JIT-loaded

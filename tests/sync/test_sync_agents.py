@@ -1,0 +1,210 @@
+"""act, tools, structured output and presets on the sync Client (one hop per call)."""
+
+from __future__ import annotations
+
+import _thread
+import threading
+import time
+from collections.abc import Iterator
+
+import msgspec
+import pytest
+
+import lmstudio_async as lms
+from lmstudio_async.testing import ThreadedStandInServer
+
+LLAMA = "llama-3.2-1b-instruct"
+
+
+@pytest.fixture
+def sync_client(lmstudio_server: ThreadedStandInServer) -> Iterator[lms.Client]:
+    with lms.Client(lmstudio_server.host) as client:
+        yield client
+
+
+def add(a: float, b: float) -> float:
+    """Add two numbers."""
+    return a + b
+
+
+class Point(msgspec.Struct):
+    x: int
+    y: int
+
+
+def test_sync_act_two_rounds(sync_client: lms.Client) -> None:
+    llm = sync_client.llm.model(LLAMA)
+    messages: list[lms.ChatMessage] = []
+    result = llm.act("add 2 and 3", [add], on_message=messages.append)
+    assert result.rounds == 2
+    assert [m.role for m in messages] == ["assistant", "tool", "assistant"]
+    assert messages[1].tool_results[0].content == "5.0"
+    assert "5.0" in messages[2].content
+
+
+def test_sync_tools_run_in_worker_threads_and_may_use_the_sync_client(
+    sync_client: lms.Client,
+) -> None:
+    llm = sync_client.llm.model(LLAMA)
+    caller = threading.get_ident()
+    seen: list[int] = []
+
+    def count(text: str) -> int:
+        """Count the tokens of a text."""
+        seen.append(threading.get_ident())
+        return llm.count_tokens(text)  # a sync call from the tool's worker thread
+
+    messages: list[lms.ChatMessage] = []
+    llm.act("call count with 'hello world'", [count], on_message=messages.append)
+    assert seen
+    assert seen[0] != caller
+    assert int(messages[1].tool_results[0].content) == llm.count_tokens("hello world")
+
+
+def test_sync_callbacks_run_in_the_calling_thread_and_may_use_the_client(
+    sync_client: lms.Client,
+) -> None:
+    llm = sync_client.llm.model(LLAMA)
+    caller = threading.get_ident()
+    seen: list[tuple[str, int]] = []
+    counts: list[int] = []
+
+    def on_message(message: lms.ChatMessage) -> None:
+        seen.append(("message", threading.get_ident()))
+        counts.append(llm.count_tokens(message.content or "x"))  # a sync call, same client
+
+    def boom(x: int) -> int:
+        """Explode."""
+        raise RuntimeError("no")
+
+    def handler(error: lms.ToolCallError, request: lms.ToolCallRequest | None) -> str:
+        seen.append(("handler", threading.get_ident()))
+        return "try again later"
+
+    messages: list[lms.ChatMessage] = []
+    llm.act(
+        "call boom with 1",
+        [boom],
+        on_message=lambda m: (messages.append(m), on_message(m)),
+        on_round_start=lambda i: seen.append(("start", threading.get_ident())),
+        handle_invalid_tool_request=handler,
+    )
+    assert {thread for _, thread in seen} == {caller}
+    assert [kind for kind, _ in seen].count("message") == 3
+    assert len(counts) == 3
+    assert msgspec.json.decode(messages[1].tool_results[0].content) == "try again later"
+
+
+def test_sync_callback_errors_stop_act(sync_client: lms.Client) -> None:
+    llm = sync_client.llm.model(LLAMA)
+
+    def fail(_index: int) -> None:
+        raise LookupError("callback failed")
+
+    with pytest.raises(LookupError, match="callback failed"):
+        llm.act("add 2 and 3", [add], on_round_end=fail)
+    assert llm.respond("Hi", config={"max_tokens": 2}).stats.predicted_tokens_count == 2
+
+
+def test_sync_respond_with_tools_and_structured_output(sync_client: lms.Client) -> None:
+    llm = sync_client.llm.model(LLAMA)
+    reply = llm.respond("add 2 and 3", tools=[add])
+    assert [(c.name, c.arguments) for c in reply.tool_calls] == [("add", {"a": 2, "b": 3})]
+    assert isinstance(llm.respond("a point", response_format=Point).parsed, Point)
+    stream = llm.respond_stream("a point", response_format=Point)
+    assert "".join(f.content for f in stream)
+    assert isinstance(stream.result().parsed, Point)
+    with pytest.raises(lms.PresetNotFoundError):
+        llm.respond("hi", preset="missing")
+
+
+def test_sync_ctrl_c_mid_tool_stops_act(
+    sync_client: lms.Client, lmstudio_server: ThreadedStandInServer
+) -> None:
+    llm = sync_client.llm.model(LLAMA)
+    started = threading.Event()
+    release = threading.Event()
+    finished: list[str] = []
+
+    def slow(tag: str) -> str:
+        """Slow tool."""
+        started.set()
+        release.wait(5)
+        finished.append(tag)
+        return tag
+
+    def fire() -> None:
+        if started.wait(5):
+            _thread.interrupt_main()
+
+    timer = threading.Thread(target=fire, daemon=True)
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            llm.act("call slow with 'x'", [slow])
+    finally:
+        release.set()
+        timer.join(5)
+    assert lmstudio_server.cancel_count == 0  # no prediction was in flight
+    assert llm.respond("Hi", config={"max_tokens": 2}).stats.predicted_tokens_count == 2
+
+
+@pytest.mark.lmstudio_server(tokens_per_second=40)
+def test_sync_ctrl_c_mid_round_cancels_the_prediction(
+    sync_client: lms.Client, lmstudio_server: ThreadedStandInServer
+) -> None:
+    llm = sync_client.llm.model(LLAMA)
+    streaming = threading.Event()
+
+    def fire() -> None:
+        if streaming.wait(10):
+            _thread.interrupt_main()
+
+    timer = threading.Thread(target=fire, daemon=True)
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            llm.act(
+                "add 2 and 3",
+                [add],
+                on_prediction_fragment=lambda f, i: streaming.set() if i == 1 else None,
+            )
+    finally:
+        timer.join(5)
+    deadline = time.monotonic() + 5
+    while lmstudio_server.cancel_count != 1 or lmstudio_server.open_channel_count() != 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert lmstudio_server.cancels()[0].endpoint == "predict"
+
+
+def test_sync_ctrl_c_cancels_a_download(
+    sync_client: lms.Client, lmstudio_server: ThreadedStandInServer
+) -> None:
+    infos = sync_client.system.list_downloaded()
+    downloaded = {m.model_key for m in infos} | {m.path for m in infos}
+    option = next(
+        o
+        for r in sync_client.repository.search_models(limit=25)
+        for o in r.get_download_options()
+        if o.info.indexed_model_identifier not in downloaded
+    )
+    progressed = threading.Event()
+
+    def fire() -> None:
+        if progressed.wait(10):
+            _thread.interrupt_main()
+
+    timer = threading.Thread(target=fire, daemon=True)
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            option.download(on_progress=lambda _p: progressed.set())
+    finally:
+        timer.join(5)
+    deadline = time.monotonic() + 5
+    while not any(c.endpoint == "downloadModel" for c in lmstudio_server.cancels()):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    infos = sync_client.system.list_downloaded()
+    assert option.info.indexed_model_identifier not in {m.path for m in infos}

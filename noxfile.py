@@ -43,6 +43,22 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session
+def bench_pool(session: nox.Session) -> None:
+    """The model-pool benchmark: eviction against Belady, throughput against the naive
+    approach and over two hosts (``python -m benchmarks.pool``; about 1.5 minutes)."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "benchmarks.pool", *session.posargs)
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """Minutes of random multi-model traffic through a pool under injected faults
+    (``python -m benchmarks.soak``; ``-- --seconds 30`` for the CI length)."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "benchmarks.soak", *session.posargs)
+
+
+@nox.session
 def docs(session: nox.Session) -> None:
     """Build the documentation site, failing on any warning."""
     session.install("-e", ".[docs]")

@@ -14,6 +14,7 @@ Sync::
 from ._async.agent import ActResult
 from ._async.client import (
     LLM,
+    LOAD_CANCEL_GRACE_SECONDS,
     AsyncClient,
     EmbeddingModel,
     EmbeddingNamespace,
@@ -112,6 +113,7 @@ __all__ = [
     "DEFAULT_KEEPALIVE_TIMEOUT",
     "DEFAULT_TIMEOUTS",
     "LLM",
+    "LOAD_CANCEL_GRACE_SECONDS",
     "USE_CLIENT_DEFAULT",
     "ActResult",
     "AsyncClient",

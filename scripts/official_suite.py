@@ -29,7 +29,6 @@ from typing import Any
 
 # Node-id suffixes of tests that cannot pass against the stand-in, with the reason.
 _INTELLIGENCE = "needs a real model: "
-_GBNF = "GBNF grammars are not simulated (JSON schemas are)"
 KNOWN_FAILURES: dict[str, str] = {
     "test_respond_past_history_async": _INTELLIGENCE + "repeat its previous answer exactly",
     "test_respond_past_history_sync": _INTELLIGENCE + "repeat its previous answer exactly",
@@ -37,12 +36,6 @@ KNOWN_FAILURES: dict[str, str] = {
     + 'obey "repeat this phrase"',
     "test_connect_and_predict_async": _INTELLIGENCE + "a question mark in a free answer",
     "test_connect_and_predict_sync": _INTELLIGENCE + "a question mark in a free answer",
-    "test_complete_structured_response_format_async[format_type5]": _GBNF,
-    "test_complete_structured_response_format_async[format_type6]": _GBNF,
-    "test_complete_structured_response_format_sync[format_type5]": _GBNF,
-    "test_complete_structured_response_format_sync[format_type6]": _GBNF,
-    "test_complete_structured_config_gbnf_async": _GBNF,
-    "test_complete_structured_config_gbnf_sync": _GBNF,
 }
 
 PORT = 41343

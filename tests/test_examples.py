@@ -14,9 +14,15 @@ from lmstudio_async.testing import ThreadedStandInServer
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 CASES = {
-    "async_working_set.py": ["evict  smollm2-135m-instruct", "hit    mobilevlm_v2-1.7b"],
+    "async_working_set.py": ["150 replies, 0 truncated", "loaded after closing: []"],
     "concurrent_pipeline.py": ["loaded 3 models concurrently", "context lengths: [2048, 4096"],
     "sync_script.py": ["loaded(): small context_length=2048", "unloaded: []"],
+    "agent_tools.py": [
+        "act: 2 rounds, 5 messages",
+        "tool results: ['5.0', '20.0']",
+        "chained act: 3 rounds, tools in order: ['plus', 'times']",
+        "structured: Report",
+    ],
 }
 TESTED_ELSEWHERE = {"multi_model_pipeline.py": "tests/test_example_pipeline.py"}
 

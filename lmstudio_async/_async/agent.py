@@ -180,23 +180,21 @@ class AgentMethods(LlmMethods):
                     PredictionRoundResult(**fields, round_index=round_index),
                 )
             if failures:
-                await self._invalid(
+                await _invalid(
                     handle_invalid_tool_request,
                     "LM Studio could not parse the tool call the model wrote",
                     None,
                 )
             requests = result.tool_calls
             if requests and last:
-                await self._invalid(
+                await _invalid(
                     handle_invalid_tool_request,
                     "the model asked for a tool in the last prediction round "
                     f"(max_prediction_rounds={rounds_cap})",
                     None,
                 )
             if requests:
-                results = await self._run_tools(
-                    toolset, requests, parallel, handle_invalid_tool_request
-                )
+                results = await _run_tools(toolset, requests, parallel, handle_invalid_tool_request)
                 asked = ChatMessage(
                     role="assistant", content=result.content, tool_calls=tuple(requests)
                 )
@@ -250,80 +248,77 @@ class AgentMethods(LlmMethods):
         result = await stream._run()
         return result, len(stream._tool_call_failures)
 
-    async def _invalid(
-        self,
-        handler: InvalidToolRequestHandler | None,
-        message: str,
-        request: ToolCallRequest | None,
-        cause: BaseException | None = None,
-    ) -> str:
-        """The text to report for a tool call that went wrong (raises without a request)."""
-        error = ToolCallError(message, request=request)
-        error.__cause__ = cause
-        if handler is not None:
-            replacement = await _call(handler, error, request)
-            if replacement is not None:
-                message = str(replacement)
-        if request is None:
-            raise ToolCallError(message, request=None)
-        return message
 
-    async def _run_tools(
-        self,
-        toolset: ToolSet,
-        requests: Sequence[ToolCallRequest],
-        parallel: int | None,
-        handler: InvalidToolRequestHandler | None,
-    ) -> list[ToolCallResult]:
-        limit = asyncio.Semaphore(parallel if parallel is not None else len(requests))
+async def _invalid(
+    handler: InvalidToolRequestHandler | None,
+    message: str,
+    request: ToolCallRequest | None,
+    cause: BaseException | None = None,
+) -> str:
+    """The text to report for a tool call that went wrong (raises without a request)."""
+    error = ToolCallError(message, request=request)
+    error.__cause__ = cause
+    if handler is not None:
+        replacement = await _call(handler, error, request)
+        if replacement is not None:
+            message = str(replacement)
+    if request is None:
+        raise ToolCallError(message, request=None)
+    return message
 
-        async def run(request: ToolCallRequest) -> ToolCallResult:
-            async with limit:
-                return ToolCallResult(
-                    content=await self._run_tool(toolset, request, handler),
-                    tool_call_id=request.id,
-                )
 
-        if len(requests) == 1:
-            return [await run(requests[0])]
-        tasks = [asyncio.ensure_future(run(r)) for r in requests]
-        try:
-            _done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        except BaseException:  # act was cancelled: so are the tools
-            await _cancel_all(tasks)
-            raise
-        if pending:  # one raised (a handler stopping act, Ctrl-C in a tool): stop the others
-            await _cancel_all(tasks)
-        for task in tasks:
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
-        return [t.result() for t in tasks]
+async def _run_tools(
+    toolset: ToolSet,
+    requests: Sequence[ToolCallRequest],
+    parallel: int | None,
+    handler: InvalidToolRequestHandler | None,
+) -> list[ToolCallResult]:
+    limit = asyncio.Semaphore(parallel if parallel is not None else len(requests))
 
-    async def _run_tool(
-        self, toolset: ToolSet, request: ToolCallRequest, handler: InvalidToolRequestHandler | None
-    ) -> str:
-        tool: Tool | None = toolset.tools.get(request.name)
-        if tool is None:
-            return await self._invalid(
-                handler, f"Cannot find tool with name {request.name}.", request
+    async def run(request: ToolCallRequest) -> ToolCallResult:
+        async with limit:
+            return ToolCallResult(
+                content=await _run_tool(toolset, request, handler),
+                tool_call_id=request.id,
             )
-        try:
-            kwargs = tool.bind(request.arguments or {})
-        except (msgspec.ValidationError, TypeError) as exc:
-            return await self._invalid(
-                handler, f"Failed to parse arguments for tool {request.name}: {exc}", request, exc
-            )
-        try:
-            if tool.is_async:
-                value = await tool.implementation(**kwargs)
-            else:
-                value = await asyncio.to_thread(tool.implementation, **kwargs)
-                if inspect.isawaitable(value):  # e.g. a lambda returning a coroutine
-                    value = await value
-            return encode_tool_result(value)
-        except Exception as exc:
-            log.info("tool %r raised %r; reporting it to the model", request.name, exc)
-            text = await self._invalid(
-                handler, f"Unhandled Python exception: {exc!r}", request, exc
-            )
-            return encode_tool_result(text)
+
+    if len(requests) == 1:
+        return [await run(requests[0])]
+    tasks = [asyncio.ensure_future(run(r)) for r in requests]
+    try:
+        _done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    except BaseException:  # act was cancelled: so are the tools
+        await _cancel_all(tasks)
+        raise
+    if pending:  # one raised (a handler stopping act, Ctrl-C in a tool): stop the others
+        await _cancel_all(tasks)
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+    return [t.result() for t in tasks]
+
+
+async def _run_tool(
+    toolset: ToolSet, request: ToolCallRequest, handler: InvalidToolRequestHandler | None
+) -> str:
+    tool: Tool | None = toolset.tools.get(request.name)
+    if tool is None:
+        return await _invalid(handler, f"Cannot find tool with name {request.name}.", request)
+    try:
+        kwargs = tool.bind(request.arguments or {})
+    except (msgspec.ValidationError, TypeError) as exc:
+        return await _invalid(
+            handler, f"Failed to parse arguments for tool {request.name}: {exc}", request, exc
+        )
+    try:
+        if tool.is_async:
+            value = await tool.implementation(**kwargs)
+        else:
+            value = await asyncio.to_thread(tool.implementation, **kwargs)
+            if inspect.isawaitable(value):  # e.g. a lambda returning a coroutine
+                value = await value
+        return encode_tool_result(value)
+    except Exception as exc:
+        log.info("tool %r raised %r; reporting it to the model", request.name, exc)
+        text = await _invalid(handler, f"Unhandled Python exception: {exc!r}", request, exc)
+        return encode_tool_result(text)

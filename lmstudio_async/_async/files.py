@@ -75,19 +75,19 @@ class FilesNamespace:
             image = await client.files.prepare_image("cat.png")
             reply = await llm.respond(Chat().add_user("What is this?", images=[image]))
 
-        ``name`` defaults to the file's name (a random one for bytes). A path is read in a
-        worker thread. Raises :class:`LMStudioValueError` for an unreadable source, an empty
-        file or one LM Studio does not take for an image, and :class:`ServerError` for an
-        upload LM Studio refuses (too large, not decodable).
+        ``name`` defaults to the file's name (a random one for bytes). A path or file object
+        is read in a worker thread. Raises :class:`LMStudioValueError` for an unreadable
+        source, an empty file or one LM Studio does not take for an image, and
+        :class:`ServerError` for an upload LM Studio refuses (too large, not decodable).
         """
         if name is not None and (not isinstance(name, str) or not name):
             raise LMStudioValueError(
                 f"prepare_image: name must be a non-empty string, got {name!r}"
             )
-        if isinstance(src, str | os.PathLike):
-            file_name, data = await asyncio.to_thread(_read_source, src, name)
-        else:
+        if isinstance(src, bytes | bytearray | memoryview):
             file_name, data = _read_source(src, name)
+        else:  # a path or a file object: blocking reads, done in a worker thread
+            file_name, data = await asyncio.to_thread(_read_source, src, name)
         if not data:
             raise LMStudioValueError(f"prepare_image: {file_name!r} is empty")
         raw = await self._client._rpc(

@@ -74,6 +74,9 @@ _RECONNECT_FIRST: Final = 0.05
 _RECONNECT_MAX: Final = 2.0
 _AGING_WINDOW: Final = 128
 _LEARNED_SECONDS: Final = 30.0
+_DRAIN_AFTER: Final = 1.0
+"""Seconds a caller waits for memory before busy instances stop taking new leases for it:
+until then it waits for instances to fall idle on their own (see docs/pool.md)."""
 _TTL_CHECK_FRACTION: Final = 0.8  # idle this share of the TTL: ask before handing it out
 _HandleAny: TypeAlias = _ModelHandle[Any, Any]
 _H = TypeVar("_H", bound=_ModelHandle[Any, Any])
@@ -89,9 +92,9 @@ class PoolCounters:
     """Counters of a pool, of one key or of one placement target (all integers).
 
     ``loads``: instances the pool loaded; ``evictions``: idle instances it unloaded to make
-    room; ``hits``: leases granted on an instance that was already loaded; ``waits``: leases
-    that had to queue for memory or for a free slot; ``in_flight``: leases held now;
-    ``queued``: callers waiting now.
+    room; ``hits``: leases that did not start a load (the instance was loaded, or another
+    caller's load of it was under way); ``waits``: leases that had to queue for memory or
+    for a free slot; ``in_flight``: leases held now; ``queued``: callers waiting now.
     """
 
     loads: int = 0
@@ -160,6 +163,11 @@ class _Policy:
     def rank(self, inst: _Instance) -> tuple[float, float]:
         raise NotImplementedError
 
+    def hotter(self, victim: str, key: str) -> bool:
+        """Whether ``victim`` is worth more than ``key`` (then a load of ``key`` that would
+        evict it may wait a little for a colder victim; see ``_DRAIN_AFTER``)."""
+        return False
+
 
 class LruPolicy(_Policy):
     """Least recently used first (kept for comparison; see docs/pool.md)."""
@@ -193,6 +201,9 @@ class LfuAgingPolicy(_Policy):
 
     def rank(self, inst: _Instance) -> tuple[float, float]:
         return (float(self.counts.get(inst.key, 0)), inst.last_used)
+
+    def hotter(self, victim: str, key: str) -> bool:
+        return self.counts.get(victim, 0) > self.counts.get(key, 0)
 
 
 def make_policy(name: Eviction) -> _Policy:
@@ -313,7 +324,8 @@ class _Instance:
         self.handle: _HandleAny | None = None
         self.leases = 0
         self.reserved = 0  # callers of the load, promised a lease when it lands
-        self.draining = False  # no new leases: a waiter needs its memory once it is idle
+        # No new leases: the waiter with this number needs its memory once it is idle.
+        self.draining: int | None = None
         self.last_used = 0.0
         self.done: asyncio.Future[None] | None = None
 
@@ -326,10 +338,11 @@ class _Instance:
 
 
 class _Waiter:
-    __slots__ = ("future", "seq")
+    __slots__ = ("future", "seq", "since")
 
-    def __init__(self, seq: int) -> None:
+    def __init__(self, seq: int, since: float) -> None:
         self.seq = seq
+        self.since = since
         self.future: asyncio.Future[None] | None = None
 
 
@@ -472,7 +485,8 @@ class AsyncModelPool:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._cancellable: set[asyncio.Task[Any]] = set()
         self._reconciler: asyncio.Task[None] | None = None
-        self._drainer: int | None = None  # the waiter for which instances are draining
+        self._drain_after = _DRAIN_AFTER
+        self._last_placed: _Instance | None = None
         self._closed = False
         self._closing: asyncio.Future[None] | None = None
 
@@ -718,7 +732,7 @@ class AsyncModelPool:
                 await self._sync_hosts(deadline, timeout)
                 # Fair queueing: a caller that needs to wait keeps its place in line.
                 ahead = waiter is None and bool(self._waiters)
-                drain = waiter is not None and self._drainer in (None, waiter.seq)
+                self._last_placed = None  # set by _place if this call starts a load
                 step = self._try(
                     key,
                     domain,
@@ -727,22 +741,29 @@ class AsyncModelPool:
                     plain,
                     info,
                     place=not ahead,
-                    drain_for=waiter.seq if drain and waiter is not None else None,
+                    drain_for=(
+                        waiter.seq
+                        if waiter is not None and loop.time() >= waiter.since + self._drain_after
+                        else None
+                    ),
+                    patient=waiter is None or loop.time() < waiter.since + self._drain_after,
                 )
                 if isinstance(step, _Instance):
                     if step.state == "ready":
                         if self._maybe_expired(step) and not await self._still_loaded(step):
                             continue
-                        if not waited:
-                            self._bump("hits", key, step.target)
+                        self._bump("hits", key, step.target)
                         return step
                     # A load this caller started, or joined: wait for it to land.
+                    joined = step is not self._last_placed
                     try:
                         inst = await self._await_load(step, deadline, timeout, key)
                     except _Retry as retry:
                         last_error = retry.cause
                         continue
                     if inst is not None:
+                        if joined:
+                            self._bump("hits", key, inst.target)
                         return inst
                     continue
                 if isinstance(step, BaseException):
@@ -754,7 +775,7 @@ class AsyncModelPool:
                             f"model pool: {len(self._waiters)} callers are already waiting "
                             f"(max_waiting={self._max_waiting}); lease of {key!r} refused"
                         )
-                    waiter = _Waiter(next(self._seq))
+                    waiter = _Waiter(next(self._seq), loop.time())
                     self._waiters[waiter.seq] = waiter
                     counts.queued += 1
                     if not waited:
@@ -762,19 +783,17 @@ class AsyncModelPool:
                         self._bump("waits", key, None)
                     if ahead:
                         self._changed()  # let the callers ahead try first, in order
-                    else:
-                        continue  # first in line: try once more, now allowed to drain
                 fut = waiter.future = loop.create_future()
-                await self._wait(fut, deadline, timeout, key, last_error)
+                patience = waiter.since + self._drain_after
+                await self._wait(fut, deadline, timeout, key, last_error, patience)
         finally:
             if waiter is not None:
                 self._waiters.pop(waiter.seq, None)
                 counts.queued -= 1
-                if self._drainer == waiter.seq:
-                    self._drainer = None
-                    for target in self._targets:
-                        for inst in target.instances:
-                            inst.draining = False
+                for target in self._targets:
+                    for inst in target.instances:
+                        if inst.draining == waiter.seq:
+                            inst.draining = None
                 self._changed()
 
     async def _wait(
@@ -784,15 +803,23 @@ class AsyncModelPool:
         timeout: float | None,
         key: str,
         cause: BaseException | None,
+        patience: float,
     ) -> None:
-        remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
+        """Wait for a change, the deadline (an error) or, once, the end of ``patience``."""
+        now = asyncio.get_running_loop().time()
+        remaining = None if deadline is None else deadline - now
         if remaining is not None and remaining <= 0:
             raise self._timeout(key, timeout, cause)
+        wake = remaining
+        if patience > now and (wake is None or patience - now < wake):
+            wake = patience - now
         try:
-            await asyncio.wait_for(fut, remaining)
+            await asyncio.wait_for(fut, wake)
         except TimeoutError:
             if fut.done() and not fut.cancelled():
                 return
+            if wake != remaining:
+                return  # patience is over: try again, now allowed to drain
             raise self._timeout(key, timeout, cause) from None
 
     def _timeout(
@@ -838,6 +865,7 @@ class AsyncModelPool:
         *,
         place: bool = True,
         drain_for: int | None = None,
+        patient: bool = False,
     ) -> _Instance | BaseException | None:
         """Lease a ready instance, join a load in progress, or start one; None: wait.
 
@@ -856,7 +884,9 @@ class AsyncModelPool:
         ]
         ready = [i for i in matching if i.state == "ready"]
         free = [
-            i for i in ready if not i.draining and (limit is None or i.leases + i.reserved < limit)
+            i
+            for i in ready
+            if i.draining is None and (limit is None or i.leases + i.reserved < limit)
         ]
         loading = [i for i in matching if i.state == "loading"]
         if free:
@@ -875,7 +905,14 @@ class AsyncModelPool:
         if not place or (matching and len(matching) >= self._max_replicas):
             return None  # every instance is busy and no replica may be added
         return self._place(
-            key, domain, cfg, signature, info, evict=not matching, drain_for=drain_for
+            key,
+            domain,
+            cfg,
+            signature,
+            info,
+            evict=not matching,
+            drain_for=drain_for,
+            patient=patient,
         )
 
     def _take(self, inst: _Instance) -> None:
@@ -922,8 +959,14 @@ class AsyncModelPool:
         *,
         evict: bool,
         drain_for: int | None = None,
+        patient: bool = False,
     ) -> _Instance | BaseException | None:
-        """Start a load of ``key`` on the best target (evicting idle instances if allowed)."""
+        """Start a load of ``key`` on the best target (evicting idle instances if allowed).
+
+        ``patient``: while other leases are active on a target, do not evict an instance
+        worth more than ``key`` there (it is likely wanted again soon; meanwhile more
+        callers of ``key`` gather and share its load).
+        """
         best: tuple[tuple[float, ...], _Target, list[_Instance]] | None = None
         too_big: list[str] = []
         now = asyncio.get_running_loop().time()
@@ -949,6 +992,12 @@ class AsyncModelPool:
                     victims = self._victims(self._evictable(target), free, need)
                     if victims is None:
                         continue
+                    if (
+                        patient
+                        and any(i.leases for i in target.instances)
+                        and any(self._policy.hotter(v.key, key) for v in victims)
+                    ):
+                        continue
                     cost = sum(self._policy.rank(v)[0] for v in victims)
                     candidate = ((1, cost, len(victims)), target, victims)
             if best is None or candidate[0] < best[0]:
@@ -968,6 +1017,7 @@ class AsyncModelPool:
             key, domain, signature, target, self._bytes(target, key, signature, info), owned=True
         )
         inst.reserved = 1
+        self._last_placed = inst
         target.instances.append(inst)
         inst.done = asyncio.get_running_loop().create_future()
         self._spawn(self._load(inst, cfg), f"lmstudio-pool-load-{key}", cancel=True)
@@ -997,13 +1047,20 @@ class AsyncModelPool:
         their leases end instead of waiting behind a stream of hits."""
         best: tuple[tuple[float, ...], list[_Instance]] | None = None
         for target in self._targets:
+            for inst in target.instances:
+                if inst.draining == seq:
+                    inst.draining = None
+        for target in self._targets:
             limit = target.limit(now)
             if not target.host.up or limit is None or not self._serves(target, key):
                 continue
             candidates = [
                 i
                 for i in target.instances
-                if i.state == "ready" and i.owned and i.key.lower() not in self._pinned
+                if i.state == "ready"
+                and i.owned
+                and i.draining is None  # not promised to another waiter
+                and i.key.lower() not in self._pinned
             ]
             candidates.sort(key=lambda i: (not i.idle, *self._policy.rank(i)))
             need = self._bytes(target, key, signature, info)
@@ -1015,9 +1072,8 @@ class AsyncModelPool:
             if best is None or score < best[0]:
                 best = (score, busy)
         if best is not None:
-            self._drainer = seq
             for victim in best[1]:
-                victim.draining = True
+                victim.draining = seq
 
     def _serves(self, target: _Target, key: str) -> bool:
         catalog = target.host.catalog
@@ -1094,7 +1150,17 @@ class AsyncModelPool:
                 self._changed()
                 raise
             error: BaseException = exc
-            if isinstance(exc, InsufficientMemoryError) and target.committed() > 0:
+            if isinstance(exc, InsufficientMemoryError) and target.committed() == 0:
+                # Nothing of ours there: orphans of failed loads, or someone else's models?
+                try:
+                    if await self._reconcile(host):
+                        error = _Retry(exc)
+                except BaseException as late:
+                    inst.done.set_exception(late)
+                    inst.done.exception()
+                    self._changed()
+                    raise
+            elif isinstance(exc, InsufficientMemoryError):
                 # The server has less room than we thought (someone else's models, or a
                 # wrong estimate): place against what fits now for a while, and retry.
                 capacity = target.committed() + inst.bytes - 1  # an upper bound, now
@@ -1332,8 +1398,10 @@ class AsyncModelPool:
                 if host.up:
                     await self._reconcile(host)
 
-    async def _reconcile(self, host: _Host) -> None:
-        """Compare the pool's view of ``host`` with its ``list_loaded``."""
+    async def _reconcile(self, host: _Host) -> bool:
+        """Compare the pool's view of ``host`` with its ``list_loaded``; unload orphans
+        (instances of this pool it no longer tracks, e.g. a load whose connection dropped
+        as it completed). Returns whether memory it did not know about was found."""
         targets = [t for t in self._targets if t.host is host]
         before = {i.reference for t in targets for i in t.instances if i.state == "ready"}
         try:
@@ -1344,13 +1412,15 @@ class AsyncModelPool:
         except LMStudioConnectionError as exc:
             if not self._closed:
                 self._mark_down(host, exc)
-            return
+            return False
         except LMStudioError as exc:
             log.warning("pool: list_loaded on %s failed: %s", host.name, exc)
             host.synced = True
-            return
+            return False
         if self._closed:
-            return
+            return False
+        found = False
+        orphans: list[_HandleAny] = []
         present: dict[str, _HandleAny] = {h.instance_reference: h for h in loaded}
         known: set[str] = set()
         for target in targets:
@@ -1362,8 +1432,13 @@ class AsyncModelPool:
                 if inst.state == "ready" and inst.reference in before - present.keys():
                     self._gone(inst)
         for ref, handle in present.items():
-            if ref in known or handle.identifier in known or self._ours(handle.identifier):
+            if ref in known or handle.identifier in known:
                 continue  # ours: loaded, being unloaded, or a load that is landing
+            found = True
+            if self._ours(handle.identifier):
+                log.info("pool: unloading %r, an orphan of a failed load", handle.identifier)
+                orphans.append(handle)
+                continue
             target = self._target_for(targets, handle.info.device_identifier)
             inst = _Instance(
                 handle.model_key,
@@ -1381,8 +1456,13 @@ class AsyncModelPool:
             inst.state = "ready"
             target.instances.append(inst)
             log.info("pool: using %r, loaded by someone else, on %s", inst.identifier, host.name)
+        if orphans:
+            await asyncio.gather(
+                *(h.unload(timeout=_UNLOAD_TIMEOUT) for h in orphans), return_exceptions=True
+            )
         host.synced = True
         self._changed()
+        return found
 
     def _ours(self, identifier: str) -> bool:
         return f"@pool-{self._token}-" in identifier

@@ -31,6 +31,7 @@ from lmstudio_async.errors import (
 
 __all__ = [
     "LOAD_ERROR_RULES",
+    "LOAD_OPERATION",
     "MALFORMED_ERROR_TITLE",
     "MODEL_NOT_FOUND_CODES",
     "Rule",
@@ -57,14 +58,20 @@ MALFORMED_ERROR_TITLE = "Malformed server error"
 @dataclass(frozen=True)
 class Rule:
     """A server error whose ``displayData.code`` is in ``codes``, or whose title, root
-    title or cause matches ``text``, becomes ``cls``. ``source`` says what the rule rests
-    on; ``guess`` marks rules not confirmed against a real LM Studio."""
+    title or cause matches ``text`` (or ``load_text``, for errors of a ``loadModel`` call
+    only), becomes ``cls``. ``source`` says what the rule rests on; ``guess`` marks rules
+    not confirmed against a real LM Studio."""
 
     cls: type[ServerError]
     codes: frozenset[str]
     text: re.Pattern[str]
     source: str
     guess: bool = True
+    load_text: re.Pattern[str] | None = None
+
+
+#: The ``operation`` of a ``loadModel`` call (see ``AsyncClient._load_channel``).
+LOAD_OPERATION = "Model load"
 
 
 #: Load-time errors LM Studio sends without a code, first match wins (a code beats text).
@@ -86,6 +93,7 @@ LOAD_ERROR_RULES: tuple[Rule, ...] = (
         frozenset(),  # no code known
         re.compile(r"\bidentifier\b.*\balready (exists|in use|taken)", re.IGNORECASE),
         "lmstudio-python's tests expect \"already exists\" when a load's identifier is taken",
+        load_text=re.compile(r"\balready exists\b", re.IGNORECASE),
     ),
     Rule(
         DeviceNotFoundError,
@@ -102,7 +110,9 @@ def _identifier(error_data: Any, subject: str | None) -> str | None:
     return subject
 
 
-def classify_load_error(err: SerializedError, code: str | None) -> type[ServerError] | None:
+def classify_load_error(
+    err: SerializedError, code: str | None, operation: str | None = None
+) -> type[ServerError] | None:
     """The class :data:`LOAD_ERROR_RULES` give ``err`` (``None``: no rule matches)."""
     if code is not None:
         for rule in LOAD_ERROR_RULES:
@@ -111,7 +121,10 @@ def classify_load_error(err: SerializedError, code: str | None) -> type[ServerEr
         return None
     texts = [t for t in (err.title, err.root_title, err.cause) if t]
     for rule in LOAD_ERROR_RULES:
-        if any(rule.text.search(t) for t in texts):
+        patterns = [rule.text]
+        if rule.load_text is not None and operation == LOAD_OPERATION:
+            patterns.append(rule.load_text)
+        if any(p.search(t) for p in patterns for t in texts):
             return rule.cls
     return None
 
@@ -222,7 +235,7 @@ def map_server_error(
     }
     if code in MODEL_NOT_FOUND_CODES:
         return ModelNotFoundError(title, subject=subject, **common)
-    typed = classify_load_error(err, code if isinstance(code, str) else None)
+    typed = classify_load_error(err, code if isinstance(code, str) else None, operation)
     if typed is IdentifierTakenError:  # the identifier asked for, when the data names none
         return IdentifierTakenError(title, identifier=_identifier(error_data, subject), **common)
     if typed is not None:

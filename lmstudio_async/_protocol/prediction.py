@@ -162,6 +162,10 @@ class PredictionConfig(
     """CPU threads to use (>= 1)."""
     draft_model: str | None = None
     """Model key of a draft model for speculative decoding."""
+    grammar: str | None = None
+    """Structured output with a GBNF grammar (llama.cpp models): the reply follows it.
+    Not together with ``json_schema``. Mapping alias: ``structured`` (``{"type": "gbnf",
+    "gbnfGrammar": ...}``)."""
 
     def __post_init__(self) -> None:
         self._check_int("max_tokens", 1)
@@ -179,6 +183,15 @@ class PredictionConfig(
         ):
             raise self._fail("draft_model", "a non-empty model key", self.draft_model)
         self._check_schema()
+        if self.grammar is not None:
+            if not (isinstance(self.grammar, str) and self.grammar.strip()):
+                raise self._fail("grammar", "a non-empty GBNF grammar", self.grammar)
+            if self.json_schema is not None:
+                raise ConfigError(
+                    "PredictionConfig: json_schema and grammar both ask for structured "
+                    "output; give only one",
+                    field="grammar",
+                )
         for field in ("temperature", "top_p", "min_p", "repeat_penalty"):
             value = getattr(self, field)
             if type(value) is int:  # one wire form per value: 0 and 0.0 are the same setting
@@ -287,15 +300,20 @@ def _unknown(key: str) -> ConfigError:
     return PredictionConfig._unknown_field(key)
 
 
-def _structured_schema(value: Any) -> Any:
-    """The official SDKs' ``structured`` setting -> our ``json_schema`` (None for "none")."""
-    if isinstance(value, Mapping) and value.get("type") == "none":
-        return None
-    if isinstance(value, Mapping) and value.get("type") == "json" and "jsonSchema" in value:
-        return value["jsonSchema"]
+def _structured_field(value: Any) -> tuple[str, Any]:
+    """The official SDKs' ``structured`` setting -> (our field, its value): ``json_schema``
+    or ``grammar`` (value None for ``{"type": "none"}``)."""
+    kind = value.get("type") if isinstance(value, Mapping) else None
+    if kind == "none":
+        return "json_schema", None
+    if kind == "json" and "jsonSchema" in value:
+        return "json_schema", value["jsonSchema"]
+    if kind == "gbnf" and "gbnfGrammar" in value:
+        return "grammar", value["gbnfGrammar"]
     raise ConfigError(
-        "prediction config field 'structured' must be {'type': 'json', 'jsonSchema': {...}} "
-        f"or {{'type': 'none'}}, got {value!r}; or pass the schema as 'json_schema'",
+        "prediction config field 'structured' must be {'type': 'json', 'jsonSchema': {...}}, "
+        f"{{'type': 'gbnf', 'gbnfGrammar': '...'}} or {{'type': 'none'}}, got {value!r}; or "
+        "pass 'json_schema' / 'grammar'",
         field="structured",
     )
 
@@ -307,7 +325,7 @@ def _normalise(config: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(key, str):
             raise ConfigError(f"prediction config keys must be strings, got {key!r}", field=None)
         if key == "structured":
-            name, value = "json_schema", _structured_schema(value)
+            name, value = _structured_field(value)
         else:
             found = _ALIASES.get(key)
             if found is None:
@@ -364,6 +382,10 @@ def prediction_config_to_fields(config: object) -> list[KvField]:
         fields.append(
             KvField(key=key, value={"checked": True, "value": value} if checkbox else value)
         )
+    if coerced.grammar is not None:
+        fields.append(
+            KvField(key=_STRUCTURED_KEY, value={"type": "gbnf", "gbnfGrammar": coerced.grammar})
+        )
     return fields
 
 
@@ -401,9 +423,13 @@ def fields_to_prediction_config(
             if not usable:
                 continue
         if key == _STRUCTURED_KEY:
-            if not (isinstance(raw, Mapping) and raw.get("type") == "json"):
+            kind = raw.get("type") if isinstance(raw, Mapping) else None
+            if kind == "gbnf" and isinstance(raw.get("gbnfGrammar"), str):
+                name, raw = "grammar", raw["gbnfGrammar"]
+            elif kind == "json":
+                raw = raw.get("jsonSchema")
+            else:
                 continue
-            raw = raw.get("jsonSchema")
         if raw is None:
             continue
         try:
@@ -752,8 +778,8 @@ def predict_creation(
     if response_format is not None:
         if any(f["key"] == _STRUCTURED_KEY for f in fields):
             raise ConfigError(
-                "response_format= and PredictionConfig.json_schema both ask for structured "
-                "output; give only one",
+                "response_format= and PredictionConfig.json_schema (or grammar) both ask "
+                "for structured output; give only one",
                 field="json_schema",
             )
         structured = {"type": "json", "jsonSchema": response_format.schema}

@@ -21,6 +21,7 @@ description=...)]`` takes precedence).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 import re
@@ -206,9 +207,19 @@ class ToolFunctionDef:
             parameter_descriptions={k: v for k, v in arg_docs.items() if k in parameters},
         )
 
+    def to_tool_definition(self) -> dict[str, Any]:
+        """What the model is offered: ``{"type": "function", "function": {"name",
+        "description", "parameters": <JSON schema>}}`` (LM Studio's and OpenAI's tool shape).
 
-ToolDefinition = ToolFunctionDef | Callable[..., Any]
-"""What ``act`` / ``respond(tools=...)`` take: a :class:`ToolFunctionDef` or a function."""
+        Raises :class:`~lmstudio_async.LMStudioValueError` if a parameter type has no JSON
+        schema.
+        """
+        return copy.deepcopy(_tool_from_def(self).wire)
+
+
+ToolDefinition = ToolFunctionDef | Callable[..., Any] | Mapping[str, Any]
+"""What ``act`` / ``respond(tools=...)`` take: a :class:`ToolFunctionDef`, a function, or a
+dict of ``ToolFunctionDef``'s fields (the official SDK's ``ToolFunctionDefDict``)."""
 
 _SECTION_RE = re.compile(r"^(?:Args|Arguments|Parameters|Params):[ \t]*$", re.MULTILINE)
 _ARG_RE = re.compile(r"^\*{0,2}(\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
@@ -349,8 +360,8 @@ def _function_tool(function: Any) -> Tool:
 
 
 def parse_tools(tools: object) -> ToolSet:
-    """Validate what a user passed as ``tools``: a non-empty list of functions and
-    :class:`ToolFunctionDef` with distinct names."""
+    """Validate what a user passed as ``tools``: a non-empty list of functions,
+    :class:`ToolFunctionDef` and dicts of its fields, with distinct names."""
     if isinstance(tools, ToolSet):
         return tools
     if isinstance(tools, str | bytes | Mapping) or not isinstance(tools, Iterable):
@@ -361,6 +372,15 @@ def parse_tools(tools: object) -> ToolSet:
     for item in tools:
         if isinstance(item, ToolFunctionDef):
             tool = _tool_from_def(item)
+        elif isinstance(item, Mapping):  # the official SDK's ToolFunctionDefDict
+            try:
+                definition = ToolFunctionDef(**item)
+            except TypeError as exc:
+                raise LMStudioValueError(
+                    "a tool dict needs exactly the keys name, description, parameters and "
+                    f"implementation (optionally parameter_descriptions): {exc}"
+                ) from None
+            tool = _tool_from_def(definition)
         elif inspect.isfunction(item):
             tool = _function_tool(item)
         elif callable(item):

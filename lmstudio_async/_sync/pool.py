@@ -27,7 +27,7 @@ from .._async.pool import (
     TargetKey,
 )
 from ..config import EmbeddingLoadConfig, LlmLoadConfig
-from ..errors import LMStudioValueError, LoopThreadError
+from ..errors import LMStudioError, LMStudioValueError, LoopThreadError
 from .client import Client, SyncEmbeddingModel, SyncLLM, _Facade, _wrap
 from .loop import _Lease
 
@@ -137,7 +137,11 @@ class ModelPool(_Facade):
         super().__init__(pool, lease)
 
     def __repr__(self) -> str:
-        return repr(self._async).replace("<AsyncModelPool", "<ModelPool", 1)
+        try:  # the pool's state lives in the loop thread: read it there
+            text: str = self._lease.call(_run, (repr, self._async))
+        except LMStudioError:
+            text = f"<AsyncModelPool {'closed' if self._async.closed else 'open'}>"
+        return text.replace("<AsyncModelPool", "<ModelPool", 1)
 
     @property
     def closed(self) -> bool:

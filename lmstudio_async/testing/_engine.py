@@ -15,12 +15,15 @@ import asyncio
 import json
 import math
 import random
+import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from . import _draft as drafting
+from . import _gbnf as gbnf
 from . import _textgen as tg
 from . import _toolcalls as tc
+from ._errors import StandInError
 from ._kvconfig import prediction_config
 from ._state import Instance, ModelState
 
@@ -115,6 +118,24 @@ def plan(text: str, config: dict[str, Any], prompt_tokens: int, context_length: 
     return result
 
 
+def gbnf_grammar(structured: Any) -> str | None:
+    """The grammar of a ``{"type": "gbnf", "gbnfGrammar": ...}`` setting, else ``None``."""
+    if isinstance(structured, dict) and structured.get("type") == "gbnf":
+        grammar = structured.get("gbnfGrammar")
+        if isinstance(grammar, str):
+            return grammar
+    return None
+
+
+def grammar_text(grammar: str, rng: random.Random, topic_text: str) -> str:
+    """Text the GBNF ``grammar`` accepts, spelled from the prompt's words (``_gbnf``)."""
+    words = [w.lower() for w in re.findall(r"[^\W\d_]{3,}", topic_text)[-50:]]
+    try:
+        return gbnf.generate(grammar, rng, words or ["text"])
+    except gbnf.GrammarError as exc:
+        raise StandInError(f"Invalid GBNF grammar: {exc}") from None
+
+
 def generate(inst: Instance, config: dict[str, Any], prompt: tg.RenderedPrompt) -> str:
     """The full text the model would produce for this prompt and config (deterministic)."""
     temperature = config.get("llm.prediction.temperature", 0.8)
@@ -122,6 +143,7 @@ def generate(inst: Instance, config: dict[str, Any], prompt: tg.RenderedPrompt) 
     seed = seed_setting if isinstance(seed_setting, int) and seed_setting >= 0 else -1
     structured = config.get("llm.prediction.structured", {"type": "none"})
     json_mode = isinstance(structured, dict) and structured.get("type") == "json"
+    grammar = gbnf_grammar(structured)
     rng = random.Random(
         tg.generation_seed(
             inst.model_key,
@@ -132,11 +154,13 @@ def generate(inst: Instance, config: dict[str, Any], prompt: tg.RenderedPrompt) 
             config.get("llm.prediction.topPSampling"),
             config.get("llm.prediction.minPSampling"),
             config.get("llm.prediction.repeatPenalty"),
-            structured if json_mode else None,
+            structured if json_mode or grammar is not None else None,
         )
     )
     if json_mode:
         return tg.generate_json(rng, structured.get("jsonSchema"), prompt.topic_source)
+    if grammar is not None:
+        return grammar_text(grammar, rng, prompt.topic_source)
     lead_space = prompt.raw and bool(prompt.text) and not prompt.text[-1].isspace()
     return tg.generate_text(rng, prompt.topic_source, chat=not prompt.raw, lead_space=lead_space)
 

@@ -19,8 +19,9 @@ stand-in: the catalogue entry has ``trainedForToolUse``).
 The rule (documented in docs/stand-in.md, "Tool calls"):
 
 1. Only the messages after the last ``user`` message count as "this turn". If this turn
-   already holds tool results, the model answers with text quoting each result (and the
-   tool's name): no further calls. If the last message is not the user's, nothing applies.
+   already holds tool results (and no later step is pending, rule 7), the model answers
+   with text quoting each result of the turn (and the tool's name): no further calls. If
+   the last message is neither the user's nor a tool result, nothing applies.
 2. Otherwise, in the last user message, a tool is *named* when its name appears as a whole
    word, case-insensitively, also with ``_``/``-`` read as spaces and camelCase split
    (``get_weather``: "get_weather" or "get weather").
@@ -39,6 +40,15 @@ The rule (documented in docs/stand-in.md, "Tool calls"):
    ``enum`` value, else a placeholder (0, 0.0, "", false, [], {}, null).
 6. Call ids are ``call_`` plus 24 hex digits of a hash of the conversation and the call's
    position, so a repeated request gets the same ids.
+7. Steps: a part of the message after the word "then" that refers to an earlier result
+   ("the result", "that result", "the answer", "that answer") depends on what comes before
+   it, so it starts a new step (other "then" parts stay in the current step). When two or
+   more steps name tools, each is a round: round *k* (counting the assistant tool-call
+   messages of the turn) calls the tools named in step *k*, filled from the numeric results
+   of the previous round first, then from the step's own values; after the last step's
+   results the model answers (rule 1). "Add 1 and 2, then multiply the result by 4" calls
+   ``add(1, 2)``, then ``multiply(3, 4)``, then answers; "add 2 and 3, then multiply 4 by
+   5" calls both tools in one round.
 """
 
 from __future__ import annotations
@@ -189,7 +199,8 @@ def tools_from_setting(setting: Any) -> list[ToolSpec]:
     if not isinstance(setting, Mapping) or setting.get("type") != "toolArray":
         return []
     specs: list[ToolSpec] = []
-    for tool in setting.get("tools") or []:
+    tools = setting.get("tools")
+    for tool in tools if isinstance(tools, list) else []:
         if isinstance(tool, Mapping) and isinstance(tool.get("function"), Mapping):
             spec = _as_tool(tool["function"])
             if spec.name:
@@ -399,11 +410,48 @@ def plan_tool_round(
     if last_user is None:
         return ToolRound()
     turn = history[last_user + 1 :]
-    if any(m.role == "tool" for m in turn):
-        return ToolRound(text=answer_from_results(turn))
-    if turn or not specs:
-        return ToolRound()
     text = history[last_user].text
+    steps = _steps(text, specs)
+    done = sum(1 for m in turn if m.role == "assistant" and m.tool_calls)
+    has_results = any(m.role == "tool" for m in turn)
+    if has_results and (len(steps) < 2 or done >= len(steps) or turn[-1].role != "tool"):
+        return ToolRound(text=answer_from_results(turn))
+    if not specs or (turn and not has_results):
+        return ToolRound()
+    if len(steps) >= 2:
+        picked = _plan_step(steps[done], specs, _result_values(turn))
+    else:
+        picked = _plan_single(text, specs)
+    if not picked:
+        return ToolRound()
+    calls = tuple(
+        PlannedCall(_call_id(history, index), tool.name, args)
+        for index, (tool, args) in enumerate(picked)
+    )
+    names = ", ".join(call.name for call in calls)
+    plural = "tools" if len(calls) > 1 else "tool"
+    return ToolRound(calls=calls, text=f"Let me use the {names} {plural}.")
+
+
+_THEN_RE = re.compile(r"\bthen\b", re.IGNORECASE)
+_DEPENDS_RE = re.compile(r"\b(?:the|that) (?:result|answer)\b", re.IGNORECASE)
+
+
+def _steps(text: str, specs: list[ToolSpec]) -> list[str]:
+    """The sequential steps of ``text`` (rule 7): parts after a "then" that refer to "the
+    result" start a new step; steps that name no tool are dropped."""
+    groups: list[str] = []
+    for index, part in enumerate(_THEN_RE.split(text)):
+        if index and _DEPENDS_RE.search(part):
+            groups.append(part)
+        elif groups:
+            groups[-1] += " then " + part
+        else:
+            groups.append(part)
+    return [g for g in groups if any(_mention(g, t.name) is not None for t in specs)]
+
+
+def _plan_single(text: str, specs: list[ToolSpec]) -> list[tuple[ToolSpec, dict[str, Any]]]:
     values = _values(text)
     mentioned = [
         (pos, i, t) for i, t in enumerate(specs) if (pos := _mention(text, t.name)) is not None
@@ -420,12 +468,37 @@ def plan_tool_round(
         args = _fill(tool, values, 0, lenient=False)
         if args is not None:
             picked.append((tool, args))
-    if not picked:
-        return ToolRound()
-    calls = tuple(
-        PlannedCall(_call_id(history, index), tool.name, args)
-        for index, (tool, args) in enumerate(picked)
+    return picked
+
+
+def _result_values(turn: Sequence[Message]) -> list[_Value]:
+    """Numbers that the latest tool results consist of (the previous step's results)."""
+    latest: list[Message] = []
+    for message in reversed(turn):
+        if message.role != "tool":
+            break
+        latest.insert(0, message)
+    values: list[_Value] = []
+    for message in latest:
+        raw = message.text.strip().strip('"')
+        if _NUMBER_RE.fullmatch(raw):
+            number: int | float = float(raw) if "." in raw else int(raw)
+            values.append(_Value("number", -1, number))
+    return values
+
+
+def _plan_step(
+    text: str, specs: list[ToolSpec], earlier: list[_Value]
+) -> list[tuple[ToolSpec, dict[str, Any]]]:
+    """One step of a "then" sequence: its named tools, filled from the previous step's
+    numeric results first, then from the step's own values."""
+    values = earlier + _values(text)
+    mentioned = sorted(
+        (pos, i, t) for i, t in enumerate(specs) if (pos := _mention(text, t.name)) is not None
     )
-    names = ", ".join(call.name for call in calls)
-    plural = "tools" if len(calls) > 1 else "tool"
-    return ToolRound(calls=calls, text=f"Let me use the {names} {plural}.")
+    picked: list[tuple[ToolSpec, dict[str, Any]]] = []
+    for _pos, _i, tool in mentioned:
+        args = _fill(tool, values, -1, lenient=True)
+        assert args is not None
+        picked.append((tool, args))
+    return picked

@@ -377,3 +377,30 @@ async def test_bad_config_or_preset_fails_before_the_first_round(
         await llm.act("x", [add], preset="", on_round_start=started.append)
     assert started == []
     assert len(lmstudio_server.received_frames(namespace="llm")) == before
+
+
+async def test_act_chains_rounds_when_a_step_needs_the_previous_result(llm: lms.LLM) -> None:
+    calls: list[tuple[str, float, float]] = []
+
+    def plus(a: float, b: float) -> float:
+        """Add two numbers."""
+        calls.append(("plus", a, b))
+        return a + b
+
+    async def times(a: float, b: float) -> float:
+        """Multiply two numbers."""
+        calls.append(("times", a, b))
+        return a * b
+
+    messages: list[lms.ChatMessage] = []
+    result = await llm.act(
+        "Please plus 1 and 2, then times the result by 4", [plus, times], on_message=messages.append
+    )
+    assert result.rounds == 3
+    assert calls == [("plus", 1, 2), ("times", 3, 4)]
+    assert [m.role for m in messages] == ["assistant", "tool", "assistant", "tool", "assistant"]
+    assert "12" in messages[-1].content
+    limited = await llm.act(
+        "Please plus 1 and 2, then times the result by 4", [plus, times], max_prediction_rounds=2
+    )
+    assert limited.rounds == 2  # the second round offers no tools: the model answers

@@ -157,3 +157,20 @@ async def test_a_preset_applies_under_the_callers_config(llm: lms.LLM) -> None:
     with pytest.raises(lms.PresetNotFoundError) as info:
         await llm.respond("hi", preset="no-such-preset")
     assert "@local:concise" in info.value.available
+
+
+async def test_a_gbnf_grammar_shapes_the_reply(llm: lms.LLM) -> None:
+    pytest.importorskip("lmstudio_async.testing._gbnf", reason="the stand-in has no GBNF yet")
+    grammar = 'root ::= answer "."\nanswer ::= "yes" | "no"'
+    result = await llm.respond("Is the sky blue?", config=lms.PredictionConfig(grammar=grammar))
+    assert result.content in ("yes.", "no.")
+    assert result.prediction_config.grammar == grammar
+    official_shape = {"structured": {"type": "gbnf", "gbnfGrammar": grammar}}
+    assert (await llm.respond("Is the sky blue?", config=official_shape)).content == result.content
+    with pytest.raises(lms.ConfigError, match="give only one"):
+        await llm.respond("x", response_format=Point, config={"grammar": grammar})
+    with pytest.raises(lms.ConfigError, match="give only one") as info:
+        lms.PredictionConfig(grammar=grammar, json_schema={"type": "object"})
+    assert info.value.field == "grammar"
+    with pytest.raises(lms.ConfigError, match="grammar"):
+        lms.PredictionConfig(grammar="  ")

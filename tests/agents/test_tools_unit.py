@@ -80,10 +80,18 @@ def test_explicit_definition_matches_the_official_shape() -> None:
     assert function["parameters"]["properties"]["b"] == {"type": "number", "default": 0.0}
 
 
+def test_a_dict_definition_like_the_official_sdk() -> None:
+    tools = parse_tools(
+        [{"name": "add", "description": "Add.", "parameters": {"a": int}, "implementation": abs}]
+    )
+    assert tools.setting()["tools"][0]["function"]["parameters"]["required"] == ["a"]
+
+
 @pytest.mark.parametrize(
     ("tools", "message"),
     [
         ([], "empty"),
+        ([{"name": "add"}], "a tool dict needs exactly the keys"),
         ("get_weather", "list"),
         ([42], "function or a ToolFunctionDef"),
         ([get_weather, get_weather], "two tools are named 'get_weather'"),
@@ -287,3 +295,27 @@ def test_prediction_errors_map_to_their_classes(payload: dict[str, Any], cls: st
     if isinstance(error, lms.PresetNotFoundError):
         assert error.preset == "p"
         assert error.available == ["@local:a"]
+
+
+async def test_unknown_tools_and_bad_arguments_are_reported_as_the_official_sdk_does() -> None:
+    from lmstudio_async._async.agent import _run_tools
+
+    toolset = parse_tools([get_weather])
+    requests = [
+        lms.ToolCallRequest(id="1", name="nope", arguments={}),
+        lms.ToolCallRequest(id="2", name="get_weather", arguments={"unit": "kelvin"}),
+        lms.ToolCallRequest(id="3", name="get_weather", arguments={"city": "Oslo"}),
+    ]
+    results = await _run_tools(toolset, requests, None, None)
+    assert [r.tool_call_id for r in results] == ["1", "2", "3"]
+    assert results[0].content == "Cannot find tool with name nope."
+    assert results[1].content.startswith("Failed to parse arguments for tool get_weather: ")
+    assert results[2].content == "{}"  # get_weather returns {}
+
+
+def test_to_tool_definition_is_what_the_model_is_offered() -> None:
+    definition = lms.ToolFunctionDef.from_callable(get_weather)
+    offered = definition.to_tool_definition()
+    assert offered == parse_tools([get_weather]).setting()["tools"][0]
+    offered["function"]["name"] = "changed"  # a copy: the tool itself is unchanged
+    assert definition.to_tool_definition()["function"]["name"] == "get_weather"

@@ -158,3 +158,24 @@ async def test_async_repository_download_then_load(
         assert key in downloaded
         model = await client.llm.load_new_instance(key)
         assert model.identifier.startswith("smollm2-360m-instruct")
+
+
+def test_sync_act_runs_dependent_steps_in_separate_rounds(
+    lmstudio_server: ThreadedStandInServer,
+) -> None:
+    lmstudio_server.preload(QWEN)
+
+    def multiply(x: float, y: float) -> float:
+        """Multiply two numbers."""
+        return x * y
+
+    with lmstudio.Client(lmstudio_server.host) as client:
+        predictions: list[lmstudio.PredictionRoundResult] = []
+        result = client.llm.model(QWEN).act(
+            "Add 1 and 2, then multiply the result by 4",
+            [add, multiply],
+            on_prediction_completed=predictions.append,
+        )
+    assert result.rounds == 3
+    assert [p.stats.stop_reason for p in predictions] == ["toolCalls", "toolCalls", "eosFound"]
+    assert predictions[-1].content == ("The add tool returned: 3\nThe multiply tool returned: 12.0")

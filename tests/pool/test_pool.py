@@ -42,9 +42,10 @@ async def test_concurrent_leases_share_one_load(
         assert loads_sent(lmstudio_server) == ["m0"]
         stats = pool.stats()
         assert (stats.loads, stats.in_flight, stats.queued) == (1, 0, 0)
+        assert stats.hits == 19  # the callers that shared the load
         async with pool.use("m0") as again:
             assert isinstance(again, lms.LLM)
-        assert pool.stats().hits == 1
+        assert pool.stats().hits == 20
         assert pool.stats().by_key["m0"].loads == 1
     assert lmstudio_server.loaded_instances() == []  # aclose unloaded it
 
@@ -168,6 +169,19 @@ async def test_without_budget_the_servers_refusals_drive_eviction(
                 assert reply.stop_reason == "maxPredictedTokensReached"
         assert pool.stats().evictions >= 3
     assert lmstudio_server.loaded_instances() == []
+
+
+@standin(memory_gb=1.2)
+async def test_orphans_of_failed_loads_are_unloaded(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    # A load of this pool that completed after its connection dropped: loaded, untracked.
+    async with lms.AsyncModelPool(client) as pool:
+        orphan = f"m0@pool-{pool._token}-99"
+        lmstudio_server.preload("m0", identifier=orphan)
+        async with pool.llm("m1", timeout=10) as model:  # refused for memory, then fine
+            assert model.model_key == "m1"
+            assert [i.identifier for i in lmstudio_server.loaded_instances()] == [model.identifier]
 
 
 # --- waiting ------------------------------------------------------------------------------------

@@ -47,14 +47,15 @@ TAKEN_TITLES = [
 DEVICE_TITLES = ['Unknown device "gpu-box"', "LM Link device abc123 not found"]
 OTHER_TITLES = [
     "Model load was cancelled",
-    "File already exists",  # "already exists" alone is not about an identifier
+    "File already exists",  # "already exists" alone counts only for a load
     "Failed to parse the prompt template",
     "",
 ]
 
 
 def _map(title: str, **extra: object) -> ServerError:
-    return map_server_error(SerializedError(title=title, **extra), operation="Model load")  # type: ignore[arg-type]
+    raw = SerializedError(title=title, **extra)  # type: ignore[arg-type]
+    return map_server_error(raw, operation="Estimate")
 
 
 @pytest.mark.parametrize("title", MEMORY_TITLES)
@@ -62,7 +63,7 @@ def test_insufficient_memory_is_recognised_by_its_text(title: str) -> None:
     error = _map(title)
     assert type(error) is InsufficientMemoryError
     assert error.title == title
-    assert str(error).startswith("Model load failed: ")
+    assert str(error).startswith("Estimate failed: ")
 
 
 def test_insufficient_memory_in_the_cause_counts_too() -> None:
@@ -86,6 +87,13 @@ def test_identifier_taken_without_data_names_the_subject() -> None:
     named = map_server_error(raw, operation="Model load", subject="fast")
     assert isinstance(named, IdentifierTakenError)
     assert named.identifier == "fast"
+
+
+def test_already_exists_alone_counts_only_for_a_load() -> None:
+    raw = SerializedError(title='Model "x" already exists')
+    assert type(map_server_error(raw, operation="Model load")) is IdentifierTakenError
+    assert type(map_server_error(raw, operation="Get-or-load")) is ServerError
+    assert type(map_server_error(raw, operation="Download")) is ServerError
 
 
 @pytest.mark.parametrize("title", DEVICE_TITLES)

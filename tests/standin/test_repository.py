@@ -186,3 +186,14 @@ async def test_hub_file_replaces_the_built_in_hub(tmp_path: Path) -> None:
         download = {"downloadIdentifier": "me/tiny-GGUF/tiny.gguf"}
         frames = await repo.channel("downloadModel", download)
         assert messages(frames)[-1] == {"type": "success", "defaultIdentifier": "tiny-model"}
+
+
+def test_cli_refuses_a_bad_hub_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lmstudio_async.testing import main
+
+    bad = tmp_path / "hub.json"
+    bad.write_text(json.dumps([_hub_entry(models=[])]))
+    assert main(["--port", "0", "--hub", str(bad)]) == 2
+    assert '"models" must be a non-empty list' in capsys.readouterr().err
+    assert main(["--port", "0", "--hub", str(tmp_path / "missing.json")]) == 2
+    assert "cannot read hub file" in capsys.readouterr().err

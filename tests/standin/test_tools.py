@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lmstudio_async.testing import StandInServer
 from lmstudio_async.testing._toolcalls import (
@@ -56,13 +58,67 @@ def test_a_named_tool_takes_the_values_after_its_name() -> None:
 
 
 def test_several_named_tools_in_one_round_in_mention_order() -> None:
-    text = 'Get weather for "Oslo" in fahrenheit, then add 2 and 5'
+    text = 'Get weather for "Oslo" in fahrenheit, and add 2 and 5'
     result = plan_tool_round(_user(text), [ADD, WEATHER])
     assert [(c.name, c.arguments) for c in result.calls] == [
         ("get_weather", {"city": "Oslo", "unit": "fahrenheit"}),
         ("add", {"a": 2, "b": 5}),
     ]
     assert len({c.id for c in result.calls}) == 2
+
+
+MULTIPLY = ToolSpec("multiply", "", _schema(x={"type": "number"}, y={"type": "number"}))
+
+
+def _run(text: str, tools: list[ToolSpec], results: dict[str, Any]) -> list[Any]:
+    """Drive plan_tool_round like an agent loop; returns each round's calls, then the answer."""
+    history: list[Message | dict[str, Any]] = list(_user(text))
+    rounds: list[Any] = []
+    for _ in range(6):
+        planned = plan_tool_round(history, tools)
+        if not planned.calls:
+            rounds.append(planned.text)
+            return rounds
+        rounds.append([(c.name, c.arguments) for c in planned.calls])
+        history.append(Message("assistant", planned.text or "", tool_calls=planned.calls))
+        for call in planned.calls:
+            result = results[call.name](**call.arguments)
+            history.append({"role": "tool", "text": str(result), "tool_call_id": call.id})
+    raise AssertionError("the agent loop did not end")
+
+
+def test_then_splits_named_tools_into_rounds_fed_by_earlier_results() -> None:
+    funcs = {"add": lambda a, b: a + b, "multiply": lambda x, y: x * y}
+    rounds = _run("Add 1 and 2, then multiply the result by 4", [ADD, MULTIPLY], funcs)
+    assert rounds == [
+        [("add", {"a": 1, "b": 2})],
+        [("multiply", {"x": 3, "y": 4})],
+        "The add tool returned: 3\nThe multiply tool returned: 12",
+    ]
+    # the previous step's numeric results come before the step's own numbers
+    text = "add 1 and 1, then add the result and 5, then multiply that result by 3"
+    assert _run(text, [ADD, MULTIPLY], funcs) == [
+        [("add", {"a": 1, "b": 1})],
+        [("add", {"a": 2, "b": 5})],
+        [("multiply", {"x": 7, "y": 3})],
+        "The add tool returned: 2\nThe add tool returned: 7\nThe multiply tool returned: 21",
+    ]
+    # without a reference to a result, "then" parts share one round
+    assert _run("add 2 and 3, then multiply 4 by 5", [ADD, MULTIPLY], funcs)[0] == [
+        ("add", {"a": 2, "b": 3}),
+        ("multiply", {"x": 4, "y": 5}),
+    ]
+    # a result that is not a number is not reused (a placeholder fills the gap)
+    shout = ToolSpec("shout", "", _schema(text={"type": "string"}))
+    funcs["shout"] = lambda text: text.upper() + "!"
+    rounds = _run("shout 'hi', then multiply the result by 3", [shout, MULTIPLY], funcs)
+    assert rounds[1] == [("multiply", {"x": 3, "y": 0.0})]
+    assert rounds[2] == "The shout tool returned: HI!\nThe multiply tool returned: 0.0"
+    # "then" without a named tool in two parts is one round
+    assert _run("First say 'Hi'. Then calculate 1 + 3", [ADD], funcs) == [
+        [("add", {"a": 1, "b": 3})],
+        "The add tool returned: 4",
+    ]
 
 
 def test_a_fillable_unnamed_tool_joins_the_named_ones() -> None:
@@ -295,3 +351,77 @@ async def test_a_cut_preamble_makes_no_tool_calls(llm: Socket) -> None:
     packets = messages(await llm.channel("predict", _predict_param(QWEN, history, **limit)))
     assert not any(p["type"].startswith("toolCall") for p in packets)
     assert packets[-1]["stats"]["stopReason"] == "maxPredictedTokensReached"
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_schemas = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from(["object", "string", 3]),
+        "properties": st.dictionaries(
+            st.sampled_from(["a", "b", "city", "n"]),
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "type": st.sampled_from(
+                        ["integer", "number", "string", "boolean", ["null", "integer"], "array", 7]
+                    ),
+                    "enum": st.lists(st.text(max_size=5) | st.integers(), max_size=3),
+                    "default": _json,
+                },
+            )
+            | _json,
+            max_size=3,
+        ),
+        "required": st.lists(st.sampled_from(["a", "b", "city", "zz"]), max_size=3) | _json,
+    },
+)
+_messages = st.lists(
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["user", "assistant", "tool", "system", "other"])},
+        optional={
+            "text": st.text(alphabet="add 12 -3.5 'q' \"x\" yes then the result city", max_size=40)
+            | st.none(),
+            "tool_call_id": st.text(max_size=4) | st.none(),
+            "tool_calls": st.lists(
+                st.fixed_dictionaries(
+                    {
+                        "name": st.sampled_from(["add", "city"]),
+                        "arguments": _json | st.text(max_size=6),
+                    },
+                    optional={"id": st.text(max_size=4) | st.none()},
+                ),
+                max_size=2,
+            ),
+        },
+    ),
+    max_size=5,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    messages=_messages,
+    tools=st.lists(
+        st.fixed_dictionaries(
+            {"name": st.sampled_from(["add", "city", "get_city", ""])},
+            optional={"parameters": _schemas | _json, "description": _json},
+        ),
+        max_size=3,
+    ),
+)
+def test_any_plain_input_gives_a_round_and_json_arguments(
+    messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+) -> None:
+    result = plan_tool_round(messages, tools)
+    assert result.calls == () or result.text is not None
+    for call in result.calls:
+        json.dumps(call.arguments)  # JSON-compatible
+        assert call.name in {t["name"] for t in tools}
+    assert plan_tool_round(messages, tools) == result  # deterministic

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import _thread
+import base64
 import threading
 import time
 from collections.abc import Iterator
@@ -208,3 +209,26 @@ def test_sync_ctrl_c_cancels_a_download(
         time.sleep(0.02)
     infos = sync_client.system.list_downloaded()
     assert option.info.indexed_model_identifier not in {m.path for m in infos}
+
+
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+)
+
+
+def test_sync_images_drafts_and_grammars(sync_client: lms.Client) -> None:
+    image = sync_client.files.prepare_image(PNG, name="dot.png")
+    chat = lms.Chat().add_user("What is this?", images=[image])
+    vision = sync_client.llm.model("mobilevlm_v2-1.7b")
+    assert "png" in vision.respond(chat).content.lower()
+    smol = sync_client.llm.model("smollm2-135m-instruct")
+    with pytest.raises(lms.VisionNotSupportedError):
+        smol.respond(chat)
+    llm = sync_client.llm.model(LLAMA)
+    with pytest.raises(lms.DraftModelError):
+        llm.respond("hi", config={"draft_model": "qwen2.5-7b-instruct-1m"})  # not a llama
+    drafted = llm.respond("Tell me a story", config={"draft_model": "smollm2-135m-instruct"})
+    assert drafted.stats.used_draft_model_key == "smollm2-135m-instruct"
+    assert drafted.stats.accepted_draft_tokens_count is not None
+    yes_no = llm.respond("Is it?", config={"grammar": 'root ::= "yes" | "no"'})
+    assert yes_no.content in ("yes", "no")

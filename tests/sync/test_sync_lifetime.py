@@ -96,9 +96,10 @@ def test_sync_stream_raises_model_unloaded_on_jit_evict(
 ) -> None:
     llm = client.llm.model(SMOL)  # JIT: the next JIT load evicts it
     received: list[str] = []
+    stream = llm.respond_stream(STORY)
 
     def consume() -> None:
-        with llm.respond_stream(STORY) as stream:
+        with stream:
             for fragment in stream:
                 received.append(fragment.content)
                 if len(received) == 3:
@@ -109,6 +110,10 @@ def test_sync_stream_raises_model_unloaded_on_jit_evict(
         consume()
     assert info.value.result is not None
     assert info.value.result.content == "".join(received)
+    assert stream.done
+    with pytest.raises(lms.ModelUnloadedError):
+        stream.result()
+    assert lmstudio_server.cancel_count == 0
     assert loaded_ids(lmstudio_server) == [LLAMA]
     with pytest.raises(lms.ModelNotFoundError):  # the handle's instance is gone
         llm.respond("Hi")

@@ -35,9 +35,11 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The benchmarks against the bundled stand-in (``python -m benchmarks``)."""
-    session.install("-e", ".[test]")
+    """The benchmarks against the bundled stand-in (``python -m benchmarks``), then the
+    hop-cost comparison (``benchmarks/hop_cost.py``, which needs the ``bench`` extra)."""
+    session.install("-e", ".[test,bench]")
     session.run("python", "-m", "benchmarks", *session.posargs)
+    session.run("python", "benchmarks/hop_cost.py")
 
 
 @nox.session

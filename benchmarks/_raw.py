@@ -16,6 +16,8 @@ import aiohttp
 import msgspec
 from msgspec import UNSET, Raw, UnsetType
 
+from lmstudio_async._io.transport import MAX_MESSAGE_BYTES
+
 _TEXT = aiohttp.WSMsgType.TEXT
 
 
@@ -51,7 +53,10 @@ class RawClient:
 
     async def connect(self) -> None:
         self.session = aiohttp.ClientSession()
-        self.ws = ws = await self.session.ws_connect(self.url, autoping=True, max_msg_size=0)
+        # The same message size limit as ours (lmstudio_async._io.transport.MAX_MESSAGE_BYTES).
+        self.ws = ws = await self.session.ws_connect(
+            self.url, autoping=True, max_msg_size=MAX_MESSAGE_BYTES
+        )
         auth = {
             "authVersion": 1,
             "clientIdentifier": "guest:" + base64.b64encode(secrets.token_bytes(18)).decode(),
@@ -63,12 +68,16 @@ class RawClient:
             raise RuntimeError(f"authentication failed: {reply.data!r}")
 
     async def close(self) -> None:
-        if self.reader is not None:
-            self.reader.cancel()
-            await asyncio.gather(self.reader, return_exceptions=True)
-            self.reader = None
+        # A full close handshake (our close frame, then the server's answer), as ours does.
+        # Closing first also ends the reader (it sees CLOSING). Cancelling the reader first
+        # would skip the handshake: aiohttp marks a socket whose receive() was cancelled as
+        # aborted (1006), and its close() then sends a close frame without waiting for the
+        # answer, one round trip less than a clean close.
         if self.ws is not None:
             await self.ws.close()
+        if self.reader is not None:
+            await asyncio.gather(self.reader, return_exceptions=True)
+            self.reader = None
         if self.session is not None:
             await self.session.close()
 

@@ -20,11 +20,11 @@ EXPECTED_ROWS = {
     "gather_mid": {"ours-async", "official-async", "raw-mux"},
     "gather_large": {"ours-async", "raw-mux"},
     "sync_threads": {"ours-sync", "official-sync"},
-    "cold_start": {"ours-async", "ours-sync", "official-async", "official-sync", "raw"},
+    "cold_start": {"ours-async", "ours-sync", "official-async", "official-sync", "raw", "raw-mux"},
 }
 
 EXPECTED_PAIRS = {
-    ("small_rpc", "ours-async", "raw"),
+    ("small_rpc", "ours-async", "raw-mux"),
     ("small_rpc", "official-async", "ours-async"),
     ("small_rpc", "ours-sync", "ours-async"),
     ("small_rpc", "official-sync", "ours-sync"),

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Final, Generic, Literal, TypeAlias
 import msgspec
 from msgspec import UNSET, Raw
 
-from .._io.transport import ChannelStream, RemoteError, Transport
+from .._io.transport import ChannelStream, RemoteError, SSLOption, Transport
 from .._protocol.endpoints import (
     LOAD_PACKET_DECODER,
     AlreadyLoaded,
@@ -195,6 +195,9 @@ class AsyncClient:
     are probed concurrently on first use. ``api_token`` defaults to
     ``$LMSTUDIO_API_TOKEN`` (guest access when neither is set). ``timeout`` is the
     idle deadline in seconds, a :class:`Timeouts`, or ``None`` for no idle deadline.
+    ``ssl`` applies to ``wss://``/``https://`` hosts: ``None`` or ``True`` verify the
+    server's certificate against the system trust store, an :class:`ssl.SSLContext`
+    is used as given (e.g. one trusting a private CA), ``False`` skips verification.
 
     Nothing is connected until the first call; each namespace (``llm``,
     ``embedding``, ``system``) then opens one WebSocket, shared by all its calls::
@@ -209,9 +212,10 @@ class AsyncClient:
         *,
         api_token: str | None = None,
         timeout: float | Timeouts | None = DEFAULT_TIMEOUTS,
+        ssl: SSLOption = None,
     ) -> None:
         self._timeouts = resolve_timeouts(timeout, DEFAULT_TIMEOUTS)
-        self._transport = Transport(api_host, api_token, self._timeouts)
+        self._transport = Transport(api_host, api_token, self._timeouts, ssl)
         self._tasks: set[asyncio.Task[Any]] = set()
         self.llm = LlmNamespace(self)
         """LLM model management."""
@@ -317,7 +321,7 @@ class AsyncClient:
         stream = await sock.open_channel(endpoint, creation)
         try:
             while True:
-                raw = await stream.receive(timeouts.idle, deadline)
+                raw = await stream.receive(timeouts.idle, deadline, timeouts.total)
                 if raw is None:
                     raise ProtocolError(
                         f"{operation} of {subject!r}: LM Studio closed the channel without a result"

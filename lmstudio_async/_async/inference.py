@@ -272,7 +272,7 @@ class PredictionStream:
             channel = self._channel or await self._open()
             idle, deadline = self._timeouts.idle, self._deadline
             while True:
-                raw = await channel.receive(idle, deadline)
+                raw = await channel.receive(idle, deadline, self._timeouts.total)
                 if raw is None:
                     raise ProtocolError(
                         f"{self._operation} of {self._subject!r}: LM Studio closed the "

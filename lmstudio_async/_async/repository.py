@@ -111,7 +111,7 @@ class DownloadOption:
         )
         try:
             while True:
-                raw = await stream.receive(timeouts.idle, deadline)
+                raw = await stream.receive(timeouts.idle, deadline, timeouts.total)
                 if raw is None:
                     raise ProtocolError(
                         f"Download of {subject!r}: LM Studio closed the channel without a result"

@@ -1,12 +1,22 @@
 """Transport: host discovery, one lazy authenticated WebSocket per namespace.
 
-Each :class:`NamespaceSocket` owns one :class:`~lmstudio_async._wsclient.WebSocket`,
-which hands every message, as it reads it, to the sans-I/O
-:class:`~lmstudio_async._protocol.connection.Connection`; the resulting events
-resolve the waiting calls right there. Sockets open on first use;
-when one dies (peer gone, keepalive expired, server restarted) every call in
-flight on it fails with :class:`~lmstudio_async.errors.LMStudioConnectionError`
-and the next call opens a fresh socket.
+Every socket is an :meth:`aiohttp.ClientSession.ws_connect` WebSocket, read by one
+reader task that feeds each message to the sans-I/O
+:class:`~lmstudio_async._protocol.connection.Connection` and hands the resulting
+events to the waiting calls. Sockets open on first use; when one dies (peer gone,
+keepalive expired, server restarted, a frame the client refuses) every call in flight
+on it fails with :class:`~lmstudio_async.errors.LMStudioConnectionError` and the next
+call opens a fresh socket.
+
+aiohttp does the WebSocket framing, with two protections on that matter here:
+
+* :data:`MAX_MESSAGE_BYTES` (16 MiB) bounds what one message may make the client buffer. A
+  frame whose length header is over the limit is refused before any of its payload is
+  read; fragments are refused as soon as their sum passes it.
+* Text messages must be valid UTF-8 (aiohttp decodes them; the socket is closed with
+  1007 otherwise).
+
+Either violation closes the socket (1009 / 1007) and fails the calls in flight on it.
 """
 
 from __future__ import annotations
@@ -18,9 +28,10 @@ import logging
 import os
 import re
 import secrets
+import select
 import ssl
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Any, Final, Literal, TypeAlias
 
 import aiohttp
 import msgspec
@@ -40,7 +51,6 @@ from .._protocol.connection import (
     Warning_,
 )
 from .._protocol.errors import SerializedError
-from .._protocol.websocket import HandshakeError
 from ..errors import (
     AuthenticationError,
     ClientClosedError,
@@ -51,13 +61,14 @@ from ..errors import (
     ProtocolError,
 )
 from ..types import Timeouts
-from .wsclient import WebSocket, WebSocketClosed, connect
 
 __all__ = [
     "DEFAULT_PORTS",
+    "MAX_MESSAGE_BYTES",
     "ChannelStream",
     "NamespaceSocket",
     "RemoteError",
+    "SSLOption",
     "Transport",
     "parse_api_host",
     "probe_lmstudio",
@@ -74,8 +85,37 @@ _TOKEN_RE: Final = re.compile(r"^sk-lm-([A-Za-z0-9]{8}):([A-Za-z0-9]{20})$")
 _HOST_RE: Final = re.compile(
     r"^(?:(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*)://)?(?P<netloc>[^/?#\s]+)/?$"
 )
+_NAME_RE: Final = re.compile(r"^[A-Za-z0-9._~%!$&'()*+,;=-]+$")
+"""A host name or IPv4 address: the characters RFC 3986 allows in a reg-name."""
 SETTLE_SECONDS: Final = 30.0
 """How long a channel is still read after its ``cancel`` (see :meth:`ChannelStream.settle`)."""
+
+MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
+"""Largest WebSocket message the client accepts from the server (16 MiB).
+
+aiohttp refuses a longer message with close code 1009 and the calls in flight on the
+socket fail. The limit only bounds what the server sends; requests (e.g. images in a
+chat) are not limited by it. The largest legitimate server messages are far smaller:
+an embedding is one vector per RPC, a ``tokenize`` reply for a million-token context is
+about 7 MB of JSON, and model listings are kilobytes per model. The limit is also what a
+broken or hostile server can make the client hold: a message sent as fragments is
+buffered up to the limit before it is refused, and growing that buffer can briefly take
+about twice its size (about 30 MB of RSS at most for 16 MiB)."""
+
+CLOSE_TIMEOUT: Final = 2.0
+"""How long a close handshake waits for the server's answer before dropping the socket."""
+
+
+SSLOption: TypeAlias = "ssl.SSLContext | bool | None"
+"""``ssl=`` of the clients: ``None``/``True`` verify ``wss://`` hosts against the system
+trust store, ``False`` skips verification, an :class:`ssl.SSLContext` is used as given."""
+
+_TEXT: Final = aiohttp.WSMsgType.TEXT
+_BINARY: Final = aiohttp.WSMsgType.BINARY
+_ERROR: Final = aiohttp.WSMsgType.ERROR
+_CLOSE: Final = aiohttp.WSMsgType.CLOSE
+_WS_TIMEOUT: Final = aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIMEOUT)
+_WebSocket: TypeAlias = "aiohttp.ClientWebSocketResponse[Literal[True]]"
 
 
 # --- configuration helpers ------------------------------------------------------
@@ -84,7 +124,8 @@ SETTLE_SECONDS: Final = 30.0
 def parse_api_host(api_host: str) -> tuple[str, str]:
     """Split ``host:port``, ``http://host:port`` or ``ws://host:port`` into (http base, ws base).
 
-    ``https``/``wss`` select TLS. Raises :class:`LMStudioValueError` naming the value.
+    ``https``/``wss`` select TLS; IPv6 addresses go in brackets (``[::1]:1234``).
+    Raises :class:`LMStudioValueError` naming the value and what is wrong with it.
     """
     if not isinstance(api_host, str):
         raise LMStudioValueError(
@@ -103,12 +144,42 @@ def parse_api_host(api_host: str) -> tuple[str, str]:
     elif scheme in ("https", "wss"):
         http, ws = "https", "wss"
     else:
-        raise LMStudioValueError(f"api_host {api_host!r} has unsupported scheme {scheme!r}")
-    host, _, port = netloc.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise LMStudioValueError(
-            f"api_host {api_host!r} needs an explicit port, e.g. 'localhost:1234'"
+            f"api_host {api_host!r} has unsupported scheme {scheme!r} (use http, https, ws or wss)"
         )
+    if "@" in netloc:
+        # Never echo it: the part before '@' may be a password.
+        shown = api_host.replace(netloc.rpartition("@")[0], "***")
+        raise LMStudioValueError(
+            f"api_host {shown!r} holds credentials ('user:password@'); LM Studio does not "
+            "use them: pass api_token= instead"
+        )
+    host, colon, port = netloc.rpartition(":")
+    if host.startswith("["):
+        ipv6 = host.endswith("]") and len(host) > 2
+        if not ipv6 or not all(c in "0123456789abcdefABCDEF:." for c in host[1:-1]):
+            raise LMStudioValueError(
+                f"api_host {api_host!r}: {host!r} is not a bracketed IPv6 address"
+            )
+    elif not colon or not host:
+        what = "has no host name" if colon else "needs an explicit port"
+        raise LMStudioValueError(f"api_host {api_host!r} {what}, e.g. 'localhost:1234'")
+    elif ":" in host:
+        raise LMStudioValueError(
+            f"api_host {api_host!r} has more than one ':' (one port only; an IPv6 address "
+            "goes in brackets, e.g. '[::1]:1234')"
+        )
+    elif not _NAME_RE.match(host):
+        raise LMStudioValueError(f"api_host {api_host!r}: {host!r} is not a valid host name")
+    if not port.isascii() or not port.isdigit():
+        raise LMStudioValueError(
+            f"api_host {api_host!r}: the port {port!r} is not a number, e.g. 'localhost:1234'"
+        )
+    if not 0 < int(port) < 65536:
+        raise LMStudioValueError(
+            f"api_host {api_host!r}: the port {int(port)} is out of range (1-65535)"
+        )
+    netloc = f"{host}:{int(port)}"
     return f"{http}://{netloc}", f"{ws}://{netloc}"
 
 
@@ -227,12 +298,15 @@ class _Deadlines:
         idle: float | None,
         total: float | None,
         waiting_for: str,
+        configured_total: float | None = None,
     ) -> None:
         """Fail ``fut`` after ``idle`` seconds or the ``total`` seconds left of a whole call,
-        whichever is shorter; with neither, ``fut`` has no deadline."""
+        whichever is shorter; with neither, ``fut`` has no deadline. The error names
+        ``configured_total`` (the whole call's deadline) when given, else ``total``."""
         if total is not None and (idle is None or total < idle):
             total = max(total, 0.0)
-            self.add(fut, now + total, waiting_for, total, "total")
+            shown = total if configured_total is None else configured_total
+            self.add(fut, now + total, waiting_for, shown, "total")
         elif idle is not None:
             self.add(fut, now + idle, waiting_for, idle, "idle")
 
@@ -276,7 +350,7 @@ class ChannelStream:
         self._done = False
         self._error: BaseException | None = None
 
-    # called by the socket as it reads (WebSocket.data_received)
+    # called by the socket's reader task
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -296,12 +370,15 @@ class ChannelStream:
         """The server ended the channel (or the connection died) and the queue is drained."""
         return self._done and not self._queue
 
-    async def receive(self, idle: float | None, deadline: float | None) -> Raw | None:
+    async def receive(
+        self, idle: float | None, deadline: float | None, total: float | None = None
+    ) -> Raw | None:
         """Next packet, or ``None`` once the channel closed normally.
 
         Raises :class:`RemoteError` for a ``channelError``, the connection error
         when the socket died, and :class:`LMStudioTimeoutError` when ``idle``
-        seconds pass without a packet or the loop time passes ``deadline``.
+        seconds pass without a packet or the loop time passes ``deadline``. ``total``
+        is the whole call's configured deadline, which that error reports.
         """
         while True:
             if self._queue:
@@ -316,7 +393,7 @@ class ChannelStream:
             now = loop.time()
             deadlines = self.socket.deadlines(loop)
             remaining = None if deadline is None else deadline - now
-            deadlines.watch(waiter, now, idle, remaining, "channel message")
+            deadlines.watch(waiter, now, idle, remaining, "channel message", total)
             try:
                 await waiter
             finally:
@@ -365,12 +442,17 @@ class NamespaceSocket:
     def __init__(self, transport: Transport, namespace: str) -> None:
         self.transport = transport
         self.namespace = namespace
-        self._ws: WebSocket | None = None
+        self._ws: _WebSocket | None = None
         self._conn: Connection[Any] = Connection()
+        self._reader: asyncio.Task[None] | None = None
         self._open_lock = asyncio.Lock()
         self._keepalive: asyncio.TimerHandle | None = None
-        self._guard: asyncio.Task[None] | None = None
+        self._death: BaseException | None = None
         self._deadlines: _Deadlines | None = None
+        self._sends: set[asyncio.Task[None]] = set()
+        self._catching_up: asyncio.Future[None] | None = None
+        self._poller: select.poll | None = None
+        self.last_rx = 0.0
         self.warnings: collections.deque[str] = collections.deque(maxlen=20)
         self.dropped_frames = 0
 
@@ -387,7 +469,47 @@ class NamespaceSocket:
 
     # --- opening -----------------------------------------------------------
 
-    async def _ensure_open(self) -> WebSocket:
+    def _stale(self) -> bool:
+        """No call is in flight on the socket, yet the kernel holds input not read yet.
+
+        That input may be the server's close (e.g. a restart while this event loop was
+        busy): a call sent now would fail with it. :meth:`_usable` lets the reader read
+        it first. One ``poll`` system call, made only when the socket is idle."""
+        conn, poller = self._conn, self._poller
+        return (
+            poller is not None
+            and not conn.pending_calls
+            and not conn.open_channels
+            and bool(poller.poll(0))
+        )
+
+    async def _usable(self, loop: asyncio.AbstractEventLoop) -> _WebSocket:
+        """The open socket, opened first if need be; a :meth:`_stale` one is caught up
+        with first (one event-loop step), so a socket the server has closed is replaced
+        instead of failing the call."""
+        ws = self._ws
+        if ws is not None and self._stale():
+            await self._catch_up(loop)
+            ws = self._ws
+        if ws is None:
+            ws = await self._ensure_open()
+        return ws
+
+    async def _catch_up(self, loop: asyncio.AbstractEventLoop) -> None:
+        # A timer due now runs after the I/O callbacks of the next loop iteration (the
+        # reader is woken by those), and our task resumes after the reader's step.
+        waiter = self._catching_up
+        if waiter is None:
+            waiter = self._catching_up = loop.create_future()
+            loop.call_at(loop.time(), self._caught_up, waiter)
+        await asyncio.shield(waiter)
+
+    def _caught_up(self, waiter: asyncio.Future[None]) -> None:
+        self._catching_up = None
+        if not waiter.done():
+            waiter.set_result(None)
+
+    async def _ensure_open(self) -> _WebSocket:
         ws = self._ws
         if ws is not None:
             return ws
@@ -396,27 +518,27 @@ class NamespaceSocket:
                 return self._ws
             return await self._open()
 
-    async def _open(self) -> WebSocket:
+    async def _open(self) -> _WebSocket:
         transport = self.transport
         transport.check_open()
         timeouts = transport.timeouts
         host = await transport.resolve_host()
-        ws: WebSocket | None = None
+        ws: _WebSocket | None = None
         try:
             async with asyncio.timeout(timeouts.connect):
                 ws = await self._connect(host)
                 conn: Connection[Any] = Connection()
-                ws.send_text(Connection.auth_frame(*transport.identity))
-                try:
-                    reply = await ws.recv()
-                except WebSocketClosed:
+                await ws.send_frame(Connection.auth_frame(*transport.identity), _TEXT)
+                msg = await ws.receive()
+                if msg.type is not _TEXT and msg.type is not _BINARY:
+                    detail = f": {msg.data}" if msg.type is _ERROR else ""
                     raise LMStudioConnectionError(
                         f"LM Studio at {host} closed the /{self.namespace} socket during "
-                        "authentication",
+                        f"authentication{detail}",
                         host=host,
-                    ) from None
+                    )
                 try:
-                    result = conn.receive_auth(reply)
+                    result = conn.receive_auth(msg.data)
                 except (msgspec.DecodeError, msgspec.ValidationError):
                     raise ProtocolError(
                         f"{host} does not look like LM Studio: unexpected reply to the "
@@ -430,7 +552,7 @@ class NamespaceSocket:
                     )
         except TimeoutError as exc:
             if ws is not None:
-                ws.abort()
+                await _close_quietly(ws)
             if isinstance(exc, LMStudioTimeoutError):
                 raise
             raise LMStudioTimeoutError(
@@ -441,67 +563,136 @@ class NamespaceSocket:
             ) from None
         except Exception:
             if ws is not None:
-                ws.abort()
+                await _close_quietly(ws)
             transport.check_open()  # closed while connecting: say so
             raise
         except BaseException:
             if ws is not None:
-                ws.abort()
+                await _close_quietly(ws)
             raise
         if transport.closed:  # closed while we were connecting
-            ws.abort()
+            await _close_quietly(ws)
             transport.check_open()
+        loop = asyncio.get_running_loop()
         self._conn = conn
         self._ws = ws
-        ws.attach(self._dispatch, lambda reason: self._teardown(ws, conn, reason))
-        self._schedule_keepalive()
-        self._guard = asyncio.get_running_loop().create_task(
-            self._watch(ws, conn), name=f"lmstudio-socket-{self.namespace}"
+        self._poller = _poller(ws)
+        self._death = None
+        self.last_rx = loop.time()
+        self._reader = loop.create_task(
+            self._read(ws, conn), name=f"lmstudio-reader-{self.namespace}"
         )
+        self._schedule_keepalive()
         return ws
 
-    async def _watch(self, ws: WebSocket, conn: Connection[Any]) -> None:
-        """Lives as long as the socket. Replies never pass through here (the socket
-        routes them as it reads them); this task exists so that when the event loop
-        shuts down (``asyncio.run`` cancels every task), the socket is dropped and its
-        calls fail, instead of a socket outliving its loop."""
-        try:
-            await ws.wait_lost()
-        except asyncio.CancelledError:
-            self._teardown(ws, conn, None)
-            ws.abort()
-            raise
-
-    async def _connect(self, host: str) -> WebSocket:
+    async def _connect(self, host: str) -> _WebSocket:
         """TCP/TLS connection and WebSocket upgrade, errors mapped to the public ones."""
         transport = self.transport
-        connect_host, port = transport.address
+        url = f"{transport.ws_base}/{self.namespace}"
         try:
-            return await connect(
-                connect_host,
-                port,
-                f"/{self.namespace}",
-                host_header=host,
-                tls=transport.tls_context(),
+            return await transport.session.ws_connect(
+                url,
+                autoping=True,
+                max_msg_size=MAX_MESSAGE_BYTES,
+                timeout=_WS_TIMEOUT,
+                ssl=transport.ssl,
             )
-        except HandshakeError as exc:
-            if exc.status is not None and exc.status != 101:
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status != 101:
                 detail = f"was answered with HTTP {exc.status}"
             else:
-                detail = f"failed: {exc}"
+                detail = f"failed: {exc.message}"
             raise ProtocolError(
                 f"{host} does not look like LM Studio: the WebSocket upgrade of "
                 f"/{self.namespace} {detail}"
             ) from None
-        except OSError as exc:
+        except aiohttp.ClientConnectorCertificateError as exc:
             raise LMStudioConnectionError(
-                f"cannot connect to LM Studio at {host}: {exc.strerror or exc}", host=host
+                f"cannot connect to LM Studio at {host}: its TLS certificate was not "
+                f"accepted ({exc.certificate_error}); pass ssl= a context that trusts it",
+                host=host,
+            ) from None
+        except aiohttp.ClientConnectorError as exc:
+            raise LMStudioConnectionError(
+                f"cannot connect to LM Studio at {host}: {exc.os_error.strerror or exc}",
+                host=host,
+            ) from None
+        except aiohttp.ClientResponseError as exc:  # not HTTP at all
+            raise ProtocolError(
+                f"{host} does not look like LM Studio: the WebSocket upgrade of "
+                f"/{self.namespace} got an invalid HTTP answer ({exc.message})"
+            ) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise LMStudioConnectionError(
+                f"cannot connect to LM Studio at {host}: {exc}", host=host
             ) from None
 
     # --- receiving -----------------------------------------------------------
 
-    def _dispatch(self, text: bool, data: bytes) -> None:
-        """Route one received message (called by the WebSocket as it reads it)."""
+    async def _read(self, ws: _WebSocket, conn: Connection[Any]) -> None:
+        """The socket's one reader: routes every message until the socket ends."""
+        loop = asyncio.get_running_loop()
+        reason: BaseException | None = None
+        close_code: int | None = None
+        try:
+            while True:
+                msg = await ws.receive()
+                kind = msg.type
+                if kind is _TEXT:
+                    self.last_rx = loop.time()
+                    self._dispatch(True, msg.data)
+                elif kind is _BINARY:
+                    self.last_rx = loop.time()
+                    self._dispatch(False, msg.data)
+                else:
+                    reason = self._end_reason(msg)
+                    break
+        except asyncio.CancelledError:
+            reason = self._death
+            if reason is None:
+                # The event loop is shutting down (asyncio.run cancels every task):
+                # drop the socket now rather than let it outlive its loop.
+                self._teardown(ws, conn, None)
+                await _close_quietly(ws)
+                await self.transport.release_idle_session()
+                raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()  # our own cancel (keepalive): handled here
+        except Exception as exc:  # a bug in dispatching: end the socket, don't hang
+            log.exception("LM Studio: dispatching a message failed")
+            reason, close_code = exc, aiohttp.WSCloseCode.INTERNAL_ERROR
+        self._teardown(ws, conn, reason)
+        if not ws.closed:
+            await _close_quietly(ws, close_code or aiohttp.WSCloseCode.OK)
+
+    def _end_reason(self, msg: Any) -> BaseException | None:
+        """Why the socket ended, from aiohttp's last message (None: closed by us)."""
+        kind = msg.type
+        where = f"LM Studio at {self.transport.host} (/{self.namespace})"
+        if kind is _CLOSE:
+            detail = f"code {msg.data}{': ' + msg.extra if msg.extra else ''}"
+            return LMStudioConnectionError(
+                f"connection to {where} was lost: the server closed the WebSocket ({detail})",
+                host=self.transport.host,
+            )
+        if kind is _ERROR:
+            error = msg.data
+            code = getattr(error, "code", None)
+            closed = f"; the client closed the socket with code {code}" if code else ""
+            return LMStudioConnectionError(
+                f"{where} sent an invalid WebSocket message ({error}){closed}",
+                host=self.transport.host,
+            )
+        if kind is aiohttp.WSMsgType.CLOSING:
+            return None  # aclose is closing it
+        return LMStudioConnectionError(
+            f"connection to {where} was lost: the server closed the connection",
+            host=self.transport.host,
+        )
+
+    def _dispatch(self, text: bool, data: Any) -> None:
+        """Route one received message."""
         if not text:
             self._note_dropped(f"binary frame of {len(data)} bytes")
             return
@@ -538,11 +729,13 @@ class NamespaceSocket:
         self.dropped_frames += 1
         log.warning("LM Studio /%s: dropped an invalid frame: %s", self.namespace, detail)
 
-    def _teardown(self, ws: WebSocket, conn: Connection[Any], reason: BaseException | None) -> None:
+    def _teardown(
+        self, ws: _WebSocket, conn: Connection[Any], reason: BaseException | None
+    ) -> None:
         """The socket is gone (or going): fail what is in flight on it, once."""
-        ws.detach()
         if self._ws is ws:
             self._ws = None
+            self._poller = None
             if self._keepalive is not None:
                 self._keepalive.cancel()
                 self._keepalive = None
@@ -576,20 +769,19 @@ class NamespaceSocket:
 
     def _tick(self) -> None:
         self._keepalive = None
-        ws = self._ws
-        if ws is None:
+        ws, reader = self._ws, self._reader
+        if ws is None or reader is None:
             return
         timeouts = self.transport.timeouts
-        silent = asyncio.get_running_loop().time() - ws.last_rx
+        silent = asyncio.get_running_loop().time() - self.last_rx
         if silent >= timeouts.keepalive_timeout:
-            ws.abort(
-                LMStudioConnectionError(
-                    f"LM Studio at {self.transport.host} (/{self.namespace}) stopped answering "
-                    f"(nothing received for {silent:.0f} s; keepalive timeout "
-                    f"{timeouts.keepalive_timeout:g} s)",
-                    host=self.transport.host,
-                )
+            self._death = LMStudioConnectionError(
+                f"LM Studio at {self.transport.host} (/{self.namespace}) stopped answering "
+                f"(no message received for {silent:.0f} s; keepalive timeout "
+                f"{timeouts.keepalive_timeout:g} s)",
+                host=self.transport.host,
             )
+            reader.cancel()
             return
         if silent >= timeouts.keepalive_interval:
             self._send_nowait(Connection.keep_alive_frame())
@@ -598,31 +790,29 @@ class NamespaceSocket:
     # --- sending -----------------------------------------------------------
 
     def _send_nowait(self, frame: bytes) -> None:
+        """Send from synchronous code (timers, dispatch): in a task, tracked until done."""
         ws = self._ws
         if ws is None:
             return
-        try:
-            ws.send_text(frame)
-        except WebSocketClosed as exc:
-            log.debug("LM Studio: could not send a frame on a closing socket: %s", exc)
+        task = asyncio.get_running_loop().create_task(_send_quietly(ws, frame))
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
 
     async def rpc(self, endpoint: str, parameter: Any, timeouts: Timeouts) -> Raw | None:
         """One RPC round trip. Raises :class:`RemoteError` for a server error."""
-        ws = self._ws
-        if ws is None:
-            ws = await self._ensure_open()
         loop = asyncio.get_running_loop()
+        ws = self._ws
+        if ws is None or self._stale():
+            ws = await self._usable(loop)
         fut: asyncio.Future[Raw | None] = loop.create_future()
         conn = self._conn
         call_id, frame = conn.start_rpc(fut, endpoint, parameter)
         deadlines = self.deadlines(loop)
         deadlines.watch(fut, loop.time(), timeouts.idle, timeouts.total, endpoint)
         try:
-            ws.send_text(frame)
-            if ws.paused:
-                await ws.drain()
+            await ws.send_frame(frame, _TEXT)
             return await fut
-        except WebSocketClosed as exc:
+        except ConnectionError as exc:  # the socket is closing: sending failed
             if fut.done() and not fut.cancelled():
                 fut.result()  # the socket's own error (lost, closed client) says more
             raise self._lost_error(exc) from None
@@ -634,18 +824,15 @@ class NamespaceSocket:
 
     async def open_channel(self, endpoint: str, creation_parameter: Any = UNSET) -> ChannelStream:
         """Open a channel; read its packets with :meth:`ChannelStream.receive`."""
-        ws = self._ws
-        if ws is None:
-            ws = await self._ensure_open()
+        ws = await self._usable(asyncio.get_running_loop())
         stream = ChannelStream(self)
-        channel_id, frame = self._conn.start_channel(stream, endpoint, creation_parameter)
+        conn = self._conn
+        channel_id, frame = conn.start_channel(stream, endpoint, creation_parameter)
         stream.channel_id = channel_id
         try:
-            ws.send_text(frame)
-            if ws.paused:
-                await ws.drain()
-        except WebSocketClosed as exc:
-            self._conn.forget_channel(channel_id)
+            await ws.send_frame(frame, _TEXT)
+        except ConnectionError as exc:
+            conn.forget_channel(channel_id)
             raise self._lost_error(exc) from None
         return stream
 
@@ -658,23 +845,63 @@ class NamespaceSocket:
         self._conn.forget_channel(stream.channel_id)
 
     async def aclose(self) -> None:
-        ws = self._ws
+        ws, reader = self._ws, self._reader
         if ws is not None:
             # Fail what is still in flight (with ClientClosedError) before the close
-            # handshake, so no call waits on it.
+            # handshake, so no call waits on it. Closing wakes the reader, which ends.
             self._teardown(ws, self._conn, None)
-            await ws.close()
-        guard, self._guard = self._guard, None
-        if guard is not None:
-            await asyncio.wait([guard])  # ends with the connection, which ws.close() ended
+            await _close_quietly(ws)
+        self._reader = None
+        if reader is not None and not reader.done():
+            await asyncio.wait([reader])
+        sends = [task for task in self._sends if not task.done()]
+        for task in sends:
+            task.cancel()
+        if sends:
+            await asyncio.wait(sends)
         if self._deadlines is not None:
             self._deadlines.cancel()  # every call in flight has failed by now
 
 
-class Transport:
-    """One :class:`NamespaceSocket` per namespace, plus the HTTP session of the host probe."""
+def _poller(ws: _WebSocket) -> select.poll | None:
+    """A ``poll`` object watching the socket under ``ws`` for input (None where the
+    platform or the event loop's transport offers no such socket, e.g. on Windows)."""
+    if not hasattr(select, "poll"):
+        return None
+    connection = ws.get_extra_info("socket")
+    fileno = getattr(connection, "fileno", None)
+    if fileno is None:
+        return None
+    poller = select.poll()
+    poller.register(fileno(), select.POLLIN)
+    return poller
 
-    def __init__(self, api_host: str | None, api_token: str | None, timeouts: Timeouts) -> None:
+
+async def _close_quietly(ws: _WebSocket, code: int = aiohttp.WSCloseCode.OK) -> None:
+    """Close handshake, bounded by :data:`CLOSE_TIMEOUT` (aiohttp then drops the socket)."""
+    try:
+        await ws.close(code=code)
+    except Exception as exc:  # aiohttp reports most failures itself; never raise here
+        log.debug("LM Studio: closing a socket failed: %r", exc)
+
+
+async def _send_quietly(ws: _WebSocket, frame: bytes) -> None:
+    try:
+        await ws.send_frame(frame, _TEXT)
+    except ConnectionError as exc:
+        log.debug("LM Studio: could not send a frame on a closing socket: %s", exc)
+
+
+class Transport:
+    """One aiohttp session, plus one :class:`NamespaceSocket` per namespace."""
+
+    def __init__(
+        self,
+        api_host: str | None,
+        api_token: str | None,
+        timeouts: Timeouts,
+        ssl_option: SSLOption = None,
+    ) -> None:
         if api_host is None:
             api_host = os.environ.get(ENV_API_HOST) or None
         self._requested_host = api_host
@@ -684,13 +911,18 @@ class Transport:
         if api_host is not None:
             self.http_base, self.ws_base = parse_api_host(api_host)
             self.host = self.http_base.split("://", 1)[1]
+        if ssl_option is not None and not isinstance(ssl_option, bool | ssl.SSLContext):
+            raise LMStudioValueError(
+                "ssl must be an ssl.SSLContext, True (verify with the system trust store), "
+                f"False (do not verify) or None, got {type(ssl_option).__name__}"
+            )
+        self.ssl: ssl.SSLContext | bool = True if ssl_option is None else ssl_option
         self.identity = credentials(api_token)
         self.timeouts = timeouts
         self._session: aiohttp.ClientSession | None = None
         self._sockets: dict[str, NamespaceSocket] = {}
         self._resolve_lock: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._tls: ssl.SSLContext | None = None
         self.closed = False
 
     def scrub(self, text: str) -> str:
@@ -701,28 +933,17 @@ class Transport:
         return text
 
     @property
-    def address(self) -> tuple[str, int]:
-        """(host, port) to connect to, from the resolved host (IPv6 without brackets)."""
-        assert self.host is not None
-        name, _, port = self.host.rpartition(":")
-        if name.startswith("[") and name.endswith("]"):
-            name = name[1:-1]
-        return name, int(port)
-
-    def tls_context(self) -> ssl.SSLContext | None:
-        """The TLS settings for ``wss://`` hosts (system trust store, hostname checked)."""
-        if not self.ws_base.startswith("wss://"):
-            return None
-        if self._tls is None:
-            self._tls = ssl.create_default_context()
-        return self._tls
-
-    @property
     def session(self) -> aiohttp.ClientSession:
-        """The HTTP session of the host probe (made on first use)."""
+        """The HTTP session of the sockets and the host probe (made on first use)."""
         if self._session is None:
             self._session = aiohttp.ClientSession()
         return self._session
+
+    async def release_idle_session(self) -> None:
+        """Close the session once no socket is open (the event loop is shutting down)."""
+        if self._session is not None and not any(s.is_open for s in self._sockets.values()):
+            session, self._session = self._session, None
+            await session.close()
 
     def check_open(self) -> None:
         if self.closed:
@@ -772,10 +993,11 @@ class Transport:
         if self.closed:
             return
         self.closed = True
-        sockets = [s for s in self._sockets.values() if s.is_open]
+        sockets = list(self._sockets.values())
         if len(sockets) == 1:
             await sockets[0].aclose()  # the common case, without gather's extra tasks
         elif sockets:
             await asyncio.gather(*(s.aclose() for s in sockets), return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()

@@ -42,6 +42,7 @@ from .._async.repository import (
     ModelSearchResult,
     RepositoryNamespace,
 )
+from .._io.transport import SSLOption
 from .._protocol.chat import ChatInput, ChatMessage
 from .._protocol.files import FileHandle
 from .._protocol.info import (
@@ -650,8 +651,9 @@ async def _new_async_client(
     api_host: str | None,
     api_token: str | None,
     timeout: float | Timeouts | None,
+    ssl: SSLOption,
 ) -> AsyncClient:
-    client = AsyncClient(api_host, api_token=api_token, timeout=timeout)
+    client = AsyncClient(api_host, api_token=api_token, timeout=timeout, ssl=ssl)
     runner.clients.add(client)
     return client
 
@@ -680,11 +682,12 @@ class Client(_Facade):
         *,
         api_token: str | None = None,
         timeout: float | Timeouts | None = DEFAULT_TIMEOUTS,
+        ssl: SSLOption = None,
     ) -> None:
         lease = _Lease()
         try:
             async_client = lease.call(
-                _new_async_client, (lease.runner, api_host, api_token, timeout)
+                _new_async_client, (lease.runner, api_host, api_token, timeout, ssl)
             )
         except BaseException:
             lease.release()
@@ -750,8 +753,10 @@ def configure_default_client(
     *,
     api_token: str | None = None,
     timeout: float | Timeouts | None = DEFAULT_TIMEOUTS,
+    ssl: SSLOption = None,
 ) -> None:
-    """Set the host, token and deadlines of the default client.
+    """Set the host, token, deadlines and TLS settings (see :class:`Client`) of the
+    default client.
 
     Takes effect on the next :func:`get_default_client` (or :func:`llm` /
     :func:`embedding_model`); a default client already created is closed first.
@@ -759,7 +764,9 @@ def configure_default_client(
     global _default_client
     with _default_lock:
         _default_settings.clear()
-        _default_settings.update(api_host=api_host, api_token=api_token, timeout=timeout)
+        _default_settings.update(
+            api_host=api_host, api_token=api_token, timeout=timeout, ssl=ssl
+        )
         old, _default_client = _default_client, None
     if old is not None:
         old.close()

@@ -54,16 +54,57 @@ class CompatResponse(aiohttp.ClientResponse):
         ("http://127.0.0.1:41343", "http://127.0.0.1:41343", "ws://127.0.0.1:41343"),
         ("ws://127.0.0.1:41343/", "http://127.0.0.1:41343", "ws://127.0.0.1:41343"),
         ("wss://example.com:443", "https://example.com:443", "wss://example.com:443"),
+        ("https://example.com:8443", "https://example.com:8443", "wss://example.com:8443"),
+        ("[::1]:1234", "http://[::1]:1234", "ws://[::1]:1234"),
+        ("ws://[2001:db8::1]:1", "http://[2001:db8::1]:1", "ws://[2001:db8::1]:1"),
+        ("my-host.local:65535", "http://my-host.local:65535", "ws://my-host.local:65535"),
     ],
 )
 def test_parse_api_host(value: str, http: str, ws: str) -> None:
     assert parse_api_host(value) == (http, ws)
 
 
-@pytest.mark.parametrize("value", ["localhost", "ftp://x:1", "http://h:99999", "a b:1", ""])
-def test_bad_api_host_is_a_value_error_naming_it(value: str) -> None:
-    with pytest.raises(lms.LMStudioValueError, match=re.escape(repr(value))):
+@pytest.mark.parametrize(
+    ("value", "what"),
+    [
+        ("localhost", "needs an explicit port"),
+        ("localhost:", "is not a number"),
+        ("ftp://x:1", "unsupported scheme 'ftp'"),
+        ("http://h:99999", "port 99999 is out of range"),
+        ("localhost:99999", "port 99999 is out of range"),
+        ("localhost:0", "port 0 is out of range"),
+        ("http://127.0.0.1:1:2", "more than one ':'"),
+        ("::1:1234", "more than one ':'"),
+        (":1234", "has no host name"),
+        ("http://:1234", "has no host name"),
+        ("[::1:1234", "not a bracketed IPv6 address"),
+        ("[]:1234", "not a bracketed IPv6 address"),
+        ("[zz::1]:1234", "not a bracketed IPv6 address"),
+        ("local<host>:1", "not a valid host name"),
+        ("localhost:12a4", "is not a number"),
+        ("a b:1", "is not of the form"),
+        ("", "is not of the form"),
+    ],
+)
+def test_bad_api_host_is_a_value_error_naming_it(value: str, what: str) -> None:
+    with pytest.raises(lms.LMStudioValueError, match=re.escape(repr(value))) as info:
         lms.AsyncClient(value)
+    assert what in str(info.value)
+
+
+def test_api_host_with_credentials_is_refused_without_echoing_them() -> None:
+    with pytest.raises(lms.LMStudioValueError, match="api_token=") as info:
+        lms.AsyncClient("http://user:s3cret@localhost:1234")
+    assert "s3cret" not in str(info.value)
+    assert "localhost:1234" in str(info.value)
+
+
+@pytest.mark.parametrize("scheme", ["", "ws://", "http://"])
+async def test_valid_hosts_work_end_to_end(
+    lmstudio_server: ThreadedStandInServer, scheme: str
+) -> None:
+    async with lms.AsyncClient(scheme + lmstudio_server.host) as client:
+        assert await client.llm.list_loaded() == []
 
 
 async def test_discovery_probes_ports_concurrently_first_answer_wins() -> None:
@@ -276,6 +317,28 @@ async def test_keepalive_detects_a_dead_peer_with_no_call_waiting(
         await eventually(lambda: not sock.is_open, timeout=2.0)
         lmstudio_server.faults.silent = False
         assert await client.llm.list_loaded() == []  # reconnected
+
+
+async def test_a_socket_the_server_closed_while_the_loop_was_busy_is_replaced() -> None:
+    # The server restarts (closing our sockets with 1001) while this loop is blocked, so
+    # the close frames are still unread when the next calls start: they must reconnect,
+    # not fail once with "server shutdown".
+    with ThreadedStandInServer(load_seconds=0.0) as server:
+        async with lms.AsyncClient(server.host) as client:
+            await client.llm.list_loaded()
+            await client.embedding.list_loaded()
+            server.restart()  # synchronous: blocks this event loop throughout
+            time.sleep(0.1)  # noqa: ASYNC251 -- and a little more, as a busy loop would
+            assert await client.llm.list_loaded() == []  # an RPC
+            server.restart()
+            model = await client.llm.load(SMOL)  # a channel
+            assert model.identifier == SMOL
+            server.restart(reset_state=True)
+            results = await asyncio.gather(*(client.llm.list_loaded() for _ in range(20)))
+            assert results == [[]] * 20
+            server.restart()
+            assert await client.embedding.list_loaded() == []
+            assert server.connection_count() == 1  # /llm waits for its next call
 
 
 @pytest.mark.parametrize(

@@ -190,3 +190,16 @@ async def test_channel_reads_share_the_socket_deadlines(
     assert "channel message" in str(info.value)
     lmstudio_server.faults.silent = False
     await model.unload()
+
+
+@pytest.mark.lmstudio_server(load_seconds=3.0)
+async def test_a_total_deadline_error_reports_the_configured_value(
+    client: lms.AsyncClient,
+) -> None:
+    # The load channel reports progress (the idle deadline never expires); the total
+    # deadline does, and its error names the value configured, not the time left of it.
+    with pytest.raises(lms.LMStudioTimeoutError) as info:
+        await client.llm.load(LLAMA, timeout=lms.Timeouts(idle=5.0, total=0.5))
+    assert info.value.kind == "total"
+    assert info.value.timeout == 0.5
+    assert "within the total deadline (0.5 s)" in str(info.value)

@@ -306,6 +306,8 @@ async def test_total_deadline_cancels(
         async for _ in stream:
             pass
     assert info.value.kind == "total"
+    assert info.value.timeout == 0.4  # the configured deadline, not the time left of it
+    assert "within the total deadline (0.4 s)" in str(info.value)
     assert seen  # the idle deadline was never the problem
     await eventually(lambda: lmstudio_server.cancel_count == 1)
     await eventually(lambda: lmstudio_server.open_channel_count() == 0)

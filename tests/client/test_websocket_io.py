@@ -1,29 +1,68 @@
-"""The asyncio WebSocket client (``_wsclient``) against a hand-written server over real sockets.
+"""The client's WebSocket I/O (aiohttp underneath) against a hand-written server.
 
-The stand-in (aiohttp) only sends well-formed frames; here a raw TCP server completes
-the upgrade by hand and then writes exactly the bytes a test wants: fragments, pings,
-close frames, frames a server may not send.
+The stand-in (aiohttp.web) only sends well-formed frames. Here a raw TCP server answers
+the upgrade and the authentication by hand and then writes exactly the bytes a test
+wants: fragments, pings, close frames, frames a server may not send, messages too big
+to accept, invalid UTF-8. Every test drives the public client, as a user would.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import json
+import os
 import shutil
 import ssl
 import subprocess
-from collections.abc import AsyncIterator
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from protocol._frames import naive_mask, server_frame  # tests/ is on sys.path (rootdir-relative)
 
-from lmstudio_async._io.wsclient import WebSocket, WebSocketClosed, connect
-from lmstudio_async._protocol import websocket as wsp
+import lmstudio_async as lms
+from lmstudio_async._io import transport as _transport
+
+TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_QUICK = lms.Timeouts(idle=5.0, connect=5.0)
+
+
+@pytest.fixture(autouse=True)
+def _short_close_handshake(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The raw peers below rarely answer a close frame: give up on them after 0.2 s, not 2 s.
+    monkeypatch.setattr(_transport, "_WS_TIMEOUT", _transport.aiohttp.ClientWSTimeout(ws_close=0.2))
+
+
+# --- a raw WebSocket server, written independently of any library ---------------------------
+
+
+def frame(
+    opcode: int, payload: bytes = b"", *, fin: bool = True, length: int | None = None
+) -> bytes:
+    """One unmasked server frame; ``length`` overrides the length header (lying about it)."""
+    n = len(payload) if length is None else length
+    head = bytes([(0x80 if fin else 0) | opcode])
+    if n < 126:
+        head += bytes([n])
+    elif n < 1 << 16:
+        head += bytes([126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([127]) + n.to_bytes(8, "big")
+    return head + payload
+
+
+def close_payload(code: int, reason: str = "") -> bytes:
+    return code.to_bytes(2, "big") + reason.encode()
 
 
 class Peer:
-    """The server's end of one upgraded connection."""
+    """The server's end of one upgraded, authenticated connection."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
@@ -31,6 +70,9 @@ class Peer:
 
     def write(self, data: bytes) -> None:
         self.writer.write(data)
+
+    def send_json(self, message: dict[str, Any]) -> None:
+        self.write(frame(TEXT, json.dumps(message).encode()))
 
     async def read_frame(self) -> tuple[int, bytes]:
         """One client frame: checks that it is final and masked, returns it unmasked."""
@@ -45,15 +87,35 @@ class Peer:
                 n = int.from_bytes(await self.reader.readexactly(8), "big")
             mask = await self.reader.readexactly(4)
             payload = await self.reader.readexactly(n)
-        return b0 & 0x0F, naive_mask(payload, mask)
+        return b0 & 0x0F, bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+    async def read_message(self) -> dict[str, Any]:
+        """The next client text message (pongs and the like skipped), decoded."""
+        while True:
+            opcode, payload = await self.read_frame()
+            if opcode == TEXT:
+                message: dict[str, Any] = json.loads(payload)
+                return message
+
+    async def answer_rpc(self, result: Any) -> dict[str, Any]:
+        call = await self.read_message()
+        assert call["type"] == "rpcCall"
+        self.send_json({"type": "rpcResult", "callId": call["callId"], "result": result})
+        return call
 
     async def at_eof(self) -> bool:
+        """True once the client has dropped the connection (whatever else it still sends)."""
         async with asyncio.timeout(5):
-            return await self.reader.read() == b""
+            try:
+                while await self.reader.read(65536):
+                    pass
+            except ConnectionResetError:
+                pass  # dropped with our bytes unread: a reset rather than a FIN
+        return True
 
 
 class RawServer:
-    """Answers the upgrade (or, with ``answer``, anything else) and queues each peer."""
+    """Answers the upgrade (or, with ``answer``, anything else), authenticates, queues peers."""
 
     def __init__(self, answer: bytes | None = None) -> None:
         self.answer = answer
@@ -64,7 +126,10 @@ class RawServer:
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.writers.append(writer)
-        head = await reader.readuntil(b"\r\n\r\n")
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
         self.requests.append(head)
         if self.answer is not None:
             writer.write(self.answer)
@@ -72,19 +137,27 @@ class RawServer:
             writer.close()
             return
         key = next(
-            line.split(b":", 1)[1].strip().decode()
+            line.split(b":", 1)[1].strip()
             for line in head.split(b"\r\n")
             if line.lower().startswith(b"sec-websocket-key:")
         )
+        accept = base64.b64encode(hashlib.sha1(key + _GUID).digest()).decode()
         writer.write(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            + f"Sec-WebSocket-Accept: {wsp.accept_key(key)}\r\n\r\n".encode()
+            + f"Sec-WebSocket-Accept: {accept}\r\n\r\n".encode()
         )
-        await self.peers.put(Peer(reader, writer))
+        peer = Peer(reader, writer)
+        auth = await peer.read_message()
+        assert auth["authVersion"] == 1
+        peer.send_json({"success": True})
+        await self.peers.put(peer)
 
     async def peer(self) -> Peer:
         async with asyncio.timeout(5):
             return await self.peers.get()
+
+    def host(self, scheme: str = "ws") -> str:
+        return f"{scheme}://127.0.0.1:{self.port}"
 
 
 @contextlib.asynccontextmanager
@@ -99,251 +172,282 @@ async def raw_server(
     finally:
         server.close()
         for writer in state.writers:
-            writer.close()
+            writer.transport.abort()
         await server.wait_closed()
-        for writer in state.writers:
-            with contextlib.suppress(OSError, ssl.SSLError):
-                await writer.wait_closed()
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.frames: list[tuple[bool, bytes]] = []
-        self.lost: list[BaseException | None] = []
-        self.changed = asyncio.Event()
-
-    def on_frame(self, text: bool, payload: bytes) -> None:
-        self.frames.append((text, payload))
-        self.changed.set()
-
-    def on_lost(self, reason: BaseException | None) -> None:
-        self.lost.append(reason)
-        self.changed.set()
-
-    async def wait(self, predicate: object) -> None:
-        async with asyncio.timeout(5):
-            while not predicate():  # type: ignore[operator]
-                self.changed.clear()
-                await self.changed.wait()
-
-
-async def open_ws(server: RawServer) -> tuple[WebSocket, Peer, Recorder]:
-    async with asyncio.timeout(5):
-        ws = await connect("127.0.0.1", server.port, "/llm", host_header=f"127.0.0.1:{server.port}")
+async def call_and_peer(
+    client: lms.AsyncClient, server: RawServer
+) -> tuple[asyncio.Task[Any], Peer, dict[str, Any]]:
+    """Start ``list_loaded`` on a fresh socket; returns the call, the peer and its request."""
+    call = asyncio.create_task(client.llm.list_loaded())
     peer = await server.peer()
-    rec = Recorder()
-    ws.attach(rec.on_frame, rec.on_lost)
-    return ws, peer, rec
+    request = await peer.read_message()
+    assert request["endpoint"] == "listLoaded"
+    return call, peer, request
 
 
-async def test_upgrade_request_and_a_text_round_trip() -> None:
-    async with raw_server() as server:
-        ws, peer, rec = await open_ws(server)
-        request = server.requests[0].decode()
-        assert request.startswith("GET /llm HTTP/1.1\r\n")
-        assert f"Host: 127.0.0.1:{server.port}\r\n" in request
-        ws.send_text(b'{"type":"rpcCall"}')
-        assert await peer.read_frame() == (wsp.TEXT, b'{"type":"rpcCall"}')
-        peer.write(server_frame(wsp.TEXT, b'{"type":"rpcResult"}'))
-        await rec.wait(lambda: rec.frames)
-        assert rec.frames == [(True, b'{"type":"rpcResult"}')]
-        await ws.close(timeout=0.1)  # the raw peer never answers a close
-
-
-async def test_large_messages_both_ways() -> None:
-    big = bytes(range(256)) * 1000  # 256 000 bytes: 64-bit length, many TCP reads
-    async with raw_server() as server:
-        ws, peer, rec = await open_ws(server)
-        ws.send_text(big)
-        assert await peer.read_frame() == (wsp.TEXT, big)
-        peer.write(server_frame(wsp.TEXT, big))
-        await rec.wait(lambda: rec.frames)
-        assert rec.frames == [(True, big)]
-        assert type(rec.frames[0][1]) is bytes
-        await ws.close(timeout=0.1)  # the raw peer never answers a close
-
-
-async def test_fragments_are_joined_and_pings_between_them_answered() -> None:
-    async with raw_server() as server:
-        ws, peer, rec = await open_ws(server)
-        peer.write(server_frame(wsp.TEXT, b"hel", fin=False))
-        peer.write(server_frame(wsp.PING, b"are you there"))
-        peer.write(server_frame(0x0, b"lo"))
-        peer.write(server_frame(wsp.BINARY, b"\x00\x01"))
-        assert await peer.read_frame() == (wsp.PONG, b"are you there")
-        await rec.wait(lambda: len(rec.frames) == 2)
-        assert rec.frames == [(True, b"hello"), (False, b"\x00\x01")]
-        await ws.close(timeout=0.1)  # the raw peer never answers a close
-
-
-async def test_messages_before_attach_are_read_then_handed_over_in_order() -> None:
-    async with raw_server() as server:
+async def fails_with(call: Awaitable[Any], error: type[BaseException], match: str) -> str:
+    with pytest.raises(error, match=match) as info:
         async with asyncio.timeout(5):
-            ws = await connect(
-                "127.0.0.1", server.port, "/llm", host_header=f"127.0.0.1:{server.port}"
-            )
-        peer = await server.peer()
-        peer.write(server_frame(wsp.TEXT, b"auth reply") + server_frame(wsp.TEXT, b"first"))
+            await call
+    return str(info.value)
+
+
+# --- the ordinary paths -----------------------------------------------------------------------
+
+
+async def test_upgrade_auth_and_a_round_trip() -> None:
+    async with raw_server() as server, lms.AsyncClient(server.host(), timeout=_QUICK) as client:
+        call, peer, request = await call_and_peer(client, server)
+        assert request["type"] == "rpcCall"
+        peer.send_json({"type": "rpcResult", "callId": request["callId"], "result": []})
         async with asyncio.timeout(5):
-            assert await ws.recv() == b"auth reply"
-        await asyncio.sleep(0.05)  # "first" has arrived and waits in the queue
-        rec = Recorder()
-        ws.attach(rec.on_frame, rec.on_lost)
-        assert rec.frames == [(True, b"first")]
-        await ws.close(timeout=0.1)  # the raw peer never answers a close
+            assert await call == []
+        head = server.requests[0].decode()
+        assert head.startswith("GET /llm HTTP/1.1\r\n")
+        assert f"Host: 127.0.0.1:{server.port}\r\n" in head
+        assert "permessage-deflate" not in head  # no compression is offered
 
 
-async def test_close_handshake_from_the_client() -> None:
+async def test_large_replies_and_fragments_with_pings_between_them() -> None:
+    big = "x" * 300_000  # a 64-bit length header, many TCP reads
+    async with raw_server() as server, lms.AsyncClient(server.host(), timeout=_QUICK) as client:
+        call, peer, request = await call_and_peer(client, server)
+        reply = json.dumps({"type": "rpcResult", "callId": request["callId"], "result": []})
+        reply = reply[:-1] + f', "padding": "{big}"}}'
+        data = reply.encode()
+        peer.write(frame(TEXT, data[:10], fin=False))
+        peer.write(frame(PING, b"are you there"))
+        peer.write(frame(0x0, data[10:20], fin=False))
+        peer.write(frame(0x0, b"", fin=False))  # an empty continuation is legal
+        peer.write(frame(0x0, data[20:]))
+        assert await peer.read_frame() == (PONG, b"are you there")
+        async with asyncio.timeout(5):
+            assert await call == []
+
+
+async def test_close_handshake_from_the_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_transport, "_WS_TIMEOUT", _transport.aiohttp.ClientWSTimeout(ws_close=2))
     async with raw_server() as server:
-        ws, peer, rec = await open_ws(server)
+        client = lms.AsyncClient(server.host(), timeout=_QUICK)
+        call, peer, request = await call_and_peer(client, server)
+        peer.send_json({"type": "rpcResult", "callId": request["callId"], "result": []})
+        await call
 
         async def answer() -> None:
-            assert await peer.read_frame() == (wsp.CLOSE, wsp.close_payload(1000))
-            peer.write(server_frame(wsp.CLOSE, wsp.close_payload(1000)))
+            opcode, payload = await peer.read_frame()
+            assert (opcode, payload) == (CLOSE, close_payload(1000))
+            peer.write(frame(CLOSE, close_payload(1000)))
             await peer.writer.drain()
-            peer.writer.close()
 
         answering = asyncio.create_task(answer())
-        async with asyncio.timeout(1.5):  # well under the 2 s give-up time
-            await ws.close()
+        started = time.monotonic()
+        async with asyncio.timeout(5):
+            await client.aclose()
         await answering
-        assert ws.closed
-        assert rec.lost == [None]  # the peer answered our close: a clean end
-        with pytest.raises(WebSocketClosed):
-            ws.send_text(b"late")
+        assert time.monotonic() - started < 1.0  # the answer ended it, not the give-up time
+        assert await peer.at_eof()
 
 
 async def test_close_gives_up_on_a_silent_peer() -> None:
     async with raw_server() as server:
-        ws, peer, _ = await open_ws(server)
-        async with asyncio.timeout(2):
-            await ws.close(timeout=0.2)
-        assert await peer.read_frame() == (wsp.CLOSE, wsp.close_payload(1000))
+        client = lms.AsyncClient(server.host(), timeout=_QUICK)
+        call, peer, request = await call_and_peer(client, server)
+        peer.send_json({"type": "rpcResult", "callId": request["callId"], "result": []})
+        await call
+        started = time.monotonic()
+        async with asyncio.timeout(5):
+            await client.aclose()  # the peer never answers the close frame
+        assert time.monotonic() - started < 2.0
+        assert await peer.read_frame() == (CLOSE, close_payload(1000))
         assert await peer.at_eof()  # the client dropped the connection itself
 
 
-async def test_peer_close_is_echoed_and_reported() -> None:
-    async with raw_server() as server:
-        ws, peer, rec = await open_ws(server)
-        peer.write(server_frame(wsp.CLOSE, wsp.close_payload(1001, "going away")))
-        assert await peer.read_frame() == (wsp.CLOSE, (1001).to_bytes(2, "big"))
-        await rec.wait(lambda: rec.lost)
-        assert isinstance(rec.lost[0], WebSocketClosed)
-        assert "code 1001: going away" in str(rec.lost[0])
-        assert (ws.close_code, ws.close_reason) == (1001, "going away")
-        assert await peer.at_eof()
+async def test_server_close_fails_the_call_names_the_code_and_the_next_call_reconnects() -> None:
+    async with raw_server() as server, lms.AsyncClient(server.host(), timeout=_QUICK) as client:
+        call, peer, _ = await call_and_peer(client, server)
+        peer.write(frame(CLOSE, close_payload(1001, "going away")))
+        await fails_with(call, lms.LMStudioConnectionError, "code 1001: going away")
+        assert (await peer.read_frame())[0] == CLOSE  # answered
+        again = asyncio.create_task(client.llm.list_loaded())
+        fresh = await server.peer()
+        await fresh.answer_rpc([])
+        async with asyncio.timeout(5):
+            assert await again == []
 
 
-@pytest.mark.parametrize(
-    ("frame", "code"),
-    [
-        (server_frame(wsp.TEXT, b"x", mask=b"abcd"), 1002),
-        (bytes((0xC1, 1)) + b"x", 1002),  # RSV1: compression was never negotiated
-        (server_frame(0x3, b"x"), 1002),  # reserved opcode
-        (server_frame(wsp.PING, b"x" * 126), 1002),  # control frame too long
-        (server_frame(wsp.CLOSE, b"\x03"), 1002),  # 1-byte close payload
-    ],
-)
-async def test_frames_a_server_may_not_send_close_the_socket(frame: bytes, code: int) -> None:
-    async with raw_server() as server:
-        ws, peer, rec = await open_ws(server)
-        peer.write(frame)
-        opcode, payload = await peer.read_frame()
-        assert (opcode, int.from_bytes(payload[:2], "big")) == (wsp.CLOSE, code)
-        await rec.wait(lambda: rec.lost)
-        assert isinstance(rec.lost[0], wsp.FrameError)
-        assert rec.frames == []
-        with pytest.raises(WebSocketClosed):
-            ws.send_text(b"x")
-        assert await peer.at_eof()
-
-
-async def test_abrupt_disconnect_is_reported_once() -> None:
-    async with raw_server() as server:
-        ws, peer, rec = await open_ws(server)
+async def test_hang_up_fails_the_call_and_the_next_call_reconnects() -> None:
+    async with raw_server() as server, lms.AsyncClient(server.host(), timeout=_QUICK) as client:
+        call, peer, _ = await call_and_peer(client, server)
         peer.writer.transport.abort()
-        await rec.wait(lambda: rec.lost)
-        await asyncio.sleep(0.05)
-        assert len(rec.lost) == 1
-        assert ws.closed
-        await ws.close()  # already gone: returns at once
+        await fails_with(call, lms.LMStudioConnectionError, "was lost")
+        again = asyncio.create_task(client.llm.list_loaded())
+        await (await server.peer()).answer_rpc([])
+        async with asyncio.timeout(5):
+            assert await again == []
 
 
-async def test_abort_reports_the_given_reason() -> None:
-    async with raw_server() as server:
-        ws, peer, rec = await open_ws(server)
-        reason = RuntimeError("keepalive expired")
-        ws.abort(reason)
-        await rec.wait(lambda: rec.lost)
-        assert rec.lost == [reason]
+@pytest.mark.parametrize(
+    ("bad", "code"),
+    [
+        (bytes((0xC1, 1)) + b"x", 1002),  # RSV1: compression was never negotiated
+        (frame(0x3, b"x"), 1002),  # reserved opcode
+        (frame(PING, b"x" * 126), 1002),  # control frame too long
+        (frame(0x0, b"x"), 1002),  # continuation with nothing to continue
+    ],
+    ids=["rsv1", "opcode", "long-ping", "stray-continuation"],
+)
+async def test_frames_a_server_may_not_send_close_the_socket(bad: bytes, code: int) -> None:
+    async with raw_server() as server, lms.AsyncClient(server.host(), timeout=_QUICK) as client:
+        call, peer, _ = await call_and_peer(client, server)
+        peer.write(bad)
+        text = await fails_with(call, lms.LMStudioConnectionError, "invalid WebSocket message")
+        assert f"code {code}" in text
+        opcode, payload = await peer.read_frame()
+        assert (opcode, int.from_bytes(payload[:2], "big")) == (CLOSE, code)
         assert await peer.at_eof()
 
 
 @pytest.mark.parametrize(
-    ("answer", "status", "match"),
+    ("answer", "error", "match"),
     [
-        (b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", 404, "HTTP 404"),
+        (b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", lms.ProtocolError, "HTTP 404"),
         (
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Accept: bm90IHRoZSByaWdodCBrZXk=\r\n\r\n",
-            101,
-            "Sec-WebSocket-Accept",
+            lms.ProtocolError,
+            "does not look like LM Studio",
         ),
-        (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", None, "not HTTP"),
+        (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", lms.ProtocolError, "does not look like LM Studio"),
+        (b"", lms.LMStudioConnectionError, "cannot connect"),  # hangs up during the upgrade
     ],
+    ids=["404", "bad-accept", "not-http", "hang-up"],
 )
-async def test_refused_upgrades(answer: bytes, status: int | None, match: str) -> None:
-    async with raw_server(answer) as server:
-        with pytest.raises(wsp.HandshakeError, match=match) as info:
-            async with asyncio.timeout(5):
-                await connect("127.0.0.1", server.port, "/llm", host_header="x:1")
-        assert info.value.status == status
+async def test_refused_upgrades(answer: bytes, error: type[Exception], match: str) -> None:
+    async with raw_server(answer) as server, lms.AsyncClient(server.host(), timeout=_QUICK) as c:
+        await fails_with(c.llm.list_loaded(), error, match)
 
 
-async def test_hang_up_during_the_upgrade() -> None:
-    async with raw_server(b"") as server:
-        with pytest.raises(WebSocketClosed, match="during the WebSocket upgrade"):
-            async with asyncio.timeout(5):
-                await connect("127.0.0.1", server.port, "/llm", host_header="x:1")
+# --- bad frames: typed errors, the socket closed, bounded memory -----------------------------
 
 
-async def test_drain_waits_while_the_peer_does_not_read() -> None:
-    async with raw_server() as server:
-        ws, peer, _ = await open_ws(server)
-        chunk = b"x" * 65536
-        sent = 0
-        while not ws.paused:  # the peer reads nothing: the kernel buffers fill up
-            ws.send_text(chunk)
-            sent += 1
-            assert sent < 10_000, "the transport never asked to pause"
-        drain = asyncio.create_task(ws.drain())
-        await asyncio.sleep(0.1)
-        assert not drain.done()
-        for _ in range(sent):
-            assert await peer.read_frame() == (wsp.TEXT, chunk)
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakRss:
+    """The process's peak resident size above its size at start, sampled every 2 ms."""
+
+    def __init__(self) -> None:
+        self.base = _rss()
+        self.peak = self.base
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.002):
+            self.peak = max(self.peak, _rss())
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return max(self.peak, _rss()) - self.base
+
+
+async def _flood(peer: Peer, chunk: bytes) -> None:
+    """Write ``chunk`` again and again until the client hangs up."""
+    with contextlib.suppress(ConnectionError, OSError):
+        while not peer.writer.is_closing():
+            peer.write(chunk)
+            await peer.writer.drain()
+
+
+_MB = 1024 * 1024
+_LIMIT = _transport.MAX_MESSAGE_BYTES
+
+
+async def _oversized(peer: Peer) -> None:
+    # A length header of 1 TiB, then payload bytes for as long as the client reads them.
+    peer.write(frame(TEXT, length=1 << 40))
+    await _flood(peer, b"x" * 65536)
+
+
+async def _oversized_exact(peer: Peer) -> None:
+    # One byte over the limit, announced honestly.
+    peer.write(frame(TEXT, length=_LIMIT + 1))
+    await _flood(peer, b"x" * 65536)
+
+
+async def _invalid_utf8(peer: Peer) -> None:
+    peer.write(frame(TEXT, b'{"type":"rpcResult","callId":0,"result":"\xff\xfe"}'))
+    await peer.writer.drain()
+
+
+async def _fragment_flood(peer: Peer) -> None:
+    # A message that never ends: 64 KiB continuation frames until the client refuses it.
+    peer.write(frame(TEXT, b"[", fin=False))
+    await _flood(peer, frame(0x0, b"1," * 32768, fin=False))
+
+
+async def _empty_continuation_flood(peer: Peer) -> None:
+    # Empty continuation frames forever: no bytes to buffer, and no message ever ends.
+    peer.write(frame(TEXT, b"[", fin=False))
+    await _flood(peer, frame(0x0, fin=False) * 4096)
+
+
+@pytest.mark.parametrize(
+    ("misbehave", "match", "code"),
+    [
+        (_oversized, "exceeds limit", 1009),
+        (_oversized_exact, "exceeds limit", 1009),
+        (_invalid_utf8, "UTF-8", 1007),
+        (_fragment_flood, "exceeds limit", 1009),
+        (_empty_continuation_flood, "stopped answering", None),
+    ],
+    ids=["1TiB-header", "limit+1", "invalid-utf8", "fragment-flood", "empty-continuations"],
+)
+async def test_bad_messages_end_the_calls_promptly_with_bounded_memory(
+    misbehave: Callable[[Peer], Awaitable[None]], match: str, code: int | None
+) -> None:
+    # An endless message carries nothing the keepalive can see: it is what ends the last case.
+    timeouts = lms.Timeouts(idle=30.0, connect=5.0, keepalive_interval=0.3, keepalive_timeout=1.0)
+    async with raw_server() as server, lms.AsyncClient(server.host(), timeout=timeouts) as client:
+        call, peer, _ = await call_and_peer(client, server)
+        other = asyncio.create_task(client.llm.list_loaded())  # a second call in flight
+        await peer.read_message()
+        rss = PeakRss()
+        flooding = asyncio.create_task(misbehave(peer))
+        started = time.monotonic()
+        try:
+            text = await fails_with(call, lms.LMStudioConnectionError, match)
+            await fails_with(other, lms.LMStudioConnectionError, match)
+            elapsed = time.monotonic() - started
+        finally:
+            grown = rss.stop()
+        if code is not None:
+            assert f"code {code}" in text
+        assert elapsed < 3.0
+        print(f"RSS grew by {grown / _MB:.1f} MB in {elapsed:.2f} s")
+        assert grown < 50 * _MB, f"RSS grew by {grown / _MB:.0f} MB"
+        assert await peer.at_eof()  # the client dropped the socket
         async with asyncio.timeout(5):
-            await drain
-        assert not ws.paused
-        await ws.close(timeout=0.2)
+            await flooding
+        again = asyncio.create_task(client.llm.list_loaded())
+        await (await server.peer()).answer_rpc([])
+        async with asyncio.timeout(5):
+            assert await again == []  # and the next call reconnects
 
 
-async def test_drain_fails_when_the_connection_drops() -> None:
-    async with raw_server() as server:
-        ws, peer, _ = await open_ws(server)
-        while not ws.paused:
-            ws.send_text(b"x" * 65536)
-        drain = asyncio.create_task(ws.drain())
-        await asyncio.sleep(0.05)
-        peer.writer.transport.abort()
-        with pytest.raises(WebSocketClosed):
-            async with asyncio.timeout(5):
-                await drain
+# --- TLS ----------------------------------------------------------------------------------------
 
 
-def _self_signed(tmp: Path) -> tuple[Path, Path] | None:
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
     openssl = shutil.which("openssl")
     if openssl is None:
-        return None
+        pytest.skip("needs the openssl command to make a test certificate")
     cert, key = tmp / "cert.pem", tmp / "key.pem"
     subprocess.run(
         [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
@@ -355,49 +459,29 @@ def _self_signed(tmp: Path) -> tuple[Path, Path] | None:
     return cert, key
 
 
-async def test_tls(tmp_path: Path) -> None:
-    files = _self_signed(tmp_path)
-    if files is None:
-        pytest.skip("needs the openssl command to make a test certificate")
-    cert, key = files
+async def test_wss_with_a_custom_context_and_verification(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(cert, key)
-    client_ctx = ssl.create_default_context(cafile=str(cert))
+    trusting = ssl.create_default_context(cafile=str(cert))
     async with raw_server(tls=server_ctx) as server:
-        async with asyncio.timeout(5):
-            ws = await connect("127.0.0.1", server.port, "/llm", host_header="x", tls=client_ctx)
-        peer = await server.peer()
-        ws.send_text(b"over tls")
-        assert await peer.read_frame() == (wsp.TEXT, b"over tls")
-        await ws.close(timeout=0.2)
-        # The system trust store does not know this certificate: verification fails.
-        with pytest.raises(ssl.SSLCertVerificationError):
+        for scheme in ("wss", "https"):
+            async with lms.AsyncClient(server.host(scheme), timeout=_QUICK, ssl=trusting) as c:
+                call = asyncio.create_task(c.llm.list_loaded())
+                await (await server.peer()).answer_rpc([])
+                async with asyncio.timeout(5):
+                    assert await call == []
+        # Verification is on by default: the system trust store does not know this cert.
+        async with lms.AsyncClient(server.host("wss"), timeout=_QUICK) as client:
+            await fails_with(client.llm.list_loaded(), lms.LMStudioConnectionError, "TLS")
+        # ssl=False skips it (a local server with a throwaway certificate).
+        async with lms.AsyncClient(server.host("wss"), timeout=_QUICK, ssl=False) as client:
+            call = asyncio.create_task(client.llm.list_loaded())
+            await (await server.peer()).answer_rpc([])
             async with asyncio.timeout(5):
-                await connect(
-                    "127.0.0.1", server.port, "/llm", host_header="x",
-                    tls=ssl.create_default_context(),
-                )  # fmt: skip
+                assert await call == []
 
 
-async def test_a_framing_error_is_reported_at_once_even_when_the_peer_reads_nothing(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from lmstudio_async._io import wsclient as _wsclient
-
-    monkeypatch.setattr(_wsclient, "CLOSE_TIMEOUT", 0.3)
-    async with raw_server() as server:
-        ws, peer, rec = await open_ws(server)
-        while not ws.paused:  # our close frame cannot be sent: the buffers are full
-            ws.send_text(b"x" * 65536)
-        drain = asyncio.create_task(ws.drain())
-        await asyncio.sleep(0)
-        peer.write(server_frame(wsp.TEXT, b"x", mask=b"abcd"))
-        await rec.wait(lambda: rec.lost)
-        assert isinstance(rec.lost[0], wsp.FrameError)
-        with pytest.raises(WebSocketClosed):
-            async with asyncio.timeout(1):
-                await drain  # a sender waiting for room is released too
-        # The peer still reads nothing, so the close frame never drains: the connection
-        # is dropped once CLOSE_TIMEOUT has passed.
-        async with asyncio.timeout(2):
-            await ws.wait_lost()
+def test_ssl_of_the_wrong_type_is_a_value_error() -> None:
+    with pytest.raises(lms.LMStudioValueError, match=r"ssl must be an ssl\.SSLContext"):
+        lms.AsyncClient("localhost:1234", ssl="yes")  # type: ignore[arg-type]

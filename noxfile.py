@@ -72,7 +72,7 @@ OFFICIAL_SDK = "lmstudio==1.5.0"
 def official_suite(session: nox.Session) -> None:
     """The official lmstudio-python test suite (its sdist's tests/) against the stand-in.
 
-    Needs port 41343 free. Known failures are strict xfails (scripts/official_suite.py);
+    Needs port 41343 free. Known failures are strict xfails (tests/conformance/official_suite.py);
     extra pytest arguments after ``--`` (e.g. ``-- -k "tool or image or repository"``).
     """
     session.install(
@@ -88,4 +88,4 @@ def official_suite(session: nox.Session) -> None:
     tmp = session.create_tmp()
     session.run("pip", "download", "--no-deps", "--no-binary", ":all:", OFFICIAL_SDK, "-d", tmp)
     sdist = next(Path(tmp).glob("lmstudio-*.tar.gz"))
-    session.run("python", "scripts/official_suite.py", str(sdist), *session.posargs)
+    session.run("python", "tests/conformance/official_suite.py", str(sdist), *session.posargs)

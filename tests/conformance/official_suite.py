@@ -2,7 +2,7 @@
 
 Usage (``nox -s official_suite`` does all of this)::
 
-    python scripts/official_suite.py lmstudio-1.5.0.tar.gz [pytest args...]
+    python tests/conformance/official_suite.py lmstudio-1.5.0.tar.gz [pytest args...]
 
 The sdist's ``tests/`` expect LM Studio on the SDK's first default port (41343, found by
 ``lmstudio.Client()`` without arguments) with four models loaded by their ``tests.load_models``.

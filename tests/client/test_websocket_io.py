@@ -175,6 +175,12 @@ async def raw_server(
         server.close()
         for writer in state.writers:
             writer.transport.abort()
+        # abort() closes the socket in a later loop step, and on 3.11 wait_closed() returns
+        # at once: wait for each connection to be lost, so that a loop closed right after
+        # this (the sync TLS test's server thread) leaves no socket to the garbage collector.
+        for writer in state.writers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 2)
         await server.wait_closed()
 
 

@@ -320,19 +320,11 @@ class AsyncClient:
         sock = self._transport.socket(namespace)
         stream = await sock.open_channel(endpoint, creation)
         try:
+            what = f"{operation} of {subject!r}"
             while True:
-                raw = await stream.receive(timeouts.idle, deadline, timeouts.total)
-                if raw is None:
-                    raise ProtocolError(
-                        f"{operation} of {subject!r}: LM Studio closed the channel without a result"
-                    )
-                try:
-                    packet = LOAD_PACKET_DECODER.decode(raw)
-                except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                    log.warning(
-                        "%s of %r: ignored an unexpected packet: %s", operation, subject, exc
-                    )
-                    continue
+                packet = await stream.next_packet(
+                    LOAD_PACKET_DECODER, timeouts.idle, deadline, timeouts.total, what
+                )
                 kind = type(packet)
                 if kind is Progress or kind is LoadProgress:
                     await progress.report(packet.progress)  # type: ignore[union-attr]

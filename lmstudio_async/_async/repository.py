@@ -110,17 +110,11 @@ class DownloadOption:
             "downloadModel", {"downloadIdentifier": self._data.download_identifier}
         )
         try:
+            what = f"Download of {subject!r}"
             while True:
-                raw = await stream.receive(timeouts.idle, deadline, timeouts.total)
-                if raw is None:
-                    raise ProtocolError(
-                        f"Download of {subject!r}: LM Studio closed the channel without a result"
-                    )
-                try:
-                    packet = DOWNLOAD_PACKET_DECODER.decode(raw)
-                except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                    log.warning("download of %r: ignored an unexpected packet: %s", subject, exc)
-                    continue
+                packet = await stream.next_packet(
+                    DOWNLOAD_PACKET_DECODER, timeouts.idle, deadline, timeouts.total, what
+                )
                 if isinstance(packet, DownloadProgressPacket):
                     if on_progress is not None:
                         result = on_progress(packet.update)

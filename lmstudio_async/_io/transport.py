@@ -31,7 +31,7 @@ import secrets
 import select
 import ssl
 from collections.abc import Iterable
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias, TypeVar
 
 import aiohttp
 import msgspec
@@ -337,6 +337,9 @@ class _Deadlines:
             self._arm(min(e[0] for e in self._entries.values()))
 
 
+_PacketT = TypeVar("_PacketT")
+
+
 class ChannelStream:
     """Receiving end of one channel: packets queue here until the caller reads them."""
 
@@ -399,6 +402,30 @@ class ChannelStream:
             finally:
                 self._waiter = None
                 deadlines.discard(waiter)
+
+    async def next_packet(
+        self,
+        decoder: msgspec.json.Decoder[_PacketT],
+        idle: float | None,
+        deadline: float | None,
+        total: float | None,
+        what: str,
+    ) -> _PacketT:
+        """Next packet decoded with ``decoder``, for a call that ends on a result packet.
+
+        A packet that does not decode is logged and skipped (a newer server may send kinds
+        this client does not know). Raises :class:`ProtocolError` if the channel closes
+        before the caller saw its result, and whatever :meth:`receive` raises. ``what``
+        names the call in those messages, e.g. ``"Download of 'x'"``.
+        """
+        while True:
+            raw = await self.receive(idle, deadline, total)
+            if raw is None:
+                raise ProtocolError(f"{what}: LM Studio closed the channel without a result")
+            try:
+                return decoder.decode(raw)
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                log.warning("%s: ignored an unexpected packet: %s", what, exc)
 
     def send(self, message: Any) -> None:
         """Send a client packet (e.g. ``{"type": "cancel"}``) if the socket is still up."""

@@ -500,3 +500,31 @@ async def test_wss_with_a_custom_context_and_verification(tmp_path: Path) -> Non
 def test_ssl_of_the_wrong_type_is_a_value_error() -> None:
     with pytest.raises(lms.LMStudioValueError, match=r"ssl must be an ssl\.SSLContext"):
         lms.AsyncClient("localhost:1234", ssl="yes")  # type: ignore[arg-type]
+
+
+# --- channel packets the client does not expect ----------------------------------------------
+
+
+async def test_a_load_skips_unknown_packets_and_fails_when_the_channel_ends_without_a_result(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seen: list[float] = []
+    async with raw_server() as server, lms.AsyncClient(server.host(), timeout=_QUICK) as client:
+        load = asyncio.create_task(client.llm.load("some-model", on_progress=seen.append))
+        peer = await server.peer()
+        create = await peer.read_message()
+        assert (create["type"], create["endpoint"]) == ("channelCreate", "loadModel")
+        channel = create["channelId"]
+
+        def send(message: dict[str, Any]) -> None:
+            peer.send_json({"type": "channelSend", "channelId": channel, "message": message})
+
+        send({"type": "somethingNewer", "detail": 1})  # a kind this client does not know
+        send({"type": "progress", "progress": 0.5})  # read after the unknown one
+        peer.send_json({"type": "channelClose", "channelId": channel})
+        await fails_with(
+            load, lms.ProtocolError, "Model load of 'some-model': LM Studio closed the channel"
+        )
+    assert seen[-1] == 0.5
+    assert "ignored an unexpected packet" in caplog.text
+    assert "somethingNewer" in caplog.text

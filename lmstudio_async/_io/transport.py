@@ -30,6 +30,7 @@ import re
 import secrets
 import select
 import ssl
+import sys
 from collections.abc import Iterable
 from typing import Any, Final, Literal, TypeAlias, TypeVar
 
@@ -110,6 +111,13 @@ SSLOption: TypeAlias = "ssl.SSLContext | bool | None"
 """``ssl=`` of the clients: ``None``/``True`` verify ``wss://`` hosts against the system
 trust store, ``False`` skips verification, an :class:`ssl.SSLContext` is used as given."""
 
+# A TLS socket closes with a TLS shutdown after our close handshake; if the peer goes
+# away during it, the socket can stay open until the garbage collector finds it (seen on
+# Python 3.11 in tests/sync/test_sync_tls.py). aiohttp's ``enable_cleanup_closed`` aborts
+# such sockets when the session closes (and every 2 s before). aiohttp asks for it on
+# Pythons before 3.12.8 and on 3.13.0 (python/cpython#118950) and refuses it elsewhere
+# with a DeprecationWarning, so it follows aiohttp's own version test.
+_TLS_CLEANUP: Final = sys.version_info < (3, 12, 8) or sys.version_info[:3] == (3, 13, 0)
 _TEXT: Final = aiohttp.WSMsgType.TEXT
 _BINARY: Final = aiohttp.WSMsgType.BINARY
 _ERROR: Final = aiohttp.WSMsgType.ERROR
@@ -963,7 +971,8 @@ class Transport:
     def session(self) -> aiohttp.ClientSession:
         """The HTTP session of the sockets and the host probe (made on first use)."""
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            connector = aiohttp.TCPConnector(enable_cleanup_closed=_TLS_CLEANUP)
+            self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
     async def release_idle_session(self) -> None:

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import threading
@@ -528,3 +529,132 @@ async def test_a_load_skips_unknown_packets_and_fails_when_the_channel_ends_with
     assert seen[-1] == 0.5
     assert "ignored an unexpected packet" in caplog.text
     assert "somethingNewer" in caplog.text
+
+
+class _SilentTlsPeer(threading.Thread):
+    """A one-connection wss:// server on a plain socket with an ``ssl.SSLObject``: it
+    answers the upgrade, the authentication and one call, then reads raw TCP bytes and
+    never answers again: not the close frame, and not the TLS close (close_notify)."""
+
+    def __init__(self, ctx: ssl.SSLContext) -> None:
+        super().__init__(daemon=True)
+        self.ctx = ctx
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.silent = threading.Event()
+        self.eof_at: float | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._serve()
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+        finally:
+            self.listener.close()
+
+    def _serve(self) -> None:
+        self.listener.settimeout(10)
+        conn, _ = self.listener.accept()
+        with conn:
+            conn.settimeout(10)
+            incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+            tls = self.ctx.wrap_bio(incoming, outgoing, server_side=True)
+
+            def flush() -> None:
+                if data := outgoing.read():
+                    conn.sendall(data)
+
+            def feed() -> None:
+                data = conn.recv(65536)
+                if not data:
+                    raise ConnectionError("client went away during the exchange")
+                incoming.write(data)
+
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    flush()
+                    feed()
+            flush()
+            buffer = bytearray()
+
+            def read(n: int) -> bytes:
+                while len(buffer) < n:
+                    try:
+                        buffer.extend(tls.read(65536))
+                    except ssl.SSLWantReadError:
+                        flush()
+                        feed()
+                out = bytes(buffer[:n])
+                del buffer[:n]
+                return out
+
+            def send(data: bytes) -> None:
+                tls.write(data)
+                flush()
+
+            def read_message() -> dict[str, Any]:
+                _, b1 = read(2)
+                n = b1 & 0x7F
+                if n == 126:
+                    n = int.from_bytes(read(2), "big")
+                mask, payload = read(4), read(n)
+                message: dict[str, Any] = json.loads(
+                    bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+                )
+                return message
+
+            head = b""
+            while not head.endswith(b"\r\n\r\n"):
+                head += read(1)
+            key = next(
+                line.split(b":", 1)[1].strip()
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"sec-websocket-key:")
+            )
+            accept = base64.b64encode(hashlib.sha1(key + _GUID).digest()).decode()
+            send(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                + f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n".encode()
+            )
+            read_message()  # authentication
+            send(frame(TEXT, b'{"success": true}'))
+            call = read_message()
+            result = {"type": "rpcResult", "callId": call["callId"], "result": []}
+            send(frame(TEXT, json.dumps(result).encode()))
+            self.silent.set()
+            # From here on only raw bytes are read, never handed to TLS: nothing is answered.
+            try:
+                while conn.recv(65536):
+                    pass
+            except ConnectionResetError:
+                pass  # an abort: as good as an end of stream here
+            self.eof_at = time.monotonic()  # (a recv timeout raises and leaves this None)
+
+
+@pytest.mark.skipif(
+    not _transport._TLS_CLEANUP,
+    reason="aiohttp aborts lingering TLS sockets only on Pythons before 3.12.8 and on 3.13.0",
+)
+async def test_a_tls_socket_whose_peer_never_answers_the_close_is_closed_with_the_client(
+    tmp_path: Path,
+) -> None:
+    # Without the abort, asyncio keeps such a socket in its TLS shutdown for 30 s, and an
+    # event loop closed before then leaves it to the garbage collector (ResourceWarning).
+    cert, key = _self_signed(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    peer = _SilentTlsPeer(server_ctx)
+    peer.start()
+    trusting = ssl.create_default_context(cafile=str(cert))
+    async with lms.AsyncClient(f"wss://127.0.0.1:{peer.port}", timeout=_QUICK, ssl=trusting) as c:
+        assert await c.llm.list_loaded() == []
+        assert peer.silent.wait(5)
+    closed_at = time.monotonic()
+    await asyncio.to_thread(peer.join, 10)
+    assert peer.error is None, peer.error
+    assert peer.eof_at is not None
+    assert peer.eof_at - closed_at < 1.0  # the socket is gone once the client has closed

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import ssl
 import threading
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,11 +77,3 @@ def test_client_and_default_client_take_ssl(
             assert _sync.get_default_client().llm.list_loaded() == []
         finally:
             _sync.configure_default_client()  # closes it, back to the defaults
-    # Open question (see docs/reliability.md): now and then one TLS socket of this test,
-    # which runs a client loop thread and a server loop thread that both close right after
-    # their last use, reaches the garbage collector unclosed. Finalize it here, so that its
-    # ResourceWarning (an error under filterwarnings=error) cannot fail whichever test runs
-    # next; the async TLS test and the socket-leak tests still check our own sockets.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()

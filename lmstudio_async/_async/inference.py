@@ -180,6 +180,7 @@ class PredictionStream:
         self._on_prompt_progress = on_prompt_progress
         self._timeouts = timeouts
         self._operation = operation
+        self._what = f"{operation} of {self._subject!r}"  # names it in errors and logs
         self._loop: asyncio.AbstractEventLoop | None = None
         self._channel: ChannelStream | None = None
         self._deadline: float | None = None
@@ -270,24 +271,11 @@ class PredictionStream:
         self._busy = True
         try:
             channel = self._channel or await self._open()
-            idle, deadline = self._timeouts.idle, self._deadline
+            timeouts, deadline, what = self._timeouts, self._deadline, self._what
             while True:
-                raw = await channel.receive(idle, deadline, self._timeouts.total)
-                if raw is None:
-                    raise ProtocolError(
-                        f"{self._operation} of {self._subject!r}: LM Studio closed the "
-                        "channel without a result"
-                    )
-                try:
-                    packet = PREDICTION_PACKET_DECODER.decode(raw)
-                except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                    log.warning(
-                        "%s of %r: ignored an unexpected packet: %s",
-                        self._operation,
-                        self._subject,
-                        exc,
-                    )
-                    continue
+                packet = await channel.next_packet(
+                    PREDICTION_PACKET_DECODER, timeouts.idle, deadline, timeouts.total, what
+                )
                 kind = type(packet)
                 if kind is FragmentPacket:
                     if self._cancel_sent:

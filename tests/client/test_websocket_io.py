@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from protocol.test_info import LLM_INSTANCE  # tests/ is on sys.path
 
 import lmstudio_async as lms
 from lmstudio_async._io import transport as _transport
@@ -658,3 +659,38 @@ async def test_a_tls_socket_whose_peer_never_answers_the_close_is_closed_with_th
     assert peer.error is None, peer.error
     assert peer.eof_at is not None
     assert peer.eof_at - closed_at < 1.0  # the socket is gone once the client has closed
+
+
+async def test_a_prediction_skips_unknown_packets_and_fails_when_the_channel_ends_early(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with raw_server() as server, lms.AsyncClient(server.host(), timeout=_QUICK) as client:
+        any_model = asyncio.create_task(client.llm.model())
+        peer = await server.peer()
+        await peer.answer_rpc(json.loads(LLM_INSTANCE))  # the "any loaded model" call
+        async with asyncio.timeout(5):
+            model = await any_model
+        pieces: list[str] = []
+
+        async def read_all() -> None:
+            async with model.respond_stream("Hello") as stream:
+                async for fragment in stream:
+                    pieces.append(fragment.content)
+
+        reading = asyncio.create_task(read_all())
+        create = await peer.read_message()
+        assert (create["type"], create["endpoint"]) == ("channelCreate", "predict")
+        channel = create["channelId"]
+        for message in (
+            {"type": "somethingNewer"},  # a kind this client does not know: skipped
+            {"type": "fragment", "fragment": {"content": "Hi"}},
+        ):
+            peer.send_json({"type": "channelSend", "channelId": channel, "message": message})
+        peer.send_json({"type": "channelClose", "channelId": channel})  # no success packet
+        await fails_with(
+            reading,
+            lms.ProtocolError,
+            "Chat response of 'llama-3.2-1b-instruct': LM Studio closed the channel",
+        )
+    assert pieces == ["Hi"]
+    assert "ignored an unexpected packet" in caplog.text

@@ -271,6 +271,9 @@ class PredictionStream:
         self._busy = True
         try:
             channel = self._channel or await self._open()
+            if self._done:  # cancel() ran while the channel was opening: stop it there
+                self._abort(self._error or LMStudioError(f"{self._what} was cancelled"))
+                raise StopAsyncIteration
             timeouts, deadline, what = self._timeouts, self._deadline, self._what
             while True:
                 packet = await channel.next_packet(

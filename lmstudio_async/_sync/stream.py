@@ -194,22 +194,29 @@ class SyncPredictionStream:
 
     def close(self) -> None:
         """Cancel the prediction if it is still running: sends ``cancel`` and waits for the
-        server to end it (see :meth:`cancel`)."""
+        server to end it (see :meth:`cancel`). Iterating afterwards yields nothing more."""
         if self._started and not self._ended:
-            self._request_cancel()
-            self._wait_end()
-            with contextlib.suppress(LMStudioError):
-                self._lease.call(self._stream._settled)
+            self._stop()
+        self._ended = True
 
     def cancel(self) -> None:
         """Stop the prediction: sends ``cancel`` and waits for the server's final result
         (stop reason ``"userStopped"``), then available from :meth:`result`. The model
-        stays loaded."""
+        stays loaded. Any thread may call it: a thread iterating the stream meanwhile
+        gets the fragments that arrived before the cancel, then the loop ends normally."""
         if not self._started:
             self._ended = True
             self._lease.call(self._stream.cancel)
             return
-        self.close()
+        if not self._ended:
+            self._stop()
+
+    def _stop(self) -> None:
+        # The async stream's own cancel, in the loop thread: it sends ``cancel`` while the
+        # pump goes on reading, so the pump queues everything up to the end, and a reader
+        # in another thread drains that queue rather than racing this thread for it.
+        with contextlib.suppress(LMStudioError):
+            self._lease.call(self._stream.cancel)
 
     def result(self) -> PredictionResult:
         """The result of the finished prediction (see :meth:`PredictionStream.result`).

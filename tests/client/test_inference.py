@@ -200,6 +200,72 @@ async def test_cancel_mid_stream(
 
 
 @SLOW
+async def test_cancel_from_another_task_while_one_reads(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    # A "stop" button: one task streams, another stops it.
+    llm = await client.llm.model(LLAMA)
+    stream = llm.respond_stream("Write a long story about a harbour.")
+    seen: list[str] = []
+    first = asyncio.Event()
+
+    async def read() -> None:
+        async for fragment in stream:
+            seen.append(fragment.content)
+            first.set()
+
+    reader = asyncio.create_task(read())
+    async with asyncio.timeout(10):
+        await first.wait()
+        await stream.cancel()  # returns once the reader has seen the end
+        assert reader.done()
+        await reader  # the loop ended normally, without an error
+    result = stream.result()
+    assert result.stop_reason == "userStopped"
+    assert result.content == "".join(seen)
+    assert lmstudio_server.cancel_count == 1
+    await eventually(lambda: lmstudio_server.open_channel_count(endpoint="predict") == 0)
+    assert loaded_ids(lmstudio_server) == [LLAMA]
+
+
+@SLOW
+async def test_cancel_while_the_stream_is_still_opening_its_channel(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    llm = await client.llm.model(LLAMA)
+    lmstudio_server.faults.drop_connections()  # the first read below has to reconnect first
+    await eventually(lambda: lmstudio_server.connection_count() == 0)
+    stream = llm.respond_stream("Write a long story about a lighthouse.")
+    first = asyncio.create_task(stream.__anext__())
+    await asyncio.sleep(0)  # the read is now opening the socket and the channel
+    await stream.cancel()
+    with pytest.raises(StopAsyncIteration):
+        async with asyncio.timeout(5):
+            await first
+    # The prediction that started on the server is stopped there, not left running.
+    await eventually(lambda: lmstudio_server.cancel_count == 1)
+    await eventually(lambda: lmstudio_server.open_channel_count(endpoint="predict") == 0)
+    async with asyncio.timeout(5):
+        await stream.cancel()  # again: waits until the server's final result is in
+    assert stream.result().stop_reason == "userStopped"
+    assert loaded_ids(lmstudio_server) == [LLAMA]
+
+
+async def test_cancel_before_the_stream_starts_sends_nothing(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    llm = await client.llm.model(LLAMA)
+    frames_before = len(lmstudio_server.received_frames())
+    stream = llm.respond_stream("Hello")
+    await stream.cancel()
+    assert [fragment async for fragment in stream] == []  # it ends at once
+    with pytest.raises(lms.LMStudioError, match="was cancelled"):
+        stream.result()
+    assert len(lmstudio_server.received_frames()) == frames_before  # no channel was opened
+    await stream.cancel()  # again: a no-op
+
+
+@SLOW
 async def test_break_out_of_the_loop_sends_cancel(
     client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
 ) -> None:

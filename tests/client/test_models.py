@@ -183,6 +183,27 @@ async def test_bad_arguments_fail_before_anything_is_sent(
     assert lmstudio_server.received_frames() == []
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"ttl": 60}, "without a key returns an already loaded model"),
+        ({"config": {"context_length": 4096}}, "ttl, config and on_progress need a key"),
+        ({"on_progress": print}, "need a key"),
+        ({"key": LLAMA, "on_config_mismatch": "ignore"}, "on_config_mismatch must be 'warn'"),
+        ({"key": "", "on_config_mismatch": "warn"}, "must not be empty"),
+    ],
+)
+async def test_bad_model_arguments_fail_before_anything_is_sent(
+    client: lms.AsyncClient,
+    lmstudio_server: ThreadedStandInServer,
+    kwargs: dict[str, Any],
+    match: str,
+) -> None:
+    with pytest.raises(lms.LMStudioValueError, match=match):
+        await client.llm.model(**kwargs)
+    assert lmstudio_server.received_frames() == []
+
+
 # --- unload / list / info -------------------------------------------------------------
 
 

@@ -237,6 +237,16 @@ async def test_large_replies_and_fragments_with_pings_between_them() -> None:
             assert await call == []
 
 
+async def test_a_keep_alive_from_the_server_is_answered() -> None:
+    async with raw_server() as server, lms.AsyncClient(server.host(), timeout=_QUICK) as client:
+        call, peer, request = await call_and_peer(client, server)
+        peer.send_json({"type": "keepAlive"})
+        assert await peer.read_message() == {"type": "keepAliveAck"}
+        peer.send_json({"type": "rpcResult", "callId": request["callId"], "result": []})
+        async with asyncio.timeout(5):
+            assert await call == []
+
+
 async def test_close_handshake_from_the_client(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_transport, "_WS_TIMEOUT", _transport.aiohttp.ClientWSTimeout(ws_close=2))
     async with raw_server() as server:

@@ -27,6 +27,10 @@ from ._shape import ASYNC_TWIN, RENAMES, AsyncShape
 ASYNC_ONLY = {
     "test_cancelling_the_task_cancels_the_prediction": "asyncio task.cancel()",
     "test_concurrent_predictions_on_two_models": "asyncio.gather concurrency",
+    "test_cancel_from_another_task_while_one_reads": "a second asyncio task; the sync "
+    "counterpart cancels from another thread",
+    "test_cancel_while_the_stream_is_still_opening_its_channel": "a second asyncio task "
+    "cancels while the first read is suspended in the reconnect",
     "test_many_embeddings_run_concurrently_on_one_socket": "runs concurrently in the loop "
     "thread either way; a sync caller blocks its own test loop",
 }
@@ -237,3 +241,34 @@ def test_sync_stream_from_several_threads(sync_client: lms.Client) -> None:
     for t in threads:
         t.join(10)
     assert results == [expected] * 4
+
+
+@SLOW
+def test_sync_cancel_from_another_thread_while_one_reads(
+    sync_client: lms.Client, lmstudio_server: ThreadedStandInServer
+) -> None:
+    llm = sync_client.llm.model(LLAMA)
+    stream = llm.respond_stream("Write a long story about a harbour.")
+    seen: list[str] = []
+    first = threading.Event()
+    failures: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            for fragment in stream:
+                seen.append(fragment.content)
+                first.set()
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert first.wait(10)
+    stream.cancel()
+    reader.join(10)
+    assert not reader.is_alive()
+    assert failures == []  # the reader's loop ended normally
+    result = stream.result()
+    assert result.stop_reason == "userStopped"
+    assert result.content == "".join(seen)
+    assert lmstudio_server.cancel_count == 1

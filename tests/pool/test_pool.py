@@ -409,6 +409,23 @@ async def test_ttl_expiring_under_a_lease(
         assert pool.stats().loads == 2
 
 
+async def test_an_instance_idle_for_most_of_its_ttl_is_checked_before_it_is_handed_out(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    # No reconciliation: only the check before reuse can notice the server's TTL unload.
+    async with lms.AsyncModelPool(client, ttl=0.5, reconcile_interval=None) as pool:
+        async with pool.llm("m0") as model:
+            first = model.identifier
+            await model.respond("hi", config=SHORT)
+        await asyncio.sleep(0.8)  # past the TTL: the server unloads it on its own
+        await eventually(lambda: lmstudio_server.loaded_instances() == [])
+        async with pool.llm("m0") as again:  # checked, found gone, loaded anew
+            assert again.identifier != first
+            reply = await again.respond("hi", config=SHORT)
+            assert reply.stop_reason != "modelUnloaded"
+        assert pool.stats().loads == 2
+
+
 @standin(tokens_per_second=40)
 async def test_model_unloaded_by_its_owner_mid_lease(
     client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer

@@ -748,9 +748,13 @@ class NamespaceSocket:
         elif cls is ChannelFailed:
             event.target.finish(RemoteError(event.error))  # type: ignore[attr-defined]
         elif cls is Warning_:
-            text_ = f"{event.kind or 'unknown'}: {event.warning}"  # type: ignore[attr-defined]
+            kind = event.kind  # type: ignore[attr-defined]
+            text_ = f"{kind or 'unknown'}: {event.warning}"  # type: ignore[attr-defined]
             self.warnings.append(text_)
-            log.warning("LM Studio /%s warning: %s", self.namespace, text_)
+            # channelUnknown answers a packet we sent on a channel the server had just
+            # closed (a cancel racing the end of a prediction or load): expected, harmless.
+            level = logging.DEBUG if kind == "channelUnknown" else logging.WARNING
+            log.log(level, "LM Studio /%s warning: %s", self.namespace, text_)
         elif cls is PeerKeepAlive:
             self._send_nowait(PeerKeepAlive.reply)
         elif cls is KeepAliveAnswered:

@@ -368,6 +368,19 @@ async def test_server_warning_is_logged(
     )
     await client.llm.list_loaded()
     assert "rpcUnknown: odd" in caplog.text
+    # A cancel that raced the end of its channel: kept, but logged at debug level only.
+    caplog.clear()
+    caplog.set_level(logging.DEBUG, logger="lmstudio_async")
+    late = "Received channelSend for unknown channel, channelId = 7"
+    lmstudio_server.faults.inject(
+        "unsolicited",
+        namespace="llm",
+        payload={"type": "communicationWarning", "warning": late, "kind": "channelUnknown"},
+    )
+    await client.llm.list_loaded()
+    [record] = [r for r in caplog.records if "channelUnknown" in r.getMessage()]
+    assert record.levelno == logging.DEBUG
+    assert client._transport.socket("llm").warnings[-1] == f"channelUnknown: {late}"
 
 
 # --- closing ------------------------------------------------------------------------------

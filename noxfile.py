@@ -28,9 +28,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict over the package."""
+    """mypy --strict over the package and over typed user code (as CI runs it)."""
     session.install("-e", ".[test]", "mypy>=1.11")  # test: pytest, for the pytest plugin
-    session.run("mypy", "--strict", "lmstudio_async")
+    session.run("mypy", "--strict", "lmstudio_async", "tests/typing")
 
 
 @nox.session

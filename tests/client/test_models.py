@@ -157,50 +157,40 @@ async def test_bad_config_fails_before_anything_is_sent(
     assert lmstudio_server.received_frames() == []
 
 
+_LOAD_ERRORS = [
+    ({"key": ""}, "must not be empty"),
+    ({"key": 3}, "must be a string"),
+    ({"key": "a\x00b"}, "control character"),
+    ({"key": LLAMA, "identifier": ""}, "identifier must not be empty"),
+    ({"key": LLAMA, "ttl": -1}, "ttl must be a positive"),
+    ({"key": LLAMA, "ttl": 0}, "ttl must be a positive"),
+    ({"key": LLAMA, "ttl": 0.0001}, r"ttl must be at least 0\.001 s"),
+    ({"key": LLAMA, "ttl": 0.00049}, r"ttl must be at least 0\.001 s"),
+    ({"key": LLAMA, "ttl": "10"}, "ttl must be a number"),
+    ({"key": LLAMA, "on_progress": 5}, "on_progress must be a function"),
+]
+_MODEL_ERRORS = [
+    ({"ttl": 60}, "without a key returns an already loaded model"),
+    ({"config": {"context_length": 4096}}, "ttl, config and on_progress need a key"),
+    ({"on_progress": print}, "need a key"),
+    ({"key": LLAMA, "on_config_mismatch": "ignore"}, "on_config_mismatch must be 'warn'"),
+    ({"key": "", "on_config_mismatch": "warn"}, "must not be empty"),
+]
+
+
 @pytest.mark.parametrize(
-    ("kwargs", "match"),
-    [
-        ({"key": ""}, "must not be empty"),
-        ({"key": 3}, "must be a string"),
-        ({"key": "a\x00b"}, "control character"),
-        ({"key": LLAMA, "identifier": ""}, "identifier must not be empty"),
-        ({"key": LLAMA, "ttl": -1}, "ttl must be a positive"),
-        ({"key": LLAMA, "ttl": 0}, "ttl must be a positive"),
-        ({"key": LLAMA, "ttl": 0.0001}, r"ttl must be at least 0\.001 s"),
-        ({"key": LLAMA, "ttl": 0.00049}, r"ttl must be at least 0\.001 s"),
-        ({"key": LLAMA, "ttl": "10"}, "ttl must be a number"),
-        ({"key": LLAMA, "on_progress": 5}, "on_progress must be a function"),
-    ],
+    ("method", "kwargs", "match"),
+    [("load", *case) for case in _LOAD_ERRORS] + [("model", *case) for case in _MODEL_ERRORS],
 )
 async def test_bad_arguments_fail_before_anything_is_sent(
     client: lms.AsyncClient,
     lmstudio_server: ThreadedStandInServer,
+    method: str,
     kwargs: dict[str, Any],
     match: str,
 ) -> None:
     with pytest.raises(lms.LMStudioValueError, match=match):
-        await client.llm.load(**kwargs)
-    assert lmstudio_server.received_frames() == []
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "match"),
-    [
-        ({"ttl": 60}, "without a key returns an already loaded model"),
-        ({"config": {"context_length": 4096}}, "ttl, config and on_progress need a key"),
-        ({"on_progress": print}, "need a key"),
-        ({"key": LLAMA, "on_config_mismatch": "ignore"}, "on_config_mismatch must be 'warn'"),
-        ({"key": "", "on_config_mismatch": "warn"}, "must not be empty"),
-    ],
-)
-async def test_bad_model_arguments_fail_before_anything_is_sent(
-    client: lms.AsyncClient,
-    lmstudio_server: ThreadedStandInServer,
-    kwargs: dict[str, Any],
-    match: str,
-) -> None:
-    with pytest.raises(lms.LMStudioValueError, match=match):
-        await client.llm.model(**kwargs)
+        await getattr(client.llm, method)(**kwargs)
     assert lmstudio_server.received_frames() == []
 
 

@@ -178,6 +178,15 @@ async def test_stream_as_context_manager(client: lms.AsyncClient) -> None:
     assert stream.result().stats.predicted_tokens_count == 3
 
 
+async def cancelled_once_and_cleaned_up(server: ThreadedStandInServer) -> None:
+    """One ``cancel`` reached the server, no prediction channel is left open, and the
+    model is still loaded."""
+    await eventually(lambda: server.cancel_count == 1)
+    await eventually(lambda: server.open_channel_count(endpoint="predict") == 0)
+    assert server.cancel_count == 1  # still one, once the channel has ended
+    assert loaded_ids(server) == [LLAMA]
+
+
 @SLOW
 async def test_cancel_mid_stream(
     client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
@@ -192,9 +201,7 @@ async def test_cancel_mid_stream(
     result = stream.result()
     assert result.stop_reason == "userStopped"
     assert result.content == "".join(f.content for f in seen)
-    assert lmstudio_server.cancel_count == 1
-    await eventually(lambda: lmstudio_server.open_channel_count(endpoint="predict") == 0)
-    assert loaded_ids(lmstudio_server) == [LLAMA]
+    await cancelled_once_and_cleaned_up(lmstudio_server)
     again = await llm.respond("Hi", config={"max_tokens": 2})
     assert again.stop_reason == "maxPredictedTokensReached"
 
@@ -223,9 +230,7 @@ async def test_cancel_from_another_task_while_one_reads(
     result = stream.result()
     assert result.stop_reason == "userStopped"
     assert result.content == "".join(seen)
-    assert lmstudio_server.cancel_count == 1
-    await eventually(lambda: lmstudio_server.open_channel_count(endpoint="predict") == 0)
-    assert loaded_ids(lmstudio_server) == [LLAMA]
+    await cancelled_once_and_cleaned_up(lmstudio_server)
 
 
 @SLOW
@@ -243,12 +248,10 @@ async def test_cancel_while_the_stream_is_still_opening_its_channel(
         async with asyncio.timeout(5):
             await first
     # The prediction that started on the server is stopped there, not left running.
-    await eventually(lambda: lmstudio_server.cancel_count == 1)
-    await eventually(lambda: lmstudio_server.open_channel_count(endpoint="predict") == 0)
+    await cancelled_once_and_cleaned_up(lmstudio_server)
     async with asyncio.timeout(5):
         await stream.cancel()  # again: waits until the server's final result is in
     assert stream.result().stop_reason == "userStopped"
-    assert loaded_ids(lmstudio_server) == [LLAMA]
 
 
 async def test_cancel_before_the_stream_starts_sends_nothing(
@@ -273,10 +276,8 @@ async def test_break_out_of_the_loop_sends_cancel(
     stream = llm.respond_stream("Write a long story about a river.")
     async for _ in stream:
         break
-    await eventually(lambda: lmstudio_server.cancel_count == 1)
-    await eventually(lambda: lmstudio_server.open_channel_count(endpoint="predict") == 0)
+    await cancelled_once_and_cleaned_up(lmstudio_server)
     assert stream.result().stop_reason == "userStopped"
-    assert loaded_ids(lmstudio_server) == [LLAMA]
 
 
 @SLOW

@@ -55,6 +55,7 @@ from ..errors import (
     ConfigMismatchError,
     ConfigMismatchWarning,
     LMStudioError,
+    LMStudioTimeoutError,
     LMStudioValueError,
     ModelNotFoundError,
     ProtocolError,
@@ -111,15 +112,21 @@ _KV_CONFIG_DECODER: Final = msgspec.json.Decoder(KvConfig)
 
 
 class _Progress:
-    """Delivers non-decreasing fractions in [0, 1] to callbacks, ending with 1.0."""
+    """Delivers non-decreasing fractions in [0, 1] to callbacks, ending with 1.0.
 
-    __slots__ = ("callbacks", "last")
+    ``active`` is the loop time of the last report, repeated values included: the
+    last sign of life of the load, which each caller of a shared get-or-load measures
+    its own idle deadline from."""
+
+    __slots__ = ("active", "callbacks", "last")
 
     def __init__(self) -> None:
         self.callbacks: list[ProgressCallback] = []
         self.last = -1.0
+        self.active = 0.0
 
     async def report(self, value: float) -> None:
+        self.active = asyncio.get_running_loop().time()
         value = min(max(float(value), 0.0), 1.0)
         if value <= self.last:
             return
@@ -169,10 +176,41 @@ async def _within_grace(task: asyncio.Future[Any], extra: float = 0.0) -> None:
         await asyncio.wait({task}, timeout=LOAD_CANCEL_GRACE_SECONDS + extra)
 
 
+async def _wait_for_flight(
+    flight: _Flight, task: asyncio.Task[ModelInstanceInfo], timeouts: Timeouts, what: str
+) -> ModelInstanceInfo:
+    """Wait for a shared get-or-load within one caller's deadlines: ``idle`` counts from
+    the load's last progress report (or from joining, if later), ``total`` from joining.
+    Raises :class:`LMStudioTimeoutError` when one expires; the load goes on for others."""
+    idle, total = timeouts.idle, timeouts.total
+    if idle is None and total is None:
+        return await asyncio.shield(task)
+    loop = asyncio.get_running_loop()
+    joined = loop.time()
+    while not task.done():
+        now = loop.time()
+        left, kind, wait = float("inf"), "", 0.0
+        if total is not None:
+            left, kind, wait = joined + total - now, "total", total
+        if idle is not None:
+            idle_left = max(flight.progress.active, joined) + idle - now
+            if idle_left < left:
+                left, kind, wait = idle_left, "idle", idle
+        if left <= 0:
+            if kind == "total":
+                text = f"{what} did not finish within the total deadline ({wait:g} s)"
+            else:
+                text = f"{what}: no progress from LM Studio within the idle deadline ({wait:g} s)"
+            raise LMStudioTimeoutError(text, timeout=wait, kind=kind)
+        await asyncio.wait({task}, timeout=left)
+    return task.result()
+
+
 class _Flight:
     """One shared get-or-load of a model key, awaited by every concurrent ``model(key)``
     caller whatever its TTL or config; ``params`` are the ttl / config stack / mismatch
-    policy of the caller that started it."""
+    policy of the caller that started it. The load itself has no deadline: each caller
+    waits for it within its own deadlines, and the last one to give up stops it."""
 
     __slots__ = ("loaded_now", "params", "progress", "task", "waiters")
 
@@ -470,8 +508,9 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         flight = self._flights.get(key)  # single flight per model key
         if flight is None:
             flight = _Flight(params)
+            shared = timeouts.with_(idle=None, total=None)  # see _Flight
             flight.task = asyncio.ensure_future(
-                self._get_or_load(key, ttl_value, cfg, stack, on_config_mismatch, flight, timeouts)
+                self._get_or_load(key, ttl_value, cfg, stack, on_config_mismatch, flight, shared)
             )
             self._flights[key] = flight
             flight.task.add_done_callback(functools.partial(self._landed, key, flight))
@@ -481,8 +520,8 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
             flight.progress.callbacks.append(callback)
         flight.waiters += 1
         try:
-            info = await asyncio.shield(task)
-        except asyncio.CancelledError:
+            info = await _wait_for_flight(flight, task, timeouts, f"Get-or-load of {key!r}")
+        except (asyncio.CancelledError, LMStudioTimeoutError):
             flight.waiters -= 1
             if flight.waiters == 0:
                 if not task.done():

@@ -339,14 +339,16 @@ async def test_cancelling_a_load_cancels_it_on_the_server(
 
 
 @pytest.mark.lmstudio_server(load_seconds=5.0)
+@pytest.mark.parametrize("method", ["load", "model"])
 async def test_total_deadline_cancels_the_load(
-    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer, method: str
 ) -> None:
     start = time.monotonic()
     with pytest.raises(lms.LMStudioTimeoutError) as info:
-        await client.llm.load(LLAMA, timeout=lms.Timeouts(total=0.5))
+        await getattr(client.llm, method)(LLAMA, timeout=lms.Timeouts(total=0.5))
     assert isinstance(info.value, TimeoutError)
     assert info.value.kind == "total"
+    assert info.value.timeout == 0.5
     assert time.monotonic() - start < 2
     await eventually(lambda: lmstudio_server.cancel_count == 1)
     await eventually(lambda: lmstudio_server.open_channel_count() == 0)
@@ -354,13 +356,51 @@ async def test_total_deadline_cancels_the_load(
 
 
 @pytest.mark.lmstudio_server(load_seconds=1.5)
+@pytest.mark.parametrize("method", ["load", "model"])
 async def test_idle_deadline_allows_slow_load_that_reports_progress(
-    lmstudio_server: ThreadedStandInServer,
+    lmstudio_server: ThreadedStandInServer, method: str
 ) -> None:
     # progress arrives every ~75 ms, so a 0.5 s idle deadline never fires on a 1.5 s load
     async with lms.AsyncClient(lmstudio_server.host, timeout=0.5) as client:
-        llm = await client.llm.load(LLAMA)
+        llm = await getattr(client.llm, method)(LLAMA)
         assert llm.identifier == LLAMA
+
+
+@pytest.mark.lmstudio_server(load_seconds=1.0)
+async def test_one_callers_deadline_does_not_fail_the_others_of_a_shared_load(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    hasty = asyncio.create_task(client.llm.model(LLAMA, timeout=lms.Timeouts(total=0.3)))
+    patient = asyncio.create_task(client.llm.model(LLAMA))
+    with pytest.raises(lms.LMStudioTimeoutError) as info:
+        await hasty
+    assert (info.value.kind, info.value.timeout) == ("total", 0.3)
+    assert "Get-or-load of 'llama-3.2-1b-instruct'" in str(info.value)
+    assert not patient.done()  # still waiting for the same load, which goes on
+    handle = await patient
+    assert handle.identifier == LLAMA
+    assert len(lmstudio_server.received_messages(endpoint="getOrLoad")) == 1
+    assert lmstudio_server.cancel_count == 0
+    assert loaded_ids(lmstudio_server) == [LLAMA]
+
+
+@pytest.mark.lmstudio_server(load_seconds=5.0)
+async def test_the_last_caller_to_give_up_stops_the_shared_load(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    first = asyncio.create_task(client.llm.model(LLAMA, timeout=lms.Timeouts(total=0.3)))
+    second = asyncio.create_task(client.llm.model(LLAMA, timeout=lms.Timeouts(total=0.6)))
+    with pytest.raises(lms.LMStudioTimeoutError):
+        await first
+    await asyncio.sleep(0.1)
+    assert lmstudio_server.cancel_count == 0  # the second caller still waits
+    with pytest.raises(lms.LMStudioTimeoutError) as info:
+        await second
+    assert info.value.timeout == 0.6
+    # The second was the last: the load is stopped before its error is raised.
+    assert lmstudio_server.cancel_count == 1
+    await eventually(lambda: lmstudio_server.open_channel_count() == 0)
+    assert lmstudio_server.loaded_instances() == []
 
 
 async def test_idle_deadline_on_a_silent_server(
@@ -373,6 +413,12 @@ async def test_idle_deadline_on_a_silent_server(
         await client.llm.list_loaded(timeout=0.3)
     assert info.value.kind == "idle"
     assert 0.25 < time.monotonic() - start < 1.5
+    start = time.monotonic()
+    with pytest.raises(lms.LMStudioTimeoutError) as info:
+        await client.llm.model(LLAMA, timeout=0.3)  # a get-or-load that hears nothing
+    assert (info.value.kind, info.value.timeout) == ("idle", 0.3)
+    # (then it waits, bounded, for the cancel to be acknowledged: the server stays silent)
+    assert 0.25 < time.monotonic() - start < 1.5 + lms.LOAD_CANCEL_GRACE_SECONDS + 2.5
 
 
 async def test_cancel_right_at_success_unloads_what_finished(

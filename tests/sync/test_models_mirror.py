@@ -25,6 +25,9 @@ ASYNC_ONLY = {
     "test_cancel_right_at_success_unloads_what_finished": "asyncio task.cancel()",
     "test_concurrent_loads_of_different_models_overlap": "asyncio.gather concurrency",
     "test_single_flight": "asyncio.gather concurrency",
+    "test_one_callers_deadline_does_not_fail_the_others_of_a_shared_load": "two concurrent "
+    "asyncio callers; test_sync.py has the threaded counterpart",
+    "test_the_last_caller_to_give_up_stops_the_shared_load": "two concurrent asyncio callers",
 }
 
 for _name, _test in vars(_async_tests).items():

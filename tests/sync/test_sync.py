@@ -216,6 +216,30 @@ def test_single_flight_across_threads(
     assert len(lmstudio_server.received_messages(endpoint="getOrLoad")) == 1
 
 
+@pytest.mark.lmstudio_server(load_seconds=1.0)
+def test_one_threads_deadline_does_not_fail_another_threads_shared_load(
+    client: Client, lmstudio_server: ThreadedStandInServer
+) -> None:
+    outcomes: dict[str, Any] = {}
+
+    def call(name: str, timeout: lms.Timeouts | None) -> None:
+        try:
+            outcomes[name] = client.llm.model(LLAMA, timeout=timeout)
+        except lms.LMStudioError as exc:
+            outcomes[name] = exc
+
+    hasty = threading.Thread(target=call, args=("hasty", lms.Timeouts(total=0.3)))
+    patient = threading.Thread(target=call, args=("patient", lms.Timeouts()))
+    hasty.start()
+    patient.start()
+    hasty.join(10)
+    patient.join(10)
+    assert isinstance(outcomes["hasty"], lms.LMStudioTimeoutError)
+    assert isinstance(outcomes["patient"], SyncLLM)
+    assert loaded_ids(lmstudio_server) == [LLAMA]
+    assert len(lmstudio_server.received_messages(endpoint="getOrLoad")) == 1
+
+
 async def test_usable_inside_a_running_event_loop(lmstudio_server: ThreadedStandInServer) -> None:
     # as in Jupyter: blocking calls from a coroutine, no asyncio.run in this thread
     with Client(lmstudio_server.host) as client:

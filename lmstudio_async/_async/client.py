@@ -523,6 +523,8 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
             info = await _wait_for_flight(flight, task, timeouts, f"Get-or-load of {key!r}")
         except (asyncio.CancelledError, LMStudioTimeoutError):
             flight.waiters -= 1
+            if callback is not None and callback in flight.progress.callbacks:
+                flight.progress.callbacks.remove(callback)  # this caller has gone
             if flight.waiters == 0:
                 if not task.done():
                     # Stop the load; raise once the server acknowledged (bounded).

@@ -370,15 +370,20 @@ async def test_idle_deadline_allows_slow_load_that_reports_progress(
 async def test_one_callers_deadline_does_not_fail_the_others_of_a_shared_load(
     client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
 ) -> None:
-    hasty = asyncio.create_task(client.llm.model(LLAMA, timeout=lms.Timeouts(total=0.3)))
+    hasty_progress: list[float] = []
+    hasty = asyncio.create_task(
+        client.llm.model(LLAMA, timeout=lms.Timeouts(total=0.3), on_progress=hasty_progress.append)
+    )
     patient = asyncio.create_task(client.llm.model(LLAMA))
     with pytest.raises(lms.LMStudioTimeoutError) as info:
         await hasty
+    reported = len(hasty_progress)
     assert (info.value.kind, info.value.timeout) == ("total", 0.3)
     assert "Get-or-load of 'llama-3.2-1b-instruct'" in str(info.value)
     assert not patient.done()  # still waiting for the same load, which goes on
     handle = await patient
     assert handle.identifier == LLAMA
+    assert len(hasty_progress) == reported  # no progress reported to a caller that has gone
     assert len(lmstudio_server.received_messages(endpoint="getOrLoad")) == 1
     assert lmstudio_server.cancel_count == 0
     assert loaded_ids(lmstudio_server) == [LLAMA]

@@ -25,9 +25,9 @@ from .._async.pool import (
     PoolLease,
     PoolStats,
 )
-from .._async.pool.core import _DEFAULT_LOAD_TIMEOUT, _DEFAULT_RECONCILE_SECONDS
+from .._async.pool.core import _DEFAULT_LOAD_TIMEOUT, _DEFAULT_RECONCILE_SECONDS, pool_clients
 from ..config import EmbeddingLoadConfig, LlmLoadConfig
-from ..errors import LMStudioError, LMStudioValueError, LoopThreadError
+from ..errors import LMStudioError, LoopThreadError
 from .client import Client, SyncEmbeddingModel, SyncLLM, _Facade, _wrap
 from .loop import _Lease
 
@@ -120,14 +120,7 @@ class ModelPool(_Facade):
         reconcile_interval: float | None = _DEFAULT_RECONCILE_SECONDS,
         eviction: Eviction = "lfu",
     ) -> None:
-        client_list = list(clients) if isinstance(clients, Sequence) else [clients]
-        if not client_list:
-            raise LMStudioValueError("ModelPool needs at least one client")
-        for i, client in enumerate(client_list):
-            if not isinstance(client, Client):
-                raise LMStudioValueError(
-                    f"clients[{i}] must be a sync Client, got {type(client).__name__}"
-                )
+        client_list = pool_clients(clients, Client, "ModelPool", "a sync Client")
         lease = client_list[0]._lease
         pool = AsyncModelPool(
             [c._async for c in client_list],

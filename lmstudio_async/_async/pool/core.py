@@ -14,7 +14,7 @@ import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, Final, TypeAlias, cast
+from typing import Any, Final, TypeAlias, TypeVar, cast
 
 import msgspec
 
@@ -115,16 +115,7 @@ class AsyncModelPool:
         reconcile_interval: float | None = _DEFAULT_RECONCILE_SECONDS,
         eviction: Eviction = "lfu",
     ) -> None:
-        client_list = list(clients) if isinstance(clients, Sequence) else [clients]
-        if not client_list:
-            raise LMStudioValueError("AsyncModelPool needs at least one client")
-        for i, client in enumerate(client_list):
-            if not isinstance(client, AsyncClient):
-                raise LMStudioValueError(
-                    f"clients[{i}] must be an AsyncClient, got {type(client).__name__}"
-                )
-        if len({id(c) for c in client_list}) != len(client_list):
-            raise LMStudioValueError("the same client appears twice in clients")
+        client_list = pool_clients(clients, AsyncClient, "AsyncModelPool", "an AsyncClient")
         _check_int("max_waiting", max_waiting, minimum=0)
         if max_concurrent_per_instance is not None:
             _check_int("max_concurrent_per_instance", max_concurrent_per_instance, minimum=1)
@@ -1230,6 +1221,25 @@ def _bounded(deadline: float | None, limit: float) -> float:
 def _is_finite(value: object) -> bool:
     """A real number (not a bool), neither infinite nor NaN."""
     return is_number(value) and math.isfinite(cast(float, value))
+
+
+_ClientT = TypeVar("_ClientT")
+
+
+def pool_clients(
+    clients: _ClientT | Sequence[_ClientT], cls: type[_ClientT], owner: str, noun: str
+) -> list[_ClientT]:
+    """A pool's ``clients`` argument as a list: at least one, each a ``cls`` (``noun`` in
+    the error), none twice. Shared by :class:`AsyncModelPool` and the sync ``ModelPool``."""
+    items = list(clients) if isinstance(clients, Sequence) else [clients]
+    if not items:
+        raise LMStudioValueError(f"{owner} needs at least one client")
+    for i, client in enumerate(items):
+        if not isinstance(client, cls):
+            raise LMStudioValueError(f"clients[{i}] must be {noun}, got {type(client).__name__}")
+    if len({id(c) for c in items}) != len(items):
+        raise LMStudioValueError("the same client appears twice in clients")
+    return items
 
 
 def _check_int(name: str, value: object, *, minimum: int) -> None:

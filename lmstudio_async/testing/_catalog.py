@@ -16,7 +16,7 @@ _FORMATS = frozenset(
 )
 
 
-def _entry(
+def model_entry(
     *,
     domain: str,
     key: str,
@@ -30,6 +30,7 @@ def _entry(
     vision: bool = False,
     tools: bool = False,
 ) -> dict[str, Any]:
+    """One downloaded-model ``ModelInfo`` (the built-in catalogue's and hub's entries)."""
     info: dict[str, Any] = {
         "type": domain,
         "modelKey": key,
@@ -52,7 +53,7 @@ def _entry(
 
 
 _DEFAULT_CATALOG: list[dict[str, Any]] = [
-    _entry(
+    model_entry(
         domain="llm",
         key="llama-3.2-1b-instruct",
         display="Llama 3.2 1B Instruct",
@@ -64,7 +65,7 @@ _DEFAULT_CATALOG: list[dict[str, Any]] = [
         max_ctx=131_072,
         tools=True,
     ),
-    _entry(
+    model_entry(
         domain="embedding",
         key="text-embedding-nomic-embed-text-v1.5",
         display="Nomic Embed Text v1.5",
@@ -75,7 +76,7 @@ _DEFAULT_CATALOG: list[dict[str, Any]] = [
         quant=("Q4_K_M", 4),
         max_ctx=2048,
     ),
-    _entry(
+    model_entry(
         domain="llm",
         key="smollm2-135m-instruct",
         display="SmolLM2 135M Instruct",
@@ -86,7 +87,7 @@ _DEFAULT_CATALOG: list[dict[str, Any]] = [
         quant=("Q8_0", 8),
         max_ctx=8192,
     ),
-    _entry(
+    model_entry(
         domain="llm",
         key="mobilevlm_v2-1.7b",
         display="MobileVLM V2 1.7B",
@@ -98,7 +99,7 @@ _DEFAULT_CATALOG: list[dict[str, Any]] = [
         max_ctx=2048,
         vision=True,
     ),
-    _entry(
+    model_entry(
         domain="llm",
         key="qwen2.5-7b-instruct-1m",
         display="Qwen2.5 7B Instruct 1M",

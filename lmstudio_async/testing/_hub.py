@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _schema as s
-from ._catalog import CatalogError, read_json_file, validate_catalog
+from ._catalog import CatalogError, model_entry, read_json_file, validate_catalog
 from ._connection import ChannelContext, ChannelEndpoint, Connection, Namespace, RpcEndpoint
 from ._errors import StandInError
 
@@ -61,22 +61,19 @@ def _model(
     vision: bool = False,
     tools: bool = False,
 ) -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "type": domain,
-        "modelKey": key,
-        "format": "gguf",
-        "displayName": display,
-        "path": path,
-        "sizeBytes": size,
-        "paramsString": params,
-        "architecture": arch,
-        "quantization": {"name": quant, "bits": bits},
-        "maxContextLength": max_ctx,
-    }
-    if domain == "llm":
-        info["vision"] = vision
-        info["trainedForToolUse"] = tools
-    return info
+    return model_entry(
+        domain=domain,
+        key=key,
+        display=display,
+        path=path,
+        size=size,
+        arch=arch,
+        params=params,
+        quant=(quant, bits),
+        max_ctx=max_ctx,
+        vision=vision,
+        tools=tools,
+    )
 
 
 _SMOL360 = "lmstudio-community/SmolLM2-360M-Instruct-GGUF"

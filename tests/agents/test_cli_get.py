@@ -3,47 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 
 import pytest
+from cli.test_subprocess import _start, _stop, _wait_ready  # tests/ is on sys.path
 
 import lmstudio_async as lms
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
-READY = re.compile(r"listening on http://(\S+)")
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 TARGET = "SmolLM2 360M Instruct"  # in the stand-in's hub, not downloaded; 386 MB
-
-
-def _start(args: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=ENV,
-    )
-
-
-def _stop(proc: subprocess.Popen[str]) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-    try:
-        return proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait(10)
-    finally:
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
 
 
 @pytest.fixture
@@ -51,10 +23,7 @@ def slow_hub() -> Iterator[str]:
     """A stand-in whose downloads run at 20 MB/s (the target takes ~19 s); yields its host."""
     proc = _start(["lmstudio_async.testing", "--port", "0", "--download-mb-per-second", "20"])
     try:
-        assert proc.stdout is not None
-        match = READY.search(proc.stdout.readline())
-        assert match
-        yield match.group(1)
+        yield _wait_ready(proc)
     finally:
         _stop(proc)
 

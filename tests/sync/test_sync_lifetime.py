@@ -6,7 +6,6 @@ errors and LM Link devices."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -15,23 +14,13 @@ import pytest
 import lmstudio_async as lms
 from lmstudio_async.testing import ThreadedStandInServer
 
+from .test_sync import eventually, loaded_ids
+
 LLAMA = "llama-3.2-1b-instruct"
 SMOL = "smollm2-135m-instruct"
 QWEN = "qwen2.5-7b-instruct-1m"
 STORY = "Write a long story about a village by the sea."
 SLOW = pytest.mark.lmstudio_server(tokens_per_second=40)
-
-
-def eventually(predicate: Callable[[], object], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.02)
-
-
-def loaded_ids(server: ThreadedStandInServer) -> list[str]:
-    return [i.identifier for i in server.loaded_instances()]
 
 
 @pytest.fixture
@@ -44,7 +33,7 @@ def _unload_from_another_client_after(
     server: ThreadedStandInServer, seen: list[object], identifier: str
 ) -> threading.Thread:
     def run() -> None:
-        eventually(lambda: len(seen) >= 3)
+        eventually(lambda: len(seen) >= 3, timeout=5.0)
         with lms.Client(server.host) as other:
             other.llm.unload(identifier)
 
@@ -77,7 +66,7 @@ def test_complete_raises_model_unloaded_on_ttl_expiry(
     seen: list[lms.Fragment] = []
 
     def expire() -> None:
-        eventually(lambda: len(seen) >= 3)
+        eventually(lambda: len(seen) >= 3, timeout=5.0)
         lmstudio_server.advance_clock(120)
 
     thread = threading.Thread(target=expire)

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,6 +11,8 @@ import lmstudio
 import pytest
 
 from lmstudio_async.testing import ThreadedStandInServer
+
+from .test_official_js import needs_js_sdk, run_js
 
 pytestmark = pytest.mark.conformance
 
@@ -228,10 +227,6 @@ def test_sync_inference(lmstudio_server: ThreadedStandInServer) -> None:
 
 # --- JS SDK (optional) ---------------------------------------------------------------------
 
-JS_SDK_DIR = Path(os.environ.get("LMSTUDIO_JS_SDK_DIR", "/tmp/lmsjs"))
-JS_SDK_ENTRY = JS_SDK_DIR / "node_modules" / "@lmstudio" / "sdk" / "dist" / "index.cjs"
-NODE = shutil.which("node")
-
 JS_PROBE = r"""
 const { LMStudioClient } = require(process.env.LMS_SDK_PATH);
 (async () => {
@@ -265,27 +260,15 @@ const { LMStudioClient } = require(process.env.LMS_SDK_PATH);
 """
 
 
-@pytest.mark.skipif(
-    NODE is None or not JS_SDK_ENTRY.exists(), reason="Node.js or @lmstudio/sdk missing"
-)
+@needs_js_sdk
 # 200 tokens/s: the long story must still be running when the script cancels it after its
 # third fragment, even when a busy machine makes Node slow (at 2000 tokens/s it once ended
 # first, and the stop reason was not "userStopped").
 @pytest.mark.lmstudio_server(tokens_per_second=200)
 def test_js_sdk_inference(lmstudio_server: ThreadedStandInServer, tmp_path: Path) -> None:
-    assert NODE is not None
     script = tmp_path / "probe.cjs"
     script.write_text(JS_PROBE, encoding="utf-8")
-    result = subprocess.run(
-        [NODE, str(script), f"ws://{lmstudio_server.host}"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "LMS_SDK_PATH": str(JS_SDK_ENTRY)},
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    out = run_js(script, lmstudio_server)
     assert out["respond"]["stats"]["stopReason"] == "maxPredictedTokensReached"
     assert out["respond"]["stats"]["predictedTokensCount"] == 20
     assert "France" in out["respond"]["content"]

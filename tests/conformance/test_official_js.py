@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,16 +24,17 @@ SDK_DIR = Path(os.environ.get("LMSTUDIO_JS_SDK_DIR", "/tmp/lmsjs"))
 SDK_ENTRY = SDK_DIR / "node_modules" / "@lmstudio" / "sdk" / "dist" / "index.cjs"
 NODE = shutil.which("node")
 
-
-@pytest.mark.skipif(
+needs_js_sdk = pytest.mark.skipif(
     NODE is None or not SDK_ENTRY.exists(), reason="Node.js or @lmstudio/sdk missing"
 )
-@pytest.mark.lmstudio_server(load_seconds=0.3)
-def test_js_sdk(lmstudio_server: ThreadedStandInServer) -> None:
+
+
+def run_js(script: Path, server: ThreadedStandInServer) -> Any:
+    """Run a Node script with the official SDK against ``server``; it must exit 0, and its
+    last line of output is JSON, returned decoded."""
     assert NODE is not None
-    script = Path(__file__).with_name("js_probe.cjs")
     result = subprocess.run(
-        [NODE, str(script), f"ws://{lmstudio_server.host}"],
+        [NODE, str(script), f"ws://{server.host}"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -40,7 +42,13 @@ def test_js_sdk(lmstudio_server: ThreadedStandInServer) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@needs_js_sdk
+@pytest.mark.lmstudio_server(load_seconds=0.3)
+def test_js_sdk(lmstudio_server: ThreadedStandInServer) -> None:
+    out = run_js(Path(__file__).with_name("js_probe.cjs"), lmstudio_server)
     assert len(out["downloaded"]) == 5
     assert out["identifier"] == "js-llama"
     assert out["progressLast"] == 1

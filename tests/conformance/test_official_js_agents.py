@@ -6,40 +6,25 @@ Skipped unless Node.js and ``@lmstudio/sdk`` are available (see test_official_js
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from lmstudio_async.testing import ThreadedStandInServer
 
-from .test_official_js import NODE, SDK_ENTRY
+from .test_official_js import needs_js_sdk, run_js
 
 pytestmark = pytest.mark.conformance
 
 
-@pytest.mark.skipif(
-    NODE is None or not SDK_ENTRY.exists(), reason="Node.js or @lmstudio/sdk missing"
-)
+@needs_js_sdk
 @pytest.mark.lmstudio_server(download_mb_per_second=4000)
 def test_js_act_images_presets_drafts_and_downloads(
     lmstudio_server: ThreadedStandInServer,
 ) -> None:
-    assert NODE is not None
     for key in ("qwen2.5-7b-instruct-1m", "mobilevlm_v2-1.7b", "llama-3.2-1b-instruct"):
         lmstudio_server.preload(key)
-    result = subprocess.run(
-        [NODE, str(Path(__file__).with_name("js_act.cjs")), f"ws://{lmstudio_server.host}"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "LMS_SDK_PATH": str(SDK_ENTRY)},
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    out = run_js(Path(__file__).with_name("js_act.cjs"), lmstudio_server)
     # act: one tool round, then the answer
     assert out["actRounds"] == 2
     assert out["actCalls"] == [["add", 123, 3210]]

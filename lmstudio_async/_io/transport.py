@@ -1022,11 +1022,18 @@ class Transport:
         return sock
 
     def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._loop is not None:
-            raise LMStudioError(
-                "this AsyncClient belongs to the event loop it was first used in; "
-                "create one client per event loop (e.g. per asyncio.run), or use the sync Client"
-            )
+        old = self._loop
+        if old is not None:
+            if not old.is_closed() or self._session is not None:
+                raise LMStudioError(
+                    "this AsyncClient is in use by another event loop that is still open "
+                    "(or that was closed without cancelling its tasks, so its sockets are "
+                    "still open); use one client per event loop, or the sync Client"
+                )
+            # The old loop has ended, and its shutdown closed every socket and the session
+            # (each reader task closes its socket when cancelled): start afresh here.
+            self._sockets = {}
+            self._resolve_lock = None
         self._loop = loop
 
     async def aclose(self) -> None:

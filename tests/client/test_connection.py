@@ -445,7 +445,32 @@ async def test_many_concurrent_calls_and_channels(
     assert len(lmstudio_server.loaded_instances()) == 100
 
 
-def test_client_used_from_a_second_event_loop_fails_clearly(
+def test_a_client_is_reused_by_a_new_event_loop_once_the_old_one_has_ended(
+    lmstudio_server: ThreadedStandInServer,
+) -> None:
+    """A module-level client used by one ``asyncio.run`` after another (scripts, tests with a
+    loop per test): the first loop's shutdown closed its socket, the next loop opens its own,
+    and a handle from the first loop still works in the second."""
+    client = lms.AsyncClient(lmstudio_server.host)
+
+    async def load() -> lms.LLM:
+        return await client.llm.load("llama-3.2-1b-instruct", identifier="first-loop")
+
+    async def use(handle: lms.LLM) -> list[str]:
+        await handle.unload()
+        return [m.identifier for m in await client.llm.list_loaded()]
+
+    async def close() -> None:
+        await client.aclose()
+
+    handle = asyncio.run(load())
+    assert asyncio.run(use(handle)) == []
+    assert lmstudio_server.loaded_instances() == []
+    asyncio.run(close())
+    assert lmstudio_server.connection_count() == 0
+
+
+def test_a_client_still_in_use_by_an_open_loop_refuses_another(
     lmstudio_server: ThreadedStandInServer,
 ) -> None:
     client = lms.AsyncClient(lmstudio_server.host)
@@ -453,13 +478,14 @@ def test_client_used_from_a_second_event_loop_fails_clearly(
     async def use() -> None:
         await client.llm.list_loaded()
 
-    async def close() -> None:
-        await client.aclose()
-
-    asyncio.run(use())
-    with pytest.raises(lms.LMStudioError, match="one client per event loop"):
-        asyncio.run(use())
-    asyncio.run(close())
+    first = asyncio.new_event_loop()
+    try:
+        first.run_until_complete(use())  # the loop stays open, and so does its socket
+        with pytest.raises(lms.LMStudioError, match="one client per event loop"):
+            asyncio.run(use())
+        first.run_until_complete(client.aclose())
+    finally:
+        first.close()
 
 
 async def test_close_while_connecting_leaks_nothing(lmstudio_server: ThreadedStandInServer) -> None:

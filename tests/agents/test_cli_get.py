@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
-import time
 from collections.abc import Iterator
 
 import pytest
-from cli.test_subprocess import _start, _stop, _wait_ready  # tests/ is on sys.path
+from cli.test_subprocess import (  # tests/ is on sys.path
+    _interrupt_at_first_progress,
+    _start,
+    _stop,
+    _wait_ready,
+)
 
 import lmstudio_async as lms
 
@@ -35,23 +38,9 @@ async def _paths(host: str) -> set[str]:
 
 def test_ctrl_c_cancels_a_download(slow_hub: str) -> None:
     before = asyncio.run(_paths(slow_hub))
-    proc = _start(["lmstudio_async", "--host", slow_hub, "get", TARGET])
-    assert proc.stdout is not None
-    assert proc.stderr is not None
-    try:
-        seen = ""
-        while "0%" not in seen:  # the download started: its first progress report
-            char = proc.stdout.read(1)
-            assert char, f"CLI exited early: {seen!r} {proc.stderr.read()!r}"
-            seen += char
-        started = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(10)
-        out, err = seen + proc.stdout.read(), proc.stderr.read()
-    finally:
-        _stop(proc)
+    code, out, err, elapsed = _interrupt_at_first_progress(["--host", slow_hub, "get", TARGET])
     assert code == 130, (out, err)
-    assert time.monotonic() - started < 5  # did not wait for the ~19 s download
+    assert elapsed < 5  # did not wait for the ~19 s download
     assert "cancelled" in out
     assert err.startswith("error: interrupted: the download was cancelled")
     assert "Traceback" not in err

@@ -53,6 +53,29 @@ def _stop(proc: subprocess.Popen[str]) -> int:
                 pipe.close()
 
 
+def _interrupt_at_first_progress(args: list[str]) -> tuple[int, str, str, float]:
+    """Run the CLI with ``args``, send Ctrl-C once it prints its first progress report
+    ("0%": the operation has started on the server); returns the exit code, stdout,
+    stderr and the seconds from the Ctrl-C to the exit."""
+    proc = _start(["lmstudio_async", *args])
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    try:
+        seen = ""
+        while "0%" not in seen:
+            char = proc.stdout.read(1)
+            assert char, f"CLI exited early: {seen!r} {proc.stderr.read()!r}"
+            seen += char
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(10)
+        elapsed = time.monotonic() - started
+        out, err = seen + proc.stdout.read(), proc.stderr.read()
+    finally:
+        _stop(proc)
+    return code, out, err, elapsed
+
+
 @pytest.fixture
 def slow_standin() -> Iterator[str]:
     """``python -m lmstudio_async.testing --port 0 --load-seconds 5``; yields its host."""
@@ -71,29 +94,16 @@ async def _loaded(host: str) -> list[str]:
 
 
 def test_ctrl_c_cancels_a_load(slow_standin: str) -> None:
-    proc = _start(["lmstudio_async", "--host", slow_standin, "load", "llama-3.2-1b-instruct"])
-    assert proc.stdout is not None
-    assert proc.stderr is not None
-    try:
-        # Wait for the load to start on the server (its first progress report), then Ctrl-C.
-        seen = ""
-        while "0%" not in seen:
-            char = proc.stdout.read(1)
-            assert char, f"CLI exited early: {seen!r} {proc.stderr.read()!r}"
-            seen += char
-        started = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(10)
-        out, err = seen + proc.stdout.read(), proc.stderr.read()
-    finally:
-        _stop(proc)
+    args = ["--host", slow_standin, "load", "llama-3.2-1b-instruct"]
+    code, out, err, elapsed = _interrupt_at_first_progress(args)
+    interrupted = time.monotonic() - elapsed  # about when the Ctrl-C was sent (no earlier)
     assert code == 130, (out, err)
-    assert time.monotonic() - started < 4  # did not wait for the 5 s load
+    assert elapsed < 4  # did not wait for the 5 s load
     assert "cancelled" in out
     assert err.startswith("error: interrupted")
     assert "Traceback" not in err
     assert asyncio.run(_loaded(slow_standin)) == []
-    time.sleep(max(0.0, 5.5 - (time.monotonic() - started)))  # past the simulated load time
+    time.sleep(max(0.0, 5.5 - (time.monotonic() - interrupted)))  # past the simulated load time
     assert asyncio.run(_loaded(slow_standin)) == []
 
 

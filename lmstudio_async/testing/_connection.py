@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 from aiohttp import WSMsgType, web
@@ -69,6 +69,9 @@ class ChannelEndpoint:
     creation: s.Check
     to_server: s.Check
     handler: ChannelHandler | None
+
+
+_EndpointT = TypeVar("_EndpointT", RpcEndpoint, ChannelEndpoint)
 
 
 @dataclass(frozen=True)
@@ -327,20 +330,27 @@ class Connection:
             )
         # signalUnsubscribe / writableSignalUnsubscribe: remembered silently (no-op here)
 
+    async def _endpoint(
+        self, table: Mapping[str, _EndpointT], name: str, kind: str, envelope: str
+    ) -> _EndpointT | None:
+        """The endpoint ``name`` of ``table``; for one LM Studio does not know, or knows
+        but the stand-in does not simulate, the ``communicationWarning`` LM Studio sends
+        instead (``kind``: "rpc" or "channel"; ``envelope``: the message type) and None."""
+        endpoint = table.get(name)
+        if endpoint is not None and endpoint.handler is not None:
+            return endpoint
+        state = "Unknown" if endpoint is None else "Unhandled"
+        await self.warn(
+            f"{kind}Endpoint{state}",
+            f"Received {envelope} for {state.lower()} endpoint, endpoint = {name}",
+        )
+        return None
+
     async def _rpc(self, ns: Namespace, message: dict[str, Any]) -> None:
         name = message["endpoint"]
         call_id = int(message["callId"])
-        endpoint = ns.rpc.get(name)
-        if endpoint is None:
-            await self.warn(
-                "rpcEndpointUnknown", f"Received rpcCall for unknown endpoint, endpoint = {name}"
-            )
-            return
-        if endpoint.handler is None:
-            await self.warn(
-                "rpcEndpointUnhandled",
-                f"Received rpcCall for unhandled endpoint, endpoint = {name}",
-            )
+        endpoint = await self._endpoint(ns.rpc, name, "rpc", "rpcCall")
+        if endpoint is None or endpoint.handler is None:  # warned
             return
         parameter = message.get("parameter", s.MISSING)
         problem = endpoint.parameter(parameter)
@@ -375,18 +385,8 @@ class Connection:
     async def _channel_create(self, ns: Namespace, message: dict[str, Any]) -> None:
         name = message["endpoint"]
         channel_id = int(message["channelId"])
-        endpoint = ns.channels.get(name)
-        if endpoint is None:
-            await self.warn(
-                "channelEndpointUnknown",
-                f"Received channelCreate for unknown endpoint, endpoint = {name}",
-            )
-            return
-        if endpoint.handler is None:
-            await self.warn(
-                "channelEndpointUnhandled",
-                f"Received channelCreate for unhandled endpoint, endpoint = {name}",
-            )
+        endpoint = await self._endpoint(ns.channels, name, "channel", "channelCreate")
+        if endpoint is None or endpoint.handler is None:  # warned
             return
         if channel_id in self.channels:
             await self.warn(

@@ -46,6 +46,17 @@ async def test_unknown_rpc_endpoint_warns(client: RawClient) -> None:
     await sock.ws.close()
 
 
+async def test_unknown_channel_endpoint_warns(client: RawClient) -> None:
+    sock = await client.connect("llm")
+    w = await warning(
+        sock,
+        {"type": "channelCreate", "endpoint": "noSuchChannel", "channelId": 1},
+    )
+    assert w["kind"] == "channelEndpointUnknown"
+    assert w["warning"] == "Received channelCreate for unknown endpoint, endpoint = noSuchChannel"
+    await sock.ws.close()
+
+
 async def test_unhandled_endpoint_warns(client: RawClient) -> None:
     sock = await client.connect("embedding")
     w = await warning(
@@ -53,6 +64,9 @@ async def test_unhandled_endpoint_warns(client: RawClient) -> None:
         {"type": "rpcCall", "endpoint": "getBasePredictionConfig", "callId": 1, "parameter": {}},
     )
     assert w["kind"] == "rpcEndpointUnhandled"
+    assert w["warning"] == (
+        "Received rpcCall for unhandled endpoint, endpoint = getBasePredictionConfig"
+    )
     await sock.ws.close()
 
 

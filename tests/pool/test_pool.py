@@ -364,6 +364,63 @@ async def test_cancelled_during_the_load_leaves_nothing_behind(
     assert lmstudio_server.loaded_instances() == []
 
 
+async def test_a_lease_that_times_out_during_the_load_leaves_the_load_to_the_pool(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    lmstudio_server.load_seconds = 0.6
+    async with lms.AsyncModelPool(client, memory_budget=budget_for(1)) as pool:
+        with pytest.raises(lms.PoolTimeoutError, match="m0") as info:
+            async with pool.llm("m0", timeout=0.2):
+                pass
+        assert isinstance(info.value, TimeoutError)
+        assert pool.stats().in_flight == 0
+        async with pool.llm("m0", timeout=5) as model:  # the load went on; this one shares it
+            reply = await model.respond("hi", config=SHORT)
+            assert reply.stop_reason == "maxPredictedTokensReached"
+        assert pool.stats().loads == 1
+        assert loads_sent(lmstudio_server) == ["m0"]
+    assert lmstudio_server.loaded_instances() == []
+
+
+async def test_a_connection_dropped_mid_load_is_retried_for_every_waiter(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    lmstudio_server.load_seconds = 0.3
+    async with lms.AsyncModelPool(client, reconcile_interval=None) as pool:
+
+        async def lease() -> str:
+            async with pool.llm("m0", timeout=10) as model:
+                reply = await model.respond("hi", config=SHORT)
+                assert reply.stop_reason == "maxPredictedTokensReached"
+                return model.identifier
+
+        leases = [asyncio.create_task(lease()) for _ in range(3)]
+        await eventually(lambda: lmstudio_server.open_channel_count(endpoint="loadModel") == 1)
+        lmstudio_server.faults.drop_after(0, namespace="llm")  # at its next progress report
+        identifiers = await asyncio.gather(*leases)
+        assert len(set(identifiers)) == 1  # the retry is one load, shared again
+        assert loads_sent(lmstudio_server) == ["m0", "m0"]
+        assert loaded_keys(lmstudio_server) == ["m0"]  # the dropped load left nothing
+        assert pool.stats().loads == 1
+    assert lmstudio_server.loaded_instances() == []
+
+
+async def test_closing_the_pool_during_a_load_fails_its_lease_and_unloads_it(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    lmstudio_server.load_seconds = 0.5
+    pool = lms.AsyncModelPool(client, memory_budget=budget_for(1))
+    leasing = asyncio.create_task(_lease_briefly(pool, "m0"))
+    await eventually(lambda: lmstudio_server.open_channel_count(endpoint="loadModel") == 1)
+    await pool.aclose()
+    with pytest.raises(lms.ClientClosedError, match="pool is closed"):
+        await leasing
+    await eventually(lambda: lmstudio_server.open_channel_count() == 0)
+    await asyncio.sleep(0.6)  # past the simulated load time: the load did not finish later
+    assert lmstudio_server.loaded_instances() == []
+    assert not client.closed
+
+
 async def test_eviction_racing_a_new_lease(
     client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
 ) -> None:

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from client.test_connection import free_port  # tests/ is on sys.path
 
 import lmstudio_async as lms
 from lmstudio_async.testing import ThreadedStandInServer
@@ -129,9 +130,55 @@ async def test_all_hosts_down_is_a_host_down_error_at_the_deadline(
             pass
         lmstudio_server.stop()
         second_server.stop()
-        with pytest.raises(lms.HostDownError, match="no host is up"):
+        with pytest.raises(lms.HostDownError, match="no host is up") as info:
             async with pool.llm("m1", timeout=1):
                 pass
+        assert isinstance(info.value.__cause__, lms.LMStudioConnectionError)
+
+
+async def test_a_host_down_from_the_start_is_waited_for_until_the_deadline() -> None:
+    # The first lease cannot read any catalogue: it waits for a host (not "no such model").
+    port = free_port()
+    timeouts = lms.Timeouts(connect=2, idle=5)
+    async with (
+        lms.AsyncClient(f"127.0.0.1:{port}", timeout=timeouts) as client,
+        lms.AsyncModelPool(client) as pool,
+    ):
+        loop = asyncio.get_running_loop()
+        for _ in range(2):  # the second finds the host already marked down
+            started = loop.time()
+            with pytest.raises(lms.HostDownError, match="no host is up") as info:
+                async with pool.llm("m0", timeout=0.3):
+                    pass
+            assert loop.time() - started >= 0.25  # it waited for its deadline
+            assert isinstance(info.value.__cause__, lms.LMStudioConnectionError)
+
+        async def serve_later() -> ThreadedStandInServer:
+            await asyncio.sleep(0.3)
+            return await asyncio.to_thread(
+                ThreadedStandInServer(port, catalog=catalog(), load_seconds=0.05).start
+            )
+
+        starting = asyncio.create_task(serve_later())
+        try:
+            async with pool.llm("m0", timeout=10) as model:  # served once the host is up
+                reply = await model.respond("hi", config=SHORT)
+                assert reply.stop_reason == "maxPredictedTokensReached"
+        finally:
+            server = await starting
+        await pool.aclose()
+        assert server.loaded_instances() == []
+        server.stop()
+
+
+async def test_closing_the_pool_ends_a_lease_waiting_for_a_host() -> None:
+    async with lms.AsyncClient(f"127.0.0.1:{free_port()}") as client:
+        pool = lms.AsyncModelPool(client)
+        waiting = asyncio.create_task(pool.llm("m0", timeout=30).__aenter__())
+        await eventually(lambda: not pool._hosts[0].up)
+        await pool.aclose()
+        with pytest.raises(lms.ClientClosedError, match="pool is closed"):
+            await waiting
 
 
 @standin(devices={"gpu-box": 3.2})

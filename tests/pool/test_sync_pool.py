@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from client.test_connection import free_port  # tests/ is on sys.path
 
 import lmstudio_async as lms
 from lmstudio_async.testing import ThreadedStandInServer
@@ -172,3 +173,18 @@ def test_budget_bytes_are_reported(client: lms.Client) -> None:
             stats = pool.stats()
         assert stats.used_bytes == {(0, None): MODEL_BYTES}
         assert stats.budget_bytes == {(0, None): budget_for(1)}
+
+
+def test_a_host_that_cannot_be_reached_is_a_host_down_error_at_the_deadline() -> None:
+    with (
+        lms.Client(f"127.0.0.1:{free_port()}") as client,
+        lms.ModelPool(client) as pool,
+    ):
+        started = time.monotonic()
+        with (
+            pytest.raises(lms.HostDownError, match="no host is up") as info,
+            pool.llm("m0", timeout=0.3),
+        ):
+            pass
+        assert time.monotonic() - started >= 0.25  # it waited for the host until its deadline
+        assert isinstance(info.value.__cause__, lms.LMStudioConnectionError)

@@ -141,7 +141,8 @@ class AsyncModelPool:
         self._ids = itertools.count(1)
         self._seq = itertools.count()
         self._waiters: dict[int, _Waiter] = {}  # insertion order is FIFO order
-        self._internal: list[asyncio.Future[None]] = []  # loads waiting for memory to free
+        # Loads waiting for memory to free, leases waiting for a host to come up.
+        self._internal: list[asyncio.Future[None]] = []
         self._counts = _Counts()
         self._key_counts: dict[str, _Counts] = {}
         self._estimates: dict[tuple[TargetKey, str, bytes | None], int] = {}
@@ -475,7 +476,8 @@ class AsyncModelPool:
                 return
             if wake != remaining:
                 return  # patience is over: try again, now allowed to drain
-            raise self._timeout(key, timeout, cause) from None
+            error = self._timeout(key, timeout, cause)
+            raise error from error.__cause__  # not the TimeoutError
 
     def _timeout(
         self, key: str, timeout: float | None, cause: BaseException | None
@@ -486,6 +488,8 @@ class AsyncModelPool:
                 f"model pool: no host is up to lease {key!r} (down: {names})",
                 host=self._hosts[0].name if len(self._hosts) == 1 else None,
             )
+            if cause is None:  # say why the first of them went down
+                cause = next((h.down_cause for h in self._hosts if h.down_cause), None)
         else:
             detail = f" (last: {cause})" if cause is not None else ""
             error = PoolTimeoutError(
@@ -754,7 +758,8 @@ class AsyncModelPool:
                 await asyncio.wait_for(asyncio.shield(inst.done), remaining)
             except TimeoutError:
                 if not inst.done.done():
-                    raise self._timeout(key, timeout, None) from None
+                    late = self._timeout(key, timeout, None)
+                    raise late from late.__cause__  # not the TimeoutError
         except BaseException:
             inst.reserved -= 1
             self._changed()
@@ -995,26 +1000,38 @@ class AsyncModelPool:
             found = None if host.catalog is None else host.catalog.get(low)
             if found is not None:
                 return found
-        for refresh in (False, True):
-            errors: list[BaseException] = []
-            for host in self._hosts:
-                if not host.up:
-                    continue
-                if host.catalog is None or refresh:
-                    try:
-                        models = await host.client.system.list_downloaded(
-                            timeout=_bounded(deadline, _PROBE_TIMEOUT)
-                        )
-                    except LMStudioConnectionError as exc:
-                        self._mark_down(host, exc)
-                        errors.append(exc)
+        cause: BaseException | None = None
+        while True:
+            answered = False
+            for refresh in (False, True):
+                for host in self._hosts:
+                    if not host.up:
                         continue
-                    host.catalog = {m.model_key.lower(): m for m in models}
-                found = host.catalog.get(low)
-                if found is not None:
-                    return found
-            if errors and len(errors) == len(self._hosts):
-                raise self._timeout(key, timeout, errors[0])
+                    if host.catalog is None or refresh:
+                        try:
+                            models = await host.client.system.list_downloaded(
+                                timeout=_bounded(deadline, _PROBE_TIMEOUT)
+                            )
+                        except LMStudioConnectionError as exc:
+                            self._mark_down(host, exc)
+                            cause = exc
+                            continue
+                        host.catalog = {m.model_key.lower(): m for m in models}
+                    answered = True
+                    found = host.catalog.get(low)
+                    if found is not None:
+                        return found
+            if answered:
+                break
+            # No host up to ask: wait for one to come back (its probe reports a change),
+            # as a lease does when every host is down, until the deadline (HostDownError).
+            self._check_open()
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._internal.append(fut)
+            try:
+                await self._wait(fut, deadline, timeout, key, cause, patience=0.0)
+            finally:
+                self._internal.remove(fut)
         hosts = [h for h in self._hosts if h.catalog is not None]
         keys = sorted({m.model_key for h in hosts for m in (h.catalog or {}).values()})
         raise ModelNotFoundError.client_side(
@@ -1152,6 +1169,7 @@ class AsyncModelPool:
             return
         log.warning("pool: host %s is down (%s)", host.name, exc)
         host.up = False
+        host.down_cause = exc
         host.synced = False
         if host.probe is None or host.probe.done():
             host.probe = self._spawn(

@@ -20,12 +20,13 @@ _HandleAny: TypeAlias = _ModelHandle[Any, Any]
 
 
 class _Host:
-    __slots__ = ("catalog", "client", "index", "probe", "synced", "syncing", "up")
+    __slots__ = ("catalog", "client", "down_cause", "index", "probe", "synced", "syncing", "up")
 
     def __init__(self, index: int, client: AsyncClient) -> None:
         self.index = index
         self.client = client
         self.up = True
+        self.down_cause: BaseException | None = None  # why it was last marked down
         self.synced = False  # reconciled with list_loaded since it (last) came up
         self.catalog: dict[str, ModelInfo] | None = None
         self.probe: asyncio.Task[None] | None = None

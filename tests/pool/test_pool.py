@@ -191,9 +191,24 @@ async def test_orphans_of_failed_loads_are_unloaded(
     async with lms.AsyncModelPool(client) as pool:
         orphan = f"m0@pool-{pool._token}-99"
         lmstudio_server.preload("m0", identifier=orphan)
+        async with pool.llm("m1", timeout=10) as model:  # found when the pool first syncs
+            assert model.model_key == "m1"
+            assert [i.identifier for i in lmstudio_server.loaded_instances()] == [model.identifier]
+        assert loads_sent(lmstudio_server) == ["m1"]  # unloaded before the load was sent
+
+
+@standin(memory_gb=1.2)
+async def test_an_orphan_that_appears_later_is_found_when_a_load_is_refused(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    async with lms.AsyncModelPool(client, reconcile_interval=None) as pool:
+        pool._hosts[0].synced = True  # as if reconciled before the orphan's load completed
+        orphan = f"m0@pool-{pool._token}-99"
+        lmstudio_server.preload("m0", identifier=orphan)
         async with pool.llm("m1", timeout=10) as model:  # refused for memory, then fine
             assert model.model_key == "m1"
             assert [i.identifier for i in lmstudio_server.loaded_instances()] == [model.identifier]
+        assert loads_sent(lmstudio_server) == ["m1", "m1"]
 
 
 # --- waiting ------------------------------------------------------------------------------------

@@ -446,7 +446,11 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
 
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
-        self._flights: dict[str, _Flight] = {}
+        self._flights: dict[str, _Flight] = {}  # by key, case-folded
+        # By key (case-folded): a load whose callers all gave up, being cancelled, or the
+        # unload of an instance such a load finished anyway. A new get-or-load of the key
+        # waits for it (bounded), so it neither joins a dying load nor gets a dying instance.
+        self._settling: dict[str, asyncio.Future[Any]] = {}
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} of {self._client!r}>"
@@ -474,11 +478,13 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         ``key`` matches an instance identifier, a model key or a path prefix. If
         nothing matches, the model is loaded just in time (reporting progress to
         ``on_progress``) with ``ttl`` (idle seconds before auto-unload; ``None``:
-        none) and ``config``. Concurrent calls for the same ``key`` share one load
-        whatever their ``ttl`` or ``config`` (the first caller's arguments and
-        deadlines load it); the load is cancelled only when every caller waiting for
-        it has been cancelled, and then raises only once the server acknowledged
-        the cancel (see :data:`LOAD_CANCEL_GRACE_SECONDS`).
+        none) and ``config``. Concurrent calls for the same ``key`` (spelled the same
+        way, case aside) share one load whatever their ``ttl`` or ``config`` (the first
+        caller's arguments load it; each caller waits within its own deadlines); the
+        load is cancelled only when every caller waiting for it has given up, and then
+        raises only once the server acknowledged the cancel (see
+        :data:`LOAD_CANCEL_GRACE_SECONDS`). A call that arrives while such a load is
+        being cancelled waits for that, then loads afresh.
 
         When the instance a caller gets differs from its explicit ``config`` or
         ``ttl`` (``None`` for either means "any"), ``on_config_mismatch`` decides:
@@ -505,15 +511,25 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
             )
         stack = load_config_stack(self._name, cfg)
         params = (ttl_value, msgspec.json.encode(stack), on_config_mismatch)
-        flight = self._flights.get(key)  # single flight per model key
+        folded = key.casefold()  # keys match case-insensitively
+        flight = self._flights.get(folded)  # single flight per model key
         if flight is None:
             flight = _Flight(params)
             shared = timeouts.with_(idle=None, total=None)  # see _Flight
             flight.task = asyncio.ensure_future(
-                self._get_or_load(key, ttl_value, cfg, stack, on_config_mismatch, flight, shared)
+                self._get_or_load(
+                    key,
+                    ttl_value,
+                    cfg,
+                    stack,
+                    on_config_mismatch,
+                    flight,
+                    shared,
+                    after=self._settling.get(folded),
+                )
             )
-            self._flights[key] = flight
-            flight.task.add_done_callback(functools.partial(self._landed, key, flight))
+            self._flights[folded] = flight
+            flight.task.add_done_callback(functools.partial(self._landed, folded, flight))
         task = flight.task
         assert task is not None
         if callback is not None:
@@ -526,14 +542,19 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
             if callback is not None and callback in flight.progress.callbacks:
                 flight.progress.callbacks.remove(callback)  # this caller has gone
             if flight.waiters == 0:
+                if self._flights.get(folded) is flight:
+                    del self._flights[folded]  # later callers must not join it
                 if not task.done():
                     # Stop the load; raise once the server acknowledged (bounded).
+                    self._settle(folded, task)
                     task.cancel()
                     await _within_grace(task, extra=_CLOSE_GRACE_SECONDS)
                 elif flight.loaded_now and not task.cancelled() and task.exception() is None:
                     # Finished just as its last caller was cancelled: nobody owns it.
                     orphan = task.result().identifier
-                    await _within_grace(self._client._disown(self._name, orphan))
+                    await _within_grace(
+                        self._settle(folded, self._client._disown(self._name, orphan))
+                    )
             raise
         flight.waiters -= 1
         if flight.params == params:
@@ -590,11 +611,22 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         reloaded: ModelInstanceInfo = handle.info
         return reloaded
 
-    def _landed(self, key: str, flight: _Flight, task: asyncio.Task[Any]) -> None:
-        if self._flights.get(key) is flight:
-            del self._flights[key]
+    def _landed(self, folded: str, flight: _Flight, task: asyncio.Task[Any]) -> None:
+        if self._flights.get(folded) is flight:
+            del self._flights[folded]
         if not task.cancelled():
             task.exception()  # retrieved: every waiter re-raises it
+
+    def _settle(self, folded: str, work: asyncio.Future[Any]) -> asyncio.Future[Any]:
+        """Make new get-or-loads of ``folded`` wait for ``work`` (see ``_settling``)."""
+        self._settling[folded] = work
+
+        def done(_: asyncio.Future[Any]) -> None:
+            if self._settling.get(folded) is work:
+                del self._settling[folded]
+
+        work.add_done_callback(done)
+        return work
 
     async def _any(self, timeouts: Timeouts) -> _HandleT:
         operation = f"{self._name}.model()"
@@ -621,7 +653,11 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         policy: MismatchPolicy,
         flight: _Flight,
         timeouts: Timeouts,
+        *,
+        after: asyncio.Future[Any] | None = None,
     ) -> ModelInstanceInfo:
+        if after is not None:  # see _settling
+            await _within_grace(after, extra=_CLOSE_GRACE_SECONDS)
         creation: dict[str, Any] = {"identifier": key, "loadConfigStack": stack}
         if ttl_value is not None:
             creation["loadTtlMs"] = ttl_value

@@ -303,6 +303,30 @@ async def test_single_flight(
     assert {h.identifier for h in handles} == {LLAMA}
     assert loaded_ids(lmstudio_server) == [LLAMA]
     assert len(lmstudio_server.received_messages(endpoint="getOrLoad")) == 1
+    spellings = [LLAMA, LLAMA.upper(), LLAMA.title()]  # keys match case-insensitively
+    await handles[0].unload()
+    handles = await asyncio.gather(*(client.llm.model(k) for k in spellings * 3))
+    assert {h.identifier for h in handles} == {LLAMA}
+    assert loaded_ids(lmstudio_server) == [LLAMA]
+
+
+async def test_a_caller_arriving_while_a_shared_load_is_cancelled_loads_afresh(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    # The only caller gives up; a new one arrives before the cancel is acknowledged. It must
+    # neither inherit the cancellation (a CancelledError nobody asked for) nor load key:2.
+    lmstudio_server.load_seconds = 0.5
+    first = asyncio.create_task(client.llm.model(LLAMA))
+    await eventually(lambda: lmstudio_server.open_channel_count(endpoint="getOrLoad") == 1)
+    first.cancel()
+    second = asyncio.create_task(client.llm.model(LLAMA))
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    handle = await second
+    assert handle.identifier == LLAMA
+    assert loaded_ids(lmstudio_server) == [LLAMA]
+    assert lmstudio_server.cancel_count == 1
+    assert len(lmstudio_server.received_messages(endpoint="getOrLoad")) == 2
 
 
 @pytest.mark.lmstudio_server(load_seconds=1.0)

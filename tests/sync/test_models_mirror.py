@@ -28,6 +28,8 @@ ASYNC_ONLY = {
     "test_one_callers_deadline_does_not_fail_the_others_of_a_shared_load": "two concurrent "
     "asyncio callers; test_sync.py has the threaded counterpart",
     "test_the_last_caller_to_give_up_stops_the_shared_load": "two concurrent asyncio callers",
+    "test_a_caller_arriving_while_a_shared_load_is_cancelled_loads_afresh": "asyncio "
+    "task.cancel() racing a new caller",
 }
 
 for _name, _test in vars(_async_tests).items():

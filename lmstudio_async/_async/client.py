@@ -91,6 +91,9 @@ __all__ = [
 ]
 
 _CLOSE_GRACE_SECONDS: Final = 2.0
+# How many times a "reload" caller reloads when concurrent callers keep loading the key
+# with other settings before it gets its own (the last attempt then only warns).
+_RELOAD_ATTEMPTS: Final = 3
 
 LOAD_CANCEL_GRACE_SECONDS: Final = 2.0
 """How long a cancelled or timed-out load / ``model(key)`` waits, before raising, for the
@@ -557,9 +560,11 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
                     )
             raise
         flight.waiters -= 1
-        if flight.params == params:
-            return self._handle(info)
-        # Joined a load started with another ttl / config / policy: check ours against it.
+        if flight.params[:2] == params[:2] and (
+            flight.loaded_now or flight.params[2] == "reload"
+        ):
+            return self._handle(info)  # loaded (or reloaded) with exactly our ttl and config
+        # Already loaded, or loaded for a caller with another ttl / config: check ours.
         info = await self._reconcile(
             key, info, ttl_value, cfg, on_config_mismatch, timeouts, loaded_now=False
         )
@@ -602,14 +607,28 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
                 stacklevel=3,
             )
             return info
-        with contextlib.suppress(ModelNotFoundError):  # someone else may have unloaded it
-            await self.unload(info.identifier, timeout=timeouts)
+        # "reload": unload it, then get-or-load with ours. A concurrent caller may load
+        # this key with other settings in between; then reload that one too, a bounded
+        # number of times (the last reload wins, as it would have one after the other).
+        identifier = info.identifier
         ttl = None if ttl_value is None else ttl_value / 1000.0
-        handle = await self.model(
-            key, ttl=ttl, config=cfg, on_config_mismatch="warn", timeout=timeouts
-        )
-        reloaded: ModelInstanceInfo = handle.info
-        return reloaded
+        for attempt in range(1, _RELOAD_ATTEMPTS + 1):
+            with contextlib.suppress(ModelNotFoundError):  # someone else may have unloaded it
+                await self.unload(identifier, timeout=timeouts)
+            try:
+                handle = await self.model(
+                    key,
+                    ttl=ttl,
+                    config=cfg,
+                    on_config_mismatch="raise" if attempt < _RELOAD_ATTEMPTS else "warn",
+                    timeout=timeouts,
+                )
+            except ConfigMismatchError as exc:
+                identifier = exc.identifier
+                continue
+            reloaded: ModelInstanceInfo = handle.info
+            return reloaded
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _landed(self, folded: str, flight: _Flight, task: asyncio.Task[Any]) -> None:
         if self._flights.get(folded) is flight:
@@ -672,13 +691,10 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
                 subject=key,
             )
             flight.loaded_now = loaded_now
-            if loaded_now or attempt == 1:
-                return info
-            if policy != "reload":
-                return await self._reconcile(
-                    key, info, ttl_value, cfg, policy, timeouts, loaded_now=False
-                )
-            # "reload": check without acting, then unload and get-or-load again.
+            if loaded_now or attempt == 1 or policy != "reload":
+                return info  # each caller checks an instance already loaded against its own
+            # "reload" (its caller's): check without acting, then unload and get-or-load
+            # again, so that the callers sharing this load get the reloaded instance.
             try:
                 await self._reconcile(
                     key, info, ttl_value, cfg, "raise", timeouts, loaded_now=False

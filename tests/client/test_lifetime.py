@@ -248,6 +248,48 @@ async def test_joiner_with_raise_policy_raises_alone(
     assert loaded_ids(lmstudio_server) == [SMOL]
 
 
+@pytest.mark.lmstudio_server(load_seconds=0.2)
+async def test_a_starter_with_raise_policy_raises_alone(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    await client.llm.model(SMOL)  # loaded without a TTL
+    # The first caller starts the shared get-or-load and finds SMOL already loaded: its
+    # policy is its own; the caller that joined it asked for nothing in particular.
+    first, second = await asyncio.gather(
+        client.llm.model(SMOL, ttl=5, on_config_mismatch="raise"),
+        client.llm.model(SMOL),
+        return_exceptions=True,
+    )
+    assert isinstance(first, lms.ConfigMismatchError)
+    assert isinstance(second, lms.LLM)
+    assert second.identifier == SMOL
+    assert loaded_ids(lmstudio_server) == [SMOL]
+
+
+@pytest.mark.lmstudio_server(load_seconds=0.2)
+async def test_concurrent_reload_callers_each_reload_and_the_last_one_wins(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    # Three callers that disagree, each asking to reload: each gets an instance with its own
+    # TTL in turn (no warning telling it to pass "reload"); the last reload replaces the
+    # instances the others got, as it would have one after the other.
+    ttls = (100, 200, 300)
+    handles = await asyncio.gather(
+        *(client.llm.model(SMOL, ttl=t, on_config_mismatch="reload") for t in ttls)
+    )
+    [(identifier, ttl_ms)] = [(i.identifier, i.ttl_ms) for i in lmstudio_server.loaded_instances()]
+    assert identifier == SMOL
+    winners = [t for t in ttls if t * 1000 == ttl_ms]
+    assert len(winners) == 1
+    for ttl, handle in zip(ttls, handles, strict=True):
+        assert handle.info.ttl == ttl  # what it was given had its TTL
+        if ttl in winners:
+            assert (await handle.get_info()).ttl == ttl
+        else:
+            with pytest.raises(lms.ModelNotFoundError):
+                await handle.get_info()
+
+
 # --- typed load errors over the wire ----------------------------------------------------------
 
 

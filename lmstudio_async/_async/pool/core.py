@@ -546,7 +546,9 @@ class AsyncModelPool:
         free = [
             i
             for i in ready
-            if i.draining is None and (limit is None or i.leases + i.reserved < limit)
+            if i.draining is None
+            and not i.checking
+            and (limit is None or i.leases + i.reserved < limit)
         ]
         loading = [i for i in matching if i.state == "loading"]
         if free:
@@ -957,7 +959,10 @@ class AsyncModelPool:
         if isinstance(exc, ModelUnloadedError):
             self._gone(inst)
         elif isinstance(exc, ModelNotFoundError) and inst.state == "ready" and not self._closed:
-            self._spawn(self._verify(inst), f"lmstudio-pool-verify-{inst.identifier}", cancel=True)
+            if not inst.checking:  # not handed out again until the server has answered
+                inst.checking = True
+                name = f"lmstudio-pool-verify-{inst.identifier}"
+                self._spawn(self._verify(inst), name, cancel=True)
         elif isinstance(exc, LMStudioConnectionError) and not isinstance(exc, HostDownError):
             host = inst.target.host
             if not (isinstance(exc, ClientClosedError) and self._closed):
@@ -979,15 +984,18 @@ class AsyncModelPool:
             self._changed()
 
     async def _verify(self, inst: _Instance) -> None:
-        handle = inst.handle
-        if handle is None:
-            return
+        """Ask the server whether ``inst`` is still loaded (a call in a lease said it is
+        not); until it answers, ``inst`` is not handed out."""
         try:
-            await handle.get_info(timeout=_PROBE_TIMEOUT)
+            if inst.handle is not None:
+                await inst.handle.get_info(timeout=_PROBE_TIMEOUT)
         except ModelNotFoundError:
             self._gone(inst)
         except LMStudioError:
             pass
+        finally:
+            inst.checking = False
+            self._changed()
 
     # --- hosts: catalogue, reconciliation, down and up -----------------------------------
 

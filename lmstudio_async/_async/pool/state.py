@@ -87,6 +87,7 @@ _State: TypeAlias = Literal["loading", "ready", "evicting", "gone"]
 class _Instance:
     __slots__ = (
         "bytes",
+        "checking",
         "domain",
         "done",
         "draining",
@@ -129,6 +130,8 @@ class _Instance:
         self.reserved = 0  # callers of the load, promised a lease when it lands
         # No new leases: the waiter with this number needs its memory once it is idle.
         self.draining: int | None = None
+        # No new leases: a call in a lease said it is not loaded; the server is being asked.
+        self.checking = False
         self.last_used = 0.0
         self.done: asyncio.Future[None] | None = None
 

@@ -223,7 +223,8 @@ class PredictionStream:
             raise self._error
         raise LMStudioError(
             f"the prediction of {self._subject!r} has not finished; iterate the stream to "
-            "the end (or await respond()) first"
+            "the end first, or, after leaving the loop early without `async with`, "
+            "`await stream.cancel()`, which waits for the final result"
         )
 
     # --- iteration ---------------------------------------------------------------------

@@ -280,6 +280,25 @@ async def test_break_out_of_the_loop_sends_cancel(
     assert stream.result().stop_reason == "userStopped"
 
 
+
+@SLOW
+async def test_after_a_break_cancel_waits_for_the_final_result(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    llm = await client.llm.model(LLAMA)
+    stream = llm.respond_stream("Write a long story about a lake.")
+    seen = []
+    async for fragment in stream:
+        seen.append(fragment.content)
+        break
+    with pytest.raises(lms.LMStudioError, match=r"await stream\.cancel\(\)"):
+        stream.result()  # the cancel is still on its way
+    await stream.cancel()
+    result = stream.result()
+    assert result.stop_reason == "userStopped"
+    assert result.content.startswith("".join(seen))
+    assert lmstudio_server.cancel_count == 1
+
 @SLOW
 async def test_aclose_and_context_exit_send_cancel(
     client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer

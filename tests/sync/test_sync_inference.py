@@ -26,6 +26,8 @@ from ._shape import ASYNC_TWIN, RENAMES, AsyncShape
 
 ASYNC_ONLY = {
     "test_cancelling_the_task_cancels_the_prediction": "asyncio task.cancel()",
+    "test_after_a_break_cancel_waits_for_the_final_result": "a sync stream's result() "
+    "waits by itself (test_sync_break_sends_cancel)",
     "test_concurrent_predictions_on_two_models": "asyncio.gather concurrency",
     "test_cancel_from_another_task_while_one_reads": "a second asyncio task; the sync "
     "counterpart cancels from another thread",
@@ -154,8 +156,10 @@ def test_sync_break_sends_cancel(
     sync_client: lms.Client, lmstudio_server: ThreadedStandInServer
 ) -> None:
     llm = sync_client.llm.model(LLAMA)
-    for _ in llm.respond_stream("Write a long story."):
+    stream = llm.respond_stream("Write a long story.")
+    for _ in stream:
         break
+    assert stream.result().stop_reason == "userStopped"  # result() waits for it
     deadline = time.monotonic() + 5
     while lmstudio_server.cancel_count != 1 or lmstudio_server.open_channel_count() != 0:
         assert time.monotonic() < deadline

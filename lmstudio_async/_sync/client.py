@@ -759,9 +759,12 @@ def configure_default_client(
     default client.
 
     Takes effect on the next :func:`get_default_client` (or :func:`llm` /
-    :func:`embedding_model`); a default client already created is closed first.
+    :func:`embedding_model`); a default client already created is closed first. The
+    arguments are checked now, as :class:`Client` checks them (:class:`LMStudioValueError`).
     """
     global _default_client
+    # Checked here (a client with no socket yet, dropped at once), not at the first call.
+    AsyncClient(api_host, api_token=api_token, timeout=timeout, ssl=ssl)
     with _default_lock:
         _default_settings.clear()
         _default_settings.update(

@@ -416,6 +416,25 @@ def test_default_client_survives_restart_and_close() -> None:
         server.stop()
 
 
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"api_host": "localhost"},
+        {"api_host": 5},
+        {"api_host": "127.0.0.1:1234", "ssl": "yes"},
+        {"api_host": "127.0.0.1:1234", "api_token": "bad"},
+        {"api_host": "127.0.0.1:1234", "timeout": "x"},
+    ],
+)
+def test_configure_default_client_checks_its_arguments_at_once(
+    lmstudio_server: ThreadedStandInServer, kwargs: dict[str, Any]
+) -> None:
+    _sync.configure_default_client(lmstudio_server.host)
+    with pytest.raises(lms.LMStudioValueError):
+        _sync.configure_default_client(**kwargs)
+    assert _sync.llm(SMOL).identifier == SMOL  # the settings before it still apply
+
 _SCRIPT = """
 import sys
 from lmstudio_async._sync.client import Client

@@ -27,9 +27,10 @@ import msgspec
 
 from .. import __version__
 from .._async.client import LLM, AsyncClient, EmbeddingModel
+from .._io.transport import parse_api_host
 from .._protocol.info import ModelInfo, ModelInstanceInfo
 from ..config import EmbeddingLoadConfig, GpuOffload, LlmLoadConfig
-from ..errors import LMStudioError, ModelNotFoundError
+from ..errors import LMStudioError, LMStudioValueError, ModelNotFoundError
 
 __all__ = ["Output", "build_parser", "main"]
 
@@ -218,6 +219,14 @@ def _seconds(value: str) -> float:
     return number
 
 
+def _host(value: str) -> str:
+    try:
+        parse_api_host(value)
+    except LMStudioValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
 def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     """The stand-in server's own options (reused, not duplicated)."""
     from ..testing import add_arguments
@@ -235,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "--host",
+        type=_host,
         default=os.environ.get("LMSTUDIO_API_HOST"),
         help="LM Studio host:port (default: $LMSTUDIO_API_HOST, else probe the local ports)",
     )

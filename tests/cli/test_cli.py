@@ -174,6 +174,8 @@ def test_load_duplicate_identifier(
         (["load", SMOL, "--context-length", "0"], "positive"),
         (["load", SMOL, "--ttl", "soon"], "seconds"),
         (["frobnicate"], "invalid choice"),
+        (["--host", "localhost", "ls"], "needs an explicit port"),
+        (["--host", "bad:port::", "ps"], "more than one ':'"),
         ([], "required"),
     ],
 )

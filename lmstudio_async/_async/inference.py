@@ -290,6 +290,7 @@ class PredictionStream:
                         await _invoke(self._on_fragment, fragment)
                     return fragment
                 if kind is PredictionSuccess:
+                    channel.release()  # the prediction is over; its channelClose adds nothing
                     self._succeed(packet)  # type: ignore[arg-type]
                     if self._result is None and self._error is not None:
                         raise self._error  # ModelUnloadedError: the model went away

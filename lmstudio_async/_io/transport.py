@@ -439,6 +439,15 @@ class ChannelStream:
         """Send a client packet (e.g. ``{"type": "cancel"}``) if the socket is still up."""
         self.socket.send_channel_message(self, message)
 
+    def release(self) -> None:
+        """The caller has its result packet and reads no further: stop routing this channel
+        now (the server's ``channelClose`` that follows is dropped). Until then the socket
+        counts it as in flight, which skips the check for a close waiting unread (see
+        ``NamespaceSocket._stale``) for the next call."""
+        self._done = True
+        self._queue.clear()
+        self.socket.forget_channel(self)
+
     async def settle(
         self,
         decoder: msgspec.json.Decoder[Any],

@@ -704,3 +704,36 @@ async def test_a_prediction_skips_unknown_packets_and_fails_when_the_channel_end
         )
     assert pieces == ["Hi"]
     assert "ignored an unexpected packet" in caplog.text
+
+
+async def test_a_hang_up_right_after_a_prediction_ends_does_not_fail_the_next_call() -> None:
+    # The server sends the prediction's result, then the connection drops before its
+    # channelClose. The result is returned; the call made right after it, with the drop
+    # already received but not yet read, goes out on a new socket instead of failing.
+    async with raw_server() as server, lms.AsyncClient(server.host(), timeout=_QUICK) as client:
+        any_model = asyncio.create_task(client.llm.model())
+        peer = await server.peer()
+        await peer.answer_rpc(json.loads(LLM_INSTANCE))
+        async with asyncio.timeout(5):
+            model = await any_model
+        async def respond_then_list() -> tuple[lms.PredictionResult, list[lms.LLM]]:
+            result = await model.respond("Hello")
+            return result, await client.llm.list_loaded()  # at once, in the same task
+
+        calls = asyncio.create_task(respond_then_list())
+        create = await peer.read_message()
+        success = {
+            "type": "success",
+            "stats": {"stopReason": "eosFound"},
+            "modelInfo": json.loads(LLM_INSTANCE),
+            "loadModelConfig": {"fields": []},
+            "predictionConfig": {"fields": []},
+        }
+        channel = create["channelId"]
+        peer.send_json({"type": "channelSend", "channelId": channel, "message": success})
+        peer.writer.transport.abort()  # no channelClose: the connection is gone
+        await (await server.peer()).answer_rpc([])
+        async with asyncio.timeout(5):
+            result, listed = await calls
+        assert result.stop_reason == "eosFound"
+        assert listed == []

@@ -120,6 +120,37 @@ async def test_connection_drop_inside_a_lease_marks_the_host_down_until_it_recon
             await model.respond("hi", config=SHORT)
 
 
+async def test_instances_still_loaded_after_a_drop_are_kept_and_a_restart_is_noticed(
+    clients: list[lms.AsyncClient], lmstudio_server: ThreadedStandInServer
+) -> None:
+    async with lms.AsyncModelPool(
+        clients[0], memory_budget=budget_for(1), reconcile_interval=None
+    ) as pool:
+        async with pool.llm("m0") as model:
+            first = model.identifier
+        with pytest.raises(lms.HostDownError):  # noqa: PT012
+            async with pool.llm("m0") as model:
+                lmstudio_server.faults.drop_after(0, namespace="llm")  # models stay loaded
+                await model.respond("hi", config=SHORT)
+        await eventually(lambda: pool._hosts[0].up)
+        async with pool.llm("m0", timeout=10) as model:  # the same instance, not reloaded
+            assert model.identifier == first
+            await model.respond("hi", config=SHORT)
+        assert pool.stats().loads == 1
+        assert [i.identifier for i in lmstudio_server.loaded_instances()] == [first]
+        with pytest.raises(lms.HostDownError):  # noqa: PT012
+            async with pool.llm("m0") as model:
+                lmstudio_server.faults.drop_after(0, namespace="llm")
+                await model.respond("hi", config=SHORT)
+        lmstudio_server.restart(reset_state=True)  # this time the models are gone
+        await eventually(lambda: pool._hosts[0].up)
+        async with pool.llm("m0", timeout=10) as model:  # it learned that: loaded again
+            assert model.identifier != first
+            reply = await model.respond("hi", config=SHORT)
+            assert reply.stop_reason == "maxPredictedTokensReached"
+        assert pool.stats().loads == 2
+
+
 async def test_all_hosts_down_is_a_host_down_error_at_the_deadline(
     clients: list[lms.AsyncClient],
     lmstudio_server: ThreadedStandInServer,

@@ -785,6 +785,11 @@ class AsyncModelPool:
         assert inst.done is not None
         try:
             await self._memory_free(inst)
+            while host.up and not host.synced:
+                # The host came back from a drop or a restart: learn what is really loaded
+                # there (instances it lost, orphans still in memory) before adding to it.
+                await self._sync_hosts(None, None, inst.key)
+                await self._memory_free(inst)
             inst.started = True
             namespace = host.client.llm if inst.domain == "llm" else host.client.embedding
             handle: _HandleAny | None = None
@@ -1195,13 +1200,9 @@ class AsyncModelPool:
             except LMStudioError:
                 delay = min(delay * 2, _RECONNECT_MAX)
                 continue
-            for target in self._targets:
-                if target.host is host:
-                    # Whatever was loaded there may be gone (a restart): learn it afresh.
-                    for inst in list(target.instances):
-                        if inst.state in ("ready", "evicting") and inst.leases == 0:
-                            inst.state = "gone"
-                            self._forget(inst)
+            # What it had loaded may be gone (a restart) or still there (a dropped
+            # connection): the reconciliation before its next lease or load tells which
+            # (host.synced is False since it went down), so nothing is forgotten here.
             host.up = True
             log.warning("pool: host %s is up again", host.name)
             self._changed()

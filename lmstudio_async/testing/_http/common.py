@@ -283,9 +283,14 @@ async def read_fields(request: web.Request) -> Fields:
     return Fields(data)
 
 
+# The largest TTL whose milliseconds are still an exact JavaScript number (LM Studio keeps
+# TTLs as JS numbers); beyond it, e.g. 1e308 seconds, the milliseconds would overflow.
+MAX_TTL_SECONDS = (2**53 - 1) // 1000
+
+
 def ttl_ms(fields: Fields) -> int | None:
     """The request's ``ttl`` (seconds, for a just-in-time load) in milliseconds."""
-    ttl = fields.number("ttl", minimum=1)
+    ttl = fields.number("ttl", minimum=1, maximum=MAX_TTL_SECONDS)
     return None if ttl is None else int(ttl * 1000)
 
 

@@ -159,12 +159,13 @@ def history_from_messages(
         here = f"{where}[{index}]"
         if not isinstance(raw, dict):
             raise HttpError(400, f"'{here}' must be an object", param=here, code="invalid_type")
-        role = _ROLES.get(raw.get("role"))  # type: ignore[arg-type]
+        given = raw.get("role")
+        role = _ROLES.get(given) if isinstance(given, str) else None
         if role is None:
             raise HttpError(
                 400,
                 f"'{here}.role' must be one of 'system', 'developer', 'user', 'assistant', "
-                f"'tool', got {raw.get('role')!r}",
+                f"'tool', got {given!r}",
                 param=f"{here}.role",
                 code="invalid_value",
             )

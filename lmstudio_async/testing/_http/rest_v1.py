@@ -228,6 +228,23 @@ def _result(
     return result
 
 
+def _empty_result(model_instance_id: str) -> dict[str, Any]:
+    """The ``chat.end`` result of a stream that failed before generating anything (LM
+    Studio ends a stream with ``chat.end`` "with whatever was generated", also after an
+    ``error`` event)."""
+    return {
+        "model_instance_id": model_instance_id,
+        "output": [],
+        "stats": {
+            "input_tokens": 0,
+            "total_output_tokens": 0,
+            "reasoning_output_tokens": 0,
+            "tokens_per_second": 0.0,
+            "time_to_first_token_seconds": 0.0,
+        },
+    }
+
+
 async def chat(rt: Runtime, request: web.Request) -> web.StreamResponse:
     fields = await read_fields(request)
     name = fields.string("model", required=True)
@@ -297,16 +314,21 @@ async def chat(rt: Runtime, request: web.Request) -> web.StreamResponse:
         return json_response(conclude(inst, outcome, loaded))
 
     sse = SSE(request)
-    started = False
+    started: str | None = None  # the instance named by chat.start, once sent
 
     async def event(kind: str, **data: Any) -> None:
         await sse.send({"type": kind, **data}, event=kind)
 
     async def chat_start(inst: Instance) -> None:
         nonlocal started
-        if not started:
-            started = True
+        if started is None:
+            started = inst.identifier
             await event("chat.start", model_instance_id=inst.identifier)
+
+    async def fail(exc: HttpError, model_instance_id: str) -> web.StreamResponse:
+        await event("error", error=exc.body(True)["error"])
+        await event("chat.end", result=_empty_result(model_instance_id))
+        return await sse.finish()
 
     async def load_start(inst: Instance) -> None:
         await chat_start(inst)
@@ -326,18 +348,16 @@ async def chat(rt: Runtime, request: web.Request) -> web.StreamResponse:
             on_progress=load_progress,
         )
     except HttpError as exc:
-        if not started:
+        if started is None:
             raise
-        await event("error", error=exc.body(True)["error"])
-        return await sse.finish()
+        return await fail(exc, started)
     inst = loaded.inst
     await chat_start(inst)
     try:
         messages = head + history
         return await _stream_chat(rt, request, sse, event, loaded, received, messages, conclude)
     except HttpError as exc:  # after the stream started, errors are events
-        await event("error", error=exc.body(True)["error"])
-        return await sse.finish()
+        return await fail(exc, inst.identifier)
 
 
 Event = Callable[..., Awaitable[None]]

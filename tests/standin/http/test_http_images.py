@@ -10,7 +10,7 @@ import zlib
 from lmstudio_async.testing import StandInServer
 
 from .._wire import RawClient, messages, stack
-from ._http import call
+from ._http import call, stream
 
 VLM = "mobilevlm_v2-1.7b"
 SMOL = "smollm2-135m-instruct"
@@ -100,3 +100,27 @@ async def test_images_a_model_cannot_take_are_refused(server: StandInServer) -> 
         assert status == 400, url
         assert body["error"]["param"] == "messages[0].content[1].image_url", url
     assert [i.identifier for i in server.loaded_instances()] == [SMOL]  # nothing JIT-loaded
+
+
+async def test_a_v1_chat_stream_that_fails_after_it_started_still_ends_with_chat_end(
+    server: StandInServer,
+) -> None:
+    # LM Studio: the stream "concludes with chat.end", also after an error event. Here the
+    # model is loaded just in time (the stream has started), then refuses the image.
+    body = {
+        "model": "llama-3.2-1b-instruct",  # no vision
+        "stream": True,
+        "input": [
+            {"type": "message", "content": "Describe"},
+            {"type": "image", "data_url": data_url(png(4, 4))},
+        ],
+    }
+    events = await stream(server.url, "/api/v1/chat", body)
+    names = [name for name, _ in events if name is not None]
+    assert names[0] == "chat.start"
+    assert names[-2:] == ["error", "chat.end"]
+    error = events[-2][1]["error"]
+    assert error["code"] == "vision_not_supported"
+    result = events[-1][1]["result"]
+    assert result["model_instance_id"] == "llama-3.2-1b-instruct"
+    assert result["output"] == []

@@ -46,6 +46,7 @@ from .._protocol.tools import (
 from ..errors import LMStudioValueError, ToolCallError
 from .handle import USE_CLIENT_DEFAULT, TimeoutParam, log
 from .inference import LlmMethods
+from .threads import run_in_thread
 
 __all__ = ["ActResult", "AgentMethods", "InvalidToolRequestHandler"]
 
@@ -306,7 +307,7 @@ async def _run_tool(
         if tool.is_async:
             value = await tool.implementation(**kwargs)
         else:
-            value = await asyncio.to_thread(tool.implementation, **kwargs)
+            value = await run_in_thread(tool.implementation, **kwargs)
             if inspect.isawaitable(value):  # e.g. a lambda returning a coroutine
                 value = await value
         return encode_tool_result(value)

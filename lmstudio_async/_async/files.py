@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from pathlib import Path
@@ -13,6 +12,7 @@ import msgspec
 from .._protocol.files import FileHandle, UploadReply, upload_param
 from ..errors import LMStudioValueError, ProtocolError
 from .handle import USE_CLIENT_DEFAULT, TimeoutParam
+from .threads import run_in_thread
 
 if TYPE_CHECKING:
     from .client import AsyncClient
@@ -87,7 +87,7 @@ class FilesNamespace:
         if isinstance(src, bytes | bytearray | memoryview):
             file_name, data = _read_source(src, name)
         else:  # a path or a file object: blocking reads, done in a worker thread
-            file_name, data = await asyncio.to_thread(_read_source, src, name)
+            file_name, data = await run_in_thread(_read_source, src, name)
         if not data:
             raise LMStudioValueError(f"prepare_image: {file_name!r} is empty")
         raw = await self._client._rpc(

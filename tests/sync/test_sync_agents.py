@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import _thread
 import base64
+import contextlib
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -61,6 +63,42 @@ def test_sync_tools_run_in_worker_threads_and_may_use_the_sync_client(
     assert seen[0] != caller
     assert int(messages[1].tool_results[0].content) == llm.count_tokens("hello world")
 
+
+
+def test_more_tools_waiting_on_the_sync_client_than_executor_workers_do_not_deadlock(
+    sync_client: lms.Client,
+) -> None:
+    # Each tool runs a sub-agent whose own plain tool needs a thread too. With tools in the
+    # loop's default executor (min(32, cpus + 4) workers), this many at once waited for ever.
+    llm = sync_client.llm.model(LLAMA)
+    n = min(32, (os.cpu_count() or 1) + 4) + 2
+    everyone_in = threading.Barrier(n, timeout=5)
+
+    def delegate(a: int, b: int) -> str:
+        """Ask a sub-agent for a sum."""
+        with contextlib.suppress(threading.BrokenBarrierError):
+            everyone_in.wait()  # the tools hold their threads at the same time
+        replies: list[lms.ChatMessage] = []
+        llm.act(f"Please add {a} and {b}.", [add], on_message=replies.append)
+        return replies[-1].content or ""
+
+    results: list[lms.ActResult] = []
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            results.append(llm.act(f"Use delegate with {i} and 2", [delegate]))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not any(thread.is_alive() for thread in threads), "deadlocked"
+    assert errors == []
+    assert len(results) == n
 
 def test_sync_callbacks_run_in_the_calling_thread_and_may_use_the_client(
     sync_client: lms.Client,

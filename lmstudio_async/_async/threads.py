@@ -1,0 +1,53 @@
+"""Blocking work (plain-function tools, file reads) in a thread of its own.
+
+Not ``asyncio.to_thread``: the event loop's default executor has a fixed number of
+workers (``min(32, cpus + 4)``), and a plain tool may itself call the SDK through the
+sync ``Client`` (``prepare_image``, a sub-agent's ``act`` with plain tools of its own),
+whose blocking parts would then wait for a worker that the waiting tools hold: with as
+many such tools running as there are workers, every one of them would wait for ever.
+A thread per call has no such limit; it costs about a tenth of a millisecond.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import functools
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+__all__ = ["run_in_thread"]
+
+_T = TypeVar("_T")
+
+
+async def run_in_thread(func: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+    """Run ``func(*args, **kwargs)`` in a new thread, with this task's context variables
+    (as ``asyncio.to_thread`` does). Cancelling the caller does not stop the function; its
+    result is then dropped."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[_T] = loop.create_future()
+    call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
+
+    def settle(ok: bool, value: Any) -> None:
+        if future.cancelled():
+            return
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+    def work() -> None:
+        result: tuple[bool, Any]
+        try:
+            result = (True, call())
+        except BaseException as exc:  # handed to the awaiting task, whatever it is
+            result = (False, exc)
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, *result)
+
+    name = f"lmstudio-thread-{getattr(func, '__name__', 'call')}"
+    threading.Thread(target=work, name=name).start()
+    return await future

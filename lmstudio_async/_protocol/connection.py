@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 import msgspec
 from msgspec import UNSET, Raw
 
+from ..errors import LMStudioValueError
 from .errors import SerializedError, decode_serialized_error
 from .messages import (
     AuthPacket,
@@ -222,24 +223,30 @@ class Connection(Generic[T]):
     # --- outgoing -------------------------------------------------------------
 
     def start_rpc(self, target: T, endpoint: str, parameter: Any = UNSET) -> tuple[int, bytes]:
-        """Register an RPC and return ``(call_id, frame)``."""
+        """Register an RPC and return ``(call_id, frame)``. Raises
+        :class:`LMStudioValueError`, registering nothing, if ``parameter`` cannot be sent."""
         call_id = self._next_call
+        frame = _encode_request(
+            RpcCall(endpoint=endpoint, call_id=call_id, parameter=parameter), endpoint
+        )
         self._next_call = call_id + 1
         self._calls[call_id] = target
-        return call_id, encode(RpcCall(endpoint=endpoint, call_id=call_id, parameter=parameter))
+        return call_id, frame
 
     def start_channel(
         self, target: T, endpoint: str, creation_parameter: Any = UNSET
     ) -> tuple[int, bytes]:
-        """Register a channel and return ``(channel_id, frame)``."""
+        """Register a channel and return ``(channel_id, frame)``. Raises
+        :class:`LMStudioValueError`, registering nothing, if the parameter cannot be sent."""
         channel_id = self._next_channel
-        self._next_channel = channel_id + 1
-        self._channels[channel_id] = target
-        frame = encode(
+        frame = _encode_request(
             ChannelCreate(
                 endpoint=endpoint, channel_id=channel_id, creation_parameter=creation_parameter
-            )
+            ),
+            endpoint,
         )
+        self._next_channel = channel_id + 1
+        self._channels[channel_id] = target
         return channel_id, frame
 
     @staticmethod
@@ -330,6 +337,16 @@ class Connection(Generic[T]):
             return Unroutable("channelAck", f"ack {msg.ack_id} on channel {msg.channel_id}")
         # Signals: this client never subscribes, so any signal message is unsolicited.
         return Unroutable(type(msg).__struct_config__.tag or "unknown", "unsolicited message")  # type: ignore[arg-type]
+
+
+def _encode_request(message: Any, endpoint: str) -> bytes:
+    try:
+        return encode(message)
+    except (UnicodeEncodeError, TypeError, ValueError, OverflowError) as exc:
+        # e.g. a lone surrogate in a text ("\ud83d" from a JSON source cut mid-emoji)
+        raise LMStudioValueError(
+            f"the request to {endpoint!r} cannot be sent as JSON: {exc}"
+        ) from None
 
 
 def _preview(data: str | bytes, limit: int = 80) -> str:

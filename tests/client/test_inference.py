@@ -379,6 +379,18 @@ async def test_idle_deadline_between_fragments(
     assert loaded_ids(lmstudio_server) == [LLAMA]
 
 
+async def test_text_that_is_not_valid_unicode_is_a_value_error(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    llm = await client.llm.model(LLAMA)
+    broken = "cut mid-emoji: \ud83d"  # a lone surrogate, as json.loads can produce
+    with pytest.raises(lms.LMStudioValueError, match="cannot be sent as JSON"):
+        await llm.count_tokens(broken)
+    with pytest.raises(lms.LMStudioValueError, match="cannot be sent as JSON"):
+        await llm.respond(broken)
+    assert lmstudio_server.open_channel_count() == 0
+    assert await llm.count_tokens("fine") > 0  # the socket is unharmed
+
 @pytest.mark.lmstudio_server(tokens_per_second=20)
 async def test_total_deadline_cancels(
     client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer

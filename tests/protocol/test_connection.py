@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import lmstudio_async as lms
 from lmstudio_async._protocol.connection import (
     ChannelClosed,
     ChannelFailed,
@@ -314,3 +315,17 @@ def test_fuzzed_frames_never_raise_or_corrupt_state(batch: list[bytes]) -> None:
     ev = conn.receive(encode({"type": "rpcResult", "callId": next_call}))
     assert isinstance(ev, RpcSucceeded)
     assert ev.target == "later"
+
+
+@pytest.mark.parametrize("bad", ["\ud83d", {"x": object()}], ids=["surrogate", "object"])
+def test_a_request_that_cannot_be_encoded_is_a_value_error_and_registers_nothing(
+    bad: Any,
+) -> None:
+    conn: Connection[str] = Connection()
+    with pytest.raises(lms.LMStudioValueError, match="'countTokens' cannot be sent as JSON"):
+        conn.start_rpc("call", "countTokens", {"inputString": bad})
+    with pytest.raises(lms.LMStudioValueError, match="'predict' cannot be sent as JSON"):
+        conn.start_channel("channel", "predict", {"history": bad})
+    assert (conn.pending_calls, conn.open_channels) == (0, 0)
+    call_id, _ = conn.start_rpc("call", "countTokens", {"inputString": "fine"})
+    assert call_id == 0  # no id was used up either

@@ -303,6 +303,11 @@ def _tool_from_def(definition: ToolFunctionDef) -> Tool:
             hint = spec["type"]
         else:
             hint, default = spec, _NO_DEFAULT
+        if isinstance(hint, str):
+            raise LMStudioValueError(
+                f"tool {name!r}: parameter {pname!r} has the type {hint!r}, a string: give a "
+                "Python type (str, int, list[str], a Literal…), not a JSON-schema type name"
+            )
         fields.append((pname, hint) if default is _NO_DEFAULT else (pname, hint, default))
     struct_name = "".join(part.capitalize() for part in re.split(r"\W+|_", name) if part)
     try:
@@ -310,7 +315,8 @@ def _tool_from_def(definition: ToolFunctionDef) -> Tool:
             f"{struct_name or 'Tool'}Parameters", fields, kw_only=True, forbid_unknown_fields=False
         )
         schema = _inline(msgspec.json.schema(struct))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, NameError, RuntimeError) as exc:
+        # RuntimeError: msgspec refuses e.g. a parameter named "__secret" (name mangling)
         raise LMStudioValueError(
             f"tool {name!r}: cannot derive a JSON schema from its parameters: {exc}"
         ) from None

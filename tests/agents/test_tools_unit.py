@@ -103,6 +103,26 @@ def test_bad_tool_lists_are_rejected(tools: Any, message: str) -> None:
         parse_tools(tools)
 
 
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        ({"city": {"type": "string"}}, "has the type 'string', a string: give a Python type"),
+        ({"city": "str"}, "has the type 'str', a string"),
+        ({"__secret": int}, "cannot derive a JSON schema"),
+    ],
+)
+def test_parameter_specs_msgspec_cannot_take_are_value_errors(
+    parameters: dict[str, Any], message: str
+) -> None:
+    tool = lms.ToolFunctionDef(
+        name="lookup", description="Look up.", parameters=parameters, implementation=print
+    )
+    with pytest.raises(lms.LMStudioValueError, match=message):
+        parse_tools([tool])
+    with pytest.raises(lms.LMStudioValueError, match=message):
+        tool.to_tool_definition()
+
+
 def test_functions_without_hints_or_docstring_are_rejected() -> None:
     def no_doc(x: int) -> int:
         return x

@@ -286,7 +286,15 @@ class _Lease:
     ) -> _T:
         if self.closed:
             raise ClientClosedError(host=self.host)
-        return self.runner.call(fn, args, kwargs, in_caller)
+        try:
+            return self.runner.call(fn, args, kwargs, in_caller)
+        except LoopThreadError:
+            if self.closed:  # closed from another thread: its loop thread stopped with it
+                raise ClientClosedError(
+                    "the LM Studio client was closed while this call was in flight",
+                    host=self.host,
+                ) from None
+            raise
 
     def release(self) -> bool:
         """Release the lease once; False if it was already released."""

@@ -270,3 +270,37 @@ def test_sync_images_drafts_and_grammars(sync_client: lms.Client) -> None:
     assert drafted.stats.accepted_draft_tokens_count is not None
     yes_no = llm.respond("Is it?", config={"grammar": 'root ::= "yes" | "no"'})
     assert yes_no.content in ("yes", "no")
+
+
+def test_closing_the_client_while_act_runs_a_tool_is_client_closed(
+    lmstudio_server: ThreadedStandInServer,
+) -> None:
+    # The last sync client: closing it stops the loop thread under the waiting act.
+    client = lms.Client(lmstudio_server.host)
+    llm = client.llm.model(LLAMA)
+    in_tool = threading.Event()
+
+    def slow_add(a: float, b: float) -> float:
+        """Add two numbers, slowly."""
+        in_tool.set()
+        time.sleep(0.3)
+        return a + b
+
+    outcome: list[BaseException | str] = []
+
+    def run() -> None:
+        try:
+            llm.act("Please add 2 and 3.", [slow_add])
+            outcome.append("finished")
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert in_tool.wait(10)
+    client.close()
+    thread.join(10)
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], lms.ClientClosedError), outcome
+    with pytest.raises(lms.ClientClosedError):
+        llm.act("Please add 2 and 3.", [slow_add])

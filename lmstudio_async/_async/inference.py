@@ -114,9 +114,20 @@ def _check_texts(value: object, what: str) -> list[str] | None:
 
 
 async def _invoke(callback: Callable[[Any], Any], value: Any) -> None:
-    result = callback(value)
-    if inspect.isawaitable(result):
-        await result
+    try:
+        result = callback(value)
+        if inspect.isawaitable(result):
+            await result
+    except (StopAsyncIteration, StopIteration) as exc:
+        raise stopped_callback(callback, exc) from exc
+
+
+def stopped_callback(callback: Callable[[Any], Any], exc: BaseException) -> RuntimeError:
+    """The error for a callback that raised StopIteration / StopAsyncIteration: raised
+    through a stream's ``__anext__`` / ``__next__`` it would end the caller's loop as if the
+    prediction were over (it is not), so it becomes a RuntimeError, as PEP 479 does."""
+    name = getattr(callback, "__name__", "a callback")
+    return RuntimeError(f"{name} raised {type(exc).__name__}")
 
 
 def _parse_structured(result: PredictionResult, fmt: ResponseFormat) -> PredictionResult:

@@ -11,7 +11,12 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
 
-from .._async.inference import FragmentCallback, PredictionStream, PromptProgressCallback
+from .._async.inference import (
+    FragmentCallback,
+    PredictionStream,
+    PromptProgressCallback,
+    stopped_callback,
+)
 from .._protocol.results import Fragment, PredictionResult
 from ..errors import ClientClosedError, LMStudioError, LoopThreadError
 from .loop import _CANCEL_GRACE_SECONDS, _POLL_SECONDS, _Lease
@@ -140,11 +145,11 @@ class SyncPredictionStream:
                 kind = type(item)
                 if kind is Fragment:
                     if self._on_fragment is not None:
-                        self._on_fragment(item)
+                        _call_back(self._on_fragment, item)
                     return item  # type: ignore[no-any-return]
                 if kind is float:
                     if self._on_progress is not None:
-                        self._on_progress(item)
+                        _call_back(self._on_progress, item)
                     continue
                 self._ended = True
                 error = item.error
@@ -259,3 +264,11 @@ class _SyncFragmentIterator:
         stream = self._stream
         if stream._started and not stream._ended:
             stream._request_cancel()
+
+
+def _call_back(callback: Callable[[Any], Any], value: Any) -> None:
+    """Run a plain callback in the caller's thread (see ``stopped_callback``)."""
+    try:
+        callback(value)
+    except (StopIteration, StopAsyncIteration) as exc:
+        raise stopped_callback(callback, exc) from exc

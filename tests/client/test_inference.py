@@ -337,17 +337,33 @@ async def test_cancelling_the_task_cancels_the_prediction(
 
 
 @SLOW
+@pytest.mark.parametrize(
+    ("error", "match"),
+    [
+        (RuntimeError("boom"), "boom"),
+        # Through __anext__ (or __next__) these would end the caller's loop as if the
+        # prediction had ended; they become a RuntimeError, as PEP 479 does.
+        (StopAsyncIteration(), "explode raised StopAsyncIteration"),
+        (StopIteration(), "explode raised StopIteration"),
+    ],
+)
 async def test_callback_error_cancels_the_prediction(
-    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+    client: lms.AsyncClient,
+    lmstudio_server: ThreadedStandInServer,
+    error: BaseException,
+    match: str,
 ) -> None:
     llm = await client.llm.model(LLAMA)
 
     def explode(fragment: lms.Fragment) -> None:
-        raise RuntimeError("boom")
+        raise error
 
-    with pytest.raises(RuntimeError, match="boom"):
+    with pytest.raises(RuntimeError, match=match):
         await llm.respond("Write a long story.", on_fragment=explode)
-    await eventually(lambda: lmstudio_server.cancel_count == 1)
+    with pytest.raises(RuntimeError, match=match):
+        async for _ in llm.respond_stream("Write a long story.", on_fragment=explode):
+            pass
+    await eventually(lambda: lmstudio_server.cancel_count == 2)
     await eventually(lambda: lmstudio_server.open_channel_count() == 0)
     assert loaded_ids(lmstudio_server) == [LLAMA]
 

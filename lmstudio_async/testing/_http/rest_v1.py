@@ -209,13 +209,12 @@ def _result(
     response_id: str | None,
 ) -> dict[str, Any]:
     stats = outcome.stats
-    out_stats: dict[str, Any] = {
-        "input_tokens": outcome.prompt_tokens,
-        "total_output_tokens": outcome.predicted_tokens,
-        "reasoning_output_tokens": 0,
-        "tokens_per_second": stats.get("tokensPerSecond", 0.0),
-        "time_to_first_token_seconds": stats.get("timeToFirstTokenSec", 0.0),
-    }
+    out_stats = _stats(
+        outcome.prompt_tokens,
+        outcome.predicted_tokens,
+        stats.get("tokensPerSecond", 0.0),
+        stats.get("timeToFirstTokenSec", 0.0),
+    )
     if loaded.load_seconds is not None:
         out_stats["model_load_time_seconds"] = round(loaded.load_seconds, 3)
     result: dict[str, Any] = {
@@ -232,16 +231,22 @@ def _empty_result(model_instance_id: str) -> dict[str, Any]:
     """The ``chat.end`` result of a stream that failed before generating anything (LM
     Studio ends a stream with ``chat.end`` "with whatever was generated", also after an
     ``error`` event)."""
+    return {"model_instance_id": model_instance_id, "output": [], "stats": _stats()}
+
+
+def _stats(
+    input_tokens: int = 0,
+    output_tokens: int = 0,
+    tokens_per_second: float = 0.0,
+    time_to_first_token: float = 0.0,
+) -> dict[str, Any]:
+    """The ``stats`` object of a chat result."""
     return {
-        "model_instance_id": model_instance_id,
-        "output": [],
-        "stats": {
-            "input_tokens": 0,
-            "total_output_tokens": 0,
-            "reasoning_output_tokens": 0,
-            "tokens_per_second": 0.0,
-            "time_to_first_token_seconds": 0.0,
-        },
+        "input_tokens": input_tokens,
+        "total_output_tokens": output_tokens,
+        "reasoning_output_tokens": 0,
+        "tokens_per_second": tokens_per_second,
+        "time_to_first_token_seconds": time_to_first_token,
     }
 
 

@@ -882,6 +882,13 @@ class NamespaceSocket:
         except ConnectionError as exc:
             conn.forget_channel(channel_id)
             raise self._lost_error(exc) from None
+        except BaseException:
+            # Cancelled while aiohttp waited for its send buffer to drain (a large request):
+            # the frame is already queued, so LM Studio opens the channel. Stop it there;
+            # what it sends until it closes the channel is dropped.
+            stream.send({"type": "cancel"})
+            conn.forget_channel(channel_id)
+            raise
         return stream
 
     def send_channel_message(self, stream: ChannelStream, message: Any) -> None:

@@ -254,6 +254,26 @@ async def test_cancel_while_the_stream_is_still_opening_its_channel(
     assert stream.result().stop_reason == "userStopped"
 
 
+@SLOW
+async def test_cancel_while_a_large_request_is_being_sent(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    # A long prompt fills the socket's send buffer, so opening the channel waits for it
+    # to drain; the request is already queued then, so cancelling must stop it there.
+    llm = await client.llm.model(LLAMA)
+    await llm.respond("Hi", config={"max_tokens": 1})  # the socket is open
+    task = asyncio.create_task(llm.respond("word " * 2_000_000, config={"max_tokens": 50}))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not task.done()
+    assert lmstudio_server.open_channel_count(endpoint="predict") == 0  # not there yet
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await cancelled_once_and_cleaned_up(lmstudio_server)
+    assert client._transport.socket("llm")._conn.open_channels == 0
+
+
 async def test_cancel_before_the_stream_starts_sends_nothing(
     client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
 ) -> None:

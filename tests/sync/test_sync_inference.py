@@ -33,6 +33,8 @@ ASYNC_ONLY = {
     "counterpart cancels from another thread",
     "test_cancel_while_the_stream_is_still_opening_its_channel": "a second asyncio task "
     "cancels while the first read is suspended in the reconnect",
+    "test_cancel_while_a_large_request_is_being_sent": "asyncio task.cancel() while the "
+    "send waits; a sync Ctrl-C cancels the same way, through the loop thread's task",
     "test_many_embeddings_run_concurrently_on_one_socket": "runs concurrently in the loop "
     "thread either way; a sync caller blocks its own test loop",
 }

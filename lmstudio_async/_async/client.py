@@ -335,12 +335,13 @@ class AsyncClient:
         parameter: Any = UNSET,
         *,
         timeout: TimeoutParam = USE_CLIENT_DEFAULT,
+        deadline: float | None = None,
         operation: str | None = None,
         subject: str | None = None,
     ) -> Raw | None:
         sock = self._transport.socket(namespace)
         try:
-            return await sock.rpc(endpoint, parameter, self._timeouts_for(timeout))
+            return await sock.rpc(endpoint, parameter, self._timeouts_for(timeout), deadline)
         except RemoteError as exc:
             raise self._server_error(exc, operation or endpoint, subject) from None
 
@@ -790,9 +791,7 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
             yield handle
         finally:
             with contextlib.suppress(ModelNotFoundError):
-                await asyncio.shield(
-                    self.unload(handle.identifier, device=handle.device, timeout=timeout)
-                )
+                await asyncio.shield(handle.unload(timeout=timeout))
 
     # --- unload / list ---------------------------------------------------------------
 
@@ -806,15 +805,26 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         """Unload the instance ``identifier`` (only from LM Link device ``device``, if
         given); :class:`ModelNotFoundError` if none has it."""
         check_key(identifier, "identifier")
-        param: dict[str, Any] = {"identifier": identifier}
         if device is not None:
             check_key(device, "device")
+        await self._unload(identifier, device, timeout)
+
+    async def _unload(
+        self,
+        identifier: str,
+        device: str | None,
+        timeout: TimeoutParam,
+        deadline: float | None = None,
+    ) -> None:
+        param: dict[str, Any] = {"identifier": identifier}
+        if device is not None:
             param["deviceIdentifier"] = device
         await self._client._rpc(
             self._name,
             "unloadModel",
             param,
             timeout=timeout,
+            deadline=deadline,
             operation="Unload",
             subject=identifier,
         )

@@ -6,6 +6,7 @@ extend them. Both import this module, so neither needs the other.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, Literal, TypeAlias, TypeVar
 
@@ -112,13 +113,16 @@ class _ModelHandle(Generic[_InstanceT, _ConfigT]):
 
         Raises :class:`ModelNotFoundError` naming the identifier once the instance is gone.
         """
+        return await self._get_info(timeout, f"Get info of {self.identifier!r}")
+
+    async def _get_info(self, timeout: TimeoutParam, operation: str) -> _InstanceT:
         ns = self._namespace
         raw = await ns._client._rpc(
             ns._name,
             "getModelInfo",
             {"specifier": self._specifier(), "throwIfNotFound": True},
             timeout=timeout,
-            operation=f"Get info of {self.identifier!r}",
+            operation=operation,
             subject=self.identifier,
         )
         if raw is None:
@@ -156,7 +160,13 @@ class _ModelHandle(Generic[_InstanceT, _ConfigT]):
 
     async def unload(self, *, timeout: TimeoutParam = USE_CLIENT_DEFAULT) -> None:
         """Unload this instance (from its LM Link device, if any). Raises
-        :class:`ModelNotFoundError` if it is already gone."""
-        await self._namespace.unload(
-            self.identifier, device=self._info.device_identifier, timeout=timeout
-        )
+        :class:`ModelNotFoundError` if it is already gone, also when a newer instance has
+        taken its identifier since: LM Studio unloads by identifier, so this first asks
+        whether this very instance is still loaded (as the JS SDK does). ``timeout``
+        bounds both calls together."""
+        ns = self._namespace
+        timeouts = ns._client._timeouts_for(timeout)
+        total = timeouts.total
+        deadline = None if total is None else asyncio.get_running_loop().time() + total
+        info = await self._get_info(timeouts, f"Unload of {self.identifier!r}")
+        await ns._unload(info.identifier, info.device_identifier, timeouts, deadline)

@@ -846,8 +846,14 @@ class NamespaceSocket:
         self._sends.add(task)
         task.add_done_callback(self._sends.discard)
 
-    async def rpc(self, endpoint: str, parameter: Any, timeouts: Timeouts) -> Raw | None:
-        """One RPC round trip. Raises :class:`RemoteError` for a server error."""
+    async def rpc(
+        self, endpoint: str, parameter: Any, timeouts: Timeouts, deadline: float | None = None
+    ) -> Raw | None:
+        """One RPC round trip. Raises :class:`RemoteError` for a server error.
+
+        ``deadline`` (loop time) ends the total wait instead of ``timeouts.total`` from now,
+        for a call that is one step of a longer operation; the error still reports
+        ``timeouts.total``."""
         loop = asyncio.get_running_loop()
         ws = self._ws
         if ws is None or self._stale():
@@ -856,7 +862,11 @@ class NamespaceSocket:
         conn = self._conn
         call_id, frame = conn.start_rpc(fut, endpoint, parameter)
         deadlines = self.deadlines(loop)
-        deadlines.watch(fut, loop.time(), timeouts.idle, timeouts.total, endpoint)
+        if deadline is None:
+            deadlines.watch(fut, loop.time(), timeouts.idle, timeouts.total, endpoint)
+        else:
+            now = loop.time()
+            deadlines.watch(fut, now, timeouts.idle, deadline - now, endpoint, timeouts.total)
         try:
             await ws.send_frame(frame, _TEXT)
             return await fut

@@ -271,7 +271,7 @@ async def test_cancel_while_a_large_request_is_being_sent(
     with pytest.raises(asyncio.CancelledError):
         await task
     await cancelled_once_and_cleaned_up(lmstudio_server)
-    assert client._transport.socket("llm")._conn.open_channels == 0
+    await eventually(lambda: client._transport.socket("llm")._conn.open_channels == 0)
 
 
 async def test_cancel_before_the_stream_starts_sends_nothing(

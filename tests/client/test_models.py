@@ -212,6 +212,32 @@ async def test_unload_by_handle_and_by_identifier(
         await a.get_info()
 
 
+@pytest.mark.lmstudio_server(devices={"gpu-box": 8})
+@pytest.mark.parametrize("theirs_on", [None, "gpu-box"])
+async def test_a_stale_handle_never_unloads_a_newer_instance_with_its_identifier(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer, theirs_on: str | None
+) -> None:
+    # Someone else unloads our instance and loads another under the same identifier
+    # (here or on an LM Link device): our old handle's unload(), and the exit of a
+    # loaded() block, raise or pass quietly, and leave theirs loaded.
+    def instances() -> list[tuple[str, str | None]]:
+        return sorted((i.identifier, i.device) for i in lmstudio_server.loaded_instances())
+
+    old = await client.llm.load(SMOL, "worker")
+    async with lms.AsyncClient(lmstudio_server.host) as other:
+        await other.llm.unload("worker")
+        theirs = await other.llm.load(LLAMA, "worker", device=theirs_on)
+        with pytest.raises(lms.ModelNotFoundError, match="Unload of 'worker' failed"):
+            await old.unload()
+        async with client.llm.loaded(SMOL, "scoped"):
+            await other.llm.unload("scoped")
+            await other.llm.load(LLAMA, "scoped", device=theirs_on)
+        assert instances() == [("scoped", theirs_on), ("worker", theirs_on)]
+        assert (await theirs.get_info()).model_key == LLAMA
+        await theirs.unload()  # its own handle still unloads it
+        assert [i for i, _ in instances()] == ["scoped"]
+
+
 async def test_lists(client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer) -> None:
     lmstudio_server.preload(SMOL)
     lmstudio_server.preload(NOMIC)

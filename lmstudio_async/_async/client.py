@@ -54,6 +54,7 @@ from ..config import EmbeddingLoadConfig, LlmLoadConfig
 from ..errors import (
     ConfigMismatchError,
     ConfigMismatchWarning,
+    IdentifierTakenError,
     LMStudioError,
     LMStudioTimeoutError,
     LMStudioValueError,
@@ -113,6 +114,12 @@ _KV_CONFIG_DECODER: Final = msgspec.json.Decoder(KvConfig)
 
 # --- progress reporting ------------------------------------------------------------------
 
+
+
+def _names_instance(key: str, info: ModelInstanceInfo) -> bool:
+    """``key`` is ``info``'s identifier and not its model key (``model(key)`` matched
+    the instance by identifier)."""
+    return key.casefold() == info.identifier.casefold() != info.model_key.casefold()
 
 class _Progress:
     """Delivers non-decreasing fractions in [0, 1] to callbacks, ending with 1.0.
@@ -616,6 +623,13 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         for attempt in range(1, _RELOAD_ATTEMPTS + 1):
             with contextlib.suppress(ModelNotFoundError):  # someone else may have unloaded it
                 await self.unload(identifier, timeout=timeouts)
+            if _names_instance(key, info):
+                try:
+                    return await self._load_again(info, ttl_value, cfg, _Progress(), timeouts)
+                except IdentifierTakenError:
+                    if attempt == _RELOAD_ATTEMPTS:
+                        raise
+                    continue  # loaded again meanwhile: unload that one too
             try:
                 handle = await self.model(
                     key,
@@ -703,9 +717,33 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
             except ConfigMismatchError:
                 with contextlib.suppress(ModelNotFoundError):
                     await self.unload(info.identifier, timeout=timeouts)
+                if _names_instance(key, info):
+                    flight.loaded_now = True
+                    return await self._load_again(info, ttl_value, cfg, flight.progress, timeouts)
                 continue
             return info
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _load_again(
+        self,
+        info: ModelInstanceInfo,
+        ttl_value: int | None,
+        cfg: Any,
+        progress: _Progress,
+        timeouts: Timeouts,
+    ) -> ModelInstanceInfo:
+        """Load ``info``'s model anew under its identifier, on its device (a reload of an
+        instance that the caller's key named by its identifier, which names nothing once
+        the instance is unloaded)."""
+        return await self._load_new(
+            info.model_key,
+            info.identifier,
+            ttl_value,
+            cfg,
+            info.device_identifier,
+            progress,
+            timeouts,
+        )
 
     async def load(
         self,
@@ -740,6 +778,22 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         cfg = self._config(config)
         callback = _check_callback(on_progress)
         timeouts = self._client._timeouts_for(timeout)
+        progress = _Progress()
+        if callback is not None:
+            progress.callbacks.append(callback)
+        info = await self._load_new(key, identifier, ttl_value, cfg, device, progress, timeouts)
+        return self._handle(info)
+
+    async def _load_new(
+        self,
+        key: str,
+        identifier: str | None,
+        ttl_value: int | None,
+        cfg: Any,
+        device: str | None,
+        progress: _Progress,
+        timeouts: Timeouts,
+    ) -> ModelInstanceInfo:
         creation: dict[str, Any] = {
             "modelKey": key,
             "loadConfigStack": load_config_stack(self._name, cfg),
@@ -750,9 +804,6 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
             creation["ttlMs"] = ttl_value
         if device is not None:
             creation["deviceIdentifier"] = device
-        progress = _Progress()
-        if callback is not None:
-            progress.callbacks.append(callback)
         info, _ = await self._client._load_channel(
             self._name,
             "loadModel",
@@ -762,7 +813,7 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
             operation="Model load",
             subject=identifier or key,
         )
-        return self._handle(info)
+        return info
 
     @contextlib.asynccontextmanager
     async def loaded(

@@ -101,6 +101,28 @@ async def test_model_raise_or_reload_on_config_mismatch(
     assert len(lmstudio_server.loaded_instances()) == 1
 
 
+async def test_reload_of_an_instance_named_by_its_identifier(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    # The key names the instance, not a model: once unloaded it would name nothing, so the
+    # reload loads the instance's model again, under its identifier.
+    await client.llm.load(LLAMA, "writer", config={"context_length": 2048})
+    await client.llm.load(LLAMA, "other")
+    llm = await client.llm.model(
+        "writer", config={"context_length": 4096}, on_config_mismatch="reload"
+    )
+    assert (llm.identifier, llm.model_key) == ("writer", LLAMA)
+    assert await llm.get_context_length() == 4096
+    assert sorted(loaded_ids(lmstudio_server)) == ["other", "writer"]
+    # Two callers at once that disagree: the second reloads after the first (last wins).
+    first, second = await asyncio.gather(
+        client.llm.model("writer", config={"context_length": 2048}, on_config_mismatch="reload"),
+        client.llm.model("writer", config={"context_length": 8192}, on_config_mismatch="reload"),
+    )
+    assert await second.get_context_length() == 8192
+    assert sorted(loaded_ids(lmstudio_server)) == ["other", "writer"]
+
+
 # --- load() ------------------------------------------------------------------------------
 
 

@@ -20,9 +20,9 @@ import asyncio
 import contextlib
 import dataclasses
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, TypeAlias, overload
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar, overload
 
 import msgspec
 
@@ -111,6 +111,43 @@ def _check_texts(value: object, what: str) -> list[str] | None:
     raise LMStudioValueError(
         f"{what} takes a string or a list of strings, got {type(value).__name__}"
     )
+
+
+_BATCH_IN_FLIGHT: Final = 32
+"""At most this many requests of one ``embed`` / ``tokenize`` list are in flight at once.
+Each request's idle deadline starts when it is sent, so a list of any length succeeds
+while LM Studio keeps answering; and a failure leaves at most this many unanswered."""
+
+_R = TypeVar("_R")
+
+
+async def _each(call: Callable[[str], Awaitable[_R]], texts: list[str]) -> list[_R]:
+    """``call`` on every text, results in order, at most ``_BATCH_IN_FLIGHT`` at once.
+    The first failure (or cancellation) stops the rest and is raised as it is."""
+    if not texts:
+        return []
+    results: list[Any] = [None] * len(texts)
+    queue = iter(enumerate(texts))
+
+    async def worker() -> None:
+        for index, text in queue:
+            results[index] = await call(text)
+
+    workers = [asyncio.ensure_future(worker()) for _ in range(min(_BATCH_IN_FLIGHT, len(texts)))]
+    try:
+        await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
+        for task in workers:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        if not all(task.done() for task in workers):
+            for task in workers:
+                task.cancel()
+            await asyncio.wait(workers)
+        for task in workers:  # retrieved, so none is logged as "never retrieved"
+            if not task.cancelled():
+                task.exception()
+    return results
 
 
 async def _invoke(callback: Callable[[Any], Any], value: Any) -> None:
@@ -487,11 +524,11 @@ class _InferenceMethods(_ModelHandle[_InstanceT, _ConfigT]):
         self, text: str | Sequence[str], *, timeout: TimeoutParam = USE_CLIENT_DEFAULT
     ) -> list[int] | list[list[int]]:
         """Token ids of ``text``; for a list of strings, one list per string (requests
-        run concurrently)."""
+        run concurrently, at most 32 at once)."""
         texts = _check_texts(text, "tokenize")
         if texts is None:
             return await self._tokenize_one(text, timeout)  # type: ignore[arg-type]
-        return list(await asyncio.gather(*(self._tokenize_one(t, timeout) for t in texts)))
+        return await _each(lambda t: self._tokenize_one(t, timeout), texts)
 
     async def _tokenize_one(self, text: str, timeout: TimeoutParam) -> list[int]:
         raw = await self._call("tokenize", tokenize_param(self._specifier(), text), timeout)
@@ -687,11 +724,12 @@ class EmbeddingMethods(_InferenceMethods[EmbeddingModelInstanceInfo, EmbeddingLo
         self, text: str | Sequence[str], *, timeout: TimeoutParam = USE_CLIENT_DEFAULT
     ) -> list[float] | list[list[float]]:
         """The embedding vector of ``text``; for a list of strings, one vector per string,
-        in order (the requests run concurrently on the one socket)."""
+        in order (the requests run concurrently on the one socket, at most 32 at once;
+        ``timeout`` bounds each one's wait, not the whole list's)."""
         texts = _check_texts(text, "embed")
         if texts is None:
             return await self._embed_one(text, timeout)  # type: ignore[arg-type]
-        return list(await asyncio.gather(*(self._embed_one(t, timeout) for t in texts)))
+        return await _each(lambda t: self._embed_one(t, timeout), texts)
 
     async def _embed_one(self, text: str, timeout: TimeoutParam) -> list[float]:
         raw = await self._call("embedString", embed_param(self._specifier(), text), timeout)

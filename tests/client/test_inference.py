@@ -567,3 +567,39 @@ async def test_many_embeddings_run_concurrently_on_one_socket(
     assert len(vectors) == 100
     assert len({tuple(v[:4]) for v in vectors}) == 100
     assert lmstudio_server.connection_count("embedding") == 1
+
+
+async def test_a_long_list_keeps_at_most_32_requests_in_flight(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    # Each request's deadline starts when it is sent, so a list of any length succeeds
+    # while LM Studio keeps answering; and a failure stops what was not sent yet.
+    emb = await client.embedding.load(NOMIC)
+    conn = client._transport.socket("embedding")._conn
+    most = 0
+
+    async def watch() -> None:
+        nonlocal most
+        while True:
+            most = max(most, conn.pending_calls)
+            await asyncio.sleep(0)
+
+    watcher = asyncio.create_task(watch())
+    texts = [f"text {i}" for i in range(300)]
+    vectors = await emb.embed(texts)
+    tokens = await emb.tokenize(texts)
+    watcher.cancel()
+    assert 1 < most <= 32
+    assert vectors[7] == await emb.embed("text 7")  # in order
+    assert tokens[299] == await emb.tokenize("text 299")
+    # The model goes away early in a list: the error is raised as it is, nothing is left
+    # waiting, and the rest of the list is not sent.
+    task = asyncio.create_task(emb.embed([f"more {i}" for i in range(3000)]))
+    await eventually(lambda: conn.pending_calls > 0)
+    lmstudio_server.unload_all()
+    with pytest.raises(lms.ModelNotFoundError):
+        await task
+    assert conn.pending_calls == 0
+    await asyncio.sleep(0.1)
+    sent = [f for f in lmstudio_server.received_frames() if "more " in str(f.raw)]
+    assert len(sent) < 500

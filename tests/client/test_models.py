@@ -115,7 +115,7 @@ async def test_reload_of_an_instance_named_by_its_identifier(
     assert await llm.get_context_length() == 4096
     assert sorted(loaded_ids(lmstudio_server)) == ["other", "writer"]
     # Two callers at once that disagree: the second reloads after the first (last wins).
-    first, second = await asyncio.gather(
+    _, second = await asyncio.gather(
         client.llm.model("writer", config={"context_length": 2048}, on_config_mismatch="reload"),
         client.llm.model("writer", config={"context_length": 8192}, on_config_mismatch="reload"),
     )

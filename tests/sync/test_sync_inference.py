@@ -35,6 +35,8 @@ ASYNC_ONLY = {
     "cancels while the first read is suspended in the reconnect",
     "test_cancel_while_a_large_request_is_being_sent": "asyncio task.cancel() while the "
     "send waits; a sync Ctrl-C cancels the same way, through the loop thread's task",
+    "test_a_long_list_keeps_at_most_32_requests_in_flight": "watches the socket from a "
+    "second asyncio task; the sync call runs the same coroutine in the loop thread",
     "test_many_embeddings_run_concurrently_on_one_socket": "runs concurrently in the loop "
     "thread either way; a sync caller blocks its own test loop",
 }

@@ -126,14 +126,23 @@ class _Progress:
 
     ``active`` is the loop time of the last report, repeated values included: the
     last sign of life of the load, which each caller of a shared get-or-load measures
-    its own idle deadline from."""
+    its own idle deadline from. The callers of a shared load call their own callbacks
+    with the ``values`` so far (see :func:`_wait_for_flight`), woken by :meth:`changed`."""
 
-    __slots__ = ("active", "callbacks", "last")
+    __slots__ = ("_watchers", "active", "callbacks", "last", "values")
 
     def __init__(self) -> None:
         self.callbacks: list[ProgressCallback] = []
         self.last = -1.0
         self.active = 0.0
+        self.values: list[float] = []
+        self._watchers: list[asyncio.Future[None]] = []
+
+    def changed(self) -> asyncio.Future[None]:
+        """A future that is done at the next new value."""
+        watcher: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._watchers.append(watcher)
+        return watcher
 
     async def report(self, value: float) -> None:
         self.active = asyncio.get_running_loop().time()
@@ -141,14 +150,23 @@ class _Progress:
         if value <= self.last:
             return
         self.last = value
+        self.values.append(value)
+        watchers, self._watchers = self._watchers, []
+        for watcher in watchers:
+            if not watcher.done():
+                watcher.set_result(None)
         for callback in self.callbacks:
-            result = callback(value)
-            if inspect.isawaitable(result):
-                await result
+            await _call_back(callback, value)
 
     async def finish(self) -> None:
         if self.callbacks:
             await self.report(1.0)
+
+
+async def _call_back(callback: ProgressCallback, value: float) -> None:
+    result = callback(value)
+    if inspect.isawaitable(result):
+        await result
 
 
 def _check_callback(on_progress: object) -> ProgressCallback | None:
@@ -187,23 +205,38 @@ async def _within_grace(task: asyncio.Future[Any], extra: float = 0.0) -> None:
 
 
 async def _wait_for_flight(
-    flight: _Flight, task: asyncio.Task[ModelInstanceInfo], timeouts: Timeouts, what: str
+    flight: _Flight,
+    task: asyncio.Task[ModelInstanceInfo],
+    timeouts: Timeouts,
+    what: str,
+    callback: ProgressCallback | None,
 ) -> ModelInstanceInfo:
     """Wait for a shared get-or-load within one caller's deadlines: ``idle`` counts from
     the load's last progress report (or from joining, if later), ``total`` from joining.
-    Raises :class:`LMStudioTimeoutError` when one expires; the load goes on for others."""
+    Raises :class:`LMStudioTimeoutError` when one expires; the load goes on for others.
+
+    The caller's own ``callback`` runs here, in the caller's task, with every value from
+    the one current when it joined, ending with ``1.0`` once the load is done: a slow
+    callback delays only its own caller, and one that raises fails only its caller."""
     idle, total = timeouts.idle, timeouts.total
-    if idle is None and total is None:
+    if idle is None and total is None and callback is None:
         return await asyncio.shield(task)
+    progress = flight.progress
+    values = progress.values
     loop = asyncio.get_running_loop()
     joined = loop.time()
+    seen = max(len(values) - 1, 0)  # how many values this caller's callback has had
     while not task.done():
+        if callback is not None and seen < len(values):
+            seen += 1
+            await _call_back(callback, values[seen - 1])
+            continue
         now = loop.time()
         left, kind, wait = float("inf"), "", 0.0
         if total is not None:
             left, kind, wait = joined + total - now, "total", total
         if idle is not None:
-            idle_left = max(flight.progress.active, joined) + idle - now
+            idle_left = max(progress.active, joined) + idle - now
             if idle_left < left:
                 left, kind, wait = idle_left, "idle", idle
         if left <= 0:
@@ -212,8 +245,24 @@ async def _wait_for_flight(
             else:
                 text = f"{what}: no progress from LM Studio within the idle deadline ({wait:g} s)"
             raise LMStudioTimeoutError(text, timeout=wait, kind=kind)
-        await asyncio.wait({task}, timeout=left)
-    return task.result()
+        if callback is None:
+            await asyncio.wait({task}, timeout=None if kind == "" else left)
+            continue
+        changed = progress.changed()
+        try:
+            pending: set[asyncio.Future[Any]] = {task, changed}
+            await asyncio.wait(
+                pending, timeout=None if kind == "" else left, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            changed.cancel()
+    info = task.result()
+    if callback is not None:
+        for value in values[seen:]:
+            await _call_back(callback, value)
+        if not values or values[-1] < 1.0:
+            await _call_back(callback, 1.0)
+    return info
 
 
 class _Flight:
@@ -543,15 +592,15 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
             flight.task.add_done_callback(functools.partial(self._landed, folded, flight))
         task = flight.task
         assert task is not None
-        if callback is not None:
-            flight.progress.callbacks.append(callback)
         flight.waiters += 1
         try:
-            info = await _wait_for_flight(flight, task, timeouts, f"Get-or-load of {key!r}")
-        except (asyncio.CancelledError, LMStudioTimeoutError):
+            info = await _wait_for_flight(
+                flight, task, timeouts, f"Get-or-load of {key!r}", callback
+            )
+        except BaseException:
+            # Cancelled, timed out, its callback failed, or the load failed (then the
+            # task is done and nothing below applies).
             flight.waiters -= 1
-            if callback is not None and callback in flight.progress.callbacks:
-                flight.progress.callbacks.remove(callback)  # this caller has gone
             if flight.waiters == 0:
                 if self._flights.get(folded) is flight:
                     del self._flights[folded]  # later callers must not join it

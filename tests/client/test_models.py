@@ -358,6 +358,40 @@ async def test_single_flight(
     assert loaded_ids(lmstudio_server) == [LLAMA]
 
 
+@pytest.mark.lmstudio_server(load_seconds=0.3)
+async def test_each_caller_of_a_shared_load_runs_its_own_callback(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    # One load for three callers; a callback that raises fails only its own caller, and a
+    # slow one delays only its own caller. Each gets every value, ending with 1.0.
+    def broken(fraction: float) -> None:
+        if fraction >= 0.5:
+            raise RuntimeError("this caller's progress bar broke")
+
+    fast: list[float] = []
+    slow: list[float] = []
+
+    async def slow_bar(fraction: float) -> None:
+        await asyncio.sleep(0.1)
+        slow.append(fraction)
+
+    a = asyncio.create_task(client.llm.model(LLAMA, on_progress=broken))
+    b = asyncio.create_task(client.llm.model(LLAMA, on_progress=fast.append, timeout=5))
+    c = asyncio.create_task(client.llm.model(LLAMA, on_progress=slow_bar))
+    with pytest.raises(RuntimeError, match="progress bar broke"):
+        await a
+    done, _ = await asyncio.wait({b, c}, return_when=asyncio.FIRST_COMPLETED)
+    assert done == {b}  # not held up by c's callback
+    assert (await b).identifier == LLAMA
+    assert (await c).identifier == LLAMA
+    for seen in (fast, slow):
+        assert len(seen) >= 10
+        assert seen == sorted(seen)
+        assert seen[-1] == 1.0
+    assert loaded_ids(lmstudio_server) == [LLAMA]
+    assert len(lmstudio_server.received_messages(endpoint="getOrLoad")) == 1
+
+
 async def test_a_caller_arriving_while_a_shared_load_is_cancelled_loads_afresh(
     client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
 ) -> None:

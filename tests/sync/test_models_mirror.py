@@ -30,6 +30,8 @@ ASYNC_ONLY = {
     "test_the_last_caller_to_give_up_stops_the_shared_load": "two concurrent asyncio callers",
     "test_a_caller_arriving_while_a_shared_load_is_cancelled_loads_afresh": "asyncio "
     "task.cancel() racing a new caller",
+    "test_each_caller_of_a_shared_load_runs_its_own_callback": "concurrent asyncio callers; "
+    "a sync caller's callback runs in its own thread (test_sync.py)",
 }
 
 for _name, _test in vars(_async_tests).items():

@@ -416,7 +416,7 @@ class AsyncClient:
         loop = asyncio.get_running_loop()
         deadline = None if timeouts.total is None else loop.time() + timeouts.total
         sock = self._transport.socket(namespace)
-        stream = await sock.open_channel(endpoint, creation)
+        stream = await sock.open_channel(endpoint, creation, deadline, timeouts.total)
         try:
             what = f"{operation} of {subject!r}"
             while True:

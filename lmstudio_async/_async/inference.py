@@ -306,7 +306,9 @@ class PredictionStream:
         if self._timeouts.total is not None:
             self._deadline = loop.time() + self._timeouts.total
         sock = self._client._transport.socket(self._namespace)
-        channel = await sock.open_channel(self._endpoint, self._creation)
+        channel = await sock.open_channel(
+            self._endpoint, self._creation, self._deadline, self._timeouts.total
+        )
         self._channel = channel
         return channel
 

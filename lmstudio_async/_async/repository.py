@@ -107,7 +107,10 @@ class DownloadOption:
         subject = self._data.name
         sock = client._transport.socket(_NAMESPACE)
         stream = await sock.open_channel(
-            "downloadModel", {"downloadIdentifier": self._data.download_identifier}
+            "downloadModel",
+            {"downloadIdentifier": self._data.download_identifier},
+            deadline,
+            timeouts.total,
         )
         try:
             what = f"Download of {subject!r}"

@@ -527,17 +527,44 @@ class NamespaceSocket:
             and bool(poller.poll(0))
         )
 
-    async def _usable(self, loop: asyncio.AbstractEventLoop) -> _WebSocket:
+    async def _usable(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        deadline: float | None = None,
+        total: float | None = None,
+    ) -> _WebSocket:
         """The open socket, opened first if need be; a :meth:`_stale` one is caught up
         with first (one event-loop step), so a socket the server has closed is replaced
-        instead of failing the call."""
+        instead of failing the call. A call's ``deadline`` (loop time; ``total`` is the
+        call's configured total deadline, for the error) also bounds the opening."""
         ws = self._ws
         if ws is not None and self._stale():
             await self._catch_up(loop)
             ws = self._ws
         if ws is None:
-            ws = await self._ensure_open()
+            if deadline is None:
+                ws = await self._ensure_open()
+            else:
+                ws = await self._open_by(loop, deadline, total)
         return ws
+
+    async def _open_by(
+        self, loop: asyncio.AbstractEventLoop, deadline: float, total: float | None
+    ) -> _WebSocket:
+        limit = asyncio.timeout_at(deadline)
+        try:
+            async with limit:
+                return await self._ensure_open()
+        except TimeoutError:
+            if not limit.expired():
+                raise  # the connect deadline's own error
+            shown = total if total is not None else max(deadline - loop.time(), 0.0)
+            raise LMStudioTimeoutError(
+                f"could not connect to LM Studio (/{self.namespace}) within the total "
+                f"deadline ({shown:g} s)",
+                timeout=shown,
+                kind="total",
+            ) from None
 
     async def _catch_up(self, loop: asyncio.AbstractEventLoop) -> None:
         # A timer due now runs after the I/O callbacks of the next loop iteration (the
@@ -857,7 +884,10 @@ class NamespaceSocket:
         loop = asyncio.get_running_loop()
         ws = self._ws
         if ws is None or self._stale():
-            ws = await self._usable(loop)
+            total = timeouts.total
+            if deadline is None and total is not None:
+                deadline = loop.time() + total
+            ws = await self._usable(loop, deadline, total)
         fut: asyncio.Future[Raw | None] = loop.create_future()
         conn = self._conn
         call_id, frame = conn.start_rpc(fut, endpoint, parameter)
@@ -880,9 +910,16 @@ class NamespaceSocket:
             if fut.done() and not fut.cancelled():
                 fut.exception()  # retrieved, even when the send failed first
 
-    async def open_channel(self, endpoint: str, creation_parameter: Any = UNSET) -> ChannelStream:
-        """Open a channel; read its packets with :meth:`ChannelStream.receive`."""
-        ws = await self._usable(asyncio.get_running_loop())
+    async def open_channel(
+        self,
+        endpoint: str,
+        creation_parameter: Any = UNSET,
+        deadline: float | None = None,
+        total: float | None = None,
+    ) -> ChannelStream:
+        """Open a channel; read its packets with :meth:`ChannelStream.receive`. The call's
+        ``deadline`` (loop time, for its configured ``total``) bounds the connecting."""
+        ws = await self._usable(asyncio.get_running_loop(), deadline, total)
         stream = ChannelStream(self)
         conn = self._conn
         channel_id, frame = conn.start_channel(stream, endpoint, creation_parameter)

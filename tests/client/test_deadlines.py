@@ -203,3 +203,30 @@ async def test_a_total_deadline_error_reports_the_configured_value(
     assert info.value.kind == "total"
     assert info.value.timeout == 0.5
     assert "within the total deadline (0.5 s)" in str(info.value)
+
+
+@pytest.mark.parametrize("call", ["rpc", "load", "prediction"])
+async def test_a_total_deadline_also_bounds_connecting(
+    lmstudio_server: ThreadedStandInServer, call: str
+) -> None:
+    # A server that accepts connections and never answers (a hung LM Studio): a call's
+    # total deadline ends the wait for the connection too, not the 10 s connect deadline.
+    async with lms.AsyncClient(lmstudio_server.host) as warm:
+        llm = await warm.llm.load(SMOL)
+    lmstudio_server.faults.silent = True
+    async with lms.AsyncClient(lmstudio_server.host) as client:
+        timeout = lms.Timeouts(total=0.3)
+        calls = {
+            "rpc": lambda: client.llm.list_loaded(timeout=timeout),
+            "load": lambda: client.llm.load(SMOL, timeout=timeout),
+            "prediction": lambda: client.llm._handle(llm.info).respond("Hi", timeout=timeout),
+        }
+        t0 = time.monotonic()
+        with pytest.raises(lms.LMStudioTimeoutError) as info:
+            await calls[call]()
+        assert time.monotonic() - t0 < 3
+        assert info.value.kind == "total"
+        assert info.value.timeout == 0.3
+        assert "within the total deadline (0.3 s)" in str(info.value)
+        lmstudio_server.faults.silent = False
+        assert [h.identifier for h in await client.llm.list_loaded()] == [SMOL]

@@ -202,6 +202,30 @@ async def test_a_host_down_from_the_start_is_waited_for_until_the_deadline() -> 
         server.stop()
 
 
+@pytest.mark.parametrize("connected", [False, True])
+async def test_a_hung_host_ends_a_lease_at_its_deadline(
+    lmstudio_server: ThreadedStandInServer, connected: bool
+) -> None:
+    # A server that accepts connections and never answers: the lease's timeout bounds the
+    # whole wait (connecting included), and it ends with the pool's timeout error.
+    async with (
+        lms.AsyncClient(lmstudio_server.host) as client,  # connect deadline: 10 s
+        lms.AsyncModelPool(client) as pool,
+    ):
+        if connected:
+            async with pool.llm("m0"):
+                pass
+        lmstudio_server.faults.silent = True
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(lms.PoolTimeoutError, match=r"within 0\.5s") as info:
+            async with pool.llm("m1", timeout=0.5):
+                pass
+        assert loop.time() - started < 3
+        assert isinstance(info.value.__cause__, lms.LMStudioTimeoutError)
+        lmstudio_server.faults.silent = False
+
+
 async def test_closing_the_pool_ends_a_lease_waiting_for_a_host() -> None:
     async with lms.AsyncClient(f"127.0.0.1:{free_port()}") as client:
         pool = lms.AsyncModelPool(client)

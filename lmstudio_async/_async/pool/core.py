@@ -29,6 +29,7 @@ from ...errors import (
     InsufficientMemoryError,
     LMStudioConnectionError,
     LMStudioError,
+    LMStudioTimeoutError,
     LMStudioValueError,
     ModelNotFoundError,
     ModelUnloadedError,
@@ -36,6 +37,7 @@ from ...errors import (
     PoolTimeoutError,
     ServerError,
 )
+from ...types import Timeouts
 from ..client import LLM, AsyncClient, EmbeddingModel
 from ..handle import log
 from .lease import PoolLease
@@ -374,7 +376,7 @@ class AsyncModelPool:
         signature = msgspec.json.encode(load_config_stack(dom, cfg))
         default_sig = msgspec.json.encode(load_config_stack(dom, None))
         plain = signature == default_sig
-        await self._prepare_estimates(key, domain, cfg, signature, deadline)
+        await self._prepare_estimates(key, domain, cfg, signature, deadline, timeout)
         self._policy.record(key)
         waiter: _Waiter | None = None
         waited = False
@@ -884,7 +886,13 @@ class AsyncModelPool:
                 self._internal.remove(fut)
 
     async def _prepare_estimates(
-        self, key: str, domain: str, cfg: Any, signature: bytes, deadline: float | None
+        self,
+        key: str,
+        domain: str,
+        cfg: Any,
+        signature: bytes,
+        deadline: float | None,
+        timeout: float | None,
     ) -> None:
         """Estimate (once, cached) the memory of ``key`` with ``cfg`` on every target."""
         todo = [
@@ -892,7 +900,10 @@ class AsyncModelPool:
         ]
         if todo:
             await asyncio.gather(
-                *(self._estimate(t, key, domain, cfg, signature, deadline) for t in todo)
+                *(
+                    self._estimate(t, key, domain, cfg, signature, deadline, timeout)
+                    for t in todo
+                )
             )
 
     async def _estimate(
@@ -903,18 +914,20 @@ class AsyncModelPool:
         cfg: Any,
         signature: bytes,
         deadline: float | None,
+        timeout: float | None,
     ) -> None:
         client = target.host.client
         namespace = client.llm if domain == "llm" else client.embedding
+        limit = _bounded(deadline, _PROBE_TIMEOUT)
         try:
             estimate = await namespace.estimate(
-                key,
-                config=cfg,
-                timeout=_bounded(deadline, _PROBE_TIMEOUT),
-                **self._device_kwargs(target),
+                key, config=cfg, timeout=limit, **self._device_kwargs(target)
             )
         except LMStudioConnectionError as exc:
             self._mark_down(target.host, exc)
+            return
+        except LMStudioTimeoutError as exc:
+            self._unanswered(target.host, exc, limit, key, timeout)
             return
         except ServerError as exc:
             log.info("pool: no estimate for %r on %s (%s)", key, _where(target), exc)
@@ -1021,12 +1034,15 @@ class AsyncModelPool:
                     if not host.up:
                         continue
                     if host.catalog is None or refresh:
+                        limit = _bounded(deadline, _PROBE_TIMEOUT)
                         try:
-                            models = await host.client.system.list_downloaded(
-                                timeout=_bounded(deadline, _PROBE_TIMEOUT)
-                            )
+                            models = await host.client.system.list_downloaded(timeout=limit)
                         except LMStudioConnectionError as exc:
                             self._mark_down(host, exc)
+                            cause = exc
+                            continue
+                        except LMStudioTimeoutError as exc:
+                            self._unanswered(host, exc, limit, key, timeout)
                             cause = exc
                             continue
                         host.catalog = {m.model_key.lower(): m for m in models}
@@ -1177,6 +1193,22 @@ class AsyncModelPool:
         except LMStudioError:
             return size
 
+    def _unanswered(
+        self,
+        host: _Host,
+        exc: LMStudioTimeoutError,
+        limit: Timeouts,
+        key: str,
+        timeout: float | None,
+    ) -> None:
+        """A lease's metadata call to ``host`` timed out. If the lease's deadline cut it
+        short, the lease has timed out (its usual error, from ``exc``); otherwise the host
+        is not answering (a hung server): it is down until its probe gets an answer."""
+        if limit.total is not None and limit.total < _PROBE_TIMEOUT:
+            error = self._timeout(key, timeout, exc)
+            raise error from error.__cause__
+        self._mark_down(host, exc)
+
     def _mark_down(self, host: _Host, exc: BaseException) -> None:
         if not host.up or self._closed:
             return
@@ -1238,11 +1270,13 @@ def _where(target: _Target) -> str:
     return name if target.device is None else f"{name} device {target.device!r}"
 
 
-def _bounded(deadline: float | None, limit: float) -> float:
-    if deadline is None:
-        return limit
-    remaining = deadline - asyncio.get_running_loop().time()
-    return max(0.001, min(limit, remaining))
+def _bounded(deadline: float | None, limit: float) -> Timeouts:
+    """Deadlines of a metadata call made for a lease: ``limit`` seconds, or what is left
+    until the lease's ``deadline`` if that is sooner (connecting included)."""
+    seconds = limit
+    if deadline is not None:
+        seconds = max(0.001, min(limit, deadline - asyncio.get_running_loop().time()))
+    return Timeouts(idle=seconds, total=seconds)
 
 
 def _is_finite(value: object) -> bool:

@@ -73,6 +73,14 @@ class Rule:
 #: The ``operation`` of a ``loadModel`` call (see ``AsyncClient._load_channel``).
 LOAD_OPERATION = "Model load"
 
+#: Operations whose code-less errors the text rules of :data:`LOAD_ERROR_RULES` read: a
+#: model key, file name or identifier in another operation's error (a file named
+#: ``device-photo.png``) must not turn it into a load error.
+LOAD_OPERATIONS: frozenset[str] = frozenset({LOAD_OPERATION, "Get-or-load", "Estimate", "Unload"})
+
+#: Operations whose code-less errors may be a vision or draft-model error by their text.
+PREDICTION_OPERATIONS: frozenset[str] = frozenset({"Chat response", "Completion"})
+
 
 #: Load-time errors LM Studio sends without a code, first match wins (a code beats text).
 LOAD_ERROR_RULES: tuple[Rule, ...] = (
@@ -113,11 +121,14 @@ def _identifier(error_data: Any, subject: str | None) -> str | None:
 def classify_load_error(
     err: SerializedError, code: str | None, operation: str | None = None
 ) -> type[ServerError] | None:
-    """The class :data:`LOAD_ERROR_RULES` give ``err`` (``None``: no rule matches)."""
+    """The class :data:`LOAD_ERROR_RULES` give ``err`` (``None``: no rule matches). Its
+    text is read only for an ``operation`` in :data:`LOAD_OPERATIONS` (or none given)."""
     if code is not None:
         for rule in LOAD_ERROR_RULES:
             if code in rule.codes:
                 return rule.cls
+        return None
+    if operation is not None and operation not in LOAD_OPERATIONS:
         return None
     texts = [t for t in (err.title, err.root_title, err.cause) if t]
     for rule in LOAD_ERROR_RULES:
@@ -240,7 +251,8 @@ def map_server_error(
         return IdentifierTakenError(title, identifier=_identifier(error_data, subject), **common)
     if typed is not None:
         return typed(title, **common)
-    inference = _inference_error(code, title, display_data, error_data, subject, common)
+    by_text = operation in PREDICTION_OPERATIONS
+    inference = _inference_error(code, title, display_data, error_data, subject, common, by_text)
     if inference is not None:
         return inference
     return ServerError(title, **common)
@@ -254,7 +266,11 @@ VISION_CODES: frozenset[str] = frozenset({"generic.visionNotSupported"})
 DRAFT_MODEL_CODES: frozenset[str] = frozenset(
     {"generic.draftModelNotFound", "generic.draftModelIncompatible"}
 )
-_VISION_RE = re.compile(r"\bvision\b|does not support images|image inputs? (?:is|are) not", re.I)
+_VISION_RE = re.compile(
+    r"does not support (?:images|vision)|\b(?:no|not|without) (?:a )?vision\b"
+    r"|\bvision (?:is )?not (?:supported|enabled)|image inputs? (?:is|are) not",
+    re.I,
+)
 _DRAFT_RE = re.compile(r"\bdraft(?:ing)? model\b", re.I)
 
 
@@ -272,6 +288,7 @@ def _inference_error(
     error_data: Any,
     subject: str | None,
     common: dict[str, Any],
+    by_text: bool,
 ) -> ServerError | None:
     if code == "generic.presetNotFound":
         data = display_data if isinstance(display_data, Mapping) else {}
@@ -283,9 +300,10 @@ def _inference_error(
         ]
         preset = _first_str(display_data, error_data, key="specifiedFuzzyPresetIdentifier")
         return PresetNotFoundError(title, preset=preset, available=available, **common)
-    if code in VISION_CODES or (code is None and _VISION_RE.search(title)):
+    by_text = by_text and code is None
+    if code in VISION_CODES or (by_text and _VISION_RE.search(title)):
         return VisionNotSupportedError(title, subject=subject, **common)
-    if code in DRAFT_MODEL_CODES or (code is None and _DRAFT_RE.search(title)):
+    if code in DRAFT_MODEL_CODES or (by_text and _DRAFT_RE.search(title)):
         draft = _first_str(error_data, display_data, key="draftModel")
         return DraftModelError(title, draft_model=draft, **common)
     return None

@@ -106,6 +106,26 @@ def test_other_titles_stay_plain_server_errors(title: str) -> None:
     assert type(_map(title)) is ServerError
 
 
+@pytest.mark.parametrize(
+    ("operation", "title"),
+    [
+        ("Image upload", 'Cannot upload "computer-vision.png": not a readable image'),
+        ("Image upload", 'Cannot upload "device-photo.png": device not found in the file'),
+        ("Chat response", 'File "000002-computer-vision.png" not found'),
+        ("Chat response", 'File "000003-device-photo.png" not found'),
+        ("Chat response", "Out of memory while building the prompt"),
+        ("Get info of 'llama-3.2-11b-vision-instruct'", "No such instance"),
+        ("Model search", "The draft model catalogue is unavailable"),
+    ],
+)
+def test_names_in_other_operations_errors_do_not_pick_a_class(operation: str, title: str) -> None:
+    # The text rules guess at code-less errors of loads (memory, identifier, device) and of
+    # predictions (vision, draft model) only, and not from a name that merely contains a
+    # word such as "vision" or "device".
+    raw = SerializedError(title=title)
+    assert type(map_server_error(raw, operation=operation)) is ServerError
+
+
 def test_a_code_beats_the_text() -> None:
     # A model-not-found code wins even when the text mentions memory.
     error = _map(

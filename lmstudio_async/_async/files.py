@@ -10,6 +10,7 @@ from typing import IO, TYPE_CHECKING, Final, TypeAlias
 import msgspec
 
 from .._protocol.files import FileHandle, UploadReply, upload_param
+from .._protocol.messages import decode_reply
 from ..errors import LMStudioValueError, ProtocolError
 from .handle import USE_CLIENT_DEFAULT, TimeoutParam
 from .threads import run_in_thread
@@ -100,7 +101,7 @@ class FilesNamespace:
         )
         if raw is None:
             raise ProtocolError(f"LM Studio sent no result for the upload of {file_name!r}")
-        reply = _UPLOAD_DECODER.decode(raw)
+        reply = decode_reply(_UPLOAD_DECODER, raw, "upload result")
         if reply.file_type != "image":
             raise LMStudioValueError(
                 f"prepare_image: LM Studio does not take {file_name!r} for an image "

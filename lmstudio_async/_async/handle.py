@@ -21,6 +21,7 @@ from .._protocol.info import (
     decode_instance_info,
 )
 from .._protocol.kvconfig import KvConfig, fields_to_load_config
+from .._protocol.messages import decode_reply
 from ..config import EmbeddingLoadConfig, LlmLoadConfig
 from ..errors import ModelNotFoundError, ProtocolError
 from ..types import Timeouts
@@ -146,7 +147,7 @@ class _ModelHandle(Generic[_InstanceT, _ConfigT]):
         )
         if raw is None:
             raise ProtocolError(f"LM Studio sent no load config for {self.identifier!r}")
-        kv = _KV_CONFIG_DECODER.decode(raw)
+        kv = decode_reply(_KV_CONFIG_DECODER, raw, "load config")
         return fields_to_load_config(self._domain, kv.fields)  # type: ignore[return-value]
 
     async def get_context_length(self, *, timeout: TimeoutParam = USE_CLIENT_DEFAULT) -> int:

@@ -32,6 +32,7 @@ from .._protocol.info import (
     EmbeddingModelInstanceInfo,
     LlmInstanceInfo,
 )
+from .._protocol.messages import decode_reply
 from .._protocol.prediction import (
     PredictionConfig,
     apply_template_param,
@@ -534,14 +535,14 @@ class _InferenceMethods(_ModelHandle[_InstanceT, _ConfigT]):
 
     async def _tokenize_one(self, text: str, timeout: TimeoutParam) -> list[int]:
         raw = await self._call("tokenize", tokenize_param(self._specifier(), text), timeout)
-        return _TOKENS_DECODER.decode(raw).tokens
+        return decode_reply(_TOKENS_DECODER, raw, "tokenize result").tokens
 
     async def count_tokens(self, text: str, *, timeout: TimeoutParam = USE_CLIENT_DEFAULT) -> int:
         """How many tokens ``text`` is for this model."""
         if not isinstance(text, str):
             raise LMStudioValueError(f"count_tokens takes a string, got {type(text).__name__}")
         raw = await self._call("countTokens", tokenize_param(self._specifier(), text), timeout)
-        return _COUNT_DECODER.decode(raw).token_count
+        return decode_reply(_COUNT_DECODER, raw, "token count").token_count
 
     async def _call(self, endpoint: str, parameter: Any, timeout: TimeoutParam) -> msgspec.Raw:
         ns = self._namespace
@@ -708,7 +709,7 @@ class LlmMethods(_InferenceMethods[LlmInstanceInfo, LlmLoadConfig]):
         """The prompt text the model's chat template makes of ``chat``."""
         param = apply_template_param(self._specifier(), coerce_chat(chat))
         raw = await self._call("applyPromptTemplate", param, timeout)
-        return _FORMATTED_DECODER.decode(raw).formatted
+        return decode_reply(_FORMATTED_DECODER, raw, "formatted prompt").formatted
 
 
 class EmbeddingMethods(_InferenceMethods[EmbeddingModelInstanceInfo, EmbeddingLoadConfig]):
@@ -735,4 +736,4 @@ class EmbeddingMethods(_InferenceMethods[EmbeddingModelInstanceInfo, EmbeddingLo
 
     async def _embed_one(self, text: str, timeout: TimeoutParam) -> list[float]:
         raw = await self._call("embedString", embed_param(self._specifier(), text), timeout)
-        return _EMBEDDING_DECODER.decode(raw).embedding
+        return decode_reply(_EMBEDDING_DECODER, raw, "embedding").embedding

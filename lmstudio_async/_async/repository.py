@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias
 import msgspec
 
 from .._io.transport import ChannelStream, RemoteError
+from .._protocol.messages import decode_reply
 from .._protocol.repository import (
     DOWNLOAD_PACKET_DECODER,
     CompatibilityType,
@@ -188,7 +189,8 @@ class ModelSearchResult:
         )
         if raw is None:
             raise ProtocolError(f"LM Studio sent no download options for {self._data.name!r}")
-        return [DownloadOption(self._client, o) for o in _OPTIONS_DECODER.decode(raw).results]
+        options = decode_reply(_OPTIONS_DECODER, raw, "list of download options").results
+        return [DownloadOption(self._client, o) for o in options]
 
 
 class RepositoryNamespace:
@@ -220,4 +222,5 @@ class RepositoryNamespace:
         )
         if raw is None:
             raise ProtocolError("LM Studio sent no search results")
-        return [ModelSearchResult(self._client, r) for r in _SEARCH_DECODER.decode(raw).results]
+        results = decode_reply(_SEARCH_DECODER, raw, "list of search results").results
+        return [ModelSearchResult(self._client, r) for r in results]

@@ -14,10 +14,12 @@ schemas).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from msgspec import UNSET, Raw, UnsetType
+
+from ..errors import ProtocolError
 
 __all__ = [
     "AuthPacket",
@@ -208,3 +210,15 @@ auth_result_decoder: msgspec.json.Decoder[AuthResult] = msgspec.json.Decoder(Aut
 _encoder = msgspec.json.Encoder()
 encode = _encoder.encode
 """Encode any message (or plain JSON value) to UTF-8 JSON bytes."""
+
+
+_ReplyT = TypeVar("_ReplyT")
+
+
+def decode_reply(decoder: msgspec.json.Decoder[_ReplyT], raw: Raw, what: str) -> _ReplyT:
+    """Decode the payload of a reply routed by :class:`Connection` with its endpoint's typed
+    decoder; a payload of the wrong shape is a :class:`ProtocolError` naming ``what``."""
+    try:
+        return decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ProtocolError(f"LM Studio sent an invalid {what}: {exc}") from exc

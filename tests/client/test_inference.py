@@ -603,3 +603,43 @@ async def test_a_long_list_keeps_at_most_32_requests_in_flight(
     await asyncio.sleep(0.1)
     sent = [f for f in lmstudio_server.received_frames() if "more " in str(f.raw)]
     assert len(sent) < 500
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "result"),
+    [
+        ("embedString", {"embedding": [None, 0.5]}),  # a NaN, as JSON.stringify writes it
+        ("tokenize", {"tokens": None}),
+        ("countTokens", {}),
+        ("getLoadConfig", {"fields": "none"}),
+    ],
+)
+async def test_a_reply_of_the_wrong_shape_is_a_protocol_error(
+    client: lms.AsyncClient,
+    lmstudio_server: ThreadedStandInServer,
+    endpoint: str,
+    result: dict[str, object],
+) -> None:
+    emb = await client.embedding.load(NOMIC)
+    calls = {
+        "embedString": lambda: emb.embed("x"),
+        "tokenize": lambda: emb.tokenize("x"),
+        "countTokens": lambda: emb.count_tokens("x"),
+        "getLoadConfig": lambda: emb.get_load_config(),
+    }
+    lmstudio_server.faults.silent = True  # the call gets a forged reply instead
+
+    def sent() -> list[int]:
+        return [
+            f.message["callId"]
+            for f in lmstudio_server.received_frames(namespace="embedding")
+            if isinstance(f.message, dict) and f.message.get("endpoint") == endpoint
+        ]
+
+    task = asyncio.create_task(calls[endpoint]())
+    await eventually(lambda: len(sent()) == 1)
+    lmstudio_server.faults.silent = False
+    reply = {"type": "rpcResult", "callId": sent()[0], "result": result}
+    lmstudio_server.faults.inject("raw", namespace="embedding", payload=reply)
+    with pytest.raises(lms.ProtocolError, match="LM Studio sent an invalid"):
+        await task

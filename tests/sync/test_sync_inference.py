@@ -37,6 +37,8 @@ ASYNC_ONLY = {
     "send waits; a sync Ctrl-C cancels the same way, through the loop thread's task",
     "test_a_long_list_keeps_at_most_32_requests_in_flight": "watches the socket from a "
     "second asyncio task; the sync call runs the same coroutine in the loop thread",
+    "test_a_reply_of_the_wrong_shape_is_a_protocol_error": "forges the reply while the "
+    "call waits in a second asyncio task; the sync call decodes in the same coroutine",
     "test_many_embeddings_run_concurrently_on_one_socket": "runs concurrently in the loop "
     "thread either way; a sync caller blocks its own test loop",
 }

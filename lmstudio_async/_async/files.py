@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Final, TypeAlias
+from typing import IO, TYPE_CHECKING, Any, Final, TypeAlias
 
 import msgspec
 
 from .._protocol.files import FileHandle, UploadReply, upload_param
 from .._protocol.messages import decode_reply
-from ..errors import LMStudioValueError, ProtocolError
+from ..errors import LMStudioTimeoutError, LMStudioValueError, ProtocolError
+from ..types import Timeouts
 from .handle import USE_CLIENT_DEFAULT, TimeoutParam
 from .threads import run_in_thread
 
@@ -25,6 +27,18 @@ FileSource: TypeAlias = "str | os.PathLike[str] | bytes | bytearray | memoryview
 
 _UPLOAD_DECODER: Final = msgspec.json.Decoder(UploadReply)
 
+_INLINE_BYTES: Final = 1 << 20
+"""Bytes up to this size are encoded in the event loop; larger ones in a worker thread."""
+
+
+def _upload_param(src: object, name: str | None) -> tuple[str, dict[str, Any]]:
+    """(name, ``uploadFileBase64`` parameter) of a source: the blocking and the CPU-heavy
+    work of an upload, done in a worker thread (see :meth:`FilesNamespace.prepare_image`)."""
+    file_name, data = _read_source(src, name)
+    if not data:
+        raise LMStudioValueError(f"prepare_image: {file_name!r} is empty")
+    return file_name, upload_param(file_name, data)
+
 
 def _read_source(src: object, name: str | None) -> tuple[str, bytes]:
     """(name, content) of a path, bytes-like value or binary file object."""
@@ -32,7 +46,10 @@ def _read_source(src: object, name: str | None) -> tuple[str, bytes]:
         return name or f"{uuid.uuid4()}", bytes(src)
     read = getattr(src, "read", None)
     if callable(read):
-        data = read()
+        try:
+            data = read()
+        except (OSError, ValueError) as exc:  # closed, write-only, a failing device
+            raise LMStudioValueError(f"prepare_image: cannot read the file object: {exc}") from None
         if not isinstance(data, bytes | bytearray):
             raise LMStudioValueError(
                 f"prepare_image: the file object returned {type(data).__name__}, not bytes; "
@@ -85,17 +102,16 @@ class FilesNamespace:
             raise LMStudioValueError(
                 f"prepare_image: name must be a non-empty string, got {name!r}"
             )
-        if isinstance(src, bytes | bytearray | memoryview):
-            file_name, data = _read_source(src, name)
-        else:  # a path or a file object: blocking reads, done in a worker thread
-            file_name, data = await run_in_thread(_read_source, src, name)
-        if not data:
-            raise LMStudioValueError(f"prepare_image: {file_name!r} is empty")
+        timeouts = self._client._timeouts_for(timeout)
+        if isinstance(src, bytes | bytearray | memoryview) and len(src) <= _INLINE_BYTES:
+            file_name, param = _upload_param(src, name)
+        else:
+            file_name, param = await self._prepare(src, name, timeouts)
         raw = await self._client._rpc(
             self._name,
             "uploadFileBase64",
-            upload_param(file_name, data),
-            timeout=timeout,
+            param,
+            timeout=timeouts,
             operation="Image upload",
             subject=file_name,
         )
@@ -113,3 +129,24 @@ class FilesNamespace:
             size_bytes=reply.size_bytes,
             file_type=reply.file_type,
         )
+
+    async def _prepare(
+        self, src: object, name: str | None, timeouts: Timeouts
+    ) -> tuple[str, dict[str, Any]]:
+        """:func:`_upload_param` in a worker thread (a path or file object may block: a
+        slow disk, a pipe), within the call's total deadline, else its idle one."""
+        kind, limit = ("total", timeouts.total) if timeouts.total is not None else (
+            "idle",
+            timeouts.idle,
+        )
+        try:
+            async with asyncio.timeout(limit):
+                return await run_in_thread(_upload_param, src, name)
+        except TimeoutError:
+            what = name or getattr(src, "name", None) or type(src).__name__
+            raise LMStudioTimeoutError(
+                f"prepare_image: reading {str(what)!r} took longer than the {kind} deadline "
+                f"({limit:g} s)",
+                timeout=limit,
+                kind=kind,
+            ) from None

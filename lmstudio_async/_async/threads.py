@@ -49,5 +49,7 @@ async def run_in_thread(func: Callable[..., _T], /, *args: Any, **kwargs: Any) -
             loop.call_soon_threadsafe(settle, *result)
 
     name = f"lmstudio-thread-{getattr(func, '__name__', 'call')}"
-    threading.Thread(target=work, name=name).start()
+    # A daemon: one that never returns (a tool stuck, a read from a pipe nobody writes)
+    # must not keep the process from exiting once nobody waits for it.
+    threading.Thread(target=work, name=name, daemon=True).start()
     return await future

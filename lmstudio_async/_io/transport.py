@@ -259,6 +259,17 @@ class RemoteError(Exception):
         self.error = error
 
 
+#: What the close codes a server may end a socket with mean (RFC 6455 §7.4.1), for errors.
+_CLOSE_MEANINGS: Final = {
+    1001: "going away",
+    1003: "it cannot accept this kind of data",
+    1007: "invalid text",
+    1008: "policy violation",
+    1009: "a message was too big for it",
+    1011: "internal error",
+}
+
+
 def _expire(fut: asyncio.Future[Any], waiting_for: str, wait: float, kind: str) -> None:
     # Builds the error only when a deadline really expires: off the hot path.
     if not fut.done():
@@ -742,7 +753,8 @@ class NamespaceSocket:
         kind = msg.type
         where = f"LM Studio at {self.transport.host} (/{self.namespace})"
         if kind is _CLOSE:
-            detail = f"code {msg.data}{': ' + msg.extra if msg.extra else ''}"
+            reason = msg.extra or _CLOSE_MEANINGS.get(msg.data)  # the server's, else the RFC's
+            detail = f"code {msg.data}{': ' + reason if reason else ''}"
             return LMStudioConnectionError(
                 f"connection to {where} was lost: the server closed the WebSocket ({detail})",
                 host=self.transport.host,

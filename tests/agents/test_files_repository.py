@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,33 @@ async def test_bad_sources_fail_before_sending(
         await client.files.prepare_image(io.StringIO("text"))  # type: ignore[arg-type]
     with pytest.raises(lms.LMStudioValueError, match="name"):
         await client.files.prepare_image(PNG, name="")
+    closed = io.BytesIO(PNG)
+    closed.close()
+    with pytest.raises(lms.LMStudioValueError, match="cannot read the file object"):
+        await client.files.prepare_image(closed)
+    with (
+        open(tmp_path / "out.png", "wb") as write_only,  # noqa: ASYNC230
+        pytest.raises(lms.LMStudioValueError, match="cannot read the file object"),
+    ):
+        await client.files.prepare_image(write_only)
+    assert lmstudio_server.received_frames(namespace="files") == []
+
+
+async def test_reading_a_source_that_blocks_has_the_calls_deadline(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer, tmp_path: Path
+) -> None:
+    # A named pipe nobody writes to (or a hung network mount): the read waits in a worker
+    # thread within the call's deadline; that thread does not keep the process alive.
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(lms.LMStudioTimeoutError, match=r"reading 'pipe\.png'") as info:
+        await client.files.prepare_image(fifo, name="pipe.png", timeout=lms.Timeouts(total=0.3))
+    assert (info.value.kind, info.value.timeout) == ("total", 0.3)
+    reader = next(t for t in threading.enumerate() if t.name.startswith("lmstudio-thread"))
+    assert reader.daemon
+    with open(fifo, "wb"):  # noqa: ASYNC230 -- lets the stuck reader finish
+        pass
+    reader.join(5)
     assert lmstudio_server.received_frames(namespace="files") == []
 
 

@@ -284,6 +284,14 @@ async def test_close_gives_up_on_a_silent_peer() -> None:
         assert await peer.at_eof()  # the client dropped the connection itself
 
 
+async def test_a_close_without_a_reason_says_what_its_code_means() -> None:
+    # LM Studio refusing a message over its size limit closes with 1009 and no reason.
+    async with raw_server() as server, lms.AsyncClient(server.host(), timeout=_QUICK) as client:
+        call, peer, _ = await call_and_peer(client, server)
+        peer.write(frame(CLOSE, close_payload(1009)))
+        await fails_with(call, lms.LMStudioConnectionError, "code 1009: a message was too big")
+
+
 async def test_server_close_fails_the_call_names_the_code_and_the_next_call_reconnects() -> None:
     async with raw_server() as server, lms.AsyncClient(server.host(), timeout=_QUICK) as client:
         call, peer, _ = await call_and_peer(client, server)

@@ -7,6 +7,7 @@ back, and :func:`coerce_chat` turns whatever ``respond`` accepts into a :class:`
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal, TypeAlias
 
@@ -25,6 +26,16 @@ Role: TypeAlias = Literal["system", "user", "assistant", "tool"]
 
 _ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
 
+
+
+def _items(value: object, what: str) -> tuple[Any, ...]:
+    """``value`` (a list or tuple; ``None`` for none) as a tuple; anything else is an
+    :class:`LMStudioValueError` naming ``what``."""
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple):
+        raise LMStudioValueError(f"{what} must be a list, got {type(value).__name__}")
+    return tuple(value)
 
 class ChatMessage(msgspec.Struct, frozen=True, kw_only=True):
     """One message of a :class:`Chat`.
@@ -198,12 +209,21 @@ class Chat:
         """Append a system message; returns the chat."""
         return self.add("system", content)
 
-    def add_user(self, content: str, *, images: Sequence[FileHandle] = ()) -> Chat:
+    def add_user(
+        self, content: str, *, images: Sequence[FileHandle] | FileHandle | None = ()
+    ) -> Chat:
         """Append a user message, with optional ``images`` (handles from
-        :meth:`FilesNamespace.prepare_image`); returns the chat."""
+        :meth:`FilesNamespace.prepare_image`; ``None``: none); returns the chat."""
         if isinstance(images, FileHandle):
             images = (images,)
-        return self.append(ChatMessage(role="user", content=content, images=tuple(images)))
+        elif isinstance(images, str | bytes | os.PathLike):
+            raise LMStudioValueError(
+                "images takes FileHandles from client.files.prepare_image(...), "
+                f"not a path or bytes (got {type(images).__name__})"
+            )
+        return self.append(
+            ChatMessage(role="user", content=content, images=_items(images, "images"))
+        )
 
     def add_assistant(
         self, content: str | PredictionResult, *, tool_calls: Sequence[ToolCallRequest] = ()
@@ -217,7 +237,9 @@ class Chat:
             tool_calls = (*content.tool_calls, *tool_calls)
             content = content.content
         return self.append(
-            ChatMessage(role="assistant", content=content, tool_calls=tuple(tool_calls))
+            ChatMessage(
+                role="assistant", content=content, tool_calls=_items(tool_calls, "tool_calls")
+            )
         )
 
     def add_tool_result(self, call: ToolCallRequest | str | None, result: Any) -> Chat:

@@ -130,6 +130,11 @@ def search_param(
     if compatibility_types is not None:
         if isinstance(compatibility_types, str):
             compatibility_types = [compatibility_types]
+        if not isinstance(compatibility_types, list | tuple | set | frozenset):
+            raise LMStudioValueError(
+                "compatibility_types must be a list of names such as 'gguf', "
+                f"got {type(compatibility_types).__name__}"
+            )
         types = list(compatibility_types)
         bad = [t for t in types if t not in _COMPATIBILITY]
         if bad:

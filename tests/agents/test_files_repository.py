@@ -141,6 +141,8 @@ async def test_search_arguments_are_checked(
         await client.repository.search_models("x", limit=0)
     with pytest.raises(lms.LMStudioValueError, match="compatibility"):
         await client.repository.search_models("x", compatibility_types=["exe"])  # type: ignore[list-item]
+    with pytest.raises(lms.LMStudioValueError, match="compatibility_types must be a list"):
+        await client.repository.search_models("x", compatibility_types=5)  # type: ignore[arg-type]
     assert lmstudio_server.received_frames(namespace="repository") == []
 
 

@@ -260,6 +260,16 @@ def test_bad_histories_name_the_problem(history: Any, message: str) -> None:
         lms.Chat.from_history(history)
 
 
+def test_chat_arguments_of_the_wrong_kind_are_value_errors() -> None:
+    assert lms.Chat().add_user("x", images=None).messages[0].images == ()
+    with pytest.raises(lms.LMStudioValueError, match="prepare_image"):
+        lms.Chat().add_user("x", images="cat.png")  # type: ignore[arg-type]
+    with pytest.raises(lms.LMStudioValueError, match="images must be a list, got int"):
+        lms.Chat().add_user("x", images=5)  # type: ignore[arg-type]
+    with pytest.raises(lms.LMStudioValueError, match="tool_calls must be a list"):
+        lms.Chat().add_assistant("x", tool_calls=5)  # type: ignore[arg-type]
+
+
 def test_add_tool_result_needs_json() -> None:
     with pytest.raises(lms.LMStudioValueError, match="JSON"):
         lms.Chat().add_tool_result("call_1", object())

@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
+import inspect
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import FunctionType, TracebackType
@@ -99,9 +100,20 @@ def _wrap(value: Any, lease: _Lease) -> Any:
 def _hop(stub: _F) -> _F:
     """Make ``stub`` (a typed signature) call the async method of the same name in one hop."""
     name = stub.__name__
+    # The loop thread hands a plain on_progress back to the caller only as a keyword: a
+    # positional one, and the positional arguments after it, are passed by name.
+    names = [
+        p.name
+        for p in list(inspect.signature(stub).parameters.values())[1:]
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    at = names.index("on_progress") if "on_progress" in names else None
 
     @functools.wraps(stub)
     def method(self: _Facade, /, *args: Any, **kwargs: Any) -> Any:
+        if at is not None and at < len(args) <= len(names) and kwargs.keys().isdisjoint(names):
+            kwargs.update(zip(names[at:], args[at:], strict=False))
+            args = args[:at]
         return _wrap(self._lease.call(getattr(self._async, name), args, kwargs), self._lease)
 
     return cast(_F, method)

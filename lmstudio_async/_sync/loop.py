@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import queue
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeGuard, TypeVar, cast
 
 from ..errors import ClientClosedError, LoopThreadError
 
@@ -32,6 +33,21 @@ _CANCEL_GRACE_SECONDS: Final = 5.0
 (which sends the protocol ``cancel``) before re-raising."""
 
 _STOP_JOIN_SECONDS: Final = 10.0
+
+
+def _is_async_callable(value: object) -> bool:
+    """True for a callback the loop thread must run and await: a coroutine function, or an
+    object whose ``__call__`` is one (the async client awaits what a callback returns)."""
+    while isinstance(value, functools.partial):
+        value = value.func
+    return inspect.iscoroutinefunction(value) or inspect.iscoroutinefunction(
+        getattr(value, "__call__", None)  # noqa: B004 (the method itself is what is checked)
+    )
+
+
+def _runs_in_caller(value: object) -> TypeGuard[Callable[..., Any]]:
+    """True for a callback the sync facade runs in the calling thread (a plain function)."""
+    return callable(value) and not _is_async_callable(value)
 
 
 # --- the shared loop thread ----------------------------------------------------------------
@@ -135,13 +151,13 @@ class _LoopThread:
         kwargs = dict(kwargs or {})
         inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         callback = kwargs.get("on_progress")
-        if callable(callback) and not inspect.iscoroutinefunction(callback):
+        if _runs_in_caller(callback):
             kwargs["on_progress"] = inbox.put
         else:
             callback = None
         for name in in_caller:
             value = kwargs.get(name)
-            if callable(value) and not inspect.iscoroutinefunction(value):
+            if _runs_in_caller(value):
                 kwargs[name] = _relay(value, inbox, self.loop)
         coro = fn(*args, **kwargs)  # argument errors surface here, before any hop
         tasks: list[asyncio.Task[_T]] = []
@@ -261,7 +277,10 @@ def _relay(
     async def relay(*args: Any) -> Any:
         future: asyncio.Future[Any] = loop.create_future()
         inbox.put(_CallerJob(function, args, future, loop))
-        return await future
+        result = await future
+        if inspect.isawaitable(result):  # e.g. a lambda returning a coroutine: as async does
+            result = await result
+        return result
 
     return relay
 

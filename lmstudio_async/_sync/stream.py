@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -19,10 +18,9 @@ from .._async.inference import (
 )
 from .._protocol.results import Fragment, PredictionResult
 from ..errors import ClientClosedError, LMStudioError, LoopThreadError
-from .loop import _CANCEL_GRACE_SECONDS, _POLL_SECONDS, _Lease
+from .loop import _CANCEL_GRACE_SECONDS, _POLL_SECONDS, _Lease, _runs_in_caller
 
 __all__ = ["SyncPredictionStream"]
-
 
 
 class _End:
@@ -56,10 +54,10 @@ class SyncPredictionStream:
         self._on_fragment: FragmentCallback | None = None
         self._on_progress: PromptProgressCallback | None = None
         fragment_cb = kwargs.get("on_fragment")
-        if callable(fragment_cb) and not inspect.iscoroutinefunction(fragment_cb):
+        if _runs_in_caller(fragment_cb):
             self._on_fragment, kwargs["on_fragment"] = fragment_cb, None
         progress_cb = kwargs.get("on_prompt_progress")
-        if callable(progress_cb) and not inspect.iscoroutinefunction(progress_cb):
+        if _runs_in_caller(progress_cb):
             self._on_progress, kwargs["on_prompt_progress"] = progress_cb, self._queue.put
         self._stream = factory(*args, **kwargs)  # validates here, before any hop
         self._task: asyncio.Task[None] | None = None

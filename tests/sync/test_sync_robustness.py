@@ -1,0 +1,79 @@
+"""The sync facade under unusual conditions: a caller that gives up just as a load finished,
+concurrent and late closes, clients dropped unclosed, fork(), callbacks of every shape, and
+streams left early."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import lmstudio_async as lms
+from lmstudio_async._sync import client as _sync
+from lmstudio_async.testing import ThreadedStandInServer
+
+LLAMA = "llama-3.2-1b-instruct"
+SMOL = "smollm2-135m-instruct"
+
+
+@pytest.fixture
+def client(lmstudio_server: ThreadedStandInServer) -> Iterator[lms.Client]:
+    with lms.Client(lmstudio_server.host) as c:
+        yield c
+
+
+@pytest.fixture(autouse=True)
+def _no_default_client_leak() -> Iterator[None]:
+    yield
+    _sync._close_default_client()
+    _sync._default_settings.clear()
+
+
+# --- callbacks: positional, and async callable objects ----------------------------------------
+
+
+def test_a_download_callback_passed_positionally_runs_in_the_caller(client: lms.Client) -> None:
+    downloaded = {m.path for m in client.system.list_downloaded()}
+    option = next(
+        o
+        for r in client.repository.search_models(limit=25)
+        for o in r.get_download_options()
+        if o.info.indexed_model_identifier not in downloaded
+    )
+    threads: set[str] = set()
+
+    def on_progress(_: object) -> None:
+        threads.add(threading.current_thread().name)
+        client.system.version()  # a sync call: only possible outside the loop thread
+
+    assert option.download(on_progress)
+    assert threads == {threading.current_thread().name}
+
+
+class _Recorder:
+    """A callback object whose ``__call__`` is a coroutine function."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+        self.threads: set[str] = set()
+
+    async def __call__(self, value: Any) -> None:
+        self.threads.add(threading.current_thread().name)
+        self.values.append(value)
+
+
+@pytest.mark.lmstudio_server(load_seconds=0.1)
+def test_an_async_callable_object_is_awaited_in_the_loop_thread(client: lms.Client) -> None:
+    progress, fragments, prompt = _Recorder(), _Recorder(), _Recorder()
+    llm = client.llm.load(SMOL, on_progress=progress)
+    long_prompt = "Summarise this text: " + " ".join(f"word{i}" for i in range(400))
+    result = llm.respond(
+        long_prompt, config={"max_tokens": 5}, on_fragment=fragments, on_prompt_progress=prompt
+    )
+    assert progress.values[-1] == 1.0
+    assert "".join(f.content for f in fragments.values) == result.content
+    assert len(fragments.values) == 5
+    assert prompt.values[-1] == 1.0
+    assert progress.threads | fragments.threads | prompt.threads == {"lmstudio-async-loop"}

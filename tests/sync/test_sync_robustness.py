@@ -5,6 +5,7 @@ streams left early."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -77,3 +78,39 @@ def test_an_async_callable_object_is_awaited_in_the_loop_thread(client: lms.Clie
     assert len(fragments.values) == 5
     assert prompt.values[-1] == 1.0
     assert progress.threads | fragments.threads | prompt.threads == {"lmstudio-async-loop"}
+
+
+# --- streams left early -----------------------------------------------------------------------
+
+
+@pytest.mark.lmstudio_server(tokens_per_second=100)
+def test_iterating_a_stream_again_after_break_yields_nothing(client: lms.Client) -> None:
+    stream = client.llm.model(SMOL).respond_stream("Tell me a story", config={"max_tokens": 300})
+    seen = []
+    for fragment in stream:
+        seen.append(fragment.content)
+        if len(seen) == 3:
+            break
+    time.sleep(0.2)  # the loop thread has read ahead meanwhile
+    assert list(stream) == []
+    result = stream.result()
+    assert result.stop_reason == "userStopped"
+    assert result.content == "".join(seen)
+
+
+@pytest.mark.lmstudio_server(tokens_per_second=100)
+def test_result_after_break_when_the_final_result_never_comes(
+    client: lms.Client, lmstudio_server: ThreadedStandInServer
+) -> None:
+    stream = client.llm.model(SMOL).respond_stream("Tell me a story", config={"max_tokens": 300})
+    for index, _ in enumerate(stream):
+        if index == 2:
+            lmstudio_server.faults.silent = True  # the cancel gets no answer...
+            break
+    time.sleep(0.2)
+    lmstudio_server.faults.drop_connections()  # ... then the connection drops
+    lmstudio_server.faults.reset()
+    with pytest.raises(lms.LMStudioError, match="stopped by its caller") as info:
+        stream.result()
+    assert not isinstance(info.value, lms.LoopThreadError)
+    assert client.llm.list_loaded()  # the loop thread is fine

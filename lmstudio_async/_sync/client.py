@@ -162,8 +162,9 @@ class _SyncContext(Generic[_T]):
         context, self._context = self._context, None
         if context is not None:
             # The block's exception stays in this thread (its traceback untouched); the
-            # async context manager sees a normal exit and cleans up all the same.
-            self._lease.runner.call(context.__aexit__, (None, None, None))
+            # async context manager sees a normal exit and cleans up all the same, also
+            # when the client was closed in the block (ClientClosedError, as in async).
+            self._lease.finish(context.__aexit__, (None, None, None))
 
 
 class _Facade:

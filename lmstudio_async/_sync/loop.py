@@ -11,18 +11,21 @@ import asyncio
 import contextlib
 import functools
 import inspect
+import logging
 import queue
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeGuard, TypeVar, cast
 
-from ..errors import ClientClosedError, LoopThreadError
+from ..errors import ClientClosedError, LMStudioError, LoopThreadError
 
 if TYPE_CHECKING:
     from .._async.client import AsyncClient, ProgressCallback
 
 _T = TypeVar("_T")
+
+log: Final = logging.getLogger("lmstudio_async")
 
 _POLL_SECONDS: Final = 0.1
 """Longest uninterrupted wait of a sync caller: bounds Ctrl-C latency where a blocked
@@ -111,6 +114,7 @@ class _LoopThread:
                     with contextlib.suppress(Exception):
                         loop.run_until_complete(client.aclose())
                 self._cancel_all()
+                loop.set_exception_handler(_quiet_closed_client_errors)
                 loop.run_until_complete(loop.shutdown_asyncgens())
                 loop.run_until_complete(loop.shutdown_default_executor())
             finally:
@@ -221,6 +225,19 @@ class _LoopThread:
         )
 
 
+def _quiet_closed_client_errors(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The loop thread's exception handler while it shuts down.
+
+    An async generator left open then is a ``with client.llm.loaded()`` block whose
+    client was closed meanwhile: its clean-up fails with :class:`ClientClosedError`,
+    which that block's ``__exit__`` reports to its caller; only other errors are logged
+    as asyncio would."""
+    if isinstance(context.get("exception"), ClientClosedError):
+        log.debug("at loop-thread shutdown: %s", context.get("message"))
+        return
+    loop.default_exception_handler(context)
+
+
 class _CallerJob:
     """A callback call the loop thread hands to the waiting caller thread."""
 
@@ -307,13 +324,29 @@ class _Lease:
             raise ClientClosedError(host=self.host)
         try:
             return self.runner.call(fn, args, kwargs, in_caller)
-        except LoopThreadError:
-            if self.closed:  # closed from another thread: its loop thread stopped with it
-                raise ClientClosedError(
-                    "the LM Studio client was closed while this call was in flight",
-                    host=self.host,
-                ) from None
-            raise
+        except LoopThreadError as exc:
+            raise self._closed_meanwhile(exc) from None
+
+    def finish(
+        self,
+        fn: Callable[..., Awaitable[_T]],
+        args: tuple[Any, ...] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        in_caller: tuple[str, ...] = (),
+    ) -> _T:
+        """:meth:`call`, also once the client is closed: the clean-up of something begun
+        before (leaving a ``loaded()`` block), which the async side must see."""
+        try:
+            return self.runner.call(fn, args, kwargs, in_caller)
+        except LoopThreadError as exc:
+            raise self._closed_meanwhile(exc) from None
+
+    def _closed_meanwhile(self, error: LoopThreadError) -> LMStudioError:
+        if self.closed:  # closed from another thread: its loop thread stopped with it
+            return ClientClosedError(
+                "the LM Studio client was closed while this call was in flight", host=self.host
+            )
+        return error
 
     def release(self) -> bool:
         """Release the lease once; False if it was already released."""

@@ -4,6 +4,7 @@ streams left early."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +15,8 @@ import pytest
 import lmstudio_async as lms
 from lmstudio_async._sync import client as _sync
 from lmstudio_async.testing import ThreadedStandInServer
+
+from .test_sync import loop_threads
 
 LLAMA = "llama-3.2-1b-instruct"
 SMOL = "smollm2-135m-instruct"
@@ -114,3 +117,20 @@ def test_result_after_break_when_the_final_result_never_comes(
         stream.result()
     assert not isinstance(info.value, lms.LoopThreadError)
     assert client.llm.list_loaded()  # the loop thread is fine
+
+
+def test_leaving_loaded_after_the_client_was_closed_raises_client_closed(
+    lmstudio_server: ThreadedStandInServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = lms.Client(lmstudio_server.host)
+
+    def use() -> None:
+        with client.llm.loaded(SMOL):
+            closer = threading.Thread(target=client.close)  # the last client: the loop stops
+            closer.start()
+            closer.join(10)
+
+    with pytest.raises(lms.ClientClosedError):
+        use()
+    assert loop_threads() == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -14,6 +14,7 @@ import inspect
 import logging
 import queue
 import threading
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeGuard, TypeVar, cast
@@ -33,7 +34,8 @@ wait is not interruptible (Windows, ``_thread.interrupt_main``) and loop-thread 
 
 _CANCEL_GRACE_SECONDS: Final = 5.0
 """After Ctrl-C, how long the caller waits for the cancelled coroutine to wind down
-(which sends the protocol ``cancel``) before re-raising."""
+(which sends the protocol ``cancel``, or unloads what a load finished anyway) before
+re-raising."""
 
 _STOP_JOIN_SECONDS: Final = 10.0
 
@@ -51,6 +53,26 @@ def _is_async_callable(value: object) -> bool:
 def _runs_in_caller(value: object) -> TypeGuard[Callable[..., Any]]:
     """True for a callback the sync facade runs in the calling thread (a plain function)."""
     return callable(value) and not _is_async_callable(value)
+
+
+class _Settled:
+    """Put in a call's inbox once a call given up by its caller has wound down."""
+
+    __slots__ = ()
+
+
+_SETTLED: Final = _Settled()
+
+_background: Final[set[asyncio.Task[Any]]] = set()
+
+
+def spawn(coro: Awaitable[Any]) -> asyncio.Task[Any]:
+    """In the loop thread: run ``coro`` as a task of its own, referenced until it ends
+    (the loop thread cancels it if it stops first)."""
+    task = asyncio.ensure_future(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return task
 
 
 # --- the shared loop thread ----------------------------------------------------------------
@@ -136,6 +158,7 @@ class _LoopThread:
         args: tuple[Any, ...] = (),
         kwargs: Mapping[str, Any] | None = None,
         in_caller: tuple[str, ...] = (),
+        orphan: Callable[[_T], Awaitable[object]] | None = None,
     ) -> _T:
         """Run ``await fn(*args, **kwargs)`` in the loop thread: exactly one hop.
 
@@ -145,7 +168,10 @@ class _LoopThread:
         too, and the coroutine waits for each call to return (its result or exception goes
         back to the coroutine). Ctrl-C (or an exception from the progress callback) cancels
         the coroutine in the loop thread, waits briefly for it to wind down, and re-raises
-        here.
+        here. If the coroutine returned a result all the same (it had finished before the
+        cancel reached it), ``orphan(result)`` runs in the loop thread, and the wait
+        covers it too: e.g. the unload of an instance a load finished for a caller that
+        is gone.
         """
         if threading.current_thread() is self.thread:
             raise LoopThreadError(
@@ -181,7 +207,7 @@ class _LoopThread:
             task = self._wait(inbox, callback)
         except BaseException:
             # Ctrl-C here, or the progress callback raised: cancel the call in the loop.
-            self._cancel(tasks, inbox)
+            self._cancel(tasks, inbox, orphan)
             raise
         if task.cancelled():
             raise LoopThreadError("the sync client's event-loop thread was stopped mid-call")
@@ -205,19 +231,45 @@ class _LoopThread:
                 continue
             return item
 
-    def _cancel(self, tasks: list[asyncio.Task[Any]], inbox: queue.SimpleQueue[Any]) -> None:
+    def _cancel(
+        self,
+        tasks: list[asyncio.Task[Any]],
+        inbox: queue.SimpleQueue[Any],
+        orphan: Callable[[Any], Awaitable[object]] | None,
+    ) -> None:
+        """Cancel the call given up by its caller; wait (bounded) until it wound down."""
+
+        def settled(task: asyncio.Task[Any]) -> None:
+            if orphan is None or task.cancelled() or task.exception() is not None:
+                inbox.put(_SETTLED)
+                return
+            # It finished anyway, e.g. a load whose last progress the caller was handling.
+            cleanup = spawn(orphan(task.result()))
+            cleanup.add_done_callback(lambda _: inbox.put(_SETTLED))
+
         def cancel() -> None:
-            if tasks:  # start() ran before (FIFO), unless the loop died in between
-                tasks[0].cancel()
+            if not tasks:  # start() ran before (FIFO), unless the loop died in between
+                inbox.put(_SETTLED)
+                return
+            tasks[0].cancel()  # a no-op if it is done
+            tasks[0].add_done_callback(settled)
 
         try:
             self.loop.call_soon_threadsafe(cancel)
         except RuntimeError:
             return
-        with contextlib.suppress(queue.Empty):
-            while not isinstance(item := inbox.get(timeout=_CANCEL_GRACE_SECONDS), asyncio.Future):
-                if type(item) is _CallerJob:
-                    item.abandon()
+        deadline = time.monotonic() + _CANCEL_GRACE_SECONDS
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                item = inbox.get(timeout=min(left, _POLL_SECONDS))
+            except queue.Empty:
+                if not self.thread.is_alive():
+                    return
+                continue
+            if item is _SETTLED:
+                return
+            if type(item) is _CallerJob:
+                item.abandon()
 
     def _dead(self) -> LoopThreadError:
         return LoopThreadError(
@@ -319,11 +371,12 @@ class _Lease:
         args: tuple[Any, ...] = (),
         kwargs: Mapping[str, Any] | None = None,
         in_caller: tuple[str, ...] = (),
+        orphan: Callable[[_T], Awaitable[object]] | None = None,
     ) -> _T:
         if self.closed:
             raise ClientClosedError(host=self.host)
         try:
-            return self.runner.call(fn, args, kwargs, in_caller)
+            return self.runner.call(fn, args, kwargs, in_caller, orphan)
         except LoopThreadError as exc:
             raise self._closed_meanwhile(exc) from None
 
@@ -333,11 +386,12 @@ class _Lease:
         args: tuple[Any, ...] = (),
         kwargs: Mapping[str, Any] | None = None,
         in_caller: tuple[str, ...] = (),
+        orphan: Callable[[_T], Awaitable[object]] | None = None,
     ) -> _T:
         """:meth:`call`, also once the client is closed: the clean-up of something begun
         before (leaving a ``loaded()`` block), which the async side must see."""
         try:
-            return self.runner.call(fn, args, kwargs, in_caller)
+            return self.runner.call(fn, args, kwargs, in_caller, orphan)
         except LoopThreadError as exc:
             raise self._closed_meanwhile(exc) from None
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -16,7 +16,7 @@ import lmstudio_async as lms
 from lmstudio_async._sync import client as _sync
 from lmstudio_async.testing import ThreadedStandInServer
 
-from .test_sync import loop_threads
+from .test_sync import eventually, loaded_ids, loop_threads
 
 LLAMA = "llama-3.2-1b-instruct"
 SMOL = "smollm2-135m-instruct"
@@ -33,6 +33,69 @@ def _no_default_client_leak() -> Iterator[None]:
     yield
     _sync._close_default_client()
     _sync._default_settings.clear()
+
+
+# --- a caller that gives up just as its load finished -----------------------------------------
+
+
+def _give_up_at_the_end(error: BaseException) -> Callable[[float], None]:
+    """A progress callback that raises at 1.0, once the load has surely finished in the
+    loop thread: the caller gives up after the load returned its instance."""
+
+    def on_progress(fraction: float) -> None:
+        if fraction >= 1.0:
+            time.sleep(0.1)
+            raise error
+
+    return on_progress
+
+
+@pytest.mark.lmstudio_server(load_seconds=0.1)
+@pytest.mark.parametrize("error", [KeyboardInterrupt(), RuntimeError("progress bar broke")])
+@pytest.mark.parametrize("method", ["load", "model", "loaded"])
+def test_a_load_that_finished_as_its_caller_gave_up_is_unloaded(
+    client: lms.Client, lmstudio_server: ThreadedStandInServer, method: str, error: BaseException
+) -> None:
+    on_progress = _give_up_at_the_end(error)
+
+    def call() -> None:
+        if method == "loaded":
+            with client.llm.loaded(SMOL, on_progress=on_progress):
+                pytest.fail("entered although the caller gave up")
+        else:
+            getattr(client.llm, method)(SMOL, on_progress=on_progress)
+
+    with pytest.raises(type(error)):
+        call()
+    assert loaded_ids(lmstudio_server) == []  # unloaded before the call raised
+    assert client.llm.model(SMOL).identifier == SMOL  # not smollm:2
+
+
+@pytest.mark.lmstudio_server(load_seconds=0.1)
+def test_model_that_found_the_instance_loaded_leaves_it_when_its_caller_gives_up(
+    client: lms.Client, lmstudio_server: ThreadedStandInServer
+) -> None:
+    lmstudio_server.preload(SMOL)
+    with pytest.raises(KeyboardInterrupt):
+        client.llm.model(SMOL, on_progress=_give_up_at_the_end(KeyboardInterrupt()))
+    assert loaded_ids(lmstudio_server) == [SMOL]
+
+
+@pytest.mark.lmstudio_server(load_seconds=0.5)
+def test_a_shared_load_stays_for_the_caller_that_did_not_give_up(
+    client: lms.Client, lmstudio_server: ThreadedStandInServer
+) -> None:
+    got: list[lms.SyncLLM] = []
+    other = threading.Thread(target=lambda: got.append(client.llm.model(SMOL)))
+    other.start()
+    eventually(lambda: lmstudio_server.open_channel_count() == 1)  # the other's load runs
+    with pytest.raises(RuntimeError):
+        client.llm.model(SMOL, on_progress=_give_up_at_the_end(RuntimeError("stop")))
+    other.join(10)
+    assert len(got) == 1
+    assert loaded_ids(lmstudio_server) == [SMOL]
+    assert got[0].get_info().identifier == SMOL
+    assert len(lmstudio_server.received_messages(endpoint="getOrLoad")) == 1
 
 
 # --- callbacks: positional, and async callable objects ----------------------------------------

@@ -62,7 +62,7 @@ from .._protocol.repository import CompatibilityType
 from .._protocol.results import Fragment, PredictionResult, PredictionRoundResult
 from .._protocol.tools import ToolDefinition
 from ..config import EmbeddingLoadConfig, LlmLoadConfig
-from ..errors import LMStudioError, LoopThreadError
+from ..errors import LMStudioError
 from ..types import DEFAULT_TIMEOUTS, Timeouts
 from .loop import _Lease, _LoopThread, spawn
 from .stream import SyncPredictionStream
@@ -820,17 +820,17 @@ class Client(_Facade):
         self.close()
 
     def close(self) -> None:
-        """Close every socket and release the shared loop thread (stopped with the last client)."""
+        """Close every socket and release the shared loop thread (stopped with the last client).
+
+        A no-op once closed; a ``close()`` running meanwhile in another thread is waited
+        for. Called from the loop thread (a coroutine callback), it closes the client at
+        once for sync calls, and its sockets right after the callback, in the background.
+        """
         lease = self._lease
         if lease.closed:
             return
         lease.host = self._async.api_host
-        try:
-            lease.call(self._async.aclose)
-        except LoopThreadError:
-            pass  # the loop thread is gone, and its sockets with it
-        finally:
-            lease.release()
+        lease.close(self._async)
 
 
 # --- the default client for scripts -----------------------------------------------------------

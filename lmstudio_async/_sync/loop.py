@@ -39,6 +39,9 @@ re-raising."""
 
 _STOP_JOIN_SECONDS: Final = 10.0
 
+_CLOSE_WAIT_SECONDS: Final = _STOP_JOIN_SECONDS + _CANCEL_GRACE_SECONDS
+"""How long a ``close()`` waits for a concurrent ``close()`` of the same client to finish."""
+
 
 def _is_async_callable(value: object) -> bool:
     """True for a callback the loop thread must run and await: a coroutine function, or an
@@ -151,6 +154,19 @@ class _LoopThread:
             for task in tasks:
                 task.cancel()
             self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+
+    def close_later(self, client: AsyncClient) -> None:
+        """In the loop thread: close ``client`` in the background, then return a lease.
+
+        For a close that cannot wait: a ``close()`` made from the loop thread itself."""
+
+        async def close() -> None:
+            try:
+                await client.aclose()
+            finally:
+                self.release()
+
+        spawn(close())
 
     def call(
         self,
@@ -357,13 +373,15 @@ def _relay(
 class _Lease:
     """One client's lease on the loop thread; refuses calls once the client is closed."""
 
-    __slots__ = ("__weakref__", "_lock", "closed", "host", "runner")
+    __slots__ = ("__weakref__", "_closer", "_closing_done", "_lock", "closed", "host", "runner")
 
     def __init__(self) -> None:
         self.runner = _LoopThread.acquire()
         self.closed = False
         self.host: str | None = None
         self._lock = threading.Lock()
+        self._closer: int | None = None  # the thread running close()
+        self._closing_done = threading.Event()
 
     def call(
         self,
@@ -401,6 +419,38 @@ class _Lease:
                 "the LM Studio client was closed while this call was in flight", host=self.host
             )
         return error
+
+    def close(self, client: AsyncClient) -> None:
+        """Close ``client`` in the loop thread, then release the lease: once.
+
+        A concurrent ``close()`` from another thread waits for the first one to finish
+        (bounded), then returns. From the loop thread itself (a coroutine callback), the
+        lease is closed at once and the client is closed right after, in the background.
+        """
+        runner = self.runner
+        me = threading.get_ident()
+        with self._lock:
+            closer = self._closer
+            if closer is None:
+                self._closer = me
+        if closer is not None:
+            # Closed or being closed; wait for a closing thread (unless it is this one).
+            if closer != me and threading.current_thread() is not runner.thread:
+                self._closing_done.wait(_CLOSE_WAIT_SECONDS)
+            return
+        try:
+            if threading.current_thread() is runner.thread:
+                with self._lock:
+                    self.closed = True
+                runner.close_later(client)  # it returns the lease once the client is closed
+                return
+            try:
+                with contextlib.suppress(LoopThreadError):  # gone, and its sockets with it
+                    runner.call(client.aclose)
+            finally:
+                self.release()
+        finally:
+            self._closing_done.set()
 
     def release(self) -> bool:
         """Release the lease once; False if it was already released."""

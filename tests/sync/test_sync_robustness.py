@@ -4,6 +4,7 @@ streams left early."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -180,6 +181,65 @@ def test_result_after_break_when_the_final_result_never_comes(
         stream.result()
     assert not isinstance(info.value, lms.LoopThreadError)
     assert client.llm.list_loaded()  # the loop thread is fine
+
+
+# --- closing ----------------------------------------------------------------------------------
+
+
+def test_two_threads_closing_the_last_client_at_once_both_succeed(
+    lmstudio_server: ThreadedStandInServer,
+) -> None:
+    for _ in range(20):
+        client = lms.Client(lmstudio_server.host)
+        client.llm.list_loaded()
+        barrier = threading.Barrier(2)
+        errors: list[BaseException] = []
+
+        def close(
+            client: lms.Client = client,
+            barrier: threading.Barrier = barrier,
+            errors: list[BaseException] = errors,
+        ) -> None:
+            barrier.wait()
+            try:
+                client.close()
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=close) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert errors == []
+        assert client.closed
+        del client
+        gc.collect()  # an unclosed aiohttp session would warn here (an error in this suite)
+        assert loop_threads() == []
+    eventually(lambda: lmstudio_server.connection_count() == 0)
+
+
+@pytest.mark.lmstudio_server(load_seconds=0.1)
+def test_close_from_the_loop_thread_closes_the_client(
+    lmstudio_server: ThreadedStandInServer,
+) -> None:
+    with lms.Client(lmstudio_server.host) as keeper:  # keeps the loop thread running
+        keeper.system.version()
+        client = lms.Client(lmstudio_server.host)
+        client.llm.list_loaded()
+        assert lmstudio_server.connection_count() == 2
+
+        async def on_progress(fraction: float) -> None:  # runs in the loop thread
+            if fraction >= 1.0:
+                client.close()
+
+        client.llm.load(SMOL, on_progress=on_progress)
+        assert client.closed
+        with pytest.raises(lms.ClientClosedError):
+            client.llm.list_loaded()
+        eventually(lambda: lmstudio_server.connection_count() == 1)  # only the keeper's
+        assert keeper.system.version()
+    assert loop_threads() == []
 
 
 def test_leaving_loaded_after_the_client_was_closed_raises_client_closed(

@@ -785,6 +785,7 @@ class Client(_Facade):
         except BaseException:
             lease.release()
             raise
+        lease.own(async_client)  # collected unclosed: closed, with a ResourceWarning
         super().__init__(async_client, lease)
         self.llm = SyncLlmNamespace(async_client.llm, lease)
         """LLM model management."""

@@ -15,6 +15,7 @@ import logging
 import queue
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeGuard, TypeVar, cast
@@ -158,7 +159,8 @@ class _LoopThread:
     def close_later(self, client: AsyncClient) -> None:
         """In the loop thread: close ``client`` in the background, then return a lease.
 
-        For a close that cannot wait: a ``close()`` made from the loop thread itself."""
+        For a close that cannot wait: a ``close()`` made from the loop thread itself,
+        or a client garbage-collected unclosed."""
 
         async def close() -> None:
             try:
@@ -371,9 +373,23 @@ def _relay(
 
 
 class _Lease:
-    """One client's lease on the loop thread; refuses calls once the client is closed."""
+    """One client's lease on the loop thread; refuses calls once the client is closed.
 
-    __slots__ = ("__weakref__", "_closer", "_closing_done", "_lock", "closed", "host", "runner")
+    :meth:`own` ties it to the client's :class:`AsyncClient`: a lease garbage-collected
+    before :meth:`close` (its client, namespaces, handles and streams all dropped) closes
+    that client in the loop thread, returns the lease, and warns (``ResourceWarning``).
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_closer",
+        "_closing_done",
+        "_finalizer",
+        "_lock",
+        "closed",
+        "host",
+        "runner",
+    )
 
     def __init__(self) -> None:
         self.runner = _LoopThread.acquire()
@@ -382,6 +398,13 @@ class _Lease:
         self._lock = threading.Lock()
         self._closer: int | None = None  # the thread running close()
         self._closing_done = threading.Event()
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+
+    def own(self, client: AsyncClient) -> None:
+        """Close ``client`` (without waiting) if this lease is collected unclosed."""
+        finalizer = weakref.finalize(self, _unclosed, self.runner, client)
+        finalizer.atexit = False  # at exit the daemon loop thread just ends, as before
+        self._finalizer = finalizer
 
     def call(
         self,
@@ -438,6 +461,7 @@ class _Lease:
             if closer != me and threading.current_thread() is not runner.thread:
                 self._closing_done.wait(_CLOSE_WAIT_SECONDS)
             return
+        self._detach()
         try:
             if threading.current_thread() is runner.thread:
                 with self._lock:
@@ -458,5 +482,28 @@ class _Lease:
             if self.closed:
                 return False
             self.closed = True
+        self._detach()
         self.runner.release()
         return True
+
+    def _detach(self) -> None:
+        finalizer = self._finalizer
+        if finalizer is not None:
+            finalizer.detach()
+
+
+def _unclosed(runner: _LoopThread, client: AsyncClient) -> None:
+    """The finalizer of a lease collected unclosed. It may run in any thread, inside the
+    garbage collector: it takes no lock and never waits."""
+    if not runner.thread.is_alive():
+        return  # no loop thread: nothing of the client is left to release
+    try:
+        runner.loop.call_soon_threadsafe(runner.close_later, client)
+    except RuntimeError:
+        return  # the loop has just closed, and the client's sockets with it
+    warnings.warn(
+        f"unclosed lmstudio_async.Client (host {client.api_host or 'auto'}); close it "
+        "(`with Client(...) as client:` or `client.close()`)",
+        ResourceWarning,
+        stacklevel=1,
+    )

@@ -134,6 +134,8 @@ class ModelPool(_Facade):
             eviction=eviction,
         )
         super().__init__(pool, lease)
+        # Every client's lease, so that none of them is collected (and closed) under the pool.
+        self._leases = tuple(c._lease for c in client_list)
 
     def __repr__(self) -> str:
         try:  # the pool's state lives in the loop thread: read it there

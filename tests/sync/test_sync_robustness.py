@@ -257,3 +257,42 @@ def test_leaving_loaded_after_the_client_was_closed_raises_client_closed(
         use()
     assert loop_threads() == []
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+# --- clients dropped without close() ----------------------------------------------------------
+
+
+def test_a_client_dropped_unclosed_warns_and_is_closed(
+    lmstudio_server: ThreadedStandInServer,
+) -> None:
+    def use_once() -> None:
+        lms.Client(lmstudio_server.host).llm.list_loaded()
+        gc.collect()
+
+    with pytest.warns(ResourceWarning, match="unclosed lmstudio_async.Client"):
+        use_once()
+    eventually(lambda: lmstudio_server.connection_count() == 0)
+    eventually(lambda: loop_threads() == [])  # its lease was returned
+
+
+@pytest.mark.lmstudio_server(load_seconds=0.1)
+def test_what_uses_a_client_keeps_it_open(lmstudio_server: ThreadedStandInServer) -> None:
+    kept: dict[str, Any] = {"handle": lms.Client(lmstudio_server.host).llm.load(SMOL)}
+    gc.collect()
+    assert kept["handle"].get_info().identifier == SMOL  # the handle keeps its client
+    pool = lms.ModelPool([lms.Client(lmstudio_server.host), lms.Client(lmstudio_server.host)])
+    gc.collect()
+    with pool.llm(LLAMA) as model:  # the pool keeps both
+        assert model.respond("Hi", config={"max_tokens": 2}).content
+    pool.close()
+    kept.update(pool=pool, model=model)
+    del pool, model
+
+    def drop() -> None:
+        kept.clear()
+        gc.collect()
+
+    with pytest.warns(ResourceWarning) as caught:
+        drop()
+    assert len(caught) == 3  # the handle's client and the pool's two
+    eventually(lambda: loop_threads() == [])

@@ -18,6 +18,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import FunctionType, TracebackType
@@ -836,7 +837,7 @@ class Client(_Facade):
 
 # --- the default client for scripts -----------------------------------------------------------
 
-_default_lock: Final = threading.Lock()
+_default_lock = threading.Lock()  # replaced in a fork child (see _after_fork_in_child)
 _default_client: Client | None = None
 _default_settings: dict[str, Any] = {}
 _atexit_registered = False
@@ -878,13 +879,17 @@ def get_default_client() -> Client:
     """
     global _default_client, _atexit_registered
     with _default_lock:
-        client = _default_client
+        client = old = _default_client
         if client is None or client.closed or not client._lease.runner.thread.is_alive():
             client = _default_client = Client(**_default_settings)
             if not _atexit_registered:
                 atexit.register(_close_default_client)
                 _atexit_registered = True
-        return client
+        else:
+            old = None
+    if old is not None:
+        old.close()  # its loop thread died (or it was inherited across fork()): no wait
+    return client
 
 
 def _close_default_client() -> None:
@@ -935,3 +940,15 @@ def embedding_model(
         on_config_mismatch=on_config_mismatch,
         timeout=timeout,
     )
+
+
+def _after_fork_in_child() -> None:
+    # A parent thread could hold the lock at the fork (creating the default client): in
+    # the child it would stay held for ever. The inherited default client is replaced on
+    # the next get_default_client() (its loop thread is not in the child).
+    global _default_lock
+    _default_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows (no fork there)
+    os.register_at_fork(after_in_child=_after_fork_in_child)

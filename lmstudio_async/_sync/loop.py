@@ -12,6 +12,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import os
 import queue
 import threading
 import time
@@ -88,21 +89,32 @@ class _LoopThread:
     :meth:`acquire` starts it for the first lease; :meth:`release` of the last lease
     stops the loop and joins the thread (anyio's ``BlockingPortalProvider`` pattern,
     with a cheaper hop than ``BlockingPortal.call``; see ``benchmarks/hop_cost.py``).
+
+    After ``os.fork()`` the child has no loop thread: every :class:`_LoopThread` it
+    inherited is :attr:`inherited`, its calls fail at once with :class:`LoopThreadError`
+    and its clients close without touching the loop (whose sockets are the parent's).
     """
 
-    _lock: ClassVar = threading.Lock()
+    _lock: ClassVar[threading.Lock] = threading.Lock()
     _current: ClassVar[_LoopThread | None] = None
+    _forks: ClassVar[int] = 0  # how many times this process is a fork child
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self.leases = 0
         self.clients: weakref.WeakSet[AsyncClient] = weakref.WeakSet()  # touched in the loop only
+        self._fork = _LoopThread._forks
         self.thread = threading.Thread(target=self._main, name="lmstudio-async-loop", daemon=True)
         self.thread.start()
 
     def __repr__(self) -> str:
-        state = "running" if self.thread.is_alive() else "dead"
+        state = "inherited" if self.inherited else "running" if self.thread.is_alive() else "dead"
         return f"<_LoopThread {state} leases={self.leases}>"
+
+    @property
+    def inherited(self) -> bool:
+        """True in a process forked after this loop thread started: the thread is not here."""
+        return self._fork != _LoopThread._forks
 
     @classmethod
     def acquire(cls) -> _LoopThread:
@@ -116,6 +128,8 @@ class _LoopThread:
 
     def release(self) -> None:
         """Return a lease; the last one stops the loop and joins its thread."""
+        if self.inherited:
+            return  # the parent's loop: leave it alone
         with self._lock:
             self.leases -= 1
             if self.leases > 0:
@@ -196,6 +210,8 @@ class _LoopThread:
                 "a sync lmstudio_async call was made from the client's own event-loop thread "
                 "(e.g. from a coroutine progress callback); use the AsyncClient there"
             )
+        if self.inherited:
+            raise self._dead()
         kwargs = dict(kwargs or {})
         inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         callback = kwargs.get("on_progress")
@@ -290,6 +306,11 @@ class _LoopThread:
                 item.abandon()
 
     def _dead(self) -> LoopThreadError:
+        if self.inherited:
+            return LoopThreadError(
+                "this sync lmstudio_async client was created before os.fork(), and its "
+                "event-loop thread does not exist in this process; create a new Client here"
+            )
         return LoopThreadError(
             "the sync client's event-loop thread is no longer running; create a new Client"
         )
@@ -451,6 +472,10 @@ class _Lease:
         lease is closed at once and the client is closed right after, in the background.
         """
         runner = self.runner
+        if runner.inherited:  # after fork(): no loop thread here, and locks may be stale
+            self.closed = True
+            self._detach()
+            return
         me = threading.get_ident()
         with self._lock:
             closer = self._closer
@@ -495,7 +520,7 @@ class _Lease:
 def _unclosed(runner: _LoopThread, client: AsyncClient) -> None:
     """The finalizer of a lease collected unclosed. It may run in any thread, inside the
     garbage collector: it takes no lock and never waits."""
-    if not runner.thread.is_alive():
+    if runner.inherited or not runner.thread.is_alive():
         return  # no loop thread: nothing of the client is left to release
     try:
         runner.loop.call_soon_threadsafe(runner.close_later, client)
@@ -507,3 +532,15 @@ def _unclosed(runner: _LoopThread, client: AsyncClient) -> None:
         ResourceWarning,
         stacklevel=1,
     )
+
+
+def _after_fork_in_child() -> None:
+    # The loop thread is not in the child, and a lock held by any parent thread at the
+    # fork would stay held for ever: start afresh, and mark what was inherited.
+    _LoopThread._forks += 1
+    _LoopThread._lock = threading.Lock()
+    _LoopThread._current = None
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows (no fork there)
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -91,6 +91,9 @@ class SyncPredictionStream:
                 "a sync lmstudio_async call was made from the client's own event-loop thread; "
                 "use the AsyncClient there"
             )
+        if runner.inherited:
+            self._ended = True
+            raise runner._dead()
         self._started = True
         try:
             runner.loop.call_soon_threadsafe(self._spawn_pump)
@@ -182,7 +185,7 @@ class SyncPredictionStream:
         is set first, to ``reason`` (the callback's exception) or "stopped by its caller",
         as async sets it when its caller leaves: otherwise it would be the pump's
         ``CancelledError``, which ``result()`` would raise as if its own hop was cancelled."""
-        if not self._started or self._ended:
+        if not self._started or self._ended or self._lease.runner.inherited:
             return
 
         def cancel() -> None:

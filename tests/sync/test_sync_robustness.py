@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,6 +17,7 @@ import pytest
 
 import lmstudio_async as lms
 from lmstudio_async._sync import client as _sync
+from lmstudio_async._sync.loop import _LoopThread
 from lmstudio_async.testing import ThreadedStandInServer
 
 from .test_sync import eventually, loaded_ids, loop_threads
@@ -296,3 +299,85 @@ def test_what_uses_a_client_keeps_it_open(lmstudio_server: ThreadedStandInServer
         drop()
     assert len(caught) == 3  # the handle's client and the pool's two
     eventually(lambda: loop_threads() == [])
+
+
+# --- fork() -----------------------------------------------------------------------------------
+
+
+def _in_a_fork_child(child: Callable[[], None], timeout: float = 20.0) -> int:
+    """Run ``child`` in a forked process; its exit code (1 on error, -9 if it hung)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        code = 1
+        try:
+            child()
+            code = 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.02)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    return -9
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork()")
+def test_a_fork_child_creates_its_default_client_even_if_a_lock_was_held_at_the_fork(
+    lmstudio_server: ThreadedStandInServer,
+) -> None:
+    _sync.configure_default_client(lmstudio_server.host)
+    held, done = threading.Event(), threading.Event()
+
+    def hold() -> None:  # as a thread creating the default client at the fork would
+        with _sync._default_lock, _LoopThread._lock:
+            held.set()
+            done.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert held.wait(10)
+    try:
+
+        def child() -> None:
+            assert _sync.get_default_client().system.version()
+            with lms.Client(lmstudio_server.host) as other:
+                assert other.system.version()
+
+        assert _in_a_fork_child(child) == 0
+    finally:
+        done.set()
+        holder.join(10)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork()")
+def test_inherited_clients_fail_at_once_in_a_fork_child_and_close_without_waiting(
+    lmstudio_server: ThreadedStandInServer,
+) -> None:
+    _sync.configure_default_client(lmstudio_server.host)
+    default = _sync.get_default_client()
+    default.system.version()
+    client = lms.Client(lmstudio_server.host)
+    try:
+        client.llm.list_loaded()
+
+        def child() -> None:
+            start = time.monotonic()
+            with pytest.raises(lms.LoopThreadError, match="fork"):
+                client.llm.list_loaded()
+            client.close()
+            _sync._close_default_client()  # what atexit runs
+            assert time.monotonic() - start < 1.0
+            assert _sync.get_default_client() is not default  # a new one in the child
+            assert _sync.get_default_client().system.version()
+
+        assert _in_a_fork_child(child) == 0
+        assert client.llm.list_loaded() == []  # the parent's clients are untouched
+        assert default.system.version()
+    finally:
+        client.close()

@@ -262,6 +262,32 @@ def test_leaving_loaded_after_the_client_was_closed_raises_client_closed(
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
+@pytest.mark.lmstudio_server(load_seconds=0.1)
+def test_a_pool_closed_after_its_client_reports_closed(
+    lmstudio_server: ThreadedStandInServer,
+) -> None:
+    with lms.Client(lmstudio_server.host) as keeper:  # the loop thread stays: the pool stops
+        keeper.system.version()
+        client = lms.Client(lmstudio_server.host)
+        pool = lms.ModelPool(client)
+        with pool.llm(SMOL):
+            pass
+        assert keeper._lease.call(_pool_tasks, (pool._async,)) > 0  # e.g. its reconciler
+        client.close()
+        pool.close()
+        assert pool.closed
+        assert keeper._lease.call(_pool_tasks, (pool._async,)) == 0
+    client = lms.Client(lmstudio_server.host)  # the last client: no loop thread left
+    pool = lms.ModelPool(client)
+    client.close()
+    pool.close()
+    assert pool.closed
+
+
+async def _pool_tasks(pool: lms.AsyncModelPool) -> int:
+    return sum(not t.done() for t in pool._tasks | pool._cancellable)
+
+
 # --- clients dropped without close() ----------------------------------------------------------
 
 

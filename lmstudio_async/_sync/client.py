@@ -12,9 +12,13 @@ by the first client and stopped when the last one closes.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import functools
+import inspect
+import logging
+import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import FunctionType, TracebackType
@@ -23,6 +27,7 @@ from typing import Any, ClassVar, Final, Generic, TypeVar, cast, overload
 from .._async.agent import ActResult, InvalidToolRequestHandler
 from .._async.client import (
     LLM,
+    LOAD_CANCEL_GRACE_SECONDS,
     USE_CLIENT_DEFAULT,
     AsyncClient,
     EmbeddingModel,
@@ -58,9 +63,9 @@ from .._protocol.repository import CompatibilityType
 from .._protocol.results import Fragment, PredictionResult, PredictionRoundResult
 from .._protocol.tools import ToolDefinition
 from ..config import EmbeddingLoadConfig, LlmLoadConfig
-from ..errors import LoopThreadError
+from ..errors import LMStudioError
 from ..types import DEFAULT_TIMEOUTS, Timeouts
-from .loop import _Lease, _LoopThread
+from .loop import _Lease, _LoopThread, spawn
 from .stream import SyncPredictionStream
 
 __all__ = [
@@ -83,6 +88,8 @@ __all__ = [
 _T = TypeVar("_T")
 _F = TypeVar("_F", bound=Callable[..., Any])
 
+log: Final = logging.getLogger("lmstudio_async")
+
 # --- mechanical generation of the sync methods ---------------------------------------------
 
 
@@ -98,13 +105,81 @@ def _wrap(value: Any, lease: _Lease) -> Any:
 
 def _hop(stub: _F) -> _F:
     """Make ``stub`` (a typed signature) call the async method of the same name in one hop."""
+    return _make_hop(stub, None)
+
+
+def _hop_disowning(stub: _F) -> _F:
+    """:func:`_hop` for a load: if its caller gives up (Ctrl-C, a progress callback's
+    error) just as the load finished, the instance it loaded is unloaded."""
+    return _make_hop(stub, _disown)
+
+
+def _make_hop(stub: _F, orphan: Callable[[Any], Any] | None) -> _F:
     name = stub.__name__
+    # The loop thread hands a plain on_progress back to the caller only as a keyword: a
+    # positional one, and the positional arguments after it, are passed by name.
+    names = [
+        p.name
+        for p in list(inspect.signature(stub).parameters.values())[1:]
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    at = names.index("on_progress") if "on_progress" in names else None
 
     @functools.wraps(stub)
     def method(self: _Facade, /, *args: Any, **kwargs: Any) -> Any:
-        return _wrap(self._lease.call(getattr(self._async, name), args, kwargs), self._lease)
+        if at is not None and at < len(args) <= len(names) and kwargs.keys().isdisjoint(names):
+            kwargs.update(zip(names[at:], args[at:], strict=False))
+            args = args[:at]
+        fn = getattr(self._async, name)
+        return _wrap(self._lease.call(fn, args, kwargs, orphan=orphan), self._lease)
 
     return cast(_F, method)
+
+
+async def _disown(handle: _ModelHandle[Any, Any]) -> None:
+    """Unload an instance loaded for a sync caller that has gone (as the async client does
+    for a cancelled one), waiting at most ``LOAD_CANCEL_GRACE_SECONDS``."""
+    log.info("unloading %r: the call that loaded it was interrupted", handle.identifier)
+
+    async def unload() -> None:
+        with contextlib.suppress(LMStudioError):
+            await handle.unload()
+
+    await asyncio.wait({spawn(unload())}, timeout=LOAD_CANCEL_GRACE_SECONDS)
+
+
+async def _disown_if_loaded_now(result: tuple[_ModelHandle[Any, Any], bool]) -> None:
+    handle, loaded_now = result
+    if loaded_now:
+        await _disown(handle)
+
+
+async def _model(
+    namespace: _ModelNamespace[Any, Any, Any, Any], key: str | None, **kwargs: Any
+) -> tuple[_ModelHandle[Any, Any], bool]:
+    """``namespace.model(key, ...)``, and whether this call's own get-or-load loaded the
+    instance for it alone: the async client's rule (the flight's ``loaded_now``, no other
+    caller waiting) for unloading it when its caller has gone."""
+    alone: list[bool] = []
+    flights = getattr(namespace, "_flights", None)
+    if isinstance(key, str) and isinstance(flights, dict) and key.casefold() not in flights:
+        folded = key.casefold()
+
+        def watch() -> None:
+            # model() ran up to its first wait in the step before: its flight is registered.
+            flight = flights.get(folded)
+            task = getattr(flight, "task", None)
+            if isinstance(task, asyncio.Future):
+                task.add_done_callback(
+                    lambda _: alone.append(
+                        getattr(flight, "loaded_now", False) is True
+                        and getattr(flight, "waiters", 0) == 1
+                    )
+                )
+
+        asyncio.get_running_loop().call_soon(watch)
+    handle = await namespace.model(key, **kwargs)
+    return handle, alone == [True]
 
 
 def _hop_context(stub: _F) -> _F:
@@ -138,8 +213,16 @@ class _SyncContext(Generic[_T]):
         self._context = self._factory(*self._args, **kwargs)
         return await self._context.__aenter__()
 
+    async def _abandon(self, _: object) -> None:
+        """Entered, but the caller gave up meanwhile (Ctrl-C): leave it at once."""
+        context, self._context = self._context, None
+        if context is not None:
+            with contextlib.suppress(LMStudioError):
+                await context.__aexit__(None, None, None)
+
     def __enter__(self) -> _T:
-        return cast(_T, _wrap(self._lease.call(self._aenter, (), self._kwargs), self._lease))
+        entered = self._lease.call(self._aenter, (), self._kwargs, orphan=self._abandon)
+        return cast(_T, _wrap(entered, self._lease))
 
     def __exit__(
         self,
@@ -150,8 +233,9 @@ class _SyncContext(Generic[_T]):
         context, self._context = self._context, None
         if context is not None:
             # The block's exception stays in this thread (its traceback untouched); the
-            # async context manager sees a normal exit and cleans up all the same.
-            self._lease.runner.call(context.__aexit__, (None, None, None))
+            # async context manager sees a normal exit and cleans up all the same, also
+            # when the client was closed in the block (ClientClosedError, as in async).
+            self._lease.finish(context.__aexit__, (None, None, None))
 
 
 class _Facade:
@@ -520,7 +604,6 @@ class _SyncModelNamespace(_Facade, Generic[_SyncHandleT, _InfoT, _ConfigT]):
 
     _async_cls: ClassVar[type] = _ModelNamespace
 
-    @_hop
     def model(
         self,
         key: str | None = None,
@@ -530,9 +613,20 @@ class _SyncModelNamespace(_Facade, Generic[_SyncHandleT, _InfoT, _ConfigT]):
         on_progress: ProgressCallback | None = None,
         on_config_mismatch: MismatchPolicy = "warn",
         timeout: TimeoutParam = USE_CLIENT_DEFAULT,
-    ) -> _SyncHandleT: ...
+    ) -> _SyncHandleT:
+        kwargs = {
+            "ttl": ttl,
+            "config": config,
+            "on_progress": on_progress,
+            "on_config_mismatch": on_config_mismatch,
+            "timeout": timeout,
+        }
+        handle, _ = self._lease.call(
+            _model, (self._async, key), kwargs, orphan=_disown_if_loaded_now
+        )
+        return cast(_SyncHandleT, _wrap(handle, self._lease))
 
-    @_hop
+    @_hop_disowning
     def load(
         self,
         key: str,
@@ -692,6 +786,7 @@ class Client(_Facade):
         except BaseException:
             lease.release()
             raise
+        lease.own(async_client)  # collected unclosed: closed, with a ResourceWarning
         super().__init__(async_client, lease)
         self.llm = SyncLlmNamespace(async_client.llm, lease)
         """LLM model management."""
@@ -727,22 +822,22 @@ class Client(_Facade):
         self.close()
 
     def close(self) -> None:
-        """Close every socket and release the shared loop thread (stopped with the last client)."""
+        """Close every socket and release the shared loop thread (stopped with the last client).
+
+        A no-op once closed; a ``close()`` running meanwhile in another thread is waited
+        for. Called from the loop thread (a coroutine callback), it closes the client at
+        once for sync calls, and its sockets right after the callback, in the background.
+        """
         lease = self._lease
         if lease.closed:
             return
         lease.host = self._async.api_host
-        try:
-            lease.call(self._async.aclose)
-        except LoopThreadError:
-            pass  # the loop thread is gone, and its sockets with it
-        finally:
-            lease.release()
+        lease.close(self._async)
 
 
 # --- the default client for scripts -----------------------------------------------------------
 
-_default_lock: Final = threading.Lock()
+_default_lock = threading.Lock()  # replaced in a fork child (see _after_fork_in_child)
 _default_client: Client | None = None
 _default_settings: dict[str, Any] = {}
 _atexit_registered = False
@@ -784,13 +879,17 @@ def get_default_client() -> Client:
     """
     global _default_client, _atexit_registered
     with _default_lock:
-        client = _default_client
+        client = old = _default_client
         if client is None or client.closed or not client._lease.runner.thread.is_alive():
             client = _default_client = Client(**_default_settings)
             if not _atexit_registered:
                 atexit.register(_close_default_client)
                 _atexit_registered = True
-        return client
+        else:
+            old = None
+    if old is not None:
+        old.close()  # its loop thread died (or it was inherited across fork()): no wait
+    return client
 
 
 def _close_default_client() -> None:
@@ -841,3 +940,15 @@ def embedding_model(
         on_config_mismatch=on_config_mismatch,
         timeout=timeout,
     )
+
+
+def _after_fork_in_child() -> None:
+    # A parent thread could hold the lock at the fork (creating the default client): in
+    # the child it would stay held for ever. The inherited default client is replaced on
+    # the next get_default_client() (its loop thread is not in the child).
+    global _default_lock
+    _default_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows (no fork there)
+    os.register_at_fork(after_in_child=_after_fork_in_child)

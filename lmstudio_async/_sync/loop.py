@@ -9,19 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
+import logging
+import os
 import queue
 import threading
+import time
+import warnings
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeGuard, TypeVar, cast
 
-from ..errors import ClientClosedError, LoopThreadError
+from ..errors import ClientClosedError, LMStudioError, LoopThreadError
 
 if TYPE_CHECKING:
     from .._async.client import AsyncClient, ProgressCallback
 
 _T = TypeVar("_T")
+
+log: Final = logging.getLogger("lmstudio_async")
 
 _POLL_SECONDS: Final = 0.1
 """Longest uninterrupted wait of a sync caller: bounds Ctrl-C latency where a blocked
@@ -29,9 +36,48 @@ wait is not interruptible (Windows, ``_thread.interrupt_main``) and loop-thread 
 
 _CANCEL_GRACE_SECONDS: Final = 5.0
 """After Ctrl-C, how long the caller waits for the cancelled coroutine to wind down
-(which sends the protocol ``cancel``) before re-raising."""
+(which sends the protocol ``cancel``, or unloads what a load finished anyway) before
+re-raising."""
 
 _STOP_JOIN_SECONDS: Final = 10.0
+
+_CLOSE_WAIT_SECONDS: Final = _STOP_JOIN_SECONDS + _CANCEL_GRACE_SECONDS
+"""How long a ``close()`` waits for a concurrent ``close()`` of the same client to finish."""
+
+
+def _is_async_callable(value: object) -> bool:
+    """True for a callback the loop thread must run and await: a coroutine function, or an
+    object whose ``__call__`` is one (the async client awaits what a callback returns)."""
+    while isinstance(value, functools.partial):
+        value = value.func
+    return inspect.iscoroutinefunction(value) or inspect.iscoroutinefunction(
+        getattr(value, "__call__", None)  # noqa: B004 (the method itself is what is checked)
+    )
+
+
+def _runs_in_caller(value: object) -> TypeGuard[Callable[..., Any]]:
+    """True for a callback the sync facade runs in the calling thread (a plain function)."""
+    return callable(value) and not _is_async_callable(value)
+
+
+class _Settled:
+    """Put in a call's inbox once a call given up by its caller has wound down."""
+
+    __slots__ = ()
+
+
+_SETTLED: Final = _Settled()
+
+_background: Final[set[asyncio.Task[Any]]] = set()
+
+
+def spawn(coro: Awaitable[Any]) -> asyncio.Task[Any]:
+    """In the loop thread: run ``coro`` as a task of its own, referenced until it ends
+    (the loop thread cancels it if it stops first)."""
+    task = asyncio.ensure_future(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return task
 
 
 # --- the shared loop thread ----------------------------------------------------------------
@@ -43,21 +89,32 @@ class _LoopThread:
     :meth:`acquire` starts it for the first lease; :meth:`release` of the last lease
     stops the loop and joins the thread (anyio's ``BlockingPortalProvider`` pattern,
     with a cheaper hop than ``BlockingPortal.call``; see ``benchmarks/hop_cost.py``).
+
+    After ``os.fork()`` the child has no loop thread: every :class:`_LoopThread` it
+    inherited is :attr:`inherited`, its calls fail at once with :class:`LoopThreadError`
+    and its clients close without touching the loop (whose sockets are the parent's).
     """
 
-    _lock: ClassVar = threading.Lock()
+    _lock: ClassVar[threading.Lock] = threading.Lock()
     _current: ClassVar[_LoopThread | None] = None
+    _forks: ClassVar[int] = 0  # how many times this process is a fork child
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self.leases = 0
         self.clients: weakref.WeakSet[AsyncClient] = weakref.WeakSet()  # touched in the loop only
+        self._fork = _LoopThread._forks
         self.thread = threading.Thread(target=self._main, name="lmstudio-async-loop", daemon=True)
         self.thread.start()
 
     def __repr__(self) -> str:
-        state = "running" if self.thread.is_alive() else "dead"
+        state = "inherited" if self.inherited else "running" if self.thread.is_alive() else "dead"
         return f"<_LoopThread {state} leases={self.leases}>"
+
+    @property
+    def inherited(self) -> bool:
+        """True in a process forked after this loop thread started: the thread is not here."""
+        return self._fork != _LoopThread._forks
 
     @classmethod
     def acquire(cls) -> _LoopThread:
@@ -71,6 +128,8 @@ class _LoopThread:
 
     def release(self) -> None:
         """Return a lease; the last one stops the loop and joins its thread."""
+        if self.inherited:
+            return  # the parent's loop: leave it alone
         with self._lock:
             self.leases -= 1
             if self.leases > 0:
@@ -95,6 +154,7 @@ class _LoopThread:
                     with contextlib.suppress(Exception):
                         loop.run_until_complete(client.aclose())
                 self._cancel_all()
+                loop.set_exception_handler(_quiet_closed_client_errors)
                 loop.run_until_complete(loop.shutdown_asyncgens())
                 loop.run_until_complete(loop.shutdown_default_executor())
             finally:
@@ -110,12 +170,27 @@ class _LoopThread:
                 task.cancel()
             self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
 
+    def close_later(self, client: AsyncClient) -> None:
+        """In the loop thread: close ``client`` in the background, then return a lease.
+
+        For a close that cannot wait: a ``close()`` made from the loop thread itself,
+        or a client garbage-collected unclosed."""
+
+        async def close() -> None:
+            try:
+                await client.aclose()
+            finally:
+                self.release()
+
+        spawn(close())
+
     def call(
         self,
         fn: Callable[..., Awaitable[_T]],
         args: tuple[Any, ...] = (),
         kwargs: Mapping[str, Any] | None = None,
         in_caller: tuple[str, ...] = (),
+        orphan: Callable[[_T], Awaitable[object]] | None = None,
     ) -> _T:
         """Run ``await fn(*args, **kwargs)`` in the loop thread: exactly one hop.
 
@@ -125,23 +200,28 @@ class _LoopThread:
         too, and the coroutine waits for each call to return (its result or exception goes
         back to the coroutine). Ctrl-C (or an exception from the progress callback) cancels
         the coroutine in the loop thread, waits briefly for it to wind down, and re-raises
-        here.
+        here. If the coroutine returned a result all the same (it had finished before the
+        cancel reached it), ``orphan(result)`` runs in the loop thread, and the wait
+        covers it too: e.g. the unload of an instance a load finished for a caller that
+        is gone.
         """
         if threading.current_thread() is self.thread:
             raise LoopThreadError(
                 "a sync lmstudio_async call was made from the client's own event-loop thread "
                 "(e.g. from a coroutine progress callback); use the AsyncClient there"
             )
+        if self.inherited:
+            raise self._dead()
         kwargs = dict(kwargs or {})
         inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         callback = kwargs.get("on_progress")
-        if callable(callback) and not inspect.iscoroutinefunction(callback):
+        if _runs_in_caller(callback):
             kwargs["on_progress"] = inbox.put
         else:
             callback = None
         for name in in_caller:
             value = kwargs.get(name)
-            if callable(value) and not inspect.iscoroutinefunction(value):
+            if _runs_in_caller(value):
                 kwargs[name] = _relay(value, inbox, self.loop)
         coro = fn(*args, **kwargs)  # argument errors surface here, before any hop
         tasks: list[asyncio.Task[_T]] = []
@@ -161,7 +241,7 @@ class _LoopThread:
             task = self._wait(inbox, callback)
         except BaseException:
             # Ctrl-C here, or the progress callback raised: cancel the call in the loop.
-            self._cancel(tasks, inbox)
+            self._cancel(tasks, inbox, orphan)
             raise
         if task.cancelled():
             raise LoopThreadError("the sync client's event-loop thread was stopped mid-call")
@@ -185,24 +265,68 @@ class _LoopThread:
                 continue
             return item
 
-    def _cancel(self, tasks: list[asyncio.Task[Any]], inbox: queue.SimpleQueue[Any]) -> None:
+    def _cancel(
+        self,
+        tasks: list[asyncio.Task[Any]],
+        inbox: queue.SimpleQueue[Any],
+        orphan: Callable[[Any], Awaitable[object]] | None,
+    ) -> None:
+        """Cancel the call given up by its caller; wait (bounded) until it wound down."""
+
+        def settled(task: asyncio.Task[Any]) -> None:
+            if orphan is None or task.cancelled() or task.exception() is not None:
+                inbox.put(_SETTLED)
+                return
+            # It finished anyway, e.g. a load whose last progress the caller was handling.
+            cleanup = spawn(orphan(task.result()))
+            cleanup.add_done_callback(lambda _: inbox.put(_SETTLED))
+
         def cancel() -> None:
-            if tasks:  # start() ran before (FIFO), unless the loop died in between
-                tasks[0].cancel()
+            if not tasks:  # start() ran before (FIFO), unless the loop died in between
+                inbox.put(_SETTLED)
+                return
+            tasks[0].cancel()  # a no-op if it is done
+            tasks[0].add_done_callback(settled)
 
         try:
             self.loop.call_soon_threadsafe(cancel)
         except RuntimeError:
             return
-        with contextlib.suppress(queue.Empty):
-            while not isinstance(item := inbox.get(timeout=_CANCEL_GRACE_SECONDS), asyncio.Future):
-                if type(item) is _CallerJob:
-                    item.abandon()
+        deadline = time.monotonic() + _CANCEL_GRACE_SECONDS
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                item = inbox.get(timeout=min(left, _POLL_SECONDS))
+            except queue.Empty:
+                if not self.thread.is_alive():
+                    return
+                continue
+            if item is _SETTLED:
+                return
+            if type(item) is _CallerJob:
+                item.abandon()
 
     def _dead(self) -> LoopThreadError:
+        if self.inherited:
+            return LoopThreadError(
+                "this sync lmstudio_async client was created before os.fork(), and its "
+                "event-loop thread does not exist in this process; create a new Client here"
+            )
         return LoopThreadError(
             "the sync client's event-loop thread is no longer running; create a new Client"
         )
+
+
+def _quiet_closed_client_errors(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The loop thread's exception handler while it shuts down.
+
+    An async generator left open then is a ``with client.llm.loaded()`` block whose
+    client was closed meanwhile: its clean-up fails with :class:`ClientClosedError`,
+    which that block's ``__exit__`` reports to its caller; only other errors are logged
+    as asyncio would."""
+    if isinstance(context.get("exception"), ClientClosedError):
+        log.debug("at loop-thread shutdown: %s", context.get("message"))
+        return
+    loop.default_exception_handler(context)
 
 
 class _CallerJob:
@@ -261,21 +385,47 @@ def _relay(
     async def relay(*args: Any) -> Any:
         future: asyncio.Future[Any] = loop.create_future()
         inbox.put(_CallerJob(function, args, future, loop))
-        return await future
+        result = await future
+        if inspect.isawaitable(result):  # e.g. a lambda returning a coroutine: as async does
+            result = await result
+        return result
 
     return relay
 
 
 class _Lease:
-    """One client's lease on the loop thread; refuses calls once the client is closed."""
+    """One client's lease on the loop thread; refuses calls once the client is closed.
 
-    __slots__ = ("__weakref__", "_lock", "closed", "host", "runner")
+    :meth:`own` ties it to the client's :class:`AsyncClient`: a lease garbage-collected
+    before :meth:`close` (its client, namespaces, handles and streams all dropped) closes
+    that client in the loop thread, returns the lease, and warns (``ResourceWarning``).
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_closer",
+        "_closing_done",
+        "_finalizer",
+        "_lock",
+        "closed",
+        "host",
+        "runner",
+    )
 
     def __init__(self) -> None:
         self.runner = _LoopThread.acquire()
         self.closed = False
         self.host: str | None = None
         self._lock = threading.Lock()
+        self._closer: int | None = None  # the thread running close()
+        self._closing_done = threading.Event()
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+
+    def own(self, client: AsyncClient) -> None:
+        """Close ``client`` (without waiting) if this lease is collected unclosed."""
+        finalizer = weakref.finalize(self, _unclosed, self.runner, client)
+        finalizer.atexit = False  # at exit the daemon loop thread just ends, as before
+        self._finalizer = finalizer
 
     def call(
         self,
@@ -283,18 +433,73 @@ class _Lease:
         args: tuple[Any, ...] = (),
         kwargs: Mapping[str, Any] | None = None,
         in_caller: tuple[str, ...] = (),
+        orphan: Callable[[_T], Awaitable[object]] | None = None,
     ) -> _T:
         if self.closed:
             raise ClientClosedError(host=self.host)
         try:
-            return self.runner.call(fn, args, kwargs, in_caller)
-        except LoopThreadError:
-            if self.closed:  # closed from another thread: its loop thread stopped with it
-                raise ClientClosedError(
-                    "the LM Studio client was closed while this call was in flight",
-                    host=self.host,
-                ) from None
-            raise
+            return self.runner.call(fn, args, kwargs, in_caller, orphan)
+        except LoopThreadError as exc:
+            raise self._closed_meanwhile(exc) from None
+
+    def finish(
+        self,
+        fn: Callable[..., Awaitable[_T]],
+        args: tuple[Any, ...] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        in_caller: tuple[str, ...] = (),
+        orphan: Callable[[_T], Awaitable[object]] | None = None,
+    ) -> _T:
+        """:meth:`call`, also once the client is closed: the clean-up of something begun
+        before (leaving a ``loaded()`` block), which the async side must see."""
+        try:
+            return self.runner.call(fn, args, kwargs, in_caller, orphan)
+        except LoopThreadError as exc:
+            raise self._closed_meanwhile(exc) from None
+
+    def _closed_meanwhile(self, error: LoopThreadError) -> LMStudioError:
+        if self.closed:  # closed from another thread: its loop thread stopped with it
+            return ClientClosedError(
+                "the LM Studio client was closed while this call was in flight", host=self.host
+            )
+        return error
+
+    def close(self, client: AsyncClient) -> None:
+        """Close ``client`` in the loop thread, then release the lease: once.
+
+        A concurrent ``close()`` from another thread waits for the first one to finish
+        (bounded), then returns. From the loop thread itself (a coroutine callback), the
+        lease is closed at once and the client is closed right after, in the background.
+        """
+        runner = self.runner
+        if runner.inherited:  # after fork(): no loop thread here, and locks may be stale
+            self.closed = True
+            self._detach()
+            return
+        me = threading.get_ident()
+        with self._lock:
+            closer = self._closer
+            if closer is None:
+                self._closer = me
+        if closer is not None:
+            # Closed or being closed; wait for a closing thread (unless it is this one).
+            if closer != me and threading.current_thread() is not runner.thread:
+                self._closing_done.wait(_CLOSE_WAIT_SECONDS)
+            return
+        self._detach()
+        try:
+            if threading.current_thread() is runner.thread:
+                with self._lock:
+                    self.closed = True
+                runner.close_later(client)  # it returns the lease once the client is closed
+                return
+            try:
+                with contextlib.suppress(LoopThreadError):  # gone, and its sockets with it
+                    runner.call(client.aclose)
+            finally:
+                self.release()
+        finally:
+            self._closing_done.set()
 
     def release(self) -> bool:
         """Release the lease once; False if it was already released."""
@@ -302,5 +507,40 @@ class _Lease:
             if self.closed:
                 return False
             self.closed = True
+        self._detach()
         self.runner.release()
         return True
+
+    def _detach(self) -> None:
+        finalizer = self._finalizer
+        if finalizer is not None:
+            finalizer.detach()
+
+
+def _unclosed(runner: _LoopThread, client: AsyncClient) -> None:
+    """The finalizer of a lease collected unclosed. It may run in any thread, inside the
+    garbage collector: it takes no lock and never waits."""
+    if runner.inherited or not runner.thread.is_alive():
+        return  # no loop thread: nothing of the client is left to release
+    try:
+        runner.loop.call_soon_threadsafe(runner.close_later, client)
+    except RuntimeError:
+        return  # the loop has just closed, and the client's sockets with it
+    warnings.warn(
+        f"unclosed lmstudio_async.Client (host {client.api_host or 'auto'}); close it "
+        "(`with Client(...) as client:` or `client.close()`)",
+        ResourceWarning,
+        stacklevel=1,
+    )
+
+
+def _after_fork_in_child() -> None:
+    # The loop thread is not in the child, and a lock held by any parent thread at the
+    # fork would stay held for ever: start afresh, and mark what was inherited.
+    _LoopThread._forks += 1
+    _LoopThread._lock = threading.Lock()
+    _LoopThread._current = None
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows (no fork there)
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -134,6 +134,9 @@ class ModelPool(_Facade):
             eviction=eviction,
         )
         super().__init__(pool, lease)
+        # Every client's lease, so that none of them is collected (and closed) under the pool.
+        self._leases = tuple(c._lease for c in client_list)
+        self._closed = False
 
     def __repr__(self) -> str:
         try:  # the pool's state lives in the loop thread: read it there
@@ -144,7 +147,7 @@ class ModelPool(_Facade):
 
     @property
     def closed(self) -> bool:
-        return self._async.closed
+        return self._closed or self._async.closed
 
     def __enter__(self) -> ModelPool:
         return self
@@ -154,9 +157,15 @@ class ModelPool(_Facade):
 
     def close(self) -> None:
         """Stop the pool and unload every instance it loaded (its clients stay open)."""
-        if self._lease.closed:
+        self._closed = True
+        if not self._lease.closed:
+            self._lease.call(self._async.aclose)
             return
-        self._lease.call(self._async.aclose)
+        # Its client was closed first (pool.md asks for the other order): the pool's
+        # instances cannot be unloaded, but its tasks are stopped and it reports closed, as
+        # the async pool does; with no loop thread left, there is nothing more to stop.
+        with contextlib.suppress(LMStudioError):
+            self._lease.finish(self._async.aclose)
 
     def use(
         self,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -19,10 +18,9 @@ from .._async.inference import (
 )
 from .._protocol.results import Fragment, PredictionResult
 from ..errors import ClientClosedError, LMStudioError, LoopThreadError
-from .loop import _CANCEL_GRACE_SECONDS, _POLL_SECONDS, _Lease
+from .loop import _CANCEL_GRACE_SECONDS, _POLL_SECONDS, _Lease, _runs_in_caller
 
 __all__ = ["SyncPredictionStream"]
-
 
 
 class _End:
@@ -56,15 +54,16 @@ class SyncPredictionStream:
         self._on_fragment: FragmentCallback | None = None
         self._on_progress: PromptProgressCallback | None = None
         fragment_cb = kwargs.get("on_fragment")
-        if callable(fragment_cb) and not inspect.iscoroutinefunction(fragment_cb):
+        if _runs_in_caller(fragment_cb):
             self._on_fragment, kwargs["on_fragment"] = fragment_cb, None
         progress_cb = kwargs.get("on_prompt_progress")
-        if callable(progress_cb) and not inspect.iscoroutinefunction(progress_cb):
+        if _runs_in_caller(progress_cb):
             self._on_progress, kwargs["on_prompt_progress"] = progress_cb, self._queue.put
         self._stream = factory(*args, **kwargs)  # validates here, before any hop
         self._task: asyncio.Task[None] | None = None
         self._started = False
         self._ended = False
+        self._abandoned = False  # an iteration was dropped before the end (``break``)
 
     def __repr__(self) -> str:
         return repr(self._stream).replace("<", "<Sync", 1)
@@ -92,6 +91,9 @@ class SyncPredictionStream:
                 "a sync lmstudio_async call was made from the client's own event-loop thread; "
                 "use the AsyncClient there"
             )
+        if runner.inherited:
+            self._ended = True
+            raise runner._dead()
         self._started = True
         try:
             runner.loop.call_soon_threadsafe(self._spawn_pump)
@@ -136,8 +138,8 @@ class SyncPredictionStream:
         return self._next()
 
     def _next(self) -> Fragment:
-        if self._ended:
-            raise StopIteration
+        if self._ended or self._abandoned:
+            raise StopIteration  # as in async: a stream left early yields nothing more
         self._start()
         try:
             while True:
@@ -155,25 +157,43 @@ class SyncPredictionStream:
                 error = item.error
                 if error is None:
                     raise StopIteration
-                if isinstance(error, asyncio.CancelledError):
-                    raise LMStudioError("the prediction was cancelled")
+                if isinstance(error, asyncio.CancelledError):  # not expected: see _request_cancel
+                    raise self._stopped()
                 raise error
         except StopIteration:
             raise
-        except BaseException:
+        except BaseException as exc:
             # Ctrl-C, or a callback raised: stop the prediction on the server.
-            self._request_cancel()
+            self._request_cancel(exc if isinstance(exc, Exception) else None)
             self._wait_end()
             raise
 
-    def _request_cancel(self) -> None:
-        """Cancel the pump task in the loop thread (non-blocking; any thread)."""
-        if not self._started or self._ended:
+    def _stopped(self) -> LMStudioError:
+        subject = self._stream._subject
+        return LMStudioError(f"the prediction of {subject!r} was stopped by its caller")
+
+    def _abandon(self) -> None:
+        """The iteration was dropped before the end (``break``): stop the prediction."""
+        self._abandoned = True
+        self._request_cancel()
+
+    def _request_cancel(self, reason: Exception | None = None) -> None:
+        """Stop the prediction from the loop thread (non-blocking; any thread).
+
+        The pump task is cancelled; its read then stops the prediction as the async stream
+        does (``cancel`` is sent, a reaper collects the final result). The stream's error
+        is set first, to ``reason`` (the callback's exception) or "stopped by its caller",
+        as async sets it when its caller leaves: otherwise it would be the pump's
+        ``CancelledError``, which ``result()`` would raise as if its own hop was cancelled."""
+        if not self._started or self._ended or self._lease.runner.inherited:
             return
 
         def cancel() -> None:
-            if self._task is not None and not self._task.done():
-                self._task.cancel()
+            task, stream = self._task, self._stream
+            if task is not None and not task.done():
+                if stream._error is None and stream._result is None:
+                    stream._error = reason or self._stopped()
+                task.cancel()  # the pump's read ends with the stream's _abort (it keeps that error)
 
         with contextlib.suppress(RuntimeError):
             self._lease.runner.loop.call_soon_threadsafe(cancel)
@@ -263,7 +283,7 @@ class _SyncFragmentIterator:
     def __del__(self) -> None:
         stream = self._stream
         if stream._started and not stream._ended:
-            stream._request_cancel()
+            stream._abandon()
 
 
 def _call_back(callback: Callable[[Any], Any], value: Any) -> None:

@@ -16,7 +16,8 @@ import pytest
 
 import lmstudio_async as lms
 from lmstudio_async._sync import client as _sync
-from lmstudio_async._sync.client import Client, LoopThreadError, SyncEmbeddingModel, SyncLLM
+from lmstudio_async._sync.client import Client, SyncEmbeddingModel, SyncLLM
+from lmstudio_async.errors import LoopThreadError
 from lmstudio_async.testing import ThreadedStandInServer
 
 LLAMA = "llama-3.2-1b-instruct"

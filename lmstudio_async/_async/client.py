@@ -271,11 +271,12 @@ class _Flight:
     policy of the caller that started it. The load itself has no deadline: each caller
     waits for it within its own deadlines, and the last one to give up stops it."""
 
-    __slots__ = ("loaded_now", "params", "progress", "task", "waiters")
+    __slots__ = ("joined", "loaded_now", "params", "progress", "task", "waiters")
 
     def __init__(self, params: tuple[Any, ...]) -> None:
         self.progress = _Progress()
         self.waiters = 0
+        self.joined = 0  # every caller that ever waited for it
         self.loaded_now = False
         self.params = params
         self.task: asyncio.Task[ModelInstanceInfo] | None = None
@@ -552,6 +553,29 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         (:class:`ConfigMismatchError`) or ``"reload"`` (unload it, load anew). The
         warning or error names each differing field, ``ttl`` included.
         """
+        handle, _ = await self._model(
+            key,
+            ttl=ttl,
+            config=config,
+            on_progress=on_progress,
+            on_config_mismatch=on_config_mismatch,
+            timeout=timeout,
+        )
+        return handle
+
+    async def _model(
+        self,
+        key: str | None = None,
+        *,
+        ttl: float | None = None,
+        config: _ConfigT | Mapping[str, Any] | None = None,
+        on_progress: ProgressCallback | None = None,
+        on_config_mismatch: MismatchPolicy = "warn",
+        timeout: TimeoutParam = USE_CLIENT_DEFAULT,
+    ) -> tuple[_HandleT, bool]:
+        """:meth:`model`, and whether this call loaded the instance for itself alone (a
+        load of its own that no other caller joined): the sync client unloads such an
+        instance when its caller is interrupted just as the call returns."""
         timeouts = self._client._timeouts_for(timeout)
         if key is None:
             if ttl is not None or config is not None or on_progress is not None:
@@ -559,7 +583,7 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
                     f"{self._name}.model() without a key returns an already loaded model; "
                     "ttl, config and on_progress need a key"
                 )
-            return await self._any(timeouts)
+            return await self._any(timeouts), False
         check_key(key, "model key")
         ttl_value = ttl_ms(ttl)
         cfg = self._config(config)
@@ -593,6 +617,7 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         task = flight.task
         assert task is not None
         flight.waiters += 1
+        flight.joined += 1
         try:
             info = await _wait_for_flight(
                 flight, task, timeouts, f"Get-or-load of {key!r}", callback
@@ -620,12 +645,13 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         if flight.params[:2] == params[:2] and (
             flight.loaded_now or flight.params[2] == "reload"
         ):
-            return self._handle(info)  # loaded (or reloaded) with exactly our ttl and config
+            # Loaded (or reloaded) with exactly our ttl and config.
+            return self._handle(info), flight.loaded_now and flight.joined == 1
         # Already loaded, or loaded for a caller with another ttl / config: check ours.
         info = await self._reconcile(
             key, info, ttl_value, cfg, on_config_mismatch, timeouts, loaded_now=False
         )
-        return self._handle(info)
+        return self._handle(info), False
 
     async def _reconcile(
         self,

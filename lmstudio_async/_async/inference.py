@@ -406,6 +406,12 @@ class PredictionStream:
         if self._finished is not None:
             self._finished.set()
 
+    def _blame(self, error: BaseException) -> None:
+        """The error the stream ends with when something outside stops it (the sync stream,
+        before it cancels its reading task), unless it already has an error or a result."""
+        if self._error is None and self._result is None:
+            self._error = error
+
     def _abort(self, exc: BaseException) -> None:
         """Stop the prediction on the server; a reaper collects its final result."""
         if self._error is None:

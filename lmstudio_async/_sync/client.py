@@ -157,29 +157,9 @@ async def _disown_if_loaded_now(result: tuple[_ModelHandle[Any, Any], bool]) -> 
 async def _model(
     namespace: _ModelNamespace[Any, Any, Any, Any], key: str | None, **kwargs: Any
 ) -> tuple[_ModelHandle[Any, Any], bool]:
-    """``namespace.model(key, ...)``, and whether this call's own get-or-load loaded the
-    instance for it alone: the async client's rule (the flight's ``loaded_now``, no other
-    caller waiting) for unloading it when its caller has gone."""
-    alone: list[bool] = []
-    flights = getattr(namespace, "_flights", None)
-    if isinstance(key, str) and isinstance(flights, dict) and key.casefold() not in flights:
-        folded = key.casefold()
-
-        def watch() -> None:
-            # model() ran up to its first wait in the step before: its flight is registered.
-            flight = flights.get(folded)
-            task = getattr(flight, "task", None)
-            if isinstance(task, asyncio.Future):
-                task.add_done_callback(
-                    lambda _: alone.append(
-                        getattr(flight, "loaded_now", False) is True
-                        and getattr(flight, "waiters", 0) == 1
-                    )
-                )
-
-        asyncio.get_running_loop().call_soon(watch)
-    handle = await namespace.model(key, **kwargs)
-    return handle, alone == [True]
+    """``namespace.model(key, ...)``, and whether it loaded the instance for this call
+    alone (then it is unloaded if the caller has gone, as the async client does)."""
+    return await namespace._model(key, **kwargs)
 
 
 def _hop_context(stub: _F) -> _F:

@@ -191,8 +191,7 @@ class SyncPredictionStream:
         def cancel() -> None:
             task, stream = self._task, self._stream
             if task is not None and not task.done():
-                if stream._error is None and stream._result is None:
-                    stream._error = reason or self._stopped()
+                stream._blame(reason or self._stopped())
                 task.cancel()  # the pump's read ends with the stream's _abort (it keeps that error)
 
         with contextlib.suppress(RuntimeError):

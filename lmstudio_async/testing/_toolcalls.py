@@ -118,7 +118,7 @@ def _as_call(raw: PlannedCall | Mapping[str, Any]) -> PlannedCall:
     if isinstance(args, str):  # OpenAI sends arguments as a JSON text
         try:
             args = json.loads(args)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deeply
             args = {}
     return PlannedCall(
         id=str(raw.get("id") or ""),

@@ -8,12 +8,15 @@ the event loop, and logs that used to grow without bound in memory.
 from __future__ import annotations
 
 import logging
+import time
+from typing import Any
 
 import pytest
 
 from lmstudio_async.testing import StandInServer
+from lmstudio_async.testing._toolcalls import ToolSpec, plan_tool_round
 
-from ._wire import RawClient
+from ._wire import RawClient, messages, stack
 from .http._http import call
 
 BOMB = "[" * 5000 + "]" * 5000  # msgspec gives up near a thousand levels
@@ -65,3 +68,73 @@ async def test_deeply_nested_http_body_is_a_400(
     status, body = await call(server.url, "POST", path, raw=(body_text + "}").encode())
     assert 400 <= status < 500, body
     _no_errors_logged(caplog)
+
+
+# --- tool-call planning is linear in the message ---------------------------------------------
+
+LOOKUP = ToolSpec(
+    "lookup",
+    "look something up",
+    {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]},
+)
+ADD = ToolSpec(
+    "add",
+    "add two numbers",
+    {
+        "type": "object",
+        "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+        "required": ["a", "b"],
+    },
+)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\u201c" * 40_000,  # opening curly quotes that never close: each scanned to the end
+        '"a" 1 ' * 8_000,  # numbers checked against every quoted span
+        "then " * 96_000,  # each "then" part appended to a growing string
+    ],
+    ids=["curly-quotes", "quotes-and-numbers", "thens"],
+)
+def test_tool_planning_time_is_linear(text: str) -> None:
+    started = time.perf_counter()
+    plan_tool_round([{"role": "user", "text": text}], [LOOKUP, ADD])
+    assert time.perf_counter() - started < 1.0  # quadratic: 5 to 15 s
+
+
+def test_a_curly_quoted_text_holds_no_opening_quote() -> None:
+    planned = plan_tool_round(
+        [{"role": "user", "text": "lookup \u201c\u201cHarbor\u201d and \u201cx"}], [LOOKUP]
+    )
+    assert [c.arguments for c in planned.calls] == [{"q": "Harbor"}]
+
+
+@pytest.mark.lmstudio_server(tokens_per_second=100_000)  # simulated prompt processing: 40 ms
+async def test_predict_with_tools_plans_a_huge_prompt_quickly(
+    server: StandInServer, client: RawClient
+) -> None:
+    server.preload("llama-3.2-1b-instruct")
+    llm = await client.connect("llm")
+    tools = {
+        "type": "toolArray",
+        "tools": [
+            {"type": "function", "function": {"name": "lookup", "parameters": LOOKUP.parameters}}
+        ],
+    }
+    param: dict[str, Any] = {
+        "modelSpecifier": {"type": "query", "query": {"identifier": "llama-3.2-1b-instruct"}},
+        "history": {
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "\u201c" * 40_000}]}]
+        },
+        "predictionConfigStack": stack(
+            **{
+                "llm.prediction.tools": tools,
+                "llm.prediction.maxPredictedTokens": {"checked": True, "value": 5},
+            }
+        ),
+    }
+    started = time.perf_counter()
+    frames = await llm.channel("predict", param)
+    assert time.perf_counter() - started < 1.5  # quadratic planning: about 15 s
+    assert messages(frames)[-1]["type"] == "success"

@@ -44,6 +44,8 @@ T = TypeVar("T")
 DEFAULT_PORT = 41343
 _TOKEN_RE = re.compile(r"^sk-lm-([A-Za-z0-9]{8}):([A-Za-z0-9]{20})$")
 _MAX_INCOMING = 64 * 1024 * 1024
+# Cancel packets kept for cancels() (cancel_count counts them all).
+CANCEL_LOG_SIZE = 1000
 
 FaultKind = Literal[
     "malformed_json", "binary", "oversized", "unknown_call", "unknown_channel", "unsolicited", "raw"
@@ -269,7 +271,9 @@ class Runtime:
         self.connections: dict[int, Connection] = {}
         self.received: deque[Frame] = deque(maxlen=frame_log_size)
         self.sent: deque[Frame] = deque(maxlen=frame_log_size)
-        self.cancels: list[CancelRecord] = []
+        # The newest cancels; cancel_total counts them all (since the start or clear_logs).
+        self.cancels: deque[CancelRecord] = deque(maxlen=CANCEL_LOG_SIZE)
+        self.cancel_total = 0
         self.drop_countdown: int | None = None
         self.drop_namespace: str | None = None
         self.pending_injections: list[tuple[str | None, str | bytes]] = []
@@ -449,6 +453,7 @@ class Runtime:
         self.sent.append(Frame(conn.namespace, conn.id, raw, None, time.time()))
 
     def record_cancel(self, conn: Connection, channel_id: int, endpoint: str | None) -> None:
+        self.cancel_total += 1
         self.cancels.append(
             CancelRecord(conn.namespace, conn.id, channel_id, endpoint, time.time())
         )
@@ -605,10 +610,12 @@ class _StandInBase:
 
     @property
     def cancel_count(self) -> int:
-        return self._rt.call(lambda: len(self._rt.cancels))
+        """How many ``{"type": "cancel"}`` channel packets were received (all of them)."""
+        return self._rt.call(lambda: self._rt.cancel_total)
 
     def cancels(self) -> list[CancelRecord]:
-        """Every ``{"type": "cancel"}`` channel packet received, oldest first."""
+        """The ``{"type": "cancel"}`` channel packets received, oldest first (the newest
+        ``CANCEL_LOG_SIZE``)."""
         return self._rt.call(lambda: list(self._rt.cancels))
 
     def received_frames(
@@ -652,11 +659,13 @@ class _StandInBase:
             self._rt.received.clear()
             self._rt.sent.clear()
             self._rt.cancels.clear()
+            self._rt.cancel_total = 0
 
         self._rt.call(clear)
 
     def notifications(self) -> list[dict[str, Any]]:
-        """Parameters of every system ``notify`` call received."""
+        """Parameters of the system ``notify`` calls received, oldest first (the newest 1000,
+        and no more than 4 MiB of text)."""
         return self._rt.call(lambda: list(self._rt.state.notifications))
 
     def advance_clock(self, seconds: float) -> None:

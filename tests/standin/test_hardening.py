@@ -14,9 +14,12 @@ from typing import Any
 import pytest
 
 from lmstudio_async.testing import StandInServer
+from lmstudio_async.testing import _files as files
+from lmstudio_async.testing._server import CANCEL_LOG_SIZE
+from lmstudio_async.testing._state import NOTIFICATION_LOG_BYTES, NOTIFICATION_LOG_SIZE
 from lmstudio_async.testing._toolcalls import ToolSpec, plan_tool_round
 
-from ._wire import RawClient, messages, stack
+from ._wire import RawClient, Socket, messages, stack
 from .http._http import call
 
 BOMB = "[" * 5000 + "]" * 5000  # msgspec gives up near a thousand levels
@@ -138,3 +141,82 @@ async def test_predict_with_tools_plans_a_huge_prompt_quickly(
     frames = await llm.channel("predict", param)
     assert time.perf_counter() - started < 1.5  # quadratic planning: about 15 s
     assert messages(frames)[-1]["type"] == "success"
+
+
+# --- records kept for inspection are bounded -------------------------------------------------
+
+
+async def _pipelined_rpcs(sock: Socket, endpoint: str, parameters: list[Any]) -> list[Any]:
+    """Send every call at once, then read their replies (in order: RPCs run inline)."""
+    for n, parameter in enumerate(parameters):
+        await sock.send(
+            {"type": "rpcCall", "endpoint": endpoint, "callId": n, "parameter": parameter}
+        )
+    return [await sock.recv() for _ in parameters]
+
+
+async def test_cancel_log_keeps_the_newest_and_counts_them_all(
+    server: StandInServer, client: RawClient
+) -> None:
+    llm = await client.connect("llm")
+    total = CANCEL_LOG_SIZE + 500
+    for n in range(total):  # cancels for unknown channels: warned 5 times, then silence
+        await llm.send({"type": "channelSend", "channelId": n, "message": {"type": "cancel"}})
+    for _ in range(5):
+        assert (await llm.recv())["kind"] == "channelUnknown"
+    await llm.barrier()
+    assert server.cancel_count == total
+    kept = server.cancels()
+    assert len(kept) == CANCEL_LOG_SIZE
+    assert [c.channel_id for c in kept] == list(range(500, total))
+    server.clear_logs()
+    assert server.cancel_count == 0
+    assert server.cancels() == []
+
+
+async def test_notifications_are_bounded_by_count_and_size(
+    server: StandInServer, client: RawClient
+) -> None:
+    system = await client.connect("system")
+    many = [{"title": f"n{n}"} for n in range(NOTIFICATION_LOG_SIZE + 10)]
+    replies = await _pipelined_rpcs(system, "notify", many)
+    assert {r["type"] for r in replies} == {"rpcResult"}
+    assert server.notifications() == many[10:]
+    big = NOTIFICATION_LOG_BYTES // 3
+    huge = [{"title": str(n), "description": "x" * big} for n in range(5)]
+    await _pipelined_rpcs(system, "notify", huge)
+    kept = server.notifications()
+    assert kept[-2:] == huge[-2:]  # the newest are whole
+    assert len(kept) < len(huge) + 10  # the oldest had to go
+    assert sum(len(n.get("description", "")) for n in kept) <= NOTIFICATION_LOG_BYTES
+
+
+async def test_uploads_are_bounded_across_clients(
+    server: StandInServer, client: RawClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(files, "MAX_UPLOADS", 3)
+    handles: list[tuple[Socket, str]] = []
+    for n in range(4):  # four clients, one upload each: the first client's is forgotten
+        sock = await client.connect("files", identifier=f"guest:c{n}", passkey="p")
+        reply = await sock.result("uploadFileBase64", {"name": "x" * 5000, "contentBase64": ""})
+        handles.append((sock, reply["identifier"]))
+    store = server._rt.state.files
+    assert len(store) == 3
+    assert "guest:c0" not in store.by_client  # no empty entry stays behind
+    assert all(
+        len(f.name) <= files.MAX_KEPT_NAME for c in store.by_client.values() for f in c.values()
+    )
+    server.preload("llama-3.2-1b-instruct")
+    spec = {"type": "query", "query": {"identifier": "llama-3.2-1b-instruct"}}
+    for n, (_sock, identifier) in enumerate(handles):
+        llm = await client.connect("llm", identifier=f"guest:c{n}", passkey="p")
+        part = {"type": "file", "name": "x", "identifier": identifier}
+        history = {"messages": [{"role": "user", "content": [part]}]}
+        frames = await llm.channel(
+            "predict",
+            {"modelSpecifier": spec, "history": history, "predictionConfigStack": stack()},
+        )
+        if n == 0:
+            assert frames[-1]["error"]["title"] == f'File "{identifier}" not found'
+        else:
+            assert frames[-1]["type"] == "channelClose", frames[-1]

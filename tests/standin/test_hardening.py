@@ -7,8 +7,12 @@ the event loop, and logs that used to grow without bound in memory.
 
 from __future__ import annotations
 
+import base64
+import gc
+import json
 import logging
 import time
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -220,3 +224,73 @@ async def test_uploads_are_bounded_across_clients(
             assert frames[-1]["error"]["title"] == f'File "{identifier}" not found'
         else:
             assert frames[-1]["type"] == "channelClose", frames[-1]
+
+
+# --- the frame log is bounded in bytes --------------------------------------------------------
+
+
+async def test_a_big_frame_is_logged_as_a_preview(server: StandInServer, client: RawClient) -> None:
+    sock = await client.connect("files")
+    content = base64.b64encode(bytes(300_000)).decode()
+    parameter = {"name": "zeros.bin", "contentBase64": content}
+    assert (await sock.rpc("uploadFileBase64", parameter))["type"] == "rpcResult"
+    [frame] = [f for f in server.received_frames(namespace="files") if f.size > 300_000]
+    assert frame.truncated
+    assert frame.raw == frame.raw[:1024]
+    assert len(frame.raw) == 1024
+    assert frame.message["endpoint"] == "uploadFileBase64"
+    assert frame.message["parameter"]["name"] == "zeros.bin"
+    assert frame.message["parameter"]["contentBase64"] == content[:256] + "…"
+    [logged] = server.received_messages(type="rpcCall", endpoint="uploadFileBase64")
+    assert logged == frame.message
+    # a small frame is whole, its message decoded
+    small = server.received_frames(namespace="files")[0]
+    assert not small.truncated
+    assert small.message["authVersion"] == 1
+    assert small.size == len(small.raw)
+
+
+async def test_big_frames_before_auth_keep_only_previews(
+    server: StandInServer, client: RawClient
+) -> None:
+    sock = await client.raw("llm")
+    for _ in range(8):
+        await sock.send_raw("x" * 2_000_000)  # never authenticates
+    await sock.send({"authVersion": 1, "clientIdentifier": "guest:x", "clientPasskey": "p"})
+    assert await sock.recv() == {"success": True}
+    frames = server.received_frames(namespace="llm")
+    assert [f.size for f in frames[:8]] == [2_000_000] * 8
+    assert all(f.truncated and len(f.raw) == 1024 and f.message is None for f in frames[:8])
+
+
+@pytest.mark.lmstudio_server(frame_log_bytes=1_000_000)
+async def test_frame_log_is_capped_in_bytes(server: StandInServer, client: RawClient) -> None:
+    llm = await client.connect("llm")
+    text = "y" * 60_000  # kept whole, but only about 16 of them fit in a megabyte
+    for n in range(40):
+        await llm.send({"type": "communicationWarning", "warning": f"{n} {text}"})
+    await llm.barrier()
+    frames = server.received_frames(namespace="llm")
+    assert 10 < len(frames) < 20
+    assert sum(len(f.raw) for f in frames) <= 1_000_000
+    assert frames[-2].message == {"type": "communicationWarning", "warning": f"39 {text}"}
+    assert frames[-1].message == {"type": "keepAlive"}
+
+
+async def test_frame_log_keeps_no_decoded_copies(server: StandInServer, client: RawClient) -> None:
+    llm = await client.connect("llm")
+    # 60 kB of text that decodes into 15 000 dicts (about 1 MB of Python objects)
+    frame = json.dumps({"type": "bogus", "items": [{}] * 15_000})
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before, _peak = tracemalloc.get_traced_memory()
+        for _ in range(20):
+            await llm.send_raw(frame)
+        await llm.barrier()
+        gc.collect()
+        after, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert after - before < 5_000_000  # with decoded copies: 20 x 1 MB
+    assert server.received_frames(namespace="llm")[-2].message["items"] == [{}] * 15_000

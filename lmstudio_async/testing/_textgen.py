@@ -11,6 +11,7 @@ import json
 import math
 import random
 import re
+import struct
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -627,10 +628,22 @@ def embedding_dimension(model: dict[str, Any]) -> int:
     return EMBEDDING_DIMENSION_BY_ARCH.get(arch, DEFAULT_EMBEDDING_DIMENSION)
 
 
-@lru_cache(maxsize=8192)
-def _feature_vector(feature: str, dim: int) -> tuple[float, ...]:
+# Only the first words of a text count (the catalogue's embedding models take at most a few
+# thousand tokens of context anyway); so one request cannot hold the event loop for long.
+MAX_EMBEDDED_WORDS = 4096
+# Each feature's pseudo-random vector is kept as one integer whose 4-byte lanes hold its
+# digest bytes, so the vectors of many features are summed with a few big-integer additions
+# instead of a Python loop over every dimension (lanes cannot overflow: at most
+# 2 * MAX_EMBEDDED_WORDS features of 255 each).
+_LANE = 4
+
+
+@lru_cache(maxsize=4096)
+def _feature_lanes(feature: str, dim: int) -> int:
     raw = hashlib.shake_256(f"{dim}:{feature}".encode()).digest(dim)
-    return tuple((b - 127.5) / 73.9 for b in raw)
+    lanes = bytearray(dim * _LANE)
+    lanes[::_LANE] = raw
+    return int.from_bytes(lanes, "little")
 
 
 def _stem(word: str) -> str:
@@ -644,10 +657,13 @@ def _stem(word: str) -> str:
 def embed(model: dict[str, Any], text: str) -> list[float]:
     """A unit-length vector: hashed bag of stemmed words (stop words down-weighted) + bigrams.
 
-    Equal texts give equal vectors; texts that share words get higher cosine similarity.
+    Each feature's vector has the components ``(b - 127.5) / 73.9`` for the bytes ``b`` of
+    a SHAKE-256 digest. Equal texts give equal vectors; texts that share words get higher
+    cosine similarity. Only the first ``MAX_EMBEDDED_WORDS`` words count.
     """
     dim = embedding_dimension(model)
-    lowered = [w.lower() for w in _WORD_RE.findall(text)]
+    found = itertools.islice(_WORD_RE.finditer(text), MAX_EMBEDDED_WORDS)
+    lowered = [m.group().lower() for m in found]
     words = [_stem(w) for w in lowered]
     features: dict[str, float] = {}
     for raw, word in zip(lowered, words, strict=True):
@@ -658,10 +674,19 @@ def embed(model: dict[str, Any], text: str) -> list[float]:
         features[key] = features.get(key, 0.0) + 0.3
     if not features:
         features["<empty>"] = 1.0
-    vector = [0.0] * dim
+    # Features of equal weight are summed as integers first: sum(weight * vector) is then
+    # weight * (lane sums - 127.5 * count) / 73.9 per group.
+    sums: dict[float, int] = {}
+    counts: dict[float, int] = {}
     for feature, count in features.items():
         weight = 1.0 + math.log(count) if count >= 1 else count
-        for index, component in enumerate(_feature_vector(feature, dim)):
-            vector[index] += weight * component
+        sums[weight] = sums.get(weight, 0) + _feature_lanes(feature, dim)
+        counts[weight] = counts.get(weight, 0) + 1
+    vector = [0.0] * dim
+    for weight, total in sums.items():
+        lanes = struct.unpack(f"<{dim}I", total.to_bytes(dim * _LANE, "little"))
+        offset = 127.5 * counts[weight]
+        scale = weight / 73.9
+        vector = [v + scale * (lane - offset) for v, lane in zip(vector, lanes, strict=True)]
     norm = math.sqrt(sum(v * v for v in vector)) or 1.0
     return [v / norm for v in vector]

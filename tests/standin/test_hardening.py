@@ -11,6 +11,8 @@ import base64
 import gc
 import json
 import logging
+import random
+import string
 import time
 import tracemalloc
 from typing import Any
@@ -21,6 +23,7 @@ from lmstudio_async.testing import StandInServer
 from lmstudio_async.testing import _files as files
 from lmstudio_async.testing._server import CANCEL_LOG_SIZE
 from lmstudio_async.testing._state import NOTIFICATION_LOG_BYTES, NOTIFICATION_LOG_SIZE
+from lmstudio_async.testing._textgen import MAX_EMBEDDED_WORDS
 from lmstudio_async.testing._toolcalls import ToolSpec, plan_tool_round
 
 from ._wire import RawClient, Socket, messages, stack
@@ -294,3 +297,45 @@ async def test_frame_log_keeps_no_decoded_copies(server: StandInServer, client: 
         tracemalloc.stop()
     assert after - before < 5_000_000  # with decoded copies: 20 x 1 MB
     assert server.received_frames(namespace="llm")[-2].message["items"] == [{}] * 15_000
+
+
+# --- embeddings of huge input ----------------------------------------------------------------
+
+NOMIC = "text-embedding-nomic-embed-text-v1.5"
+
+
+def _words(count: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return ["".join(rng.choices(string.ascii_lowercase, k=7)) for _ in range(count)]
+
+
+async def test_embedding_a_huge_text_is_quick_and_counts_the_first_words(
+    server: StandInServer, client: RawClient
+) -> None:
+    server.preload(NOMIC)
+    emb = await client.connect("embedding")
+    spec = {"type": "query", "query": {"identifier": NOMIC}}
+    words = _words(100_000, 0)  # 800 kB of distinct words: 25 s of work before
+    started = time.perf_counter()
+    vector = (
+        await emb.result("embedString", {"modelSpecifier": spec, "inputString": " ".join(words)})
+    )["embedding"]
+    assert time.perf_counter() - started < 1.0
+    assert len(vector) == 768
+    assert abs(sum(v * v for v in vector) - 1) < 1e-9
+    head = " ".join(words[:MAX_EMBEDDED_WORDS])
+    other_tail = head + " " + " ".join(_words(50, 1))
+    same = await emb.result("embedString", {"modelSpecifier": spec, "inputString": other_tail})
+    assert same["embedding"] == vector  # only the first MAX_EMBEDDED_WORDS words count
+
+
+async def test_http_embeddings_of_many_long_inputs_stay_quick(server: StandInServer) -> None:
+    server.preload(NOMIC)
+    inputs = [" ".join(_words(5_000, seed)) for seed in range(4)]
+    started = time.perf_counter()
+    status, body = await call(
+        server.url, "POST", "/v1/embeddings", {"model": NOMIC, "input": inputs}
+    )
+    assert status == 200, body
+    assert time.perf_counter() - started < 2.0  # before: about 1.5 s per input
+    assert [d["index"] for d in body["data"]] == [0, 1, 2, 3]

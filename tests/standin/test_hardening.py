@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from lmstudio_async.testing import StandInServer
+from lmstudio_async.testing import StandInServer, ThreadedStandInServer
 from lmstudio_async.testing import _files as files
 from lmstudio_async.testing._server import CANCEL_LOG_SIZE
 from lmstudio_async.testing._state import NOTIFICATION_LOG_BYTES, NOTIFICATION_LOG_SIZE
@@ -339,3 +339,246 @@ async def test_http_embeddings_of_many_long_inputs_stay_quick(server: StandInSer
     assert status == 200, body
     assert time.perf_counter() - started < 2.0  # before: about 1.5 s per input
     assert [d["index"] for d in body["data"]] == [0, 1, 2, 3]
+
+
+# --- structured output: bounded work, the token cap, typed errors ----------------------------
+
+LLAMA = "llama-3.2-1b-instruct"
+NESTED = {  # a billion values
+    "type": "array",
+    "minItems": 1000,
+    "items": {
+        "type": "array",
+        "minItems": 1000,
+        "items": {"type": "array", "minItems": 1000, "items": {"type": "integer"}},
+    },
+}
+
+
+def _cap(tokens: int) -> dict[str, Any]:
+    return {"llm.prediction.maxPredictedTokens": {"checked": True, "value": tokens}}
+
+
+def _predict_param(structured: dict[str, Any], **config: Any) -> dict[str, Any]:
+    return {
+        "modelSpecifier": {"type": "query", "query": {"identifier": LLAMA}},
+        "history": {
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "Describe a harbor"}]}
+            ]
+        },
+        "predictionConfigStack": stack(**{"llm.prediction.structured": structured, **config}),
+    }
+
+
+def _text(frames: list[dict[str, Any]]) -> str:
+    return "".join(m["fragment"]["content"] for m in messages(frames) if m["type"] == "fragment")
+
+
+def _stop_reason(frames: list[dict[str, Any]]) -> str:
+    [done] = [m for m in messages(frames) if m["type"] == "success"]
+    return str(done["stats"]["stopReason"])
+
+
+async def _predict_threaded(
+    server: ThreadedStandInServer, structured: dict[str, Any], **config: Any
+) -> tuple[list[dict[str, Any]], float]:
+    """One predict against a stand-in in its own thread (so a server that never answers
+    fails the test instead of hanging it), plus how long another connection's keepAlive
+    waited meanwhile."""
+    async with RawClient(server.host) as client:
+        llm = await client.connect("llm")
+        other = await client.connect("system")
+        channel = await llm.open_channel("predict", _predict_param(structured, **config))
+        started = time.perf_counter()
+        await other.barrier()
+        waited = time.perf_counter() - started
+        frames = await llm.collect(channel, timeout=10)
+        return frames, waited
+
+
+@pytest.mark.parametrize(
+    "grammar",
+    [
+        'root ::= ((""{1000}){1000}){1000}',
+        'root ::= ""{1000000000000}',
+        'root ::= x{99999}\nx ::= y*\ny ::= ""',
+    ],
+    ids=["nested-empty", "huge-empty", "empty-rules"],
+)
+async def test_repeating_an_empty_match_ends_at_once(
+    lmstudio_server: ThreadedStandInServer, grammar: str
+) -> None:
+    lmstudio_server.preload(LLAMA)
+    structured = {"type": "gbnf", "gbnfGrammar": grammar}
+    frames, waited = await _predict_threaded(lmstudio_server, structured, **_cap(5))
+    assert waited < 2.0
+    assert _text(frames) == ""  # the only text the grammar accepts
+    assert _stop_reason(frames) == "eosFound"
+
+
+async def test_the_token_cap_bounds_a_huge_grammar_or_schema(
+    lmstudio_server: ThreadedStandInServer,
+) -> None:
+    lmstudio_server.preload(LLAMA)
+    huge = [
+        {"type": "gbnf", "gbnfGrammar": 'root ::= ("a "){1000000000000}'},
+        {"type": "json", "jsonSchema": NESTED},
+        {
+            "type": "json",
+            "jsonSchema": {"type": "object", "minProperties": 10**9, "additionalProperties": {}},
+        },
+    ]
+    for structured in huge:
+        frames, waited = await _predict_threaded(lmstudio_server, structured, **_cap(5))
+        assert waited < 2.0
+        assert len([m for m in messages(frames) if m["type"] == "fragment"]) == 5
+        assert _stop_reason(frames) == "maxPredictedTokensReached"
+    assert _text(frames) == '{"item1":'  # tokens: { " item1 " :
+
+
+async def test_without_a_cap_too_much_output_is_a_typed_error(
+    lmstudio_server: ThreadedStandInServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    lmstudio_server.preload(LLAMA)
+    cases = [
+        ({"type": "gbnf", "gbnfGrammar": 'root ::= ("a "){1000000000000}'}, "too much text"),
+        ({"type": "gbnf", "gbnfGrammar": 'root ::= ("a"?){1000000000000}'}, "steps"),
+        ({"type": "json", "jsonSchema": NESTED}, "steps"),
+    ]
+    for structured, reason in cases:
+        frames, waited = await _predict_threaded(lmstudio_server, structured)
+        assert waited < 2.0
+        error = frames[-1]["error"]
+        if structured["type"] == "gbnf":
+            assert error["title"].startswith("Invalid GBNF grammar: "), error
+            assert reason in error["title"]
+        else:
+            assert (
+                error["title"]
+                == 'Invalid value for prediction config key "llm.prediction.structured"'
+            )
+            assert reason in error["cause"]
+    _no_errors_logged(caplog)
+
+
+@pytest.mark.parametrize("tokens", [0, 1, 3, 8, 20, 45])
+@pytest.mark.parametrize("stop", [None, "a", '", "', "}"])
+async def test_a_capped_structured_answer_is_a_prefix_of_the_whole_one(
+    server: StandInServer, client: RawClient, tokens: int, stop: str | None
+) -> None:
+    """The early end (enough_text) cuts exactly where the cap cuts the whole answer."""
+    server.preload(LLAMA)
+    llm = await client.connect("llm")
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "tags": {"type": "array", "items": {"type": "string"}, "minItems": 30},
+            "n": {"type": "integer"},
+        },
+    }
+    grammar = 'root ::= word (" " word){40}\nword ::= [a-z]+ | "<|eot_id|>"'
+    for structured in (
+        {"type": "json", "jsonSchema": schema},
+        {"type": "gbnf", "gbnfGrammar": grammar},
+    ):
+        extra: dict[str, Any] = {} if stop is None else {"llm.prediction.stopStrings": [stop]}
+        whole = await llm.channel("predict", _predict_param(structured, **extra))
+        capped = await llm.channel("predict", _predict_param(structured, **extra, **_cap(tokens)))
+        cut = [m for m in messages(whole) if m["type"] == "fragment"][:tokens]
+        assert [m for m in messages(capped) if m["type"] == "fragment"] == cut
+        expected = "maxPredictedTokensReached"
+        if len(cut) < tokens or (
+            _stop_reason(whole) == "stopStringFound" and len(messages(whole)) - 1 <= tokens
+        ):
+            expected = _stop_reason(whole)
+        assert _stop_reason(capped) == expected
+
+
+BAD_SETTINGS = [
+    ({"type": "json", "jsonSchema": {"type": "object", "required": 5}}, "required"),
+    (
+        {
+            "type": "json",
+            "jsonSchema": {"$defs": {"a": {"anyOf": [{"$ref": "#/$defs/a"}]}}, "$ref": "#/$defs/a"},
+        },
+        "cycle",
+    ),
+    (
+        {
+            "type": "json",
+            "jsonSchema": {"$defs": {"a": {"allOf": [{"$ref": "#/$defs/a"}]}}, "$ref": "#/$defs/a"},
+        },
+        "cycle",
+    ),
+    ({"type": "json", "jsonSchema": {"$ref": "#", "anyOf": [{"$ref": "#"}]}}, "cycle"),
+    (
+        {"type": "json", "jsonSchema": {"properties": [], "allOf": [{"properties": {"a": {}}}]}},
+        "properties",
+    ),
+    (
+        {"type": "gbnf", "gbnfGrammar": "root ::= " + "(" * 3000 + '"a"' + ")" * 3000},
+        "nested too deeply",
+    ),
+    ({"type": "gbnf", "gbnfGrammar": 'root ::= "a"' + "{1}" * 3000}, "nests too deeply"),
+    ({"type": "gbnf", "gbnfGrammar": "root ::= [a-"}, "unexpected end"),
+    ({"type": "gbnf", "gbnfGrammar": 'root ::= "\\UFFFFFFFF"'}, "U+10FFFF"),
+    ({"type": "gbnf", "gbnfGrammar": "root ::= []"}, "excludes every character"),
+    ({"type": "gbnf", "gbnfGrammar": 'root ::= "a"\n' + "# filler\n" * 10_000}, "longer than"),
+]
+
+
+@pytest.mark.parametrize(("structured", "reason"), BAD_SETTINGS)
+async def test_bad_structured_settings_give_typed_errors(
+    server: StandInServer,
+    client: RawClient,
+    caplog: pytest.LogCaptureFixture,
+    structured: dict[str, Any],
+    reason: str,
+) -> None:
+    server.preload(LLAMA)
+    llm = await client.connect("llm")
+    frames = await llm.channel("predict", _predict_param(structured))
+    error = frames[-1]["error"]
+    if structured["type"] == "gbnf":
+        assert error["title"].startswith("Invalid GBNF grammar: "), error
+        assert reason in error["title"]
+    else:
+        assert (
+            error["title"] == 'Invalid value for prediction config key "llm.prediction.structured"'
+        )
+        assert reason in error["cause"]
+    assert "Internal" not in json.dumps(error)
+    _no_errors_logged(caplog)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_http_bad_or_huge_schemas_are_400_or_capped(
+    server: StandInServer, stream: bool
+) -> None:
+    server.preload(LLAMA)
+
+    def body(schema: Any, **extra: Any) -> dict[str, Any]:
+        return {
+            "model": LLAMA,
+            "messages": [{"role": "user", "content": "hi"}],
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "x", "schema": schema},
+            },
+            "stream": stream,
+            **extra,
+        }
+
+    for schema in ({"type": "object", "required": 5}, NESTED):
+        status, reply = await call(server.url, "POST", "/v1/chat/completions", body(schema))
+        assert status == 400, reply
+        assert reply["error"]["code"] == "invalid_value"
+    status, reply = await call(
+        server.url, "POST", "/v1/chat/completions", body(NESTED, max_tokens=5)
+    )
+    assert status == 200, reply
+    if not stream:
+        assert reply["choices"][0]["finish_reason"] == "length"
+        assert reply["usage"]["completion_tokens"] == 5

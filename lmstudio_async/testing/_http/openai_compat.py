@@ -157,8 +157,9 @@ async def chat_completions(
             body["stats"] = {}
         return json_response(body)
 
+    # The stream starts with its first chunk, so that an error found before (e.g. a JSON
+    # schema that cannot be followed) is still an ordinary 400 answer.
     sse = SSE(request)
-    await sse.start()
     first = True
     calls = 0
     call_id = ""

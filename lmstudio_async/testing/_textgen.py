@@ -396,11 +396,11 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False)
 
 def _dumps(value: Any) -> str:
     """``json.dumps(value, ensure_ascii=False)``, faster for the common scalars."""
-    if type(value) is int:
-        return int.__repr__(value)
     try:
+        if type(value) is int:
+            return int.__repr__(value)
         return _ENCODER.encode(value)
-    except (RecursionError, ValueError, TypeError):
+    except (RecursionError, ValueError, TypeError):  # (ValueError: an int of 4300+ digits)
         raise SchemaError("a const or enum value cannot be written as JSON") from None
 
 

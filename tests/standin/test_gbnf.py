@@ -116,7 +116,7 @@ async def test_predict_follows_the_grammar(server: StandInServer, client: RawCli
 def test_repeating_an_empty_match_takes_no_time(grammar: str) -> None:
     started = time.perf_counter()
     out = generate(grammar, random.Random(0), ["word"])
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < 1.0
     assert out in ("", "ab")
 
 
@@ -138,7 +138,7 @@ def test_too_much_work_is_a_grammar_error(grammar: str, message: str) -> None:
     started = time.perf_counter()
     with pytest.raises(GrammarError, match=re.escape(message)):
         generate(grammar, random.Random(0), ["word"])
-    assert time.perf_counter() - started < 1.0  # bounded: no hang, no RecursionError
+    assert time.perf_counter() - started < 2.0  # bounded: no hang, no RecursionError
 
 
 def test_enough_ends_the_derivation_with_a_prefix() -> None:

@@ -212,6 +212,8 @@ def read_json_file(
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise error(f"{what} file {str(path)!r} is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise error(f"{what} file {str(path)!r} is not valid JSON: nested too deeply") from None
     try:
         return validate(data)
     except error as exc:

@@ -128,8 +128,18 @@ class ChannelContext:
 def _compact(value: Any) -> str:
     try:
         text = msgspec.json.encode(value).decode()
-    except (TypeError, msgspec.EncodeError):
-        text = repr(value)
+    except (TypeError, msgspec.EncodeError, RecursionError):
+        text = _shallow_repr(value)
+    return text if len(text) <= 300 else text[:300] + "…"
+
+
+def _shallow_repr(value: Any) -> str:
+    """A short description of a value that cannot be encoded (e.g. nested too deeply)."""
+    if isinstance(value, dict):
+        return f"<object with {len(value)} keys>"
+    if isinstance(value, list):
+        return f"<array of {len(value)} items>"
+    text = repr(value)
     return text if len(text) <= 300 else text[:300] + "…"
 
 
@@ -275,6 +285,11 @@ class Connection:
         except msgspec.DecodeError:
             message = None
             log.info("dropping non-JSON frame on /%s", self.namespace)
+        except RecursionError:
+            # msgspec gives up on JSON nested about a thousand levels deep; such a frame
+            # is dropped like any other that cannot be parsed (protocol.md §2.7).
+            message = None
+            log.info("dropping a JSON frame nested too deeply on /%s", self.namespace)
         self.rt.record_received(self, original, message)
         return message
 

@@ -338,7 +338,8 @@ def _list_variants(conn: Connection, param: dict[str, Any]) -> Any:
 
 
 def _notify(conn: Connection, param: dict[str, Any]) -> Any:
-    _state(conn).notifications.append(dict(param))
+    size = 100 + sum(len(v) for v in param.values() if isinstance(v, str))
+    _state(conn).notifications.append(dict(param), size)
     return VOID
 
 

@@ -16,6 +16,7 @@ import json
 import math
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -118,6 +119,53 @@ def plan(text: str, config: dict[str, Any], prompt_tokens: int, context_length: 
     return result
 
 
+# A special token (``<|...|>``) is at most this long: so much text after the last kept
+# token settles how that token and the ones before it are split.
+_LONGEST_SPECIAL_TOKEN = 68
+
+
+def token_cap(config: dict[str, Any], prompt_tokens: int, context_length: int) -> int | None:
+    """The most tokens :func:`plan` keeps (``maxPredictedTokens``, and the room left in the
+    context with ``stopAtLimit``), or ``None`` when nothing caps the output."""
+    caps: list[int] = []
+    limit = checkbox_value(config.get("llm.prediction.maxPredictedTokens"))
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 0:
+        caps.append(limit)
+    if config.get("llm.prediction.contextOverflowPolicy") == "stopAtLimit":
+        caps.append(max(0, context_length - prompt_tokens))
+    return min(caps) if caps else None
+
+
+def enough_text(
+    config: dict[str, Any], lead: str, prompt_tokens: int, context_length: int
+) -> Callable[[str], bool] | None:
+    """A test for a structured-output generator: given the text generated so far, whether
+    :func:`plan` would cut ``lead`` + that text exactly as it cuts the whole output (more
+    tokens than the cap, and enough text after the last kept token for its split and for
+    any stop string starting in the kept part). ``None`` when nothing caps the output.
+
+    LM Studio samples constrained tokens one by one and stops at the cap; the stand-in
+    derives a whole document first, so without this a schema or grammar asking for a huge
+    text would be derived in full for a five-token answer.
+    """
+    cap = token_cap(config, prompt_tokens, context_length)
+    if cap is None:
+        return None
+    stops = [x for x in config.get("llm.prediction.stopStrings", []) if isinstance(x, str)]
+    margin = max([_LONGEST_SPECIAL_TOKEN, *(len(x) for x in stops)])
+
+    def enough(text: str) -> bool:
+        full = lead + text
+        end = 0  # where the cap-th token ends
+        for count, match in enumerate(tg.TOKEN_RE.finditer(full)):
+            if count == cap:  # a token beyond the cap
+                return len(full) - end >= margin
+            end = match.end()
+        return False
+
+    return enough
+
+
 def gbnf_grammar(structured: Any) -> str | None:
     """The grammar of a ``{"type": "gbnf", "gbnfGrammar": ...}`` setting, else ``None``."""
     if isinstance(structured, dict) and structured.get("type") == "gbnf":
@@ -127,40 +175,77 @@ def gbnf_grammar(structured: Any) -> str | None:
     return None
 
 
-def grammar_text(grammar: str, rng: random.Random, topic_text: str) -> str:
+def invalid_grammar(reason: str) -> StandInError:
+    return StandInError(f"Invalid GBNF grammar: {reason}")
+
+
+def invalid_schema(reason: str) -> StandInError:
+    key = "llm.prediction.structured"
+    return StandInError(
+        f'Invalid value for prediction config key "{key}"',
+        cause=f"jsonSchema: {reason}",
+        suggestion="Check the JSON schema (and its $ref / anyOf / allOf definitions).",
+    )
+
+
+def grammar_text(
+    grammar: str,
+    rng: random.Random,
+    topic_text: str,
+    enough: Callable[[str], bool] | None = None,
+) -> str:
     """Text the GBNF ``grammar`` accepts, spelled from the prompt's words (``_gbnf``)."""
     words = [w.lower() for w in re.findall(r"[^\W\d_]{3,}", topic_text)[-50:]]
     try:
-        return gbnf.generate(grammar, rng, words or ["text"])
+        return gbnf.generate(grammar, rng, words or ["text"], enough)
     except gbnf.GrammarError as exc:
-        raise StandInError(f"Invalid GBNF grammar: {exc}") from None
+        raise invalid_grammar(str(exc)) from None
 
 
-def generate(inst: Instance, config: dict[str, Any], prompt: tg.RenderedPrompt) -> str:
-    """The full text the model would produce for this prompt and config (deterministic)."""
+def generate(
+    inst: Instance,
+    config: dict[str, Any],
+    prompt: tg.RenderedPrompt,
+    enough: Callable[[str], bool] | None = None,
+) -> str:
+    """The full text the model would produce for this prompt and config (deterministic).
+
+    With ``enough`` (see :func:`enough_text`) structured output may end early, where the
+    output would be cut anyway. A JSON schema or grammar that cannot be followed raises the
+    typed :class:`StandInError` (``Invalid value for prediction config key`` /
+    ``Invalid GBNF grammar``).
+    """
     temperature = config.get("llm.prediction.temperature", 0.8)
     seed_setting = checkbox_value(inst.config.get("llm.load.seed"))
     seed = seed_setting if isinstance(seed_setting, int) and seed_setting >= 0 else -1
     structured = config.get("llm.prediction.structured", {"type": "none"})
     json_mode = isinstance(structured, dict) and structured.get("type") == "json"
     grammar = gbnf_grammar(structured)
-    rng = random.Random(
-        tg.generation_seed(
-            inst.model_key,
-            None if temperature == 0 else seed,  # greedy decoding ignores the seed
-            prompt.text,
-            temperature,
-            config.get("llm.prediction.topKSampling"),
-            config.get("llm.prediction.topPSampling"),
-            config.get("llm.prediction.minPSampling"),
-            config.get("llm.prediction.repeatPenalty"),
-            structured if json_mode or grammar is not None else None,
+    if grammar is not None and len(grammar) > gbnf.MAX_GRAMMAR:  # (before hashing it)
+        raise invalid_grammar(f"the grammar is longer than {gbnf.MAX_GRAMMAR} characters")
+    try:
+        rng = random.Random(
+            tg.generation_seed(
+                inst.model_key,
+                None if temperature == 0 else seed,  # greedy decoding ignores the seed
+                prompt.text,
+                temperature,
+                config.get("llm.prediction.topKSampling"),
+                config.get("llm.prediction.topPSampling"),
+                config.get("llm.prediction.minPSampling"),
+                config.get("llm.prediction.repeatPenalty"),
+                structured if json_mode or grammar is not None else None,
+            )
         )
-    )
-    if json_mode:
-        return tg.generate_json(rng, structured.get("jsonSchema"), prompt.topic_source)
+        if json_mode:
+            schema = structured.get("jsonSchema")
+            return tg.generate_json(rng, schema, prompt.topic_source, enough)
+    except tg.SchemaError as exc:
+        raise invalid_schema(str(exc)) from None
+    except RecursionError:  # a schema nested about a thousand levels deep
+        raise invalid_schema("it nests too deeply") from None
     if grammar is not None:
-        return grammar_text(grammar, rng, prompt.topic_source)
+        return grammar_text(grammar, rng, prompt.topic_source, enough)
     lead_space = prompt.raw and bool(prompt.text) and not prompt.text[-1].isspace()
     return tg.generate_text(rng, prompt.topic_source, chat=not prompt.raw, lead_space=lead_space)
 
@@ -273,7 +358,8 @@ async def predict(
     if tools is not None and tools.text is not None:
         text = tools.text
     else:
-        text = generate(inst, config, prompt)
+        enough = enough_text(config, lead, total, inst.context_length)
+        text = generate(inst, config, prompt, enough)
     cut = plan(lead + text, config, total, inst.context_length)
 
     rate = tokens_per_second

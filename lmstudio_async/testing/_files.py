@@ -17,6 +17,7 @@ import binascii
 import itertools
 import re
 import struct
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,8 +30,11 @@ from ._errors import StandInError
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 # A file named like this must be an image the stand-in can read (guess).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp")
-# Uploads kept per client; the oldest are forgotten beyond this (guess).
+# Uploads kept per client, and for all clients together; the oldest are forgotten beyond
+# these (guess). Only metadata is kept, and only the first MAX_KEPT_NAME characters of a name.
 MAX_UPLOADS_PER_CLIENT = 1000
+MAX_UPLOADS = 10_000
+MAX_KEPT_NAME = 256
 
 
 @dataclass(frozen=True)
@@ -190,10 +194,27 @@ _SAFE_NAME = re.compile(r"[^\w.\-]+")
 
 @dataclass
 class FileStore:
-    """Uploads by client identifier, then by file identifier (insertion ordered)."""
+    """Uploads by client identifier, then by file identifier (insertion ordered).
+
+    At most ``MAX_UPLOADS_PER_CLIENT`` per client and ``MAX_UPLOADS`` in all: the oldest
+    are forgotten first, and a client none of whose uploads is left is forgotten too.
+    """
 
     by_client: dict[str, dict[str, UploadedFile]] = field(default_factory=dict)
     _counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    # Every kept upload as (client, identifier), oldest first.
+    _order: OrderedDict[tuple[str, str], None] = field(default_factory=OrderedDict)
+
+    def _forget(self, client: str, identifier: str) -> None:
+        files = self.by_client.get(client)
+        if files is not None:
+            files.pop(identifier, None)
+            if not files:
+                del self.by_client[client]
+        self._order.pop((client, identifier), None)
+
+    def __len__(self) -> int:
+        return len(self._order)
 
     def upload(self, client: str, name: str, content_base64: str) -> UploadedFile:
         try:
@@ -209,11 +230,17 @@ class FileStore:
             raise invalid_upload(f'"{name}" is named like an image but is not a readable image')
         safe = _SAFE_NAME.sub("_", name).strip("._") or "file"
         identifier = f"{next(self._counter):06d}-{safe[-64:]}"
-        stored = UploadedFile(identifier, name, _file_type(name, data, image), len(data), image)
+        kept_name = name[:MAX_KEPT_NAME]
+        stored = UploadedFile(
+            identifier, kept_name, _file_type(name, data, image), len(data), image
+        )
         files = self.by_client.setdefault(client, {})
         files[identifier] = stored
+        self._order[(client, identifier)] = None
         while len(files) > MAX_UPLOADS_PER_CLIENT:
-            del files[next(iter(files))]
+            self._forget(client, next(iter(files)))
+        while len(self._order) > MAX_UPLOADS:
+            self._forget(*next(iter(self._order)))
         return stored
 
     def get(self, client: str, identifier: str) -> UploadedFile:

@@ -153,6 +153,16 @@ def collapse_stack(stack: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def short_repr(value: Any, limit: int = 300) -> str:
+    """``repr(value)`` cut to ``limit`` characters (a value nested too deeply for ``repr``
+    is only named by its type)."""
+    try:
+        text = repr(value)
+    except RecursionError:
+        text = f"<{type(value).__name__} nested too deeply>"
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def context_key(domain: str) -> str:
     return f"{domain}.load.contextLength"
 
@@ -187,7 +197,7 @@ def effective_config(
         if problem is not None:
             raise StandInError(
                 f'Invalid value for load config key "{key}"',
-                cause=f"{problem} (received {value!r})",
+                cause=f"{problem} (received {short_repr(value)})",
                 suggestion="Check the value against LM Studio's load-config schema.",
             )
         if isinstance(value, dict) and "value" in value:
@@ -360,7 +370,7 @@ def prediction_config(received: dict[str, Any], default_template: Any) -> dict[s
             if problem is not None:
                 raise StandInError(
                     f'Invalid value for prediction config key "{key}"',
-                    cause=f"{problem} (received {value!r})",
+                    cause=f"{problem} (received {short_repr(value)})",
                     suggestion="Check the value against LM Studio's prediction-config schema.",
                 )
         config[key] = value

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import itertools
 import logging
 import re
+import sys
 import threading
 import time
 from collections import deque
@@ -24,6 +26,7 @@ from ._connection import Connection
 from ._endpoints import build_namespaces
 from ._http import install as install_http
 from ._hub import default_hub, load_hub_file, validate_hub
+from ._logs import FRAME_WHOLE_LIMIT, BoundedLog, decode_frame, frame_preview, preview_value
 from ._presets import default_presets, load_presets_file, validate_presets
 from ._state import DEFAULT_JIT_TTL_MS, InstanceSnapshot, ModelState
 
@@ -44,6 +47,11 @@ T = TypeVar("T")
 DEFAULT_PORT = 41343
 _TOKEN_RE = re.compile(r"^sk-lm-([A-Za-z0-9]{8}):([A-Za-z0-9]{20})$")
 _MAX_INCOMING = 64 * 1024 * 1024
+# The frame log: per direction, at most this many bytes (besides frame_log_size frames).
+DEFAULT_FRAME_LOG_BYTES = 16 * 1024 * 1024
+_FRAME_OVERHEAD = 200  # bytes per logged frame besides its text (a rough estimate)
+# Cancel packets kept for cancels() (cancel_count counts them all).
+CANCEL_LOG_SIZE = 1000
 
 FaultKind = Literal[
     "malformed_json", "binary", "oversized", "unknown_call", "unknown_channel", "unsolicited", "raw"
@@ -72,13 +80,25 @@ def parse_api_token(token: str) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class Frame:
-    """One WebSocket frame received or sent by the stand-in."""
+    """One WebSocket frame received or sent by the stand-in.
+
+    A frame longer than 64 KiB is logged ``truncated``: ``raw`` is its first 1024
+    characters (bytes) and ``message`` a preview of its JSON value (see ``_logs``).
+    """
 
     namespace: str
     connection_id: int
     raw: str | bytes
-    message: Any  # the decoded JSON value, or None when the frame was not JSON
+    # Received frames: the decoded JSON value (None when the frame was not JSON). Sent
+    # frames: None.
+    message: Any
     time: float
+    size: int = -1  # the frame's length in characters (bytes for a binary frame)
+    truncated: bool = False
+
+    def __post_init__(self) -> None:
+        if self.size < 0:
+            object.__setattr__(self, "size", len(self.raw))
 
 
 @dataclass(frozen=True)
@@ -203,6 +223,7 @@ class Runtime:
         frame_log_size: int,
         tokens_per_second: float,
         call_timeout: float,
+        frame_log_bytes: int = DEFAULT_FRAME_LOG_BYTES,
         jit: bool = True,
         jit_ttl: float | None = DEFAULT_JIT_TTL_MS / 1000,
         devices: Mapping[str, float] | None = None,
@@ -267,9 +288,14 @@ class Runtime:
         self.namespaces = build_namespaces()
         self.faults = Faults(self)
         self.connections: dict[int, Connection] = {}
-        self.received: deque[Frame] = deque(maxlen=frame_log_size)
-        self.sent: deque[Frame] = deque(maxlen=frame_log_size)
-        self.cancels: list[CancelRecord] = []
+        if frame_log_size < 0 or frame_log_bytes < 0:
+            raise ValueError("frame_log_size and frame_log_bytes must be >= 0")
+        # Whole received frames are kept as text only; received_frames() decodes them.
+        self.received: BoundedLog[Frame] = BoundedLog(frame_log_size, frame_log_bytes)
+        self.sent: BoundedLog[Frame] = BoundedLog(frame_log_size, frame_log_bytes)
+        # The newest cancels; cancel_total counts them all (since the start or clear_logs).
+        self.cancels: deque[CancelRecord] = deque(maxlen=CANCEL_LOG_SIZE)
+        self.cancel_total = 0
         self.drop_countdown: int | None = None
         self.drop_namespace: str | None = None
         self.pending_injections: list[tuple[str | None, str | bytes]] = []
@@ -443,12 +469,24 @@ class Runtime:
     # --- recording ------------------------------------------------------------------------
 
     def record_received(self, conn: Connection, raw: str | bytes, message: Any) -> None:
-        self.received.append(Frame(conn.namespace, conn.id, raw, message, time.time()))
+        """Log a received frame (``message``: its decoded JSON value, or None)."""
+        if len(raw) <= FRAME_WHOLE_LIMIT:
+            frame = Frame(conn.namespace, conn.id, raw, None, time.time())
+            self.received.append(frame, sys.getsizeof(raw) + _FRAME_OVERHEAD)
+            return
+        preview = None if message is None else preview_value(message)
+        kept = frame_preview(raw)
+        frame = Frame(conn.namespace, conn.id, kept, preview, time.time(), len(raw), True)
+        extra = 0 if preview is None else len(msgspec.json.encode(preview))
+        self.received.append(frame, sys.getsizeof(kept) + extra + _FRAME_OVERHEAD)
 
     def record_sent(self, conn: Connection, raw: str | bytes) -> None:
-        self.sent.append(Frame(conn.namespace, conn.id, raw, None, time.time()))
+        kept = raw if len(raw) <= FRAME_WHOLE_LIMIT else frame_preview(raw)
+        frame = Frame(conn.namespace, conn.id, kept, None, time.time(), len(raw), kept is not raw)
+        self.sent.append(frame, sys.getsizeof(kept) + _FRAME_OVERHEAD)
 
     def record_cancel(self, conn: Connection, channel_id: int, endpoint: str | None) -> None:
+        self.cancel_total += 1
         self.cancels.append(
             CancelRecord(conn.namespace, conn.id, channel_id, endpoint, time.time())
         )
@@ -515,6 +553,7 @@ class _StandInBase:
         frame_log_size: int = 1000,
         tokens_per_second: float = 2000.0,
         call_timeout: float = 10.0,
+        frame_log_bytes: int = DEFAULT_FRAME_LOG_BYTES,
         jit: bool = True,
         jit_ttl: float | None = DEFAULT_JIT_TTL_MS / 1000,
         devices: Mapping[str, float] | None = None,
@@ -535,6 +574,7 @@ class _StandInBase:
             frame_log_size=frame_log_size,
             tokens_per_second=tokens_per_second,
             call_timeout=call_timeout,
+            frame_log_bytes=frame_log_bytes,
             jit=jit,
             jit_ttl=jit_ttl,
             devices=devices,
@@ -605,10 +645,12 @@ class _StandInBase:
 
     @property
     def cancel_count(self) -> int:
-        return self._rt.call(lambda: len(self._rt.cancels))
+        """How many ``{"type": "cancel"}`` channel packets were received (all of them)."""
+        return self._rt.call(lambda: self._rt.cancel_total)
 
     def cancels(self) -> list[CancelRecord]:
-        """Every ``{"type": "cancel"}`` channel packet received, oldest first."""
+        """The ``{"type": "cancel"}`` channel packets received, oldest first (the newest
+        ``CANCEL_LOG_SIZE``)."""
         return self._rt.call(lambda: list(self._rt.cancels))
 
     def received_frames(
@@ -618,7 +660,11 @@ class _StandInBase:
 
         def get() -> list[Frame]:
             frames = [f for f in self._rt.received if namespace in (None, f.namespace)]
-            return frames if limit is None else frames[-limit:]
+            frames = frames if limit is None else frames[-limit:] if limit > 0 else []
+            return [
+                f if f.truncated else dataclasses.replace(f, message=decode_frame(f.raw))
+                for f in frames
+            ]
 
         return self._rt.call(get)
 
@@ -652,11 +698,13 @@ class _StandInBase:
             self._rt.received.clear()
             self._rt.sent.clear()
             self._rt.cancels.clear()
+            self._rt.cancel_total = 0
 
         self._rt.call(clear)
 
     def notifications(self) -> list[dict[str, Any]]:
-        """Parameters of every system ``notify`` call received."""
+        """Parameters of the system ``notify`` calls received, oldest first (the newest 1000,
+        and no more than 4 MiB of text)."""
         return self._rt.call(lambda: list(self._rt.state.notifications))
 
     def advance_clock(self, seconds: float) -> None:

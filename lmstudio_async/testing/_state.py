@@ -15,6 +15,11 @@ from typing import Any
 from . import _errors as err
 from ._files import FileStore
 from ._kvconfig import BYTES_PER_GB, MemoryEstimate, context_key, estimate_memory
+from ._logs import BoundedLog
+
+# The notifications kept for inspection: the newest 1000, and at most 4 MiB of text.
+NOTIFICATION_LOG_SIZE = 1000
+NOTIFICATION_LOG_BYTES = 4 * 1024 * 1024
 
 
 class Clock:
@@ -124,7 +129,10 @@ class ModelState:
         self.clock = Clock()
         # Loaded instances and in-progress loads, in load (start) order.
         self.instances: list[Instance] = []
-        self.notifications: list[dict[str, Any]] = []
+        # Parameters of system.notify calls, the newest ones (see NOTIFICATION_LOG_*).
+        self.notifications: BoundedLog[dict[str, Any]] = BoundedLog(
+            NOTIFICATION_LOG_SIZE, NOTIFICATION_LOG_BYTES
+        )
         self.experiment_flags: set[str] = set()
         self.files = FileStore()  # uploads, per client identifier
 

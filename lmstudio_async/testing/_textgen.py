@@ -5,12 +5,15 @@ Everything here is pure and synchronous; the endpoint handlers in ``_endpoints``
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
 import math
 import random
 import re
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -369,19 +372,90 @@ def generation_seed(*parts: Any) -> int:
 _MAX_DEPTH = 6  # deeper: only required properties and minimal arrays
 _HARD_DEPTH = 40  # deeper still: give up (recursive schemas)
 _MAX_ITEMS = 1000  # cap on generated array length, property count and string length
+# Bounds on the work for one document, so that no schema can hold the server: characters
+# of JSON, work units (one per value written and per schema key copied while resolving
+# $ref / anyOf / allOf), $ref / anyOf / allOf steps in a row without a value (a cycle), and
+# values being generated at once (Python frames).
+_MAX_JSON = 100_000
+_MAX_WORK = 20_000
+_MAX_HOPS = 32
+_MAX_STACK = 300
+_FIRST_CHECK = 64  # output length at which ``enough`` is first asked
+
+
+class SchemaError(ValueError):
+    """The JSON schema cannot be followed: malformed, cyclic, or asking for too much."""
+
+
+class _Enough(Exception):
+    """The caller has all the text it needs (``generate_json``'s ``enough`` said so)."""
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
+
+def _dumps(value: Any) -> str:
+    """``json.dumps(value, ensure_ascii=False)``, faster for the common scalars."""
+    try:
+        if type(value) is int:
+            return int.__repr__(value)
+        return _ENCODER.encode(value)
+    except (RecursionError, ValueError, TypeError):  # (ValueError: an int of 4300+ digits)
+        raise SchemaError("a const or enum value cannot be written as JSON") from None
 
 
 class _SchemaGen:
-    """Builds a JSON value that satisfies a JSON schema (a practical subset, see docs)."""
+    """Writes a JSON text whose value satisfies a JSON schema (a practical subset, see
+    docs), piece by piece, spaced like ``json.dumps``."""
 
-    def __init__(self, root: Any, rng: random.Random, topic: str) -> None:
+    def __init__(
+        self,
+        root: Any,
+        rng: random.Random,
+        topic: str,
+        enough: Callable[[str], bool] | None = None,
+    ) -> None:
         self.root = root
         self.rng = rng
         self.topic = topic
+        self.enough = enough
+        self.out: list[str] = []
+        self.size = 0
+        self.work = 0
+        self.stack = 0
+        self.trials = 0  # unique-item candidates being written (they may be taken back)
+        self.next_check = _FIRST_CHECK
+
+    # --- output and budgets -----------------------------------------------------------
+
+    def spend(self, units: int) -> None:
+        self.work += units
+        if self.work > _MAX_WORK:
+            raise SchemaError(
+                f"following the schema takes more than {_MAX_WORK} steps (values and "
+                "$ref / anyOf / allOf expansions)"
+            )
+
+    def write(self, text: str) -> None:
+        self.out.append(text)
+        self.size += len(text)
+        if self.size > _MAX_JSON:
+            raise SchemaError(f"the schema asks for more than {_MAX_JSON} characters of JSON")
+        self.check_enough()
+
+    def check_enough(self) -> None:
+        if self.enough is not None and self.trials == 0 and self.size >= self.next_check:
+            self.next_check = 2 * self.size
+            if self.enough("".join(self.out)):
+                raise _Enough
+
+    # --- schemas ------------------------------------------------------------------------
 
     def resolve(self, schema: Any) -> Any:
         seen = 0
-        while isinstance(schema, dict) and isinstance(schema.get("$ref"), str) and seen < 20:
+        while isinstance(schema, dict) and isinstance(schema.get("$ref"), str):
+            if seen == 20:
+                raise SchemaError("its $ref definitions refer to each other in a cycle")
             ref = schema["$ref"]
             target: Any = self.root
             if ref.startswith("#"):
@@ -393,23 +467,41 @@ class _SchemaGen:
             else:
                 target = {}
             rest = {k: v for k, v in schema.items() if k != "$ref"}
+            self.spend(len(schema) + (len(target) if isinstance(target, dict) else 0))
             schema = {**target, **rest} if isinstance(target, dict) else rest
             seen += 1
         return schema
 
-    def value(self, schema: Any, name: str = "", depth: int = 0) -> Any:
+    def value(self, schema: Any, name: str = "", depth: int = 0, hops: int = 0) -> None:
+        """Write a value for ``schema`` (``hops``: $ref / anyOf / allOf steps that led here
+        without writing anything)."""
+        self.spend(1)
+        self.stack += 1
+        if self.stack > _MAX_STACK:
+            raise SchemaError("it nests too deeply")
+        if hops > _MAX_HOPS:
+            raise SchemaError("its $ref / anyOf / allOf definitions refer to each other in a cycle")
+        self._value(schema, name, depth, hops)
+        self.stack -= 1  # (every exception ends the whole document)
+
+    def _value(self, schema: Any, name: str, depth: int, hops: int) -> None:
         if depth > _HARD_DEPTH:
-            return None  # a schema that requires infinite nesting cannot be satisfied
+            self.write("null")  # a schema that requires infinite nesting cannot be satisfied
+            return
         schema = self.resolve(schema)
         if schema is True or not isinstance(schema, dict):
-            return self.string({}, name)
+            self.write(_dumps(self.string({}, name)))
+            return
         if "const" in schema:
-            return schema["const"]
+            self.write(_dumps(schema["const"]))
+            return
         if isinstance(schema.get("enum"), list) and schema["enum"]:
-            return self.rng.choice(schema["enum"])
+            self.write(_dumps(self.rng.choice(schema["enum"])))
+            return
         for key in ("anyOf", "oneOf"):
             options = schema.get(key)
             if isinstance(options, list) and options:
+                self.spend(len(options) + len(schema))
                 resolved = [self.resolve(o) for o in options]
                 useful = [
                     o for o in resolved if not (isinstance(o, dict) and o.get("type") == "null")
@@ -417,20 +509,25 @@ class _SchemaGen:
                 base = {k: v for k, v in schema.items() if k != key}
                 choice = useful[0] if useful else resolved[0]
                 picked = {**base, **choice} if isinstance(choice, dict) else base
-                return self.value(picked, name, depth)
+                self.value(picked, name, depth, hops + 1)
+                return
         if isinstance(schema.get("allOf"), list):
             merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
+            _check_keywords(merged)
             for part in schema["allOf"]:
                 part = self.resolve(part)
                 if isinstance(part, dict):
+                    _check_keywords(part)
+                    self.spend(len(part))
                     for k, v in part.items():
-                        if k == "properties" and isinstance(v, dict):
+                        if k == "properties":
                             merged["properties"] = {**merged.get("properties", {}), **v}
-                        elif k == "required" and isinstance(v, list):
+                        elif k == "required":
                             merged["required"] = [*merged.get("required", []), *v]
                         else:
                             merged.setdefault(k, v)
-            return self.value(merged, name, depth)
+            self.value(merged, name, depth, hops + 1)
+            return
         kind = schema.get("type")
         if isinstance(kind, list):
             non_null = [k for k in kind if k != "null"]
@@ -443,44 +540,50 @@ class _SchemaGen:
             else:
                 kind = "string"
         if kind == "object":
-            return self.object(schema, depth)
-        if kind == "array":
-            return self.array(schema, name, depth)
-        if kind == "integer":
-            return self.integer(schema)
-        if kind == "number":
-            return self.number(schema)
-        if kind == "boolean":
-            return self.rng.random() < 0.5
-        if kind == "null":
-            return None
-        return self.string(schema, name)
+            self.object(schema, depth)
+        elif kind == "array":
+            self.array(schema, name, depth)
+        elif kind == "integer":
+            self.write(_dumps(self.integer(schema)))
+        elif kind == "number":
+            self.write(_dumps(self.number(schema)))
+        elif kind == "boolean":
+            self.write("true" if self.rng.random() < 0.5 else "false")
+        elif kind == "null":
+            self.write("null")
+        else:
+            self.write(_dumps(self.string(schema, name)))
 
-    def object(self, schema: dict[str, Any], depth: int) -> dict[str, Any]:
-        props = schema.get("properties")
-        props = props if isinstance(props, dict) else {}
+    def object(self, schema: dict[str, Any], depth: int) -> None:
+        _check_keywords(schema)
+        props = schema.get("properties", {})
         required = [r for r in schema.get("required", []) if isinstance(r, str)]
-        result: dict[str, Any] = {}
         if depth >= _MAX_DEPTH:
             names = required
         else:
             names = list(props) + [r for r in required if r not in props]
-        for key in names:
-            result[key] = self.value(props.get(key, {}), key, depth + 1)
+        written: set[str] = set()
+        self.write("{")
+        for key in dict.fromkeys(names):  # (a name required twice is written once)
+            self.write(("" if not written else ", ") + _dumps(key) + ": ")
+            written.add(key)
+            self.value(props.get(key, {}), key, depth + 1)
         minimum = schema.get("minProperties")
         extra = schema.get("additionalProperties")
-        if isinstance(minimum, int) and len(result) < minimum and extra is not False:
+        if isinstance(minimum, int) and len(written) < minimum and extra is not False:
             minimum = min(minimum, _MAX_ITEMS)
             extra_schema = extra if isinstance(extra, dict) else {"type": "string"}
             index = 1
-            while len(result) < minimum:
+            while len(written) < minimum:
                 key = f"item{index}"
-                if key not in result:
-                    result[key] = self.value(extra_schema, key, depth + 1)
+                if key not in written:
+                    self.write(("" if not written else ", ") + _dumps(key) + ": ")
+                    written.add(key)
+                    self.value(extra_schema, key, depth + 1)
                 index += 1
-        return result
+        self.write("}")
 
-    def array(self, schema: dict[str, Any], name: str, depth: int) -> list[Any]:
+    def array(self, schema: dict[str, Any], name: str, depth: int) -> None:
         low = schema.get("minItems", 0)
         high = schema.get("maxItems")
         low = low if isinstance(low, int) and low >= 0 else 0
@@ -494,18 +597,33 @@ class _SchemaGen:
         item_schema = items if isinstance(items, dict) else {}
         if prefix and items is False:
             count = min(count, len(prefix))
-        values: list[Any] = []
         unique = schema.get("uniqueItems") is True
+        seen: set[str] = set()
+        written = 0
         attempts = 0
-        while len(values) < count and attempts < count * 10 + 10:
+        self.write("[")
+        while written < count and attempts < count * 10 + 10:
             attempts += 1
-            index = len(values)
-            sub = prefix[index] if index < len(prefix) else item_schema
-            value = self.value(sub, _singular(name), depth + 1)
-            if unique and value in values:
+            sub = prefix[written] if written < len(prefix) else item_schema
+            mark, size = len(self.out), self.size
+            if written:
+                self.write(", ")
+            if not unique:
+                self.value(sub, _singular(name), depth + 1)
+                written += 1
                 continue
-            values.append(value)
-        return values
+            self.trials += 1  # a repeated value is taken back: no early end meanwhile
+            self.value(sub, _singular(name), depth + 1)
+            self.trials -= 1
+            text = "".join(self.out[mark + (1 if written else 0) :])
+            if text in seen:
+                del self.out[mark:]
+                self.size = size
+                continue
+            seen.add(text)
+            written += 1
+            self.check_enough()
+        self.write("]")
 
     def _bounds(self, schema: dict[str, Any], integer: bool) -> tuple[float, float]:
         step = 1 if integer else 0.01
@@ -595,13 +713,36 @@ def _singular(name: str) -> str:
     return name[:-1] if name.endswith("s") and len(name) > 3 else name
 
 
-def generate_json(rng: random.Random, schema: Any, topic_text: str) -> str:
-    """A JSON text (spaced like ``json.dumps``) whose value satisfies ``schema``."""
+def _check_keywords(schema: dict[str, Any]) -> None:
+    """Refuse the keywords the generator relies on when they have the wrong JSON type."""
+    if "properties" in schema and not isinstance(schema["properties"], dict):
+        raise SchemaError('"properties" must be an object')
+    if "required" in schema and not isinstance(schema["required"], list):
+        raise SchemaError('"required" must be an array of strings')
+
+
+def generate_json(
+    rng: random.Random,
+    schema: Any,
+    topic_text: str,
+    enough: Callable[[str], bool] | None = None,
+) -> str:
+    """A JSON text (spaced like ``json.dumps``) whose value satisfies ``schema``.
+
+    ``enough(text)``, called now and then with the text so far (at doubling lengths), may
+    end the document early: the text so far is returned, a prefix of the whole (the caller
+    knows it needs no more, e.g. its token cap is reached). A schema that is malformed
+    (``properties`` not an object, ``required`` not an array), whose ``$ref`` / ``anyOf`` /
+    ``allOf`` definitions form a cycle, or that asks for more work or text than the bounds
+    allow, raises :class:`SchemaError`.
+    """
     topic = prompt_topic(topic_text) or ""
     if not isinstance(schema, dict):
         schema = {"type": "object", "properties": {"answer": {"type": "string"}}}
-    value = _SchemaGen(schema, rng, topic).value(schema)
-    return json.dumps(value, ensure_ascii=False)
+    gen = _SchemaGen(schema, rng, topic, enough)
+    with contextlib.suppress(_Enough):
+        gen.value(schema)
+    return "".join(gen.out)
 
 
 # --- embeddings -----------------------------------------------------------------------------
@@ -627,10 +768,22 @@ def embedding_dimension(model: dict[str, Any]) -> int:
     return EMBEDDING_DIMENSION_BY_ARCH.get(arch, DEFAULT_EMBEDDING_DIMENSION)
 
 
-@lru_cache(maxsize=8192)
-def _feature_vector(feature: str, dim: int) -> tuple[float, ...]:
+# Only the first words of a text count (the catalogue's embedding models take at most a few
+# thousand tokens of context anyway); so one request cannot hold the event loop for long.
+MAX_EMBEDDED_WORDS = 4096
+# Each feature's pseudo-random vector is kept as one integer whose 4-byte lanes hold its
+# digest bytes, so the vectors of many features are summed with a few big-integer additions
+# instead of a Python loop over every dimension (lanes cannot overflow: at most
+# 2 * MAX_EMBEDDED_WORDS features of 255 each).
+_LANE = 4
+
+
+@lru_cache(maxsize=4096)
+def _feature_lanes(feature: str, dim: int) -> int:
     raw = hashlib.shake_256(f"{dim}:{feature}".encode()).digest(dim)
-    return tuple((b - 127.5) / 73.9 for b in raw)
+    lanes = bytearray(dim * _LANE)
+    lanes[::_LANE] = raw
+    return int.from_bytes(lanes, "little")
 
 
 def _stem(word: str) -> str:
@@ -644,10 +797,13 @@ def _stem(word: str) -> str:
 def embed(model: dict[str, Any], text: str) -> list[float]:
     """A unit-length vector: hashed bag of stemmed words (stop words down-weighted) + bigrams.
 
-    Equal texts give equal vectors; texts that share words get higher cosine similarity.
+    Each feature's vector has the components ``(b - 127.5) / 73.9`` for the bytes ``b`` of
+    a SHAKE-256 digest. Equal texts give equal vectors; texts that share words get higher
+    cosine similarity. Only the first ``MAX_EMBEDDED_WORDS`` words count.
     """
     dim = embedding_dimension(model)
-    lowered = [w.lower() for w in _WORD_RE.findall(text)]
+    found = itertools.islice(_WORD_RE.finditer(text), MAX_EMBEDDED_WORDS)
+    lowered = [m.group().lower() for m in found]
     words = [_stem(w) for w in lowered]
     features: dict[str, float] = {}
     for raw, word in zip(lowered, words, strict=True):
@@ -658,10 +814,19 @@ def embed(model: dict[str, Any], text: str) -> list[float]:
         features[key] = features.get(key, 0.0) + 0.3
     if not features:
         features["<empty>"] = 1.0
-    vector = [0.0] * dim
+    # Features of equal weight are summed as integers first: sum(weight * vector) is then
+    # weight * (lane sums - 127.5 * count) / 73.9 per group.
+    sums: dict[float, int] = {}
+    counts: dict[float, int] = {}
     for feature, count in features.items():
         weight = 1.0 + math.log(count) if count >= 1 else count
-        for index, component in enumerate(_feature_vector(feature, dim)):
-            vector[index] += weight * component
+        sums[weight] = sums.get(weight, 0) + _feature_lanes(feature, dim)
+        counts[weight] = counts.get(weight, 0) + 1
+    vector = [0.0] * dim
+    for weight, total in sums.items():
+        lanes = struct.unpack(f"<{dim}I", total.to_bytes(dim * _LANE, "little"))
+        offset = 127.5 * counts[weight]
+        scale = weight / 73.9
+        vector = [v + scale * (lane - offset) for v, lane in zip(vector, lanes, strict=True)]
     norm = math.sqrt(sum(v * v for v in vector)) or 1.0
     return [v / norm for v in vector]

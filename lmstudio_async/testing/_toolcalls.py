@@ -53,6 +53,7 @@ The rule (documented in docs/stand-in.md, "Tool calls"):
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import re
@@ -118,7 +119,7 @@ def _as_call(raw: PlannedCall | Mapping[str, Any]) -> PlannedCall:
     if isinstance(args, str):  # OpenAI sends arguments as a JSON text
         try:
             args = json.loads(args)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deeply
             args = {}
     return PlannedCall(
         id=str(raw.get("id") or ""),
@@ -211,7 +212,10 @@ def tools_from_setting(setting: Any) -> list[ToolSpec]:
 # --- values in the user's message ---------------------------------------------------------------
 
 _NUMBER_RE = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w]|\.\d)")
-_QUOTED_RE = re.compile(r"(?<!\w)'([^'\n]+)'(?!\w)|\"([^\"\n]+)\"|“([^”\n]+)”")
+# Quoted texts. A quoted text holds no quote mark of its own kind: for the curly quotes
+# this excludes the opening mark too, so a run of opening marks without a closing one is
+# scanned once, not once per mark (that made planning quadratic in the message length).
+_QUOTED_RE = re.compile(r"(?<!\w)'([^'\n]+)'(?!\w)|\"([^\"\n]+)\"|“([^“”\n]+)”")
 _BOOL_RE = re.compile(r"\b(true|false|yes|no)\b", re.IGNORECASE)
 _WORD_RE = re.compile(r"[\w.-]+")
 
@@ -231,9 +235,11 @@ def _values(text: str) -> list[_Value]:
         inner = next(g for g in m.groups() if g is not None)
         found.append(_Value("quoted", m.start(), inner))
         quoted_spans.append(m.span())
+    quoted_starts = [a for a, _b in quoted_spans]  # sorted, the spans do not overlap
     for m in _NUMBER_RE.finditer(text):
-        if any(a <= m.start() < b for a, b in quoted_spans):
-            continue
+        index = bisect.bisect_right(quoted_starts, m.start()) - 1
+        if index >= 0 and m.start() < quoted_spans[index][1]:
+            continue  # inside a quoted text
         raw = m.group()
         number: int | float = float(raw) if "." in raw else int(raw)
         found.append(_Value("number", m.start(), number))
@@ -324,6 +330,16 @@ def _accepts(value: _Value, kind: str, schema: Any) -> Any:
     return _MISSING
 
 
+def _usable_kinds(kind: str, schema: Any) -> frozenset[str]:
+    """The kinds of value that :func:`_accepts` may take for such a parameter."""
+    enum = schema.get("enum") if isinstance(schema, Mapping) else None
+    if isinstance(enum, list) and enum:
+        return frozenset({"word", "quoted", "number"})
+    if kind == "integer":
+        return frozenset({"number"})
+    return frozenset(v for k, v in _PLAIN_MATCHES if k == kind)
+
+
 def _placeholder(kind: str, schema: Any) -> Any:
     if isinstance(schema, Mapping):
         if "default" in schema:
@@ -350,12 +366,13 @@ def _fill(
     props = props if isinstance(props, Mapping) else {}
     chosen: list[_Value] = []
     args: dict[str, Any] = {}
+    ordered = [v for v in values if v.start >= after] + [v for v in values if v.start < after]
     for name in _param_names(schema):
         sub = props.get(name, {})
         kind = _param_type(sub)
-        ordered = [v for v in values if v.start >= after] + [v for v in values if v.start < after]
+        usable = _usable_kinds(kind, sub)
         for value in ordered:
-            if value.taken or value in chosen:
+            if value.kind not in usable or value.taken or any(value is c for c in chosen):
                 continue
             argument = _accepts(value, kind, sub)
             if argument is not _MISSING:
@@ -440,15 +457,16 @@ _DEPENDS_RE = re.compile(r"\b(?:the|that) (?:result|answer)\b", re.IGNORECASE)
 def _steps(text: str, specs: list[ToolSpec]) -> list[str]:
     """The sequential steps of ``text`` (rule 7): parts after a "then" that refer to "the
     result" start a new step; steps that name no tool are dropped."""
-    groups: list[str] = []
+    groups: list[list[str]] = []  # each step's parts, joined once (appending is quadratic)
     for index, part in enumerate(_THEN_RE.split(text)):
         if index and _DEPENDS_RE.search(part):
-            groups.append(part)
+            groups.append([part])
         elif groups:
-            groups[-1] += " then " + part
+            groups[-1].append(part)
         else:
-            groups.append(part)
-    return [g for g in groups if any(_mention(g, t.name) is not None for t in specs)]
+            groups.append([part])
+    steps = [" then ".join(parts) for parts in groups]
+    return [g for g in steps if any(_mention(g, t.name) is not None for t in specs)]
 
 
 def _plan_single(text: str, specs: list[ToolSpec]) -> list[tuple[ToolSpec, dict[str, Any]]]:

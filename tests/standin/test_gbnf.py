@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import time
 from typing import Any
 
 import pytest
@@ -98,3 +99,60 @@ async def test_predict_follows_the_grammar(server: StandInServer, client: RawCli
     bad = await llm.channel("predict", _param("root ::= nothing-here"))
     assert bad[-1]["type"] == "channelError"
     assert bad[-1]["error"]["title"] == "Invalid GBNF grammar: undefined rule nothing-here"
+
+
+# --- bounded work ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "grammar",
+    [
+        'root ::= ((""{1000}){1000}){1000}',
+        'root ::= ""{1000000000000}',
+        'root ::= x{1000000000}\nx ::= y*\ny ::= ""',
+        'root ::= "a" (""?){1000000000} "b"',
+    ],
+)
+def test_repeating_an_empty_match_takes_no_time(grammar: str) -> None:
+    started = time.perf_counter()
+    out = generate(grammar, random.Random(0), ["word"])
+    assert time.perf_counter() - started < 1.0
+    assert out in ("", "ab")
+
+
+@pytest.mark.parametrize(
+    ("grammar", "message"),
+    [
+        ("root ::= " + "(" * 3000 + '"a"' + ")" * 3000, "groups nested too deeply"),
+        ('root ::= "a"' + "{1}" * 3000, "rule root nests too deeply"),
+        ('root ::= ("a"?){1000000000000}', "more than 50000 steps"),
+        ('root ::= ("a "){1000000000000}', "too much text"),
+        ("root ::= [\\]]{1000000}", "too much text"),
+        ('root ::= "a"\n' + "# padding\n" * 6000, "longer than 50000 characters"),
+        ("root ::= [a-", "unexpected end"),
+        ('root ::= "\\UFFFFFFFF"', "beyond U+10FFFF"),
+        ("root ::= []", "excludes every character"),
+    ],
+)
+def test_too_much_work_is_a_grammar_error(grammar: str, message: str) -> None:
+    started = time.perf_counter()
+    with pytest.raises(GrammarError, match=re.escape(message)):
+        generate(grammar, random.Random(0), ["word"])
+    assert time.perf_counter() - started < 2.0  # bounded: no hang, no RecursionError
+
+
+def test_enough_ends_the_derivation_with_a_prefix() -> None:
+    grammar = 'root ::= ("a "){1000000000000}'
+    seen: list[int] = []
+
+    def enough(text: str) -> bool:
+        seen.append(len(text))
+        return len(text) >= 200
+
+    out = generate(grammar, random.Random(0), ["word"], enough)
+    assert out == "a " * 128
+    assert seen == [64, 128, 256]  # asked at doubling lengths
+    whole = generate(JSON_OBJECT, random.Random(5), ["harbor"])
+    for limit in (0, 10, 30):
+        part = generate(JSON_OBJECT, random.Random(5), ["harbor"], lambda t, n=limit: len(t) > n)
+        assert whole.startswith(part)

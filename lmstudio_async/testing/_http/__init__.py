@@ -66,6 +66,12 @@ def _middleware(rt: Runtime) -> Middleware:
             return error_response(exc, path)
         except err.StandInError as exc:
             return error_response(from_standin(exc), path)
+        except RecursionError:
+            # Only input nested about a thousand levels deep gets here (msgspec decodes it
+            # close to Python's recursion limit, and handling it goes deeper still).
+            return error_response(
+                HttpError(400, "The request is nested too deeply", code="invalid_json"), path
+            )
         except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as exc:
             return error_response(
                 HttpError(

@@ -274,6 +274,10 @@ async def read_fields(request: web.Request) -> Fields:
         raise HttpError(
             400, f"The request body is not valid JSON: {exc}", code="invalid_json"
         ) from None
+    except RecursionError:
+        raise HttpError(
+            400, "The request body is not valid JSON: it is nested too deeply", code="invalid_json"
+        ) from None
     if not isinstance(data, dict):
         raise HttpError(
             400,

@@ -125,7 +125,7 @@ def _tool_call_parts(value: Any, where: str) -> list[dict[str, Any]]:
         if isinstance(arguments, str):
             try:
                 arguments = msgspec.json.decode(arguments or "{}")
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, RecursionError):
                 raise HttpError(
                     400,
                     f"'{here}.function.arguments' is not valid JSON",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import struct
 from typing import TYPE_CHECKING, Any
@@ -156,8 +157,9 @@ async def chat_completions(
             body["stats"] = {}
         return json_response(body)
 
+    # The stream starts with its first chunk, so that an error found before (e.g. a JSON
+    # schema that cannot be followed) is still an ordinary 400 answer.
     sse = SSE(request)
-    await sse.start()
     first = True
     calls = 0
     call_id = ""
@@ -315,6 +317,8 @@ async def embeddings(rt: Runtime, request: web.Request) -> web.Response:
     data: list[dict[str, Any]] = []
     tokens = 0
     for index, text in enumerate(texts):
+        if index:
+            await asyncio.sleep(0)  # a long list of inputs lets other requests in between
         vector = engine.embed(inst, text)
         tokens += engine.count_tokens(text)
         value: Any = vector

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import functools
 import inspect
-import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, ClassVar, Final, Generic, Literal, TypeAlias
 
@@ -76,6 +75,7 @@ from .handle import (
     log,
 )
 from .inference import EmbeddingMethods
+from .notices import warn_caller
 from .repository import RepositoryNamespace
 
 __all__ = [
@@ -684,10 +684,9 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         if policy == "raise":
             raise ConfigMismatchError(message, identifier=info.identifier, differences=differences)
         if policy == "warn":
-            warnings.warn(
+            warn_caller(
                 f"{message}; pass on_config_mismatch='reload' to reload it with yours",
                 ConfigMismatchWarning,
-                stacklevel=3,
             )
             return info
         # "reload": unload it, then get-or-load with ours. A concurrent caller may load

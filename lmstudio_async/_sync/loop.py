@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import inspect
 import logging
@@ -21,6 +22,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeGuard, TypeVar, cast
 
+from .._async.notices import RELAY, warn_outside
 from ..errors import ClientClosedError, LMStudioError, LoopThreadError
 
 if TYPE_CHECKING:
@@ -227,7 +229,14 @@ class _LoopThread:
         tasks: list[asyncio.Task[_T]] = []
 
         def start() -> None:
-            task = asyncio.ensure_future(coro)
+            # The call's warnings are issued in this (the caller's) thread: see notices.py.
+            context = contextvars.copy_context()
+            context.run(RELAY.set, lambda *warning: inbox.put(_Warning(*warning)))
+            task: asyncio.Task[_T] = (
+                self.loop.create_task(coro, context=context)
+                if inspect.iscoroutine(coro)
+                else asyncio.ensure_future(coro)
+            )
             tasks.append(task)
             task.add_done_callback(inbox.put)
 
@@ -257,6 +266,9 @@ class _LoopThread:
                 continue
             if type(item) is _CallerJob:
                 item.run()
+                continue
+            if type(item) is _Warning:
+                warn_outside(item.message, item.category)
                 continue
             if not isinstance(item, asyncio.Future):
                 # A progress value (a load's fraction, a download's DownloadProgress).
@@ -327,6 +339,16 @@ def _quiet_closed_client_errors(loop: asyncio.AbstractEventLoop, context: dict[s
         log.debug("at loop-thread shutdown: %s", context.get("message"))
         return
     loop.default_exception_handler(context)
+
+
+class _Warning:
+    """A warning of the call, for the waiting caller thread to issue (see notices.py)."""
+
+    __slots__ = ("category", "message")
+
+    def __init__(self, message: str, category: type[Warning]) -> None:
+        self.message = message
+        self.category = category
 
 
 class _CallerJob:

@@ -87,6 +87,15 @@ async def test_model_warns_when_loaded_config_differs(
     await client.llm.model(LLAMA, config={"context_length": 2048})
 
 
+async def test_a_config_mismatch_warning_names_the_callers_line(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    lmstudio_server.preload(LLAMA, config={"llm.load.contextLength": 2048})
+    with pytest.warns(lms.ConfigMismatchWarning) as record:
+        await client.llm.model(LLAMA, config={"context_length": 4096})
+    assert [w.filename for w in record] == [__file__]
+
+
 async def test_model_raise_or_reload_on_config_mismatch(
     client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
 ) -> None:

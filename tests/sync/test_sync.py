@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -474,3 +475,23 @@ def test_real_ctrl_c_in_a_script_cancels_the_load(lmstudio_server: ThreadedStand
     eventually(lambda: lmstudio_server.cancel_count == 1)
     eventually(lambda: lmstudio_server.open_channel_count() == 0)
     assert lmstudio_server.loaded_instances() == []
+
+
+def test_a_config_mismatch_warning_is_issued_in_the_callers_thread_at_its_line(
+    client: Client, lmstudio_server: ThreadedStandInServer
+) -> None:
+    lmstudio_server.preload(LLAMA, config={"llm.load.contextLength": 2048})
+    seen: list[tuple[str, str]] = []
+    original = warnings.showwarning
+
+    def show(message: Any, category: Any, filename: str, *args: Any, **kwargs: Any) -> None:
+        seen.append((filename, threading.current_thread().name))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", lms.ConfigMismatchWarning)
+        warnings.showwarning = show
+        try:
+            client.llm.model(LLAMA, config={"context_length": 4096})
+        finally:
+            warnings.showwarning = original
+    assert seen == [(__file__, threading.current_thread().name)]

@@ -123,6 +123,11 @@ _BINARY: Final = aiohttp.WSMsgType.BINARY
 _ERROR: Final = aiohttp.WSMsgType.ERROR
 _CLOSE: Final = aiohttp.WSMsgType.CLOSE
 _WS_TIMEOUT: Final = aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIMEOUT)
+
+#: How soon the keepalive looks again when a silent socket turns out to hold unread input.
+_RECHECK_SECONDS: Final = 0.05
+#: A keepalive timer this late means the event loop could not run (busy, or paused).
+_LATE_SECONDS: Final = 0.5
 _WebSocket: TypeAlias = "aiohttp.ClientWebSocketResponse[Literal[True]]"
 
 
@@ -221,8 +226,8 @@ async def probe_lmstudio(session: aiohttp.ClientSession, http_base: str, timeout
                 return False
             body = await resp.read()
         data = msgspec.json.decode(body)
-    except (OSError, aiohttp.ClientError, msgspec.DecodeError, ValueError):
-        return False
+    except (OSError, aiohttp.ClientError, msgspec.DecodeError, ValueError, ProtocolError):
+        return False  # ProtocolError: a redirect (see _refuse_redirect)
     return isinstance(data, dict) and data.get("lmstudio") is True
 
 
@@ -507,6 +512,8 @@ class NamespaceSocket:
         self._sends: set[asyncio.Task[None]] = set()
         self._catching_up: asyncio.Future[None] | None = None
         self._poller: select.poll | None = None
+        self._ping_sent: float | None = None  # loop time of the keepAlive not answered yet
+        self._tick_at = 0.0  # loop time the keepalive timer is armed for
         self.last_rx = 0.0
         self.warnings: collections.deque[str] = collections.deque(maxlen=20)
         self.dropped_frames = 0
@@ -660,6 +667,7 @@ class NamespaceSocket:
         self._ws = ws
         self._poller = _poller(ws)
         self._death = None
+        self._ping_sent = None
         self.last_rx = loop.time()
         self._reader = loop.create_task(
             self._read(ws, conn), name=f"lmstudio-reader-{self.namespace}"
@@ -820,6 +828,7 @@ class NamespaceSocket:
         self, ws: _WebSocket, conn: Connection[Any], reason: BaseException | None
     ) -> None:
         """The socket is gone (or going): fail what is in flight on it, once."""
+        _abort_if_stuck(ws)
         if self._ws is ws:
             self._ws = None
             self._poller = None
@@ -852,27 +861,54 @@ class NamespaceSocket:
 
     def _schedule_keepalive(self) -> None:
         loop = asyncio.get_running_loop()
-        self._keepalive = loop.call_later(self.transport.timeouts.keepalive_interval, self._tick)
+        self._arm(loop, loop.time() + self.transport.timeouts.keepalive_interval)
 
     def _tick(self) -> None:
+        """The keepalive timer: ``keepalive_interval`` after the last message, send a
+        ``keepAlive``; if nothing at all arrives for ``keepalive_timeout`` - interval
+        after it, the peer is dead. The timer is armed for the next of those moments."""
         self._keepalive = None
         ws, reader = self._ws, self._reader
         if ws is None or reader is None:
             return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        late = now - self._tick_at > _LATE_SECONDS  # this loop was busy, or the process paused
         timeouts = self.transport.timeouts
-        silent = asyncio.get_running_loop().time() - self.last_rx
-        if silent >= timeouts.keepalive_timeout:
-            self._death = LMStudioConnectionError(
-                f"LM Studio at {self.transport.host} (/{self.namespace}) stopped answering "
-                f"(no message received for {silent:.0f} s; keepalive timeout "
-                f"{timeouts.keepalive_timeout:g} s)",
-                host=self.transport.host,
-            )
-            reader.cancel()
-            return
-        if silent >= timeouts.keepalive_interval:
+        grace = timeouts.keepalive_timeout - timeouts.keepalive_interval
+        sent = self._ping_sent
+        if sent is not None and self.last_rx >= sent:
+            sent = self._ping_sent = None  # answered, or other messages came since
+        if sent is None:
+            due = self.last_rx + timeouts.keepalive_interval
+            if now < due:
+                self._arm(loop, due)
+                return
             self._send_nowait(Connection.keep_alive_frame())
-        self._schedule_keepalive()
+            self._ping_sent = now
+            self._arm(loop, now + grace)
+            return
+        if now < sent + grace:
+            self._arm(loop, sent + grace)
+            return
+        poller = self._poller
+        if late and poller is not None and poller.poll(0):
+            # Input the reader has not seen yet came while we could not run: the peer may
+            # well have answered. Look again once the reader has had its turn.
+            self._arm(loop, now + _RECHECK_SECONDS)
+            return
+        silent = now - self.last_rx
+        self._death = LMStudioConnectionError(
+            f"LM Studio at {self.transport.host} (/{self.namespace}) stopped answering "
+            f"(no message received for {silent:.0f} s; keepalive timeout "
+            f"{timeouts.keepalive_timeout:g} s)",
+            host=self.transport.host,
+        )
+        reader.cancel()
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        self._tick_at = when
+        self._keepalive = loop.call_at(when, self._tick)
 
     # --- sending -----------------------------------------------------------
 
@@ -910,7 +946,7 @@ class NamespaceSocket:
             now = loop.time()
             deadlines.watch(fut, now, timeouts.idle, deadline - now, endpoint, timeouts.total)
         try:
-            await ws.send_frame(frame, _TEXT)
+            await _send(ws, frame, fut, None)
             return await fut
         except ConnectionError as exc:  # the socket is closing: sending failed
             if fut.done() and not fut.cancelled():
@@ -937,7 +973,13 @@ class NamespaceSocket:
         channel_id, frame = conn.start_channel(stream, endpoint, creation_parameter)
         stream.channel_id = channel_id
         try:
-            await ws.send_frame(frame, _TEXT)
+            if not await _send(ws, frame, None, deadline):
+                raise LMStudioTimeoutError(
+                    f"opening a {endpoint} channel: LM Studio did not take the request within "
+                    f"the total deadline ({total if total is not None else 0:g} s)",
+                    timeout=total,
+                    kind="total",
+                )
         except ConnectionError as exc:
             conn.forget_channel(channel_id)
             raise self._lost_error(exc) from None
@@ -977,6 +1019,29 @@ class NamespaceSocket:
             self._deadlines.cancel()  # every call in flight has failed by now
 
 
+async def _refuse_redirect(
+    session: aiohttp.ClientSession, context: Any, params: aiohttp.TraceRequestRedirectParams
+) -> None:
+    """LM Studio never redirects; following one would send the API token elsewhere."""
+    target = params.response.headers.get("Location", "?")
+    raise ProtocolError(
+        f"{params.url.host}:{params.url.port} answered with a redirect "
+        f"({params.response.status} to {target}); LM Studio does not redirect, so the client "
+        "does not follow it"
+    )
+
+
+def _abort_if_stuck(ws: _WebSocket) -> None:
+    """Drop the connection at once if data waits in its send buffer (the server stopped
+    reading): a graceful close would wait for that buffer to drain for ever, and with it
+    every send waiting for room, instead of failing them."""
+    writer = getattr(ws, "_writer", None)
+    protocol = getattr(writer, "protocol", None)
+    transport = getattr(writer, "transport", None)
+    if transport is not None and getattr(protocol, "writing_paused", False):
+        transport.abort()
+
+
 def _poller(ws: _WebSocket) -> select.poll | None:
     """A ``poll`` object watching the socket under ``ws`` for input (None where the
     platform or the event loop's transport offers no such socket, e.g. on Windows)."""
@@ -997,6 +1062,59 @@ async def _close_quietly(ws: _WebSocket, code: int = aiohttp.WSCloseCode.OK) -> 
         await ws.close(code=code)
     except Exception as exc:  # aiohttp reports most failures itself; never raise here
         log.debug("LM Studio: closing a socket failed: %r", exc)
+
+
+async def _send(
+    ws: _WebSocket, frame: bytes, until: asyncio.Future[Any] | None, deadline: float | None
+) -> bool:
+    """Send ``frame``; ``False`` if ``until`` ended (a call's deadline, its socket lost) or
+    the loop time passed ``deadline`` while the send still waited for room.
+
+    aiohttp writes the whole frame to the transport at once, then, while the send buffer is
+    full (the server is not reading), waits for it to drain. That wait is one future shared
+    by every send on the socket: awaiting it from the call's task, a cancelled call would
+    cancel it for all the others. So the send is stepped here: usually it finishes in its
+    first step, and only when it has to wait, it waits (with ``asyncio.wait``, which never
+    cancels what it waits for) for the buffer, ``until`` or ``deadline``, whichever first.
+    """
+    step = ws.send_frame(frame, _TEXT).__await__()
+    try:
+        waiting = step.send(None)
+    except StopIteration:
+        return True  # written at once: the usual case
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            if isinstance(waiting, asyncio.Future):
+                # What a task does with a future its coroutine yields (the future protocol):
+                # until reset, the next await of this shared future by any send would fail.
+                waiting._asyncio_future_blocking = False
+                watched: set[asyncio.Future[Any]] = {waiting}
+                if until is not None:
+                    watched.add(until)
+                left = None if deadline is None else max(deadline - loop.time(), 0.0)
+                try:
+                    await asyncio.wait(
+                        watched, timeout=left, return_when=asyncio.FIRST_COMPLETED
+                    )
+                finally:
+                    if not waiting.done():  # given up (or cancelled): nobody awaits it now
+                        waiting.add_done_callback(_retrieved)
+                if not waiting.done():
+                    return False  # the frame stays queued; the socket's end drops it
+            else:
+                await asyncio.sleep(0)
+            try:
+                waiting = step.send(None)
+            except StopIteration:
+                return True
+    finally:
+        step.close()
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # so that it is not logged as "never retrieved"
 
 
 async def _send_quietly(ws: _WebSocket, frame: bytes) -> None:
@@ -1051,7 +1169,15 @@ class Transport:
         """The HTTP session of the sockets and the host probe (made on first use)."""
         if self._session is None:
             connector = aiohttp.TCPConnector(enable_cleanup_closed=_TLS_CLEANUP)
-            self._session = aiohttp.ClientSession(connector=connector)
+            redirects = aiohttp.TraceConfig()
+            redirects.on_request_redirect.append(_refuse_redirect)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                # Our own deadlines (Timeouts.connect, a call's total) bound every request;
+                # aiohttp's defaults (30 s to connect, 300 s in all) would cut longer ones.
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=None),
+                trace_configs=[redirects],
+            )
         return self._session
 
     async def release_idle_session(self) -> None:

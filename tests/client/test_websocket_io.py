@@ -349,8 +349,14 @@ async def test_frames_a_server_may_not_send_close_the_socket(bad: bytes, code: i
         ),
         (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", lms.ProtocolError, "does not look like LM Studio"),
         (b"", lms.LMStudioConnectionError, "cannot connect"),  # hangs up during the upgrade
+        (  # never followed: it would authenticate (send the token) at another host
+            b"HTTP/1.1 307 Temporary Redirect\r\nLocation: ws://127.0.0.2:9/llm\r\n"
+            b"Content-Length: 0\r\n\r\n",
+            lms.ProtocolError,
+            "answered with a redirect",
+        ),
     ],
-    ids=["404", "bad-accept", "not-http", "hang-up"],
+    ids=["404", "bad-accept", "not-http", "hang-up", "redirect"],
 )
 async def test_refused_upgrades(answer: bytes, error: type[Exception], match: str) -> None:
     async with raw_server(answer) as server, lms.AsyncClient(server.host(), timeout=_QUICK) as c:
@@ -745,3 +751,59 @@ async def test_a_hang_up_right_after_a_prediction_ends_does_not_fail_the_next_ca
             result, listed = await calls
         assert result.stop_reason == "eosFound"
         assert listed == []
+
+
+# --- a server that stops reading ------------------------------------------------------------
+
+
+def _stuck_sends(client: lms.AsyncClient, count: int) -> list[asyncio.Task[Any]]:
+    """Calls whose requests (4 MB each) fill the send buffer of a server that reads nothing."""
+    return [
+        asyncio.create_task(client._rpc("llm", "tokenize", {"text": "a" * 4_000_000}))
+        for _ in range(count)
+    ]
+
+
+async def test_sends_waiting_for_a_server_that_stopped_reading_end_at_the_keepalive() -> None:
+    timeouts = lms.Timeouts(idle=30.0, connect=5.0, keepalive_interval=0.3, keepalive_timeout=1.0)
+    async with raw_server() as server, lms.AsyncClient(server.host(), timeout=timeouts) as client:
+        call, _peer, _ = await call_and_peer(client, server)  # the peer reads nothing more
+        stuck = _stuck_sends(client, 4)
+        await asyncio.sleep(0.2)
+        assert not any(task.done() for task in stuck)
+        stuck[0].cancel()  # one caller gives up: only its own call ends
+        await asyncio.sleep(0.1)
+        assert stuck[0].cancelled()
+        assert not any(task.done() for task in stuck[1:])
+        started = time.monotonic()
+        for task in [call, *stuck[1:]]:
+            await fails_with(task, lms.LMStudioConnectionError, "stopped answering")
+        assert time.monotonic() - started < 3
+
+
+async def test_closing_the_client_ends_sends_waiting_for_a_server_that_stopped_reading() -> None:
+    async with raw_server() as server:
+        client = lms.AsyncClient(server.host(), timeout=_QUICK)
+        call, _peer, _ = await call_and_peer(client, server)
+        stuck = _stuck_sends(client, 2)
+        await asyncio.sleep(0.2)
+        async with asyncio.timeout(3):
+            await client.aclose()
+        for task in [call, *stuck]:
+            await fails_with(task, lms.ClientClosedError, "closed")
+
+
+async def test_a_stalled_event_loop_does_not_make_the_keepalive_drop_a_live_socket() -> None:
+    # The loop is blocked (a long synchronous step; a paused process) past keepalive_timeout
+    # while the server answered: the answers are read first, and the socket stays.
+    timeouts = lms.Timeouts(idle=30.0, connect=5.0, keepalive_interval=0.8, keepalive_timeout=1.0)
+    async with raw_server() as server, lms.AsyncClient(server.host(), timeout=timeouts) as client:
+        first, peer, request = await call_and_peer(client, server)
+        peer.send_json({"type": "rpcResult", "callId": request["callId"], "result": []})
+        assert await first == []
+        call = asyncio.create_task(client.llm.list_loaded())
+        await peer.answer_rpc([])  # answered at once, but the client's loop is about to stall
+        time.sleep(1.5)  # noqa: ASYNC251 -- the loop is blocked on purpose
+        async with asyncio.timeout(2):
+            assert await call == []
+        assert server.peers.empty()  # no reconnect: the same socket goes on

@@ -11,6 +11,7 @@ import pytest
 
 from lmstudio_async.cli import Output, format_bytes, format_seconds, main
 from lmstudio_async.testing import ThreadedStandInServer
+from lmstudio_async.testing import main as standin_main
 
 SMOL = "smollm2-135m-instruct"
 LLAMA = "llama-3.2-1b-instruct"
@@ -184,6 +185,58 @@ def test_bad_arguments(args: list[str], message: str, capsys: pytest.CaptureFixt
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err
+
+
+def _no_demo_or_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo and the stand-in server return at once instead of running."""
+    import lmstudio_async.cli.demo as demo
+    import lmstudio_async.testing as testing
+    import lmstudio_async.testing._cli as standin_cli
+
+    async def run_demo(*args: object, **kwargs: object) -> int:
+        return 0
+
+    async def serve(*args: object, **kwargs: object) -> None:
+        pass
+
+    monkeypatch.setattr(demo, "run_demo", run_demo)
+    monkeypatch.setattr(testing, "serve", serve)
+    monkeypatch.setattr(standin_cli, "serve", serve)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--memory-gb", "inf"], "argument --memory-gb: expected a finite number of GB"),
+        (["--memory-gb", "nan"], "argument --memory-gb: expected a finite number of GB"),
+        (["--memory-gb", "1e300"], "argument --memory-gb: must be at most 1000000 GB"),
+        (["--memory-gb", "0"], "argument --memory-gb: must be positive"),
+        (["--device", "box:inf"], "device 'box' must be a finite number of GB"),
+        (["--device", "box:1e300"], "device 'box' must be at most 1000000 GB"),
+        (["--jit-ttl", "inf"], "argument --jit-ttl: expected a finite number of seconds"),
+        (["--load-seconds", "nan"], "argument --load-seconds: expected a finite number"),
+        (["--load-seconds", "-1"], "argument --load-seconds: must be >= 0"),
+        (["--download-mb-per-second", "inf"], "argument --download-mb-per-second: expected a"),
+        (["--tokens-per-second", "inf"], "argument --tokens-per-second: expected a finite"),
+        (["--port", "70000"], "argument --port: must be between 0 and 65535"),
+    ],
+)
+def test_stand_in_refuses_bad_numbers(
+    args: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both command lines of the stand-in: `lmstudio-async serve` and its own."""
+    _no_demo_or_server(monkeypatch)
+    assert main(["serve", "--port", "0", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+    with pytest.raises(SystemExit) as exited:
+        standin_main(["--port", "0", *args])
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
 
 
 # --- unload -------------------------------------------------------------------------------

@@ -202,6 +202,15 @@ def server_from_args(ns: argparse.Namespace) -> StandInServer:
     )
 
 
+def ready_url(server: StandInServer) -> str:
+    """``http://HOST:PORT`` of a started server, with an IPv6 HOST in brackets (RFC 3986), so
+    that the ready line can be pasted as a client's host (``server.url`` has no brackets)."""
+    host = server.host.removesuffix(f":{server.port}")
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{server.port}"
+
+
 async def serve(server: StandInServer, *, announce: bool = True) -> None:
     """Run ``server`` until SIGINT/SIGTERM (or cancellation), printing the ready line."""
     stop = asyncio.Event()
@@ -216,7 +225,7 @@ async def serve(server: StandInServer, *, announce: bool = True) -> None:
         await server.start()
         try:
             if announce:
-                print(READY_LINE.format(url=server.url), flush=True)
+                print(READY_LINE.format(url=ready_url(server)), flush=True)
             await stop.wait()
         finally:
             await server.stop()

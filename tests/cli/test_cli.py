@@ -397,3 +397,23 @@ def test_formatters() -> None:
     assert format_seconds(4.25) == "4.2s"
     assert format_seconds(75) == "1m15s"
     assert format_seconds(7300) == "2h01m"
+
+
+def test_ready_line_brackets_an_ipv6_host() -> None:
+    from typing import cast
+
+    from lmstudio_async._io.transport import parse_api_host
+    from lmstudio_async.testing import StandInServer
+    from lmstudio_async.testing._cli import ready_url
+
+    class Bound:
+        def __init__(self, host: str, port: int) -> None:
+            self.host, self.port = f"{host}:{port}", port
+
+    def url(host: str) -> str:
+        return ready_url(cast(StandInServer, Bound(host, 41343)))
+
+    assert url("::1") == "http://[::1]:41343"
+    assert url("127.0.0.1") == "http://127.0.0.1:41343"
+    assert url("localhost") == "http://localhost:41343"
+    assert parse_api_host(url("::1"))[0] == "http://[::1]:41343"

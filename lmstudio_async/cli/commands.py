@@ -16,12 +16,13 @@ import asyncio
 import contextlib
 import importlib.util
 import json
+import math
 import os
 import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 import msgspec
 
@@ -38,6 +39,11 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+
+MAX_TTL_SECONDS: Final = 365 * 86_400
+"""The largest ``--ttl`` (a year); without ``--ttl`` an instance has no TTL at all."""
+
+MAX_DEMO_LOAD_SECONDS: Final = 60.0
 
 
 # --- terminal output ---------------------------------------------------------------------------
@@ -209,14 +215,42 @@ def _positive_int(value: str) -> int:
     return number
 
 
-def _seconds(value: str) -> float:
+def _finite_seconds(value: str) -> float:
+    """A finite number of seconds (``nan`` and ``inf`` are refused: they stall timers)."""
     try:
         number = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds, got {value!r}")
+    return number
+
+
+def _seconds(value: str) -> float:
+    number = _finite_seconds(value)
     if number <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {number:g}")
+    if number > MAX_TTL_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"at most {MAX_TTL_SECONDS} seconds (365 days; leave it out for no TTL), got {number:g}"
+        )
     return number
+
+
+def _demo_load_seconds(value: str) -> float:
+    number = _finite_seconds(value)
+    if not 0 <= number <= MAX_DEMO_LOAD_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"expected between 0 and {MAX_DEMO_LOAD_SECONDS:g} seconds, got {number:g}"
+        )
+    return number
+
+
+def _text(value: str) -> str:
+    """A non-blank string (a model key, an identifier, a search, a quantization)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError(f"must not be empty, got {value!r}")
+    return value
 
 
 def _host(value: str) -> str:
@@ -262,27 +296,39 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     load = sub.add_parser("load", help="load a new model instance")
-    load.add_argument("key", metavar="KEY", help="model key (see `ls`)")
-    load.add_argument("--identifier", metavar="ID", help="identifier of the new instance")
+    load.add_argument("key", metavar="KEY", type=_text, help="model key (see `ls`)")
+    load.add_argument(
+        "--identifier", metavar="ID", type=_text, help="identifier of the new instance"
+    )
     load.add_argument("--context-length", "-c", type=_positive_int, metavar="N")
     load.add_argument(
         "--gpu", type=_gpu, metavar="RATIO|max|off", help="GPU offload: 0..1, max or off"
     )
     load.add_argument(
-        "--ttl", type=_seconds, metavar="SECONDS", help="unload after this many idle seconds"
+        "--ttl",
+        type=_seconds,
+        metavar="SECONDS",
+        help="unload after this many idle seconds (at most 365 days)",
     )
     load.add_argument(
         "--estimate-only", action="store_true", help="print the memory estimate; do not load"
     )
 
     unload = sub.add_parser("unload", help="unload model instances")
-    unload.add_argument("identifier", nargs="?", metavar="ID", help="instance identifier")
+    unload.add_argument(
+        "identifier", nargs="?", metavar="ID", type=_text, help="instance identifier"
+    )
     unload.add_argument("--all", action="store_true", help="unload every loaded instance")
 
     get = sub.add_parser("get", help="search the catalogue and download a model")
-    get.add_argument("key", metavar="KEY", help="what to search for (a model name or key)")
     get.add_argument(
-        "--quant", metavar="Q", help="download option with this quantization (e.g. Q4_K_M)"
+        "key", metavar="KEY", type=_text, help="what to search for (a model name or key)"
+    )
+    get.add_argument(
+        "--quant",
+        metavar="Q",
+        type=_text,
+        help="download option with this quantization (e.g. Q4_K_M)",
     )
 
     serve = sub.add_parser("serve", help="run the bundled stand-in LM Studio server")
@@ -291,12 +337,28 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="a tour of the API against an in-process stand-in")
     demo.add_argument(
         "--load-seconds",
-        type=float,
+        type=_demo_load_seconds,
         default=0.4,
         metavar="S",
-        help="simulated load time of the stand-in (default 0.4)",
+        help=f"simulated load time of the stand-in (default 0.4, at most "
+        f"{MAX_DEMO_LOAD_SECONDS:g})",
     )
+    for subparser in sub.choices.values():
+        subparser.set_defaults(usage_error=_usage_error_of(subparser))
     return parser
+
+
+def _usage_error_of(parser: argparse.ArgumentParser) -> Callable[[str], int]:
+    """``usage_error(message)``: print ``parser``'s usage and ``message`` as argparse does
+    for a bad argument; returns the exit code (2)."""
+
+    def usage_error(message: str) -> int:
+        with contextlib.suppress(OSError, ValueError):
+            parser.print_usage(sys.stderr)
+            print(f"{parser.prog}: error: {message}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+
+    return usage_error
 
 
 # --- commands --------------------------------------------------------------------------------
@@ -523,9 +585,6 @@ async def cmd_unload(args: argparse.Namespace, out: Output) -> int:
         loaded = await _all_loaded(client)
         names = ", ".join(i.identifier for i in loaded)
         if args.all:
-            if args.identifier is not None:
-                error("give either an identifier or --all, not both")
-                return EXIT_USAGE
             targets = loaded
         elif args.identifier is not None:
             low = args.identifier.lower()
@@ -592,6 +651,13 @@ async def _run_async(args: argparse.Namespace, out: Output) -> int:
     raise AssertionError(f"unknown command {command!r}")  # pragma: no cover
 
 
+def _check_args(args: argparse.Namespace) -> str | None:
+    """What argparse cannot check: combinations of options. Returns the usage error, if any."""
+    if args.command == "unload" and args.all and args.identifier is not None:
+        return "give either an identifier or --all, not both"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
     parser = build_parser()
@@ -599,6 +665,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, bad arguments
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    problem = _check_args(args)
+    if problem is not None:
+        usage_error: Callable[[str], int] = args.usage_error
+        return usage_error(problem)
     try:
         if args.command == "serve":
             return cmd_serve(args)

@@ -174,14 +174,32 @@ def test_load_duplicate_identifier(
         (["load", SMOL, "--gpu", "lots"], "'max' or 'off'"),
         (["load", SMOL, "--context-length", "0"], "positive"),
         (["load", SMOL, "--ttl", "soon"], "seconds"),
+        (["load", SMOL, "--ttl", "nan"], "argument --ttl: expected a finite number"),
+        (["load", SMOL, "--ttl", "inf"], "argument --ttl: expected a finite number"),
+        (["load", SMOL, "--ttl", "1e300"], "argument --ttl: at most 31536000 seconds"),
+        (["load", ""], "argument KEY: must not be empty"),
+        (["load", SMOL, "--identifier", ""], "argument --identifier: must not be empty"),
+        (["unload", " "], "argument ID: must not be empty"),
+        (["get", ""], "argument KEY: must not be empty"),
+        (["get", "smol", "--quant", ""], "argument --quant: must not be empty"),
+        (["demo", "--load-seconds", "-1"], "argument --load-seconds: expected between 0 and 60"),
+        (["demo", "--load-seconds", "nan"], "argument --load-seconds: expected a finite"),
+        (["demo", "--load-seconds", "inf"], "argument --load-seconds: expected a finite"),
         (["frobnicate"], "invalid choice"),
         (["--host", "localhost", "ls"], "needs an explicit port"),
         (["--host", "bad:port::", "ps"], "more than one ':'"),
         ([], "required"),
     ],
 )
-def test_bad_arguments(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(args) == 2
+def test_bad_arguments(
+    args: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _no_demo_or_server(monkeypatch)  # an accepted bad value fails the test, without hanging it
+    # A host where nothing listens: a bad argument is reported before connecting.
+    assert main(["--host", f"127.0.0.1:{_closed_port()}", *args] if args else args) == 2
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err
@@ -202,6 +220,16 @@ def _no_demo_or_server(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(demo, "run_demo", run_demo)
     monkeypatch.setattr(testing, "serve", serve)
     monkeypatch.setattr(standin_cli, "serve", serve)
+
+
+def test_unload_identifier_and_all_is_a_usage_error_before_connecting(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["--host", f"127.0.0.1:{_closed_port()}", "unload", "chat", "--all"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: lmstudio-async unload")
+    assert "error: give either an identifier or --all, not both" in err
+    assert "connect" not in err
 
 
 @pytest.mark.parametrize(

@@ -40,6 +40,8 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
+ENV_API_HOST: Final = "LMSTUDIO_API_HOST"
+
 MAX_TTL_SECONDS: Final = 365 * 86_400
 """The largest ``--ttl`` (a year); without ``--ttl`` an instance has no TTL at all."""
 
@@ -276,14 +278,20 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 error, 2 bad arguments, 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    # Not dest="host" / "api_token": those are the options of `serve` (the stand-in's own),
+    # which would overwrite these in the namespace.
     parser.add_argument(
         "--host",
+        dest="client_host",
+        metavar="HOST",
         type=_host,
-        default=os.environ.get("LMSTUDIO_API_HOST"),
-        help="LM Studio host:port (default: $LMSTUDIO_API_HOST, else probe the local ports)",
+        default=None,
+        help=f"LM Studio host:port (default: ${ENV_API_HOST}, else probe the local ports)",
     )
     parser.add_argument(
         "--api-token",
+        dest="client_api_token",
+        metavar="API_TOKEN",
         default=None,
         help="API token (default: $LMSTUDIO_API_TOKEN)",
     )
@@ -331,10 +339,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="download option with this quantization (e.g. Q4_K_M)",
     )
 
-    serve = sub.add_parser("serve", help="run the bundled stand-in LM Studio server")
+    serve = sub.add_parser(
+        "serve",
+        help="run the bundled stand-in LM Studio server",
+        description="Run the bundled stand-in LM Studio server until Ctrl-C. The global "
+        "--api-token also sets the token it requires; the global --host does not apply "
+        "(use `serve --host INTERFACE --port N`).",
+    )
     _add_serve_options(serve)
 
-    demo = sub.add_parser("demo", help="a tour of the API against an in-process stand-in")
+    demo = sub.add_parser(
+        "demo",
+        help="a tour of the API against an in-process stand-in",
+        description="A tour of the API against a stand-in LM Studio started in this process "
+        "(the global --host and --api-token do not apply).",
+    )
     demo.add_argument(
         "--load-seconds",
         type=_demo_load_seconds,
@@ -365,7 +384,7 @@ def _usage_error_of(parser: argparse.ArgumentParser) -> Callable[[str], int]:
 
 
 def _client(args: argparse.Namespace) -> AsyncClient:
-    return AsyncClient(args.host, api_token=args.api_token)
+    return AsyncClient(args.client_host, api_token=args.client_api_token)
 
 
 def _to_json(value: Any) -> str:
@@ -652,9 +671,41 @@ async def _run_async(args: argparse.Namespace, out: Output) -> int:
 
 
 def _check_args(args: argparse.Namespace) -> str | None:
-    """What argparse cannot check: combinations of options. Returns the usage error, if any."""
-    if args.command == "unload" and args.all and args.identifier is not None:
+    """What argparse cannot check: combinations of options and the environment. Settles
+    ``client_host`` (from ``$LMSTUDIO_API_HOST`` without ``--host``) and, for ``serve``,
+    ``api_token``. Returns the usage error, if any."""
+    command = args.command
+    if command == "unload" and args.all and args.identifier is not None:
         return "give either an identifier or --all, not both"
+    if command == "demo":
+        given = [
+            o
+            for o, v in (("--host", args.client_host), ("--api-token", args.client_api_token))
+            if v
+        ]
+        if given:
+            return f"{' and '.join(given)} do not apply: the demo runs its own stand-in server"
+        return None
+    if command == "serve":
+        if args.client_host is not None:
+            return (
+                "the global --host is the LM Studio to connect to and does not apply to "
+                "serve: use `serve --host INTERFACE --port N`"
+            )
+        token = args.client_api_token
+        if token is not None:
+            if args.api_token is not None and args.api_token != token:
+                return "two different API tokens: give --api-token once"
+            args.api_token = token
+        return None
+    if args.client_host is None:
+        # Empty is unset, as for the SDK; checked here to name the variable in the message.
+        env = os.environ.get(ENV_API_HOST, "").strip()
+        if env:
+            try:
+                args.client_host = _host(env)
+            except argparse.ArgumentTypeError as exc:
+                return f"${ENV_API_HOST}: {exc}"
     return None
 
 

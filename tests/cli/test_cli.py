@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+import lmstudio_async as lms
 from lmstudio_async.cli import Output, format_bytes, format_seconds, main
 from lmstudio_async.testing import ThreadedStandInServer
 from lmstudio_async.testing import main as standin_main
@@ -425,6 +426,86 @@ def test_formatters() -> None:
     assert format_seconds(4.25) == "4.2s"
     assert format_seconds(75) == "1m15s"
     assert format_seconds(7300) == "2h01m"
+
+
+# --- global options -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--host", "127.0.0.1:1234", "serve"], "the global --host is the LM Studio to connect"),
+        (
+            ["--api-token", TOKEN, "serve", "--api-token", "sk-lm-zzzz1234:abcdefghij0123456789"],
+            "two different API tokens",
+        ),
+        (["--host", "127.0.0.1:1234", "demo"], "--host do not apply"),
+        (["--api-token", TOKEN, "demo"], "--api-token do not apply"),
+    ],
+)
+def test_global_options_that_do_not_apply_are_refused(
+    args: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _no_demo_or_server(monkeypatch)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: lmstudio-async ")
+    assert message in err
+
+
+def test_global_api_token_is_the_token_serve_requires(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    import lmstudio_async.testing as testing
+
+    tokens: list[str | None] = []
+    build = testing.server_from_args
+
+    def server_from_args(ns: argparse.Namespace) -> testing.StandInServer:
+        tokens.append(ns.api_token)
+        return build(ns)
+
+    async def serve(server: testing.StandInServer, *, announce: bool = True) -> None:
+        pass
+
+    monkeypatch.setattr(testing, "server_from_args", server_from_args)
+    monkeypatch.setattr(testing, "serve", serve)
+    assert main(["--api-token", TOKEN, "serve", "--port", "0"]) == 0
+    assert main(["--api-token", TOKEN, "serve", "--port", "0", "--api-token", TOKEN]) == 0
+    assert main(["serve", "--port", "0", "--api-token", TOKEN]) == 0
+    assert main(["serve", "--port", "0"]) == 0
+    assert tokens == [TOKEN, TOKEN, TOKEN, None]
+
+
+def test_empty_host_variable_is_unset(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import lmstudio_async.cli.commands as commands
+    from lmstudio_async.errors import LMStudioConnectionError
+
+    hosts: list[str | None] = []
+
+    def client(api_host: str | None, *, api_token: str | None) -> lms.AsyncClient:
+        hosts.append(api_host)
+        raise LMStudioConnectionError("stop here", host=api_host)
+
+    monkeypatch.setattr(commands, "AsyncClient", client)
+    monkeypatch.setenv("LMSTUDIO_API_HOST", " ")
+    assert main(["ps"]) == 1
+    assert hosts == [None]  # the SDK then probes the local ports
+    assert capsys.readouterr().err == "error: stop here\n"
+    monkeypatch.setenv("LMSTUDIO_API_HOST", "localhost:1234")
+    assert main(["ps"]) == 1
+    assert hosts == [None, "localhost:1234"]
+    capsys.readouterr()
+    monkeypatch.setenv("LMSTUDIO_API_HOST", "nonsense")
+    assert main(["ps"]) == 2
+    err = capsys.readouterr().err
+    assert "error: $LMSTUDIO_API_HOST: api_host 'nonsense' needs an explicit port" in err
+    assert "argument --host" not in err
 
 
 def test_ready_line_brackets_an_ipv6_host() -> None:

@@ -111,6 +111,12 @@ class Output:
         else:
             print(text, file=self.stream, flush=True)
 
+    def raw(self, text: str) -> None:
+        """Write ``text`` and a newline as is, never through rich, which wraps long lines at
+        the terminal's width (and so would break ``--json`` output)."""
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
     def heading(self, text: str) -> None:
         if self._console is not None:
             self._console.print()
@@ -120,12 +126,25 @@ class Output:
 
     def table(self, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         if self._console is not None:
+            from rich.measure import Measurement
             from rich.table import Table
 
             table = Table(*columns, box=None, header_style="bold", pad_edge=False)
             for row in rows:
                 table.add_row(*row)
-            self._console.print(table)
+            # Rich shrinks a table wider than the terminal by cutting cells short ("text-
+            # embedding-nom…"), and the keys and identifiers must stay whole to be copied
+            # into `load` / `unload`: render it at its natural width instead; the terminal
+            # wraps the long lines, as it does in plain mode.
+            console = self._console
+            unbounded = console.options.update(width=1_000_000)
+            natural = Measurement.get(console, unbounded, table).maximum
+            width = console.width
+            try:
+                console.width = max(width, natural)
+                console.print(table, crop=False)
+            finally:
+                console.width = width
             return
         widths = [len(c) for c in columns]
         for row in rows:
@@ -399,7 +418,7 @@ async def cmd_ls(args: argparse.Namespace, out: Output) -> int:
     async with _client(args) as client:
         models = await client.system.list_downloaded()
     if args.json:
-        out.line(_to_json(models))
+        out.raw(_to_json(models))
         return EXIT_OK
     if not models:
         out.line("No models are downloaded.")
@@ -446,7 +465,7 @@ async def cmd_ps(args: argparse.Namespace, out: Output) -> int:
             item = msgspec.to_builtins(info)
             item["ttlRemainingSeconds"] = ttl_remaining(info, now)
             data.append(item)
-        out.line(json.dumps(data, indent=2))
+        out.raw(json.dumps(data, indent=2))
         return EXIT_OK
     if not loaded:
         out.line("No models are loaded.")

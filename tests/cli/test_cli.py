@@ -508,6 +508,49 @@ def test_empty_host_variable_is_unset(
     assert "argument --host" not in err
 
 
+LONG_ID = "an-instance-identifier-that-is-longer-than-eighty-columns-on-its-own-line-123456"
+
+
+def _rich_terminal(monkeypatch: pytest.MonkeyPatch, columns: int = 80) -> _FakeTTY:
+    """Make stdout a terminal of ``columns`` columns, so that the CLI uses rich."""
+    pytest.importorskip("rich")
+    monkeypatch.setenv("COLUMNS", str(columns))
+    stream = _FakeTTY()
+    monkeypatch.setattr(sys, "stdout", stream)
+    return stream
+
+
+@pytest.mark.parametrize("command", ["ls", "ps"])
+def test_json_on_a_rich_terminal_is_not_wrapped(
+    command: str, lmstudio_server: ThreadedStandInServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lmstudio_server.preload(NOMIC, identifier=LONG_ID)  # longer than the terminal is wide
+    stream = _rich_terminal(monkeypatch)
+    assert main(["--host", lmstudio_server.host, command, "--json"]) == 0
+    text = stream.getvalue()
+    assert "\x1b[" not in text
+    items = json.loads(text)
+    assert any(item["modelKey"] == NOMIC for item in items)
+    if command == "ps":
+        assert [item["identifier"] for item in items] == [LONG_ID]
+
+
+def test_tables_on_a_narrow_rich_terminal_keep_keys_whole(
+    lmstudio_server: ThreadedStandInServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lmstudio_server.preload(NOMIC)
+    lmstudio_server.preload(NOMIC, identifier=LONG_ID)
+    stream = _rich_terminal(monkeypatch)
+    assert main(["--host", lmstudio_server.host, "ls"]) == 0
+    assert main(["--host", lmstudio_server.host, "ps"]) == 0
+    text = stream.getvalue()
+    assert "…" not in text
+    rows = [line.split() for line in text.splitlines()]
+    assert [NOMIC, "embedding"] in (row[:2] for row in rows)  # ls: KEY, TYPE
+    assert [NOMIC, NOMIC, "embedding"] in (row[:3] for row in rows)  # ps: IDENTIFIER, MODEL
+    assert [LONG_ID, NOMIC, "embedding"] in (row[:3] for row in rows)
+
+
 def test_ready_line_brackets_an_ipv6_host() -> None:
     from typing import cast
 

@@ -485,18 +485,30 @@ async def cmd_ps(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
-async def _domain_of(client: AsyncClient, key: str) -> str:
-    """``"llm"`` or ``"embedding"`` for a downloaded model key (``"llm"`` if unknown: the
-    server then reports the missing model)."""
-    models = await client.system.list_downloaded()
+def resolve_key(models: Sequence[ModelInfo], key: str) -> ModelInfo | None:
+    """The downloaded model that ``key`` names, as LM Studio resolves a model to load: its
+    model key, else its path or ``indexedModelIdentifier``, else the start of either (all
+    case-insensitive). ``None`` if nothing matches (the server then reports the missing
+    model); raises :class:`LMStudioValueError` naming the candidates if several models
+    match and none exactly, rather than loading whichever comes first."""
     low = key.lower()
-    for exact in (True, False):
-        for model in models:
-            if model.model_key.lower() == low or model.path.lower() == low:
-                return model.type
-            if not exact and model.path.lower().startswith(low):
-                return model.type
-    return "llm"
+
+    def names(model: ModelInfo) -> list[str]:
+        return [n.lower() for n in (model.path, model.indexed_model_identifier) if n]
+
+    for model in models:
+        if model.model_key.lower() == low:
+            return model
+    for model in models:
+        if low in names(model):
+            return model
+    matches = [m for m in models if any(n.startswith(low) for n in names(m))]
+    if len(matches) > 1:
+        keys = ", ".join(m.model_key for m in matches)
+        raise LMStudioValueError(
+            f"{key!r} matches {len(matches)} downloaded models: {keys}; give one of these keys"
+        )
+    return matches[0] if matches else None
 
 
 def _load_config(args: argparse.Namespace, domain: str) -> Any:
@@ -508,15 +520,19 @@ def _load_config(args: argparse.Namespace, domain: str) -> Any:
 
 async def cmd_load(args: argparse.Namespace, out: Output) -> int:
     async with _client(args) as client:
-        domain = await _domain_of(client, args.key)
+        model = resolve_key(await client.system.list_downloaded(), args.key)
+        # The resolved model key, so that the server loads the model chosen here (and the
+        # namespace matches its type); an unknown key as given, for the server's message.
+        key = model.model_key if model is not None else args.key
+        domain = model.type if model is not None else "llm"
         namespace = client.embedding if domain == "embedding" else client.llm
         config = _load_config(args, domain)
         if args.estimate_only:
-            estimate = await namespace.estimate(args.key, config=config)
+            estimate = await namespace.estimate(key, config=config)
             if args.identifier is not None or args.ttl is not None:
                 out.line("note: --identifier and --ttl are ignored with --estimate-only")
             memory = estimate.memory
-            out.line(f"Estimate for {args.key}:")
+            out.line(f"Estimate for {key}:")
             total = format_bytes(memory.total_bytes)
             out.line(f"  total:   {total} ({memory.confidence} confidence)")
             out.line(f"  model:   {format_bytes(memory.model_bytes)}")
@@ -524,13 +540,13 @@ async def cmd_load(args: argparse.Namespace, out: Output) -> int:
             out.line(f"  VRAM:    {format_bytes(memory.total_vram_bytes)}")
             out.line(f"  fits:    {'yes' if estimate.fits else 'no (fails the guardrails)'}")
             return EXIT_OK
-        label = f"Loading {args.key}" + (f" as {args.identifier}" if args.identifier else "")
+        label = f"Loading {key}" + (f" as {args.identifier}" if args.identifier else "")
         started = time.perf_counter()
         try:
             with out.progress(label) as on_progress:
                 task: asyncio.Future[LLM | EmbeddingModel] = asyncio.ensure_future(
                     namespace.load(
-                        args.key,
+                        key,
                         args.identifier,
                         ttl=args.ttl,
                         config=config,

@@ -428,6 +428,50 @@ def test_formatters() -> None:
     assert format_seconds(7300) == "2h01m"
 
 
+# --- model keys --------------------------------------------------------------------------------
+
+
+def test_load_ambiguous_key_refuses_and_lists_the_candidates(
+    lmstudio_server: ThreadedStandInServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The start of the paths of smollm2-135m-instruct and qwen2.5-7b-instruct-1m.
+    for extra in ([], ["--estimate-only"]):
+        code, out, err = run(lmstudio_server, capsys, "load", "lmstudio-community", *extra)
+        assert (code, out) == (1, "")
+        assert_clean_error(err)
+        assert "'lmstudio-community' matches 2 downloaded models" in err
+        assert f"{SMOL}, qwen2.5-7b-instruct-1m" in err
+    assert lmstudio_server.loaded_instances() == []
+    # A prefix that names one model, and a full path, still load it.
+    assert run(lmstudio_server, capsys, "load", "lmstudio-community/SmolLM2")[0] == 0
+    [inst] = lmstudio_server.loaded_instances()
+    assert inst.model_key == SMOL
+
+
+def _catalog_with_indexed_embedding() -> list[dict[str, object]]:
+    """An embedding model whose indexedModelIdentifier differs from its path."""
+    from lmstudio_async.testing import default_catalog
+
+    embedding = next(m for m in default_catalog() if m["type"] == "embedding")
+    embedding.update(
+        modelKey="text-embedding-acme",
+        path="local/acme-embed.gguf",
+        indexedModelIdentifier="acme-org/acme-embed-GGUF/acme-embed.gguf",
+    )
+    return [embedding]
+
+
+@pytest.mark.lmstudio_server(catalog=_catalog_with_indexed_embedding())
+def test_load_by_indexed_model_identifier_picks_the_domain(
+    lmstudio_server: ThreadedStandInServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(lmstudio_server, capsys, "load", "acme-org/acme-embed-GGUF/acme-embed")
+    assert (code, err) == (0, "")
+    assert "Loaded text-embedding-acme (text-embedding-acme," in out
+    [inst] = lmstudio_server.loaded_instances()
+    assert inst.domain == "embedding"
+
+
 # --- global options -------------------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import enum
 import importlib.util
 import json
 import math
@@ -21,7 +22,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Final, TextIO
 
 import msgspec
@@ -41,6 +42,10 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 ENV_API_HOST: Final = "LMSTUDIO_API_HOST"
+
+CANCEL_CONFIRM_SECONDS: Final = 3.0
+"""After Ctrl-C stopped a load or download: how long to wait for LM Studio to answer the
+round trip that shows it has seen the cancel, before saying it could not be confirmed."""
 
 MAX_TTL_SECONDS: Final = 365 * 86_400
 """The largest ``--ttl`` (a year); without ``--ttl`` an instance has no TTL at all."""
@@ -553,15 +558,17 @@ async def cmd_load(args: argparse.Namespace, out: Output) -> int:
                         on_progress=on_progress,
                     )
                 )
-                if await _await_interruptible(task):
+                outcome = await _await_interruptible(task)
+                if outcome is not _Outcome.DONE:
                     raise _Interrupted
         except _Interrupted:
-            # The client sent the protocol cancel. A round trip on the same socket makes
-            # sure the server has seen it before this process exits.
-            with contextlib.suppress(LMStudioError):
-                await namespace.list_loaded()
-            error("interrupted: the load was cancelled on the server")
-            return EXIT_INTERRUPTED
+            return await _report_cancel(
+                outcome,
+                namespace.list_loaded,
+                "load",
+                "the model may still be loading on the server",
+                "ps",
+            )
         handle = task.result()
         info = handle.info
         ttl = f", TTL {format_seconds(info.ttl)}" if info.ttl is not None else ""
@@ -572,15 +579,39 @@ async def cmd_load(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
-async def _await_interruptible(task: asyncio.Future[Any]) -> bool:
-    """Await ``task``; Ctrl-C (SIGINT) cancels it. True if it was interrupted."""
+class _Outcome(enum.Enum):
+    DONE = "done"  # finished (if it failed, the failure was raised)
+    CANCELLED = "cancelled"  # Ctrl-C cancelled it, and it has finished cancelling
+    ABANDONED = "abandoned"  # a second Ctrl-C: stopped waiting for it
+    TIMED_OUT = "timed out"  # not finished within the timeout (then cancelled)
+
+
+async def _await_interruptible(
+    task: asyncio.Future[Any], *, patient: bool = True, timeout: float | None = None
+) -> _Outcome:
+    """Await ``task``, with Ctrl-C (SIGINT) handled: the first one cancels ``task`` (the SDK
+    then sends the cancel and waits a moment for LM Studio to confirm it), a second one
+    stops waiting for it. With ``patient=False`` the first Ctrl-C already stops waiting.
+    A task that fails re-raises its failure; a task still running when this returns is
+    cancelled and left to finish in the background."""
     loop = asyncio.get_running_loop()
+    presses = 0
+    give_up: asyncio.Future[None] = loop.create_future()
+
+    def on_sigint() -> None:
+        nonlocal presses
+        presses += 1
+        if presses == 1 and patient:
+            task.cancel()
+        elif not give_up.done():
+            give_up.set_result(None)
+
     installed = False
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-        loop.add_signal_handler(signal.SIGINT, task.cancel)
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
         installed = True
     try:
-        await asyncio.wait([task])
+        await asyncio.wait([task, give_up], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -589,10 +620,46 @@ async def _await_interruptible(task: asyncio.Future[Any]) -> bool:
     finally:
         if installed:
             loop.remove_signal_handler(signal.SIGINT)
+        give_up.cancel()
+    if not task.done():
+        task.cancel()
+        return _Outcome.ABANDONED if presses else _Outcome.TIMED_OUT
     if task.cancelled():
-        return True
-    task.result()  # re-raise a failure
-    return False
+        return _Outcome.CANCELLED
+    task.result()  # re-raise a failure; a result that came first counts as done
+    return _Outcome.DONE
+
+
+async def _report_cancel(
+    outcome: _Outcome,
+    round_trip: Callable[[], Awaitable[object]],
+    what: str,
+    maybe: str,
+    check: str,
+) -> int:
+    """After Ctrl-C stopped a ``what`` ("load", "download"): say whether LM Studio has seen
+    the cancel, by one ``round_trip`` on the connection that carried it (LM Studio answers
+    a connection's messages in order), for at most :data:`CANCEL_CONFIRM_SECONDS`, and
+    stopping at a further Ctrl-C. Never claims a cancel it could not confirm (``maybe``:
+    what may then still be going on; ``check``: the command that shows it)."""
+    reason = f"LM Studio did not answer within {CANCEL_CONFIRM_SECONDS:g} s"
+    if outcome is _Outcome.CANCELLED:
+        confirm = asyncio.ensure_future(round_trip())
+        try:
+            outcome = await _await_interruptible(
+                confirm, patient=False, timeout=CANCEL_CONFIRM_SECONDS
+            )
+        except (LMStudioError, OSError) as exc:
+            outcome, reason = _Outcome.TIMED_OUT, str(exc)
+        if outcome is _Outcome.DONE:
+            error(f"interrupted: the {what} was cancelled on the server")
+            return EXIT_INTERRUPTED
+    see = f"check with `lmstudio-async {check}`"
+    if outcome is _Outcome.ABANDONED:
+        error(f"interrupted twice: did not wait for the cancel to be confirmed; {maybe} ({see})")
+    else:
+        error(f"interrupted, but could not confirm the cancel ({reason}); {maybe} ({see})")
+    return EXIT_INTERRUPTED
 
 
 async def cmd_get(args: argparse.Namespace, out: Output) -> int:
@@ -620,13 +687,17 @@ async def cmd_get(args: argparse.Namespace, out: Output) -> int:
                 task: asyncio.Future[str] = asyncio.ensure_future(
                     option.download(on_progress=lambda p: on_fraction(p.fraction))
                 )
-                if await _await_interruptible(task):
+                outcome = await _await_interruptible(task)
+                if outcome is not _Outcome.DONE:
                     raise _Interrupted
         except _Interrupted:
-            with contextlib.suppress(LMStudioError):
-                await client.repository.search_models(args.key, limit=1)  # cancel seen
-            error("interrupted: the download was cancelled on the server")
-            return EXIT_INTERRUPTED
+            return await _report_cancel(
+                outcome,
+                lambda: client.repository.search_models(args.key, limit=1),
+                "download",
+                "the download may still be running on the server",
+                "ls",
+            )
         out.line(
             f"Downloaded {task.result()} in {time.perf_counter() - started:.1f}s "
             f"(load it with: lmstudio-async load {task.result()})"

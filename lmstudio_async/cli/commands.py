@@ -6,7 +6,8 @@ Subcommands: ``ls``, ``ps``, ``load``, ``unload``, ``get`` (download a model),
 (``pip install lmstudio-async[cli]``) and stdout is a terminal; plain text otherwise.
 
 Exit codes: 0 success, 1 a failure reported by the SDK (printed as
-``error: <message>``), 2 bad arguments, 130 interrupted (Ctrl-C).
+``error: <message>``), 2 bad arguments, 130 interrupted (Ctrl-C), 141 the reader of stdout
+went away (e.g. ``| head``; 128 + SIGPIPE, as for other command-line tools).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
 
 ENV_API_HOST: Final = "LMSTUDIO_API_HOST"
 
@@ -210,8 +212,18 @@ class _Interrupted(Exception):
 
 
 def error(message: str) -> None:
-    """Print ``error: message`` to stderr."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    """Print ``error: message`` to stderr (nothing if stderr is gone)."""
+    with contextlib.suppress(OSError, ValueError):
+        print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def _discard_stdout() -> None:
+    """The reader of stdout went away: point stdout at /dev/null, so that the flush when
+    the interpreter exits does not fail as well (the recipe of the ``signal`` docs)."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 # --- argument parsing ------------------------------------------------------------------------
@@ -299,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lmstudio-async",
         description="Manage models in LM Studio's memory (and run a stand-in LM Studio).",
-        epilog="Exit codes: 0 ok, 1 error, 2 bad arguments, 130 interrupted.",
+        epilog="Exit codes: 0 ok, 1 error, 2 bad arguments, 130 interrupted (Ctrl-C), "
+        "141 the reader of the output went away (e.g. `| head`).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     # Not dest="host" / "api_token": those are the options of `serve` (the stand-in's own),
@@ -817,6 +830,14 @@ def _check_args(args: argparse.Namespace) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -153,6 +153,30 @@ def test_second_ctrl_c_stops_waiting_for_the_cancel(
     assert "Traceback" not in err
 
 
+def _closed_pipe_run(args: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run the CLI with a stdout whose reader has already gone (as `| head` after its lines)."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "lmstudio_async", *args],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            env=ENV,
+            check=False,
+        )
+    finally:
+        os.close(write)
+
+
+def test_output_into_a_closed_pipe(lmstudio_server: ThreadedStandInServer) -> None:
+    for args in (["--host", lmstudio_server.host, "ls", "--json"], ["demo"]):
+        proc = _closed_pipe_run(args)
+        assert (proc.returncode, proc.stderr) == (141, ""), args
+
+
 def test_serve_runs_the_stand_in_until_ctrl_c() -> None:
     proc = _start(["lmstudio_async", "serve", "--port", "0", "--load-seconds", "0"])
     try:

@@ -300,14 +300,19 @@ def _host(value: str) -> str:
 
 
 def _add_serve_options(parser: argparse.ArgumentParser) -> None:
-    """The stand-in server's own options (reused, not duplicated)."""
+    """The stand-in server's own options (reused, not duplicated). Imports the whole
+    stand-in, so only when the command line may run ``serve``."""
     from ..testing import add_arguments
 
     add_arguments(parser)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argparse parser of ``lmstudio-async``."""
+def build_parser(*, serve_options: bool = True) -> argparse.ArgumentParser:
+    """The argparse parser of ``lmstudio-async``.
+
+    ``serve_options=False`` leaves the stand-in's options out of ``serve`` (it then takes
+    none), which spares importing the stand-in for the other commands.
+    """
     parser = argparse.ArgumentParser(
         prog="lmstudio-async",
         description="Manage models in LM Studio's memory (and run a stand-in LM Studio).",
@@ -383,7 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--api-token also sets the token it requires; the global --host does not apply "
         "(use `serve --host INTERFACE --port N`).",
     )
-    _add_serve_options(serve)
+    if serve_options:
+        _add_serve_options(serve)
 
     demo = sub.add_parser(
         "demo",
@@ -831,14 +837,19 @@ def _check_args(args: argparse.Namespace) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
     try:
-        return _main(argv)
+        return _main(sys.argv[1:] if argv is None else list(argv))
+    except KeyboardInterrupt:
+        error("interrupted")
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         _discard_stdout()
         return EXIT_BROKEN_PIPE
 
 
-def _main(argv: Sequence[str] | None) -> int:
-    parser = build_parser()
+def _main(argv: list[str]) -> int:
+    # The stand-in's options only when `serve` may be the command: importing the stand-in
+    # takes a while, and Ctrl-C then shows no traceback only once this function runs.
+    parser = build_parser(serve_options="serve" in argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, bad arguments
@@ -854,6 +865,3 @@ def _main(argv: Sequence[str] | None) -> int:
     except LMStudioError as exc:
         error(str(exc))
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        error("interrupted")
-        return EXIT_INTERRUPTED

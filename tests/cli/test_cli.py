@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import socket
+import subprocess
 import sys
 
 import pytest
@@ -613,3 +614,37 @@ def test_ready_line_brackets_an_ipv6_host() -> None:
     assert url("127.0.0.1") == "http://127.0.0.1:41343"
     assert url("localhost") == "http://localhost:41343"
     assert parse_api_host(url("::1"))[0] == "http://[::1]:41343"
+
+
+def test_ctrl_c_while_starting_is_one_error_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import lmstudio_async.cli.commands as commands
+
+    def interrupted(*, serve_options: bool = True) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, "build_parser", interrupted)
+    try:
+        code = main(["ps"])
+    except KeyboardInterrupt:  # would stop pytest itself
+        pytest.fail("KeyboardInterrupt escaped main()")
+    assert code == 130
+    assert capsys.readouterr().err == "error: interrupted\n"
+
+
+def test_only_serve_imports_the_stand_in() -> None:
+    code = (
+        "import sys\n"
+        "from lmstudio_async.cli import main\n"
+        "assert main(['--version']) == 0\n"
+        "assert main(['load', '--help']) == 0\n"
+        "print('stand-in imported:', 'lmstudio_async.testing' in sys.modules)\n"
+        "assert main(['serve', '--help']) == 0\n"
+        "print('stand-in imported:', 'lmstudio_async.testing' in sys.modules)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    imported = [line for line in proc.stdout.splitlines() if line.startswith("stand-in")]
+    assert imported == ["stand-in imported: False", "stand-in imported: True"]

@@ -217,6 +217,12 @@ def error(message: str) -> None:
         print(f"error: {message}", file=sys.stderr, flush=True)
 
 
+def cli_wording(message: str) -> str:
+    """An SDK message with its hints about keyword arguments (``pass api_host=``) reworded
+    for this command line (``pass --host``)."""
+    return message.replace("api_host=", "--host").replace("api_token=", "--api-token")
+
+
 def _discard_stdout() -> None:
     """The reader of stdout went away: point stdout at /dev/null, so that the flush when
     the interpreter exits does not fail as well (the recipe of the ``signal`` docs)."""
@@ -295,7 +301,7 @@ def _host(value: str) -> str:
     try:
         parse_api_host(value)
     except LMStudioValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        raise argparse.ArgumentTypeError(cli_wording(str(exc))) from None
     return value
 
 
@@ -669,7 +675,7 @@ async def _report_cancel(
                 confirm, patient=False, timeout=CANCEL_CONFIRM_SECONDS
             )
         except (LMStudioError, OSError) as exc:
-            outcome, reason = _Outcome.TIMED_OUT, str(exc)
+            outcome, reason = _Outcome.TIMED_OUT, cli_wording(str(exc))
         if outcome is _Outcome.DONE:
             error(f"interrupted: the {what} was cancelled on the server")
             return EXIT_INTERRUPTED
@@ -863,5 +869,5 @@ def _main(argv: list[str]) -> int:
             return cmd_serve(args)
         return asyncio.run(_run_async(args, Output()))
     except LMStudioError as exc:
-        error(str(exc))
+        error(cli_wording(str(exc)))
         return EXIT_ERROR

@@ -553,6 +553,26 @@ def test_empty_host_variable_is_unset(
     assert "argument --host" not in err
 
 
+def test_not_running_hint_names_the_cli_option(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("LMSTUDIO_API_HOST", raising=False)
+    monkeypatch.setattr("lmstudio_async._io.transport.DEFAULT_PORTS", (_closed_port(),))
+    assert main(["ps"]) == 1
+    err = capsys.readouterr().err
+    assert_clean_error(err)
+    assert "LM Studio is not running on this machine" in err
+    assert "pass --host or set LMSTUDIO_API_HOST" in err
+    assert "api_host=" not in err
+
+
+def test_credentials_in_host_hint_names_the_cli_option(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--host", "user:secret@localhost:1234", "ps"]) == 2
+    err = capsys.readouterr().err
+    assert "pass --api-token instead" in err
+    assert "secret" not in err
+
+
 LONG_ID = "an-instance-identifier-that-is-longer-than-eighty-columns-on-its-own-line-123456"
 
 

@@ -6,7 +6,8 @@ Subcommands: ``ls``, ``ps``, ``load``, ``unload``, ``get`` (download a model),
 (``pip install lmstudio-async[cli]``) and stdout is a terminal; plain text otherwise.
 
 Exit codes: 0 success, 1 a failure reported by the SDK (printed as
-``error: <message>``), 2 bad arguments, 130 interrupted (Ctrl-C).
+``error: <message>``), 2 bad arguments, 130 interrupted (Ctrl-C), 141 the reader of stdout
+went away (e.g. ``| head``; 128 + SIGPIPE, as for other command-line tools).
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import enum
 import importlib.util
 import json
+import math
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TextIO
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any, Final, TextIO
 
 import msgspec
 
@@ -38,6 +41,18 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+
+ENV_API_HOST: Final = "LMSTUDIO_API_HOST"
+
+CANCEL_CONFIRM_SECONDS: Final = 3.0
+"""After Ctrl-C stopped a load or download: how long to wait for LM Studio to answer the
+round trip that shows it has seen the cancel, before saying it could not be confirmed."""
+
+MAX_TTL_SECONDS: Final = 365 * 86_400
+"""The largest ``--ttl`` (a year); without ``--ttl`` an instance has no TTL at all."""
+
+MAX_DEMO_LOAD_SECONDS: Final = 60.0
 
 
 # --- terminal output ---------------------------------------------------------------------------
@@ -103,6 +118,12 @@ class Output:
         else:
             print(text, file=self.stream, flush=True)
 
+    def raw(self, text: str) -> None:
+        """Write ``text`` and a newline as is, never through rich, which wraps long lines at
+        the terminal's width (and so would break ``--json`` output)."""
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
     def heading(self, text: str) -> None:
         if self._console is not None:
             self._console.print()
@@ -112,12 +133,25 @@ class Output:
 
     def table(self, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         if self._console is not None:
+            from rich.measure import Measurement
             from rich.table import Table
 
             table = Table(*columns, box=None, header_style="bold", pad_edge=False)
             for row in rows:
                 table.add_row(*row)
-            self._console.print(table)
+            # Rich shrinks a table wider than the terminal by cutting cells short ("text-
+            # embedding-nom…"), and the keys and identifiers must stay whole to be copied
+            # into `load` / `unload`: render it at its natural width instead; the terminal
+            # wraps the long lines, as it does in plain mode.
+            console = self._console
+            unbounded = console.options.update(width=1_000_000)
+            natural = Measurement.get(console, unbounded, table).maximum
+            width = console.width
+            try:
+                console.width = max(width, natural)
+                console.print(table, crop=False)
+            finally:
+                console.width = width
             return
         widths = [len(c) for c in columns]
         for row in rows:
@@ -178,8 +212,24 @@ class _Interrupted(Exception):
 
 
 def error(message: str) -> None:
-    """Print ``error: message`` to stderr."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    """Print ``error: message`` to stderr (nothing if stderr is gone)."""
+    with contextlib.suppress(OSError, ValueError):
+        print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def cli_wording(message: str) -> str:
+    """An SDK message with its hints about keyword arguments (``pass api_host=``) reworded
+    for this command line (``pass --host``)."""
+    return message.replace("api_host=", "--host").replace("api_token=", "--api-token")
+
+
+def _discard_stdout() -> None:
+    """The reader of stdout went away: point stdout at /dev/null, so that the flush when
+    the interpreter exits does not fail as well (the recipe of the ``signal`` docs)."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 # --- argument parsing ------------------------------------------------------------------------
@@ -209,47 +259,87 @@ def _positive_int(value: str) -> int:
     return number
 
 
-def _seconds(value: str) -> float:
+def _finite_seconds(value: str) -> float:
+    """A finite number of seconds (``nan`` and ``inf`` are refused: they stall timers)."""
     try:
         number = float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds, got {value!r}")
+    return number
+
+
+def _seconds(value: str) -> float:
+    number = _finite_seconds(value)
     if number <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {number:g}")
+    if number > MAX_TTL_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"at most {MAX_TTL_SECONDS} seconds (365 days; leave it out for no TTL), got {number:g}"
+        )
     return number
+
+
+def _demo_load_seconds(value: str) -> float:
+    number = _finite_seconds(value)
+    if not 0 <= number <= MAX_DEMO_LOAD_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"expected between 0 and {MAX_DEMO_LOAD_SECONDS:g} seconds, got {number:g}"
+        )
+    return number
+
+
+def _text(value: str) -> str:
+    """A non-blank string (a model key, an identifier, a search, a quantization)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError(f"must not be empty, got {value!r}")
+    return value
 
 
 def _host(value: str) -> str:
     try:
         parse_api_host(value)
     except LMStudioValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        raise argparse.ArgumentTypeError(cli_wording(str(exc))) from None
     return value
 
 
 def _add_serve_options(parser: argparse.ArgumentParser) -> None:
-    """The stand-in server's own options (reused, not duplicated)."""
+    """The stand-in server's own options (reused, not duplicated). Imports the whole
+    stand-in, so only when the command line may run ``serve``."""
     from ..testing import add_arguments
 
     add_arguments(parser)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argparse parser of ``lmstudio-async``."""
+def build_parser(*, serve_options: bool = True) -> argparse.ArgumentParser:
+    """The argparse parser of ``lmstudio-async``.
+
+    ``serve_options=False`` leaves the stand-in's options out of ``serve`` (it then takes
+    none), which spares importing the stand-in for the other commands.
+    """
     parser = argparse.ArgumentParser(
         prog="lmstudio-async",
         description="Manage models in LM Studio's memory (and run a stand-in LM Studio).",
-        epilog="Exit codes: 0 ok, 1 error, 2 bad arguments, 130 interrupted.",
+        epilog="Exit codes: 0 ok, 1 error, 2 bad arguments, 130 interrupted (Ctrl-C), "
+        "141 the reader of the output went away (e.g. `| head`).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    # Not dest="host" / "api_token": those are the options of `serve` (the stand-in's own),
+    # which would overwrite these in the namespace.
     parser.add_argument(
         "--host",
+        dest="client_host",
+        metavar="HOST",
         type=_host,
-        default=os.environ.get("LMSTUDIO_API_HOST"),
-        help="LM Studio host:port (default: $LMSTUDIO_API_HOST, else probe the local ports)",
+        default=None,
+        help=f"LM Studio host:port (default: ${ENV_API_HOST}, else probe the local ports)",
     )
     parser.add_argument(
         "--api-token",
+        dest="client_api_token",
+        metavar="API_TOKEN",
         default=None,
         help="API token (default: $LMSTUDIO_API_TOKEN)",
     )
@@ -262,48 +352,88 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     load = sub.add_parser("load", help="load a new model instance")
-    load.add_argument("key", metavar="KEY", help="model key (see `ls`)")
-    load.add_argument("--identifier", metavar="ID", help="identifier of the new instance")
+    load.add_argument("key", metavar="KEY", type=_text, help="model key (see `ls`)")
+    load.add_argument(
+        "--identifier", metavar="ID", type=_text, help="identifier of the new instance"
+    )
     load.add_argument("--context-length", "-c", type=_positive_int, metavar="N")
     load.add_argument(
         "--gpu", type=_gpu, metavar="RATIO|max|off", help="GPU offload: 0..1, max or off"
     )
     load.add_argument(
-        "--ttl", type=_seconds, metavar="SECONDS", help="unload after this many idle seconds"
+        "--ttl",
+        type=_seconds,
+        metavar="SECONDS",
+        help="unload after this many idle seconds (at most 365 days)",
     )
     load.add_argument(
         "--estimate-only", action="store_true", help="print the memory estimate; do not load"
     )
 
     unload = sub.add_parser("unload", help="unload model instances")
-    unload.add_argument("identifier", nargs="?", metavar="ID", help="instance identifier")
+    unload.add_argument(
+        "identifier", nargs="?", metavar="ID", type=_text, help="instance identifier"
+    )
     unload.add_argument("--all", action="store_true", help="unload every loaded instance")
 
     get = sub.add_parser("get", help="search the catalogue and download a model")
-    get.add_argument("key", metavar="KEY", help="what to search for (a model name or key)")
     get.add_argument(
-        "--quant", metavar="Q", help="download option with this quantization (e.g. Q4_K_M)"
+        "key", metavar="KEY", type=_text, help="what to search for (a model name or key)"
+    )
+    get.add_argument(
+        "--quant",
+        metavar="Q",
+        type=_text,
+        help="download option with this quantization (e.g. Q4_K_M)",
     )
 
-    serve = sub.add_parser("serve", help="run the bundled stand-in LM Studio server")
-    _add_serve_options(serve)
+    serve = sub.add_parser(
+        "serve",
+        help="run the bundled stand-in LM Studio server",
+        description="Run the bundled stand-in LM Studio server until Ctrl-C. The global "
+        "--api-token also sets the token it requires; the global --host does not apply "
+        "(use `serve --host INTERFACE --port N`).",
+    )
+    if serve_options:
+        _add_serve_options(serve)
 
-    demo = sub.add_parser("demo", help="a tour of the API against an in-process stand-in")
+    demo = sub.add_parser(
+        "demo",
+        help="a tour of the API against an in-process stand-in",
+        description="A tour of the API against a stand-in LM Studio started in this process "
+        "(the global --host and --api-token do not apply).",
+    )
     demo.add_argument(
         "--load-seconds",
-        type=float,
+        type=_demo_load_seconds,
         default=0.4,
         metavar="S",
-        help="simulated load time of the stand-in (default 0.4)",
+        help=f"simulated load time of the stand-in (default 0.4, at most "
+        f"{MAX_DEMO_LOAD_SECONDS:g})",
     )
+    for subparser in sub.choices.values():
+        subparser.set_defaults(usage_error=_usage_error_of(subparser))
     return parser
+
+
+def _usage_error_of(parser: argparse.ArgumentParser) -> Callable[[str], int]:
+    """``usage_error(message)``: print ``parser``'s usage and ``message`` as argparse does
+    for a bad argument; returns the exit code (2)."""
+
+    def usage_error(message: str) -> int:
+        with contextlib.suppress(OSError, ValueError):
+            parser.print_usage(sys.stderr)
+            print(f"{parser.prog}: error: {message}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
+
+    return usage_error
 
 
 # --- commands --------------------------------------------------------------------------------
 
 
 def _client(args: argparse.Namespace) -> AsyncClient:
-    return AsyncClient(args.host, api_token=args.api_token)
+    return AsyncClient(args.client_host, api_token=args.client_api_token)
 
 
 def _to_json(value: Any) -> str:
@@ -318,7 +448,7 @@ async def cmd_ls(args: argparse.Namespace, out: Output) -> int:
     async with _client(args) as client:
         models = await client.system.list_downloaded()
     if args.json:
-        out.line(_to_json(models))
+        out.raw(_to_json(models))
         return EXIT_OK
     if not models:
         out.line("No models are downloaded.")
@@ -365,7 +495,7 @@ async def cmd_ps(args: argparse.Namespace, out: Output) -> int:
             item = msgspec.to_builtins(info)
             item["ttlRemainingSeconds"] = ttl_remaining(info, now)
             data.append(item)
-        out.line(json.dumps(data, indent=2))
+        out.raw(json.dumps(data, indent=2))
         return EXIT_OK
     if not loaded:
         out.line("No models are loaded.")
@@ -385,18 +515,30 @@ async def cmd_ps(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
-async def _domain_of(client: AsyncClient, key: str) -> str:
-    """``"llm"`` or ``"embedding"`` for a downloaded model key (``"llm"`` if unknown: the
-    server then reports the missing model)."""
-    models = await client.system.list_downloaded()
+def resolve_key(models: Sequence[ModelInfo], key: str) -> ModelInfo | None:
+    """The downloaded model that ``key`` names, as LM Studio resolves a model to load: its
+    model key, else its path or ``indexedModelIdentifier``, else the start of either (all
+    case-insensitive). ``None`` if nothing matches (the server then reports the missing
+    model); raises :class:`LMStudioValueError` naming the candidates if several models
+    match and none exactly, rather than loading whichever comes first."""
     low = key.lower()
-    for exact in (True, False):
-        for model in models:
-            if model.model_key.lower() == low or model.path.lower() == low:
-                return model.type
-            if not exact and model.path.lower().startswith(low):
-                return model.type
-    return "llm"
+
+    def names(model: ModelInfo) -> list[str]:
+        return [n.lower() for n in (model.path, model.indexed_model_identifier) if n]
+
+    for model in models:
+        if model.model_key.lower() == low:
+            return model
+    for model in models:
+        if low in names(model):
+            return model
+    matches = [m for m in models if any(n.startswith(low) for n in names(m))]
+    if len(matches) > 1:
+        keys = ", ".join(m.model_key for m in matches)
+        raise LMStudioValueError(
+            f"{key!r} matches {len(matches)} downloaded models: {keys}; give one of these keys"
+        )
+    return matches[0] if matches else None
 
 
 def _load_config(args: argparse.Namespace, domain: str) -> Any:
@@ -408,15 +550,19 @@ def _load_config(args: argparse.Namespace, domain: str) -> Any:
 
 async def cmd_load(args: argparse.Namespace, out: Output) -> int:
     async with _client(args) as client:
-        domain = await _domain_of(client, args.key)
+        model = resolve_key(await client.system.list_downloaded(), args.key)
+        # The resolved model key, so that the server loads the model chosen here (and the
+        # namespace matches its type); an unknown key as given, for the server's message.
+        key = model.model_key if model is not None else args.key
+        domain = model.type if model is not None else "llm"
         namespace = client.embedding if domain == "embedding" else client.llm
         config = _load_config(args, domain)
         if args.estimate_only:
-            estimate = await namespace.estimate(args.key, config=config)
+            estimate = await namespace.estimate(key, config=config)
             if args.identifier is not None or args.ttl is not None:
                 out.line("note: --identifier and --ttl are ignored with --estimate-only")
             memory = estimate.memory
-            out.line(f"Estimate for {args.key}:")
+            out.line(f"Estimate for {key}:")
             total = format_bytes(memory.total_bytes)
             out.line(f"  total:   {total} ({memory.confidence} confidence)")
             out.line(f"  model:   {format_bytes(memory.model_bytes)}")
@@ -424,28 +570,30 @@ async def cmd_load(args: argparse.Namespace, out: Output) -> int:
             out.line(f"  VRAM:    {format_bytes(memory.total_vram_bytes)}")
             out.line(f"  fits:    {'yes' if estimate.fits else 'no (fails the guardrails)'}")
             return EXIT_OK
-        label = f"Loading {args.key}" + (f" as {args.identifier}" if args.identifier else "")
+        label = f"Loading {key}" + (f" as {args.identifier}" if args.identifier else "")
         started = time.perf_counter()
         try:
             with out.progress(label) as on_progress:
                 task: asyncio.Future[LLM | EmbeddingModel] = asyncio.ensure_future(
                     namespace.load(
-                        args.key,
+                        key,
                         args.identifier,
                         ttl=args.ttl,
                         config=config,
                         on_progress=on_progress,
                     )
                 )
-                if await _await_interruptible(task):
+                outcome = await _await_interruptible(task)
+                if outcome is not _Outcome.DONE:
                     raise _Interrupted
         except _Interrupted:
-            # The client sent the protocol cancel. A round trip on the same socket makes
-            # sure the server has seen it before this process exits.
-            with contextlib.suppress(LMStudioError):
-                await namespace.list_loaded()
-            error("interrupted: the load was cancelled on the server")
-            return EXIT_INTERRUPTED
+            return await _report_cancel(
+                outcome,
+                namespace.list_loaded,
+                "load",
+                "the model may still be loading on the server",
+                "ps",
+            )
         handle = task.result()
         info = handle.info
         ttl = f", TTL {format_seconds(info.ttl)}" if info.ttl is not None else ""
@@ -456,15 +604,39 @@ async def cmd_load(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
-async def _await_interruptible(task: asyncio.Future[Any]) -> bool:
-    """Await ``task``; Ctrl-C (SIGINT) cancels it. True if it was interrupted."""
+class _Outcome(enum.Enum):
+    DONE = "done"  # finished (if it failed, the failure was raised)
+    CANCELLED = "cancelled"  # Ctrl-C cancelled it, and it has finished cancelling
+    ABANDONED = "abandoned"  # a second Ctrl-C: stopped waiting for it
+    TIMED_OUT = "timed out"  # not finished within the timeout (then cancelled)
+
+
+async def _await_interruptible(
+    task: asyncio.Future[Any], *, patient: bool = True, timeout: float | None = None
+) -> _Outcome:
+    """Await ``task``, with Ctrl-C (SIGINT) handled: the first one cancels ``task`` (the SDK
+    then sends the cancel and waits a moment for LM Studio to confirm it), a second one
+    stops waiting for it. With ``patient=False`` the first Ctrl-C already stops waiting.
+    A task that fails re-raises its failure; a task still running when this returns is
+    cancelled and left to finish in the background."""
     loop = asyncio.get_running_loop()
+    presses = 0
+    give_up: asyncio.Future[None] = loop.create_future()
+
+    def on_sigint() -> None:
+        nonlocal presses
+        presses += 1
+        if presses == 1 and patient:
+            task.cancel()
+        elif not give_up.done():
+            give_up.set_result(None)
+
     installed = False
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-        loop.add_signal_handler(signal.SIGINT, task.cancel)
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
         installed = True
     try:
-        await asyncio.wait([task])
+        await asyncio.wait([task, give_up], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -473,10 +645,46 @@ async def _await_interruptible(task: asyncio.Future[Any]) -> bool:
     finally:
         if installed:
             loop.remove_signal_handler(signal.SIGINT)
+        give_up.cancel()
+    if not task.done():
+        task.cancel()
+        return _Outcome.ABANDONED if presses else _Outcome.TIMED_OUT
     if task.cancelled():
-        return True
-    task.result()  # re-raise a failure
-    return False
+        return _Outcome.CANCELLED
+    task.result()  # re-raise a failure; a result that came first counts as done
+    return _Outcome.DONE
+
+
+async def _report_cancel(
+    outcome: _Outcome,
+    round_trip: Callable[[], Awaitable[object]],
+    what: str,
+    maybe: str,
+    check: str,
+) -> int:
+    """After Ctrl-C stopped a ``what`` ("load", "download"): say whether LM Studio has seen
+    the cancel, by one ``round_trip`` on the connection that carried it (LM Studio answers
+    a connection's messages in order), for at most :data:`CANCEL_CONFIRM_SECONDS`, and
+    stopping at a further Ctrl-C. Never claims a cancel it could not confirm (``maybe``:
+    what may then still be going on; ``check``: the command that shows it)."""
+    reason = f"LM Studio did not answer within {CANCEL_CONFIRM_SECONDS:g} s"
+    if outcome is _Outcome.CANCELLED:
+        confirm = asyncio.ensure_future(round_trip())
+        try:
+            outcome = await _await_interruptible(
+                confirm, patient=False, timeout=CANCEL_CONFIRM_SECONDS
+            )
+        except (LMStudioError, OSError) as exc:
+            outcome, reason = _Outcome.TIMED_OUT, cli_wording(str(exc))
+        if outcome is _Outcome.DONE:
+            error(f"interrupted: the {what} was cancelled on the server")
+            return EXIT_INTERRUPTED
+    see = f"check with `lmstudio-async {check}`"
+    if outcome is _Outcome.ABANDONED:
+        error(f"interrupted twice: did not wait for the cancel to be confirmed; {maybe} ({see})")
+    else:
+        error(f"interrupted, but could not confirm the cancel ({reason}); {maybe} ({see})")
+    return EXIT_INTERRUPTED
 
 
 async def cmd_get(args: argparse.Namespace, out: Output) -> int:
@@ -504,13 +712,17 @@ async def cmd_get(args: argparse.Namespace, out: Output) -> int:
                 task: asyncio.Future[str] = asyncio.ensure_future(
                     option.download(on_progress=lambda p: on_fraction(p.fraction))
                 )
-                if await _await_interruptible(task):
+                outcome = await _await_interruptible(task)
+                if outcome is not _Outcome.DONE:
                     raise _Interrupted
         except _Interrupted:
-            with contextlib.suppress(LMStudioError):
-                await client.repository.search_models(args.key, limit=1)  # cancel seen
-            error("interrupted: the download was cancelled on the server")
-            return EXIT_INTERRUPTED
+            return await _report_cancel(
+                outcome,
+                lambda: client.repository.search_models(args.key, limit=1),
+                "download",
+                "the download may still be running on the server",
+                "ls",
+            )
         out.line(
             f"Downloaded {task.result()} in {time.perf_counter() - started:.1f}s "
             f"(load it with: lmstudio-async load {task.result()})"
@@ -523,9 +735,6 @@ async def cmd_unload(args: argparse.Namespace, out: Output) -> int:
         loaded = await _all_loaded(client)
         names = ", ".join(i.identifier for i in loaded)
         if args.all:
-            if args.identifier is not None:
-                error("give either an identifier or --all, not both")
-                return EXIT_USAGE
             targets = loaded
         elif args.identifier is not None:
             low = args.identifier.lower()
@@ -592,20 +801,73 @@ async def _run_async(args: argparse.Namespace, out: Output) -> int:
     raise AssertionError(f"unknown command {command!r}")  # pragma: no cover
 
 
+def _check_args(args: argparse.Namespace) -> str | None:
+    """What argparse cannot check: combinations of options and the environment. Settles
+    ``client_host`` (from ``$LMSTUDIO_API_HOST`` without ``--host``) and, for ``serve``,
+    ``api_token``. Returns the usage error, if any."""
+    command = args.command
+    if command == "unload" and args.all and args.identifier is not None:
+        return "give either an identifier or --all, not both"
+    if command == "demo":
+        given = [
+            o
+            for o, v in (("--host", args.client_host), ("--api-token", args.client_api_token))
+            if v
+        ]
+        if given:
+            return f"{' and '.join(given)} do not apply: the demo runs its own stand-in server"
+        return None
+    if command == "serve":
+        if args.client_host is not None:
+            return (
+                "the global --host is the LM Studio to connect to and does not apply to "
+                "serve: use `serve --host INTERFACE --port N`"
+            )
+        token = args.client_api_token
+        if token is not None:
+            if args.api_token is not None and args.api_token != token:
+                return "two different API tokens: give --api-token once"
+            args.api_token = token
+        return None
+    if args.client_host is None:
+        # Empty is unset, as for the SDK; checked here to name the variable in the message.
+        env = os.environ.get(ENV_API_HOST, "").strip()
+        if env:
+            try:
+                args.client_host = _host(env)
+            except argparse.ArgumentTypeError as exc:
+                return f"${ENV_API_HOST}: {exc}"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
-    parser = build_parser()
+    try:
+        return _main(sys.argv[1:] if argv is None else list(argv))
+    except KeyboardInterrupt:
+        error("interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: list[str]) -> int:
+    # The stand-in's options only when `serve` may be the command: importing the stand-in
+    # takes a while, and Ctrl-C then shows no traceback only once this function runs.
+    parser = build_parser(serve_options="serve" in argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, bad arguments
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    problem = _check_args(args)
+    if problem is not None:
+        usage_error: Callable[[str], int] = args.usage_error
+        return usage_error(problem)
     try:
         if args.command == "serve":
             return cmd_serve(args)
         return asyncio.run(_run_async(args, Output()))
     except LMStudioError as exc:
-        error(str(exc))
+        error(cli_wording(str(exc)))
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        error("interrupted")
-        return EXIT_INTERRUPTED

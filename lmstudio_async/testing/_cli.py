@@ -9,15 +9,58 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import signal
 import sys
 import threading
+from collections.abc import Callable
 
 from ._server import DEFAULT_PORT, StandInServer
 
 __all__ = ["add_arguments", "main", "serve", "server_from_args"]
 
 READY_LINE = "LM Studio stand-in listening on {url}"
+
+# Upper bounds of the numeric options: far beyond any useful value, low enough that the
+# server's integer and JSON arithmetic stays exact (inf or 1e308 overflowed it).
+MAX_GB = 1_000_000.0  # 1 PB
+MAX_SECONDS = 86_400.0  # a simulated load of a day
+MAX_TTL_SECONDS = 365 * 86_400.0
+MAX_RATE = 1_000_000.0  # tokens or MB per second
+
+
+def _number(
+    unit: str, *, low: float | None, high: float, low_inclusive: bool = False
+) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number of ``unit`` in (``low``, ``high``] (``[low,
+    high]`` with ``low_inclusive``; no lower bound with ``low=None``). argparse puts the
+    option's name before the message and exits with status 2."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number of {unit}, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number of {unit}, got {text!r}")
+        if low is not None and (value < low or (value == low and not low_inclusive)):
+            bound = f">= {low:g}" if low_inclusive else "positive" if low == 0 else f"> {low:g}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value:g}")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high:.15g} {unit}, got {value:g}")
+        return value
+
+    return parse
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 65535, got {port}")
+    return port
 
 
 def _device(text: str) -> tuple[str, float]:
@@ -31,8 +74,16 @@ def _device(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(
             f"the memory of device {name!r} must be a number of GB, got {size!r}"
         ) from None
+    if not math.isfinite(gb):
+        raise argparse.ArgumentTypeError(
+            f"the memory of device {name!r} must be a finite number of GB, got {size!r}"
+        )
     if not gb > 0:
         raise argparse.ArgumentTypeError(f"the memory of device {name!r} must be positive")
+    if gb > MAX_GB:
+        raise argparse.ArgumentTypeError(
+            f"the memory of device {name!r} must be at most {MAX_GB:.15g} GB, got {size!r}"
+        )
     return name, gb
 
 
@@ -40,7 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the stand-in's options to ``parser``."""
     parser.add_argument(
         "--port",
-        type=int,
+        type=_port,
         default=DEFAULT_PORT,
         help=f"TCP port (default {DEFAULT_PORT}, LM Studio's first default; 0 picks a free port)",
     )
@@ -59,7 +110,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--memory-gb",
-        type=float,
+        type=_number("GB", low=0, high=MAX_GB),
         default=24.0,
         help="simulated memory budget in GB (default 24)",
     )
@@ -75,7 +126,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--load-seconds",
-        type=float,
+        type=_number("seconds", low=0, low_inclusive=True, high=MAX_SECONDS),
         default=0.3,
         help="simulated time per model load in seconds (default 0.3)",
     )
@@ -93,7 +144,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--jit-ttl",
-        type=float,
+        # Not positive: refused by the server's own check (also exit status 2).
+        type=_number("seconds", low=None, high=MAX_TTL_SECONDS),
         metavar="SECONDS",
         default=3600.0,
         help="idle TTL of models loaded just in time by HTTP requests without a ttl "
@@ -113,13 +165,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--download-mb-per-second",
-        type=float,
+        type=_number("MB per second", low=0, high=MAX_RATE),
         default=1000.0,
         help="simulated download speed in MB per second (default 1000)",
     )
     parser.add_argument(
         "--tokens-per-second",
-        type=float,
+        type=_number("tokens per second", low=0, high=MAX_RATE),
         default=2000.0,
         help="simulated generation speed in tokens per second (default: 2000)",
     )
@@ -150,6 +202,15 @@ def server_from_args(ns: argparse.Namespace) -> StandInServer:
     )
 
 
+def ready_url(server: StandInServer) -> str:
+    """``http://HOST:PORT`` of a started server, with an IPv6 HOST in brackets (RFC 3986), so
+    that the ready line can be pasted as a client's host (``server.url`` has no brackets)."""
+    host = server.host.removesuffix(f":{server.port}")
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{server.port}"
+
+
 async def serve(server: StandInServer, *, announce: bool = True) -> None:
     """Run ``server`` until SIGINT/SIGTERM (or cancellation), printing the ready line."""
     stop = asyncio.Event()
@@ -164,7 +225,7 @@ async def serve(server: StandInServer, *, announce: bool = True) -> None:
         await server.start()
         try:
             if announce:
-                print(READY_LINE.format(url=server.url), flush=True)
+                print(READY_LINE.format(url=ready_url(server)), flush=True)
             await stop.wait()
         finally:
             await server.stop()

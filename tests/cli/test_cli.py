@@ -5,12 +5,15 @@ from __future__ import annotations
 import io
 import json
 import socket
+import subprocess
 import sys
 
 import pytest
 
+import lmstudio_async as lms
 from lmstudio_async.cli import Output, format_bytes, format_seconds, main
 from lmstudio_async.testing import ThreadedStandInServer
+from lmstudio_async.testing import main as standin_main
 
 SMOL = "smollm2-135m-instruct"
 LLAMA = "llama-3.2-1b-instruct"
@@ -173,17 +176,97 @@ def test_load_duplicate_identifier(
         (["load", SMOL, "--gpu", "lots"], "'max' or 'off'"),
         (["load", SMOL, "--context-length", "0"], "positive"),
         (["load", SMOL, "--ttl", "soon"], "seconds"),
+        (["load", SMOL, "--ttl", "nan"], "argument --ttl: expected a finite number"),
+        (["load", SMOL, "--ttl", "inf"], "argument --ttl: expected a finite number"),
+        (["load", SMOL, "--ttl", "1e300"], "argument --ttl: at most 31536000 seconds"),
+        (["load", ""], "argument KEY: must not be empty"),
+        (["load", SMOL, "--identifier", ""], "argument --identifier: must not be empty"),
+        (["unload", " "], "argument ID: must not be empty"),
+        (["get", ""], "argument KEY: must not be empty"),
+        (["get", "smol", "--quant", ""], "argument --quant: must not be empty"),
+        (["demo", "--load-seconds", "-1"], "argument --load-seconds: expected between 0 and 60"),
+        (["demo", "--load-seconds", "nan"], "argument --load-seconds: expected a finite"),
+        (["demo", "--load-seconds", "inf"], "argument --load-seconds: expected a finite"),
         (["frobnicate"], "invalid choice"),
         (["--host", "localhost", "ls"], "needs an explicit port"),
         (["--host", "bad:port::", "ps"], "more than one ':'"),
         ([], "required"),
     ],
 )
-def test_bad_arguments(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(args) == 2
+def test_bad_arguments(
+    args: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _no_demo_or_server(monkeypatch)  # an accepted bad value fails the test, without hanging it
+    # A host where nothing listens: a bad argument is reported before connecting.
+    assert main(["--host", f"127.0.0.1:{_closed_port()}", *args] if args else args) == 2
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err
+
+
+def _no_demo_or_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo and the stand-in server return at once instead of running."""
+    import lmstudio_async.cli.demo as demo
+    import lmstudio_async.testing as testing
+    import lmstudio_async.testing._cli as standin_cli
+
+    async def run_demo(*args: object, **kwargs: object) -> int:
+        return 0
+
+    async def serve(*args: object, **kwargs: object) -> None:
+        pass
+
+    monkeypatch.setattr(demo, "run_demo", run_demo)
+    monkeypatch.setattr(testing, "serve", serve)
+    monkeypatch.setattr(standin_cli, "serve", serve)
+
+
+def test_unload_identifier_and_all_is_a_usage_error_before_connecting(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["--host", f"127.0.0.1:{_closed_port()}", "unload", "chat", "--all"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: lmstudio-async unload")
+    assert "error: give either an identifier or --all, not both" in err
+    assert "connect" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--memory-gb", "inf"], "argument --memory-gb: expected a finite number of GB"),
+        (["--memory-gb", "nan"], "argument --memory-gb: expected a finite number of GB"),
+        (["--memory-gb", "1e300"], "argument --memory-gb: must be at most 1000000 GB"),
+        (["--memory-gb", "0"], "argument --memory-gb: must be positive"),
+        (["--device", "box:inf"], "device 'box' must be a finite number of GB"),
+        (["--device", "box:1e300"], "device 'box' must be at most 1000000 GB"),
+        (["--jit-ttl", "inf"], "argument --jit-ttl: expected a finite number of seconds"),
+        (["--load-seconds", "nan"], "argument --load-seconds: expected a finite number"),
+        (["--load-seconds", "-1"], "argument --load-seconds: must be >= 0"),
+        (["--download-mb-per-second", "inf"], "argument --download-mb-per-second: expected a"),
+        (["--tokens-per-second", "inf"], "argument --tokens-per-second: expected a finite"),
+        (["--port", "70000"], "argument --port: must be between 0 and 65535"),
+    ],
+)
+def test_stand_in_refuses_bad_numbers(
+    args: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both command lines of the stand-in: `lmstudio-async serve` and its own."""
+    _no_demo_or_server(monkeypatch)
+    assert main(["serve", "--port", "0", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+    with pytest.raises(SystemExit) as exited:
+        standin_main(["--port", "0", *args])
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
 
 
 # --- unload -------------------------------------------------------------------------------
@@ -344,3 +427,244 @@ def test_formatters() -> None:
     assert format_seconds(4.25) == "4.2s"
     assert format_seconds(75) == "1m15s"
     assert format_seconds(7300) == "2h01m"
+
+
+# --- model keys --------------------------------------------------------------------------------
+
+
+def test_load_ambiguous_key_refuses_and_lists_the_candidates(
+    lmstudio_server: ThreadedStandInServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The start of the paths of smollm2-135m-instruct and qwen2.5-7b-instruct-1m.
+    for extra in ([], ["--estimate-only"]):
+        code, out, err = run(lmstudio_server, capsys, "load", "lmstudio-community", *extra)
+        assert (code, out) == (1, "")
+        assert_clean_error(err)
+        assert "'lmstudio-community' matches 2 downloaded models" in err
+        assert f"{SMOL}, qwen2.5-7b-instruct-1m" in err
+    assert lmstudio_server.loaded_instances() == []
+    # A prefix that names one model, and a full path, still load it.
+    assert run(lmstudio_server, capsys, "load", "lmstudio-community/SmolLM2")[0] == 0
+    [inst] = lmstudio_server.loaded_instances()
+    assert inst.model_key == SMOL
+
+
+def _catalog_with_indexed_embedding() -> list[dict[str, object]]:
+    """An embedding model whose indexedModelIdentifier differs from its path."""
+    from lmstudio_async.testing import default_catalog
+
+    embedding = next(m for m in default_catalog() if m["type"] == "embedding")
+    embedding.update(
+        modelKey="text-embedding-acme",
+        path="local/acme-embed.gguf",
+        indexedModelIdentifier="acme-org/acme-embed-GGUF/acme-embed.gguf",
+    )
+    return [embedding]
+
+
+@pytest.mark.lmstudio_server(catalog=_catalog_with_indexed_embedding())
+def test_load_by_indexed_model_identifier_picks_the_domain(
+    lmstudio_server: ThreadedStandInServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(lmstudio_server, capsys, "load", "acme-org/acme-embed-GGUF/acme-embed")
+    assert (code, err) == (0, "")
+    assert "Loaded text-embedding-acme (text-embedding-acme," in out
+    [inst] = lmstudio_server.loaded_instances()
+    assert inst.domain == "embedding"
+
+
+# --- global options -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--host", "127.0.0.1:1234", "serve"], "the global --host is the LM Studio to connect"),
+        (
+            ["--api-token", TOKEN, "serve", "--api-token", "sk-lm-zzzz1234:abcdefghij0123456789"],
+            "two different API tokens",
+        ),
+        (["--host", "127.0.0.1:1234", "demo"], "--host do not apply"),
+        (["--api-token", TOKEN, "demo"], "--api-token do not apply"),
+    ],
+)
+def test_global_options_that_do_not_apply_are_refused(
+    args: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _no_demo_or_server(monkeypatch)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: lmstudio-async ")
+    assert message in err
+
+
+def test_global_api_token_is_the_token_serve_requires(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    import lmstudio_async.testing as testing
+
+    tokens: list[str | None] = []
+    build = testing.server_from_args
+
+    def server_from_args(ns: argparse.Namespace) -> testing.StandInServer:
+        tokens.append(ns.api_token)
+        return build(ns)
+
+    async def serve(server: testing.StandInServer, *, announce: bool = True) -> None:
+        pass
+
+    monkeypatch.setattr(testing, "server_from_args", server_from_args)
+    monkeypatch.setattr(testing, "serve", serve)
+    assert main(["--api-token", TOKEN, "serve", "--port", "0"]) == 0
+    assert main(["--api-token", TOKEN, "serve", "--port", "0", "--api-token", TOKEN]) == 0
+    assert main(["serve", "--port", "0", "--api-token", TOKEN]) == 0
+    assert main(["serve", "--port", "0"]) == 0
+    assert tokens == [TOKEN, TOKEN, TOKEN, None]
+
+
+def test_empty_host_variable_is_unset(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import lmstudio_async.cli.commands as commands
+    from lmstudio_async.errors import LMStudioConnectionError
+
+    hosts: list[str | None] = []
+
+    def client(api_host: str | None, *, api_token: str | None) -> lms.AsyncClient:
+        hosts.append(api_host)
+        raise LMStudioConnectionError("stop here", host=api_host)
+
+    monkeypatch.setattr(commands, "AsyncClient", client)
+    monkeypatch.setenv("LMSTUDIO_API_HOST", " ")
+    assert main(["ps"]) == 1
+    assert hosts == [None]  # the SDK then probes the local ports
+    assert capsys.readouterr().err == "error: stop here\n"
+    monkeypatch.setenv("LMSTUDIO_API_HOST", "localhost:1234")
+    assert main(["ps"]) == 1
+    assert hosts == [None, "localhost:1234"]
+    capsys.readouterr()
+    monkeypatch.setenv("LMSTUDIO_API_HOST", "nonsense")
+    assert main(["ps"]) == 2
+    err = capsys.readouterr().err
+    assert "error: $LMSTUDIO_API_HOST: api_host 'nonsense' needs an explicit port" in err
+    assert "argument --host" not in err
+
+
+def test_not_running_hint_names_the_cli_option(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("LMSTUDIO_API_HOST", raising=False)
+    monkeypatch.setattr("lmstudio_async._io.transport.DEFAULT_PORTS", (_closed_port(),))
+    assert main(["ps"]) == 1
+    err = capsys.readouterr().err
+    assert_clean_error(err)
+    assert "LM Studio is not running on this machine" in err
+    assert "pass --host or set LMSTUDIO_API_HOST" in err
+    assert "api_host=" not in err
+
+
+def test_credentials_in_host_hint_names_the_cli_option(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--host", "user:secret@localhost:1234", "ps"]) == 2
+    err = capsys.readouterr().err
+    assert "pass --api-token instead" in err
+    assert "secret" not in err
+
+
+LONG_ID = "an-instance-identifier-that-is-longer-than-eighty-columns-on-its-own-line-123456"
+
+
+def _rich_terminal(monkeypatch: pytest.MonkeyPatch, columns: int = 80) -> _FakeTTY:
+    """Make stdout a terminal of ``columns`` columns, so that the CLI uses rich."""
+    pytest.importorskip("rich")
+    monkeypatch.setenv("COLUMNS", str(columns))
+    stream = _FakeTTY()
+    monkeypatch.setattr(sys, "stdout", stream)
+    return stream
+
+
+@pytest.mark.parametrize("command", ["ls", "ps"])
+def test_json_on_a_rich_terminal_is_not_wrapped(
+    command: str, lmstudio_server: ThreadedStandInServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lmstudio_server.preload(NOMIC, identifier=LONG_ID)  # longer than the terminal is wide
+    stream = _rich_terminal(monkeypatch)
+    assert main(["--host", lmstudio_server.host, command, "--json"]) == 0
+    text = stream.getvalue()
+    assert "\x1b[" not in text
+    items = json.loads(text)
+    assert any(item["modelKey"] == NOMIC for item in items)
+    if command == "ps":
+        assert [item["identifier"] for item in items] == [LONG_ID]
+
+
+def test_tables_on_a_narrow_rich_terminal_keep_keys_whole(
+    lmstudio_server: ThreadedStandInServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lmstudio_server.preload(NOMIC)
+    lmstudio_server.preload(NOMIC, identifier=LONG_ID)
+    stream = _rich_terminal(monkeypatch)
+    assert main(["--host", lmstudio_server.host, "ls"]) == 0
+    assert main(["--host", lmstudio_server.host, "ps"]) == 0
+    text = stream.getvalue()
+    assert "…" not in text
+    rows = [line.split() for line in text.splitlines()]
+    assert [NOMIC, "embedding"] in (row[:2] for row in rows)  # ls: KEY, TYPE
+    assert [NOMIC, NOMIC, "embedding"] in (row[:3] for row in rows)  # ps: IDENTIFIER, MODEL
+    assert [LONG_ID, NOMIC, "embedding"] in (row[:3] for row in rows)
+
+
+def test_ready_line_brackets_an_ipv6_host() -> None:
+    from typing import cast
+
+    from lmstudio_async._io.transport import parse_api_host
+    from lmstudio_async.testing import StandInServer
+    from lmstudio_async.testing._cli import ready_url
+
+    class Bound:
+        def __init__(self, host: str, port: int) -> None:
+            self.host, self.port = f"{host}:{port}", port
+
+    def url(host: str) -> str:
+        return ready_url(cast(StandInServer, Bound(host, 41343)))
+
+    assert url("::1") == "http://[::1]:41343"
+    assert url("127.0.0.1") == "http://127.0.0.1:41343"
+    assert url("localhost") == "http://localhost:41343"
+    assert parse_api_host(url("::1"))[0] == "http://[::1]:41343"
+
+
+def test_ctrl_c_while_starting_is_one_error_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import lmstudio_async.cli.commands as commands
+
+    def interrupted(*, serve_options: bool = True) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, "build_parser", interrupted)
+    try:
+        code = main(["ps"])
+    except KeyboardInterrupt:  # would stop pytest itself
+        pytest.fail("KeyboardInterrupt escaped main()")
+    assert code == 130
+    assert capsys.readouterr().err == "error: interrupted\n"
+
+
+def test_only_serve_imports_the_stand_in() -> None:
+    code = (
+        "import sys\n"
+        "from lmstudio_async.cli import main\n"
+        "assert main(['--version']) == 0\n"
+        "assert main(['load', '--help']) == 0\n"
+        "print('stand-in imported:', 'lmstudio_async.testing' in sys.modules)\n"
+        "assert main(['serve', '--help']) == 0\n"
+        "print('stand-in imported:', 'lmstudio_async.testing' in sys.modules)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    imported = [line for line in proc.stdout.splitlines() if line.startswith("stand-in")]
+    assert imported == ["stand-in imported: False", "stand-in imported: True"]

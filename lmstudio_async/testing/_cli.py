@@ -204,11 +204,8 @@ def server_from_args(ns: argparse.Namespace) -> StandInServer:
 
 def ready_url(server: StandInServer) -> str:
     """``http://HOST:PORT`` of a started server, with an IPv6 HOST in brackets (RFC 3986), so
-    that the ready line can be pasted as a client's host (``server.url`` has no brackets)."""
-    host = server.host.removesuffix(f":{server.port}")
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"http://{host}:{server.port}"
+    that the ready line can be pasted as a client's host."""
+    return server.url
 
 
 async def serve(server: StandInServer, *, announce: bool = True) -> None:

@@ -592,8 +592,12 @@ class _StandInBase:
 
     @property
     def host(self) -> str:
-        """``"127.0.0.1:PORT"``: what clients take as ``api_host``."""
-        return f"{self._rt.bind_host}:{self._rt.port}"
+        """``"127.0.0.1:PORT"``: what clients take as ``api_host`` (an IPv6 address in
+        brackets, ``"[::1]:PORT"``)."""
+        host = self._rt.bind_host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"{host}:{self._rt.port}"
 
     @property
     def url(self) -> str:

@@ -616,24 +616,24 @@ def test_tables_on_a_narrow_rich_terminal_keep_keys_whole(
     assert [LONG_ID, NOMIC, "embedding"] in (row[:3] for row in rows)
 
 
-def test_ready_line_brackets_an_ipv6_host() -> None:
-    from typing import cast
-
+@pytest.mark.parametrize("bind", ["::1", "127.0.0.1"])
+def test_ready_line_brackets_an_ipv6_host(bind: str) -> None:
     from lmstudio_async._io.transport import parse_api_host
-    from lmstudio_async.testing import StandInServer
     from lmstudio_async.testing._cli import ready_url
 
-    class Bound:
-        def __init__(self, host: str, port: int) -> None:
-            self.host, self.port = f"{host}:{port}", port
-
-    def url(host: str) -> str:
-        return ready_url(cast(StandInServer, Bound(host, 41343)))
-
-    assert url("::1") == "http://[::1]:41343"
-    assert url("127.0.0.1") == "http://127.0.0.1:41343"
-    assert url("localhost") == "http://localhost:41343"
-    assert parse_api_host(url("::1"))[0] == "http://[::1]:41343"
+    try:
+        server = ThreadedStandInServer(0, host=bind).start()
+    except OSError:
+        pytest.skip(f"cannot listen on {bind}")
+    try:
+        expected = f"[{bind}]" if ":" in bind else bind
+        assert ready_url(server) == f"http://{expected}:{server.port}"
+        assert server.host == f"{expected}:{server.port}"
+        assert parse_api_host(ready_url(server))[0] == ready_url(server)
+        with lms.Client(ready_url(server)) as client:  # pasted as a client's host, it works
+            assert client.system.version()
+    finally:
+        server.stop()
 
 
 def test_ctrl_c_while_starting_is_one_error_line(

@@ -271,12 +271,13 @@ class _Flight:
     policy of the caller that started it. The load itself has no deadline: each caller
     waits for it within its own deadlines, and the last one to give up stops it."""
 
-    __slots__ = ("joined", "loaded_now", "params", "progress", "task", "waiters")
+    __slots__ = ("delivered", "joined", "loaded_now", "params", "progress", "task", "waiters")
 
     def __init__(self, params: tuple[Any, ...]) -> None:
         self.progress = _Progress()
         self.waiters = 0
         self.joined = 0  # every caller that ever waited for it
+        self.delivered = 0  # the callers it gave the instance to
         self.loaded_now = False
         self.params = params
         self.task: asyncio.Task[ModelInstanceInfo] | None = None
@@ -634,14 +635,21 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
                     self._settle(folded, task)
                     task.cancel()
                     await _within_grace(task, extra=_CLOSE_GRACE_SECONDS)
-                elif flight.loaded_now and not task.cancelled() and task.exception() is None:
-                    # Finished just as its last caller was cancelled: nobody owns it.
+                elif (
+                    flight.loaded_now
+                    and not flight.delivered
+                    and not task.cancelled()
+                    and task.exception() is None
+                ):
+                    # Finished just as its last caller gave up, and no caller got it:
+                    # nobody owns it.
                     orphan = task.result().identifier
                     await _within_grace(
                         self._settle(folded, self._client._disown(self._name, orphan))
                     )
             raise
         flight.waiters -= 1
+        flight.delivered += 1
         if flight.params[:2] == params[:2] and (
             flight.loaded_now or flight.params[2] == "reload"
         ):

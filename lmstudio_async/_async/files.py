@@ -96,7 +96,10 @@ class FilesNamespace:
         ``name`` defaults to the file's name (a random one for bytes). A path or file object
         is read in a worker thread. Raises :class:`LMStudioValueError` for an unreadable
         source, an empty file or one LM Studio does not take for an image, and
-        :class:`ServerError` for an upload LM Studio refuses (too large, not decodable).
+        :class:`ServerError` for an upload LM Studio refuses (over its size limit, not
+        decodable). One larger than the largest WebSocket message LM Studio takes ends with
+        an :class:`LMStudioConnectionError`: it closes the socket (code 1009, "a message was
+        too big"), and the next call reconnects.
         """
         if name is not None and (not isinstance(name, str) or not name):
             raise LMStudioValueError(

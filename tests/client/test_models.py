@@ -401,6 +401,27 @@ async def test_each_caller_of_a_shared_load_runs_its_own_callback(
     assert len(lmstudio_server.received_messages(endpoint="getOrLoad")) == 1
 
 
+@pytest.mark.lmstudio_server(load_seconds=0.3)
+async def test_the_last_caller_failing_after_the_load_keeps_what_the_others_got(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    # B's slow callback keeps it waiting after A got the instance; B then fails (its
+    # callback raises at 1.0): the instance is A's, and stays loaded.
+    async def slow_then_broken(fraction: float) -> None:
+        await asyncio.sleep(0.05)
+        if fraction == 1.0:
+            raise RuntimeError("B's progress bar broke at the end")
+
+    a = asyncio.create_task(client.llm.model(LLAMA))
+    b = asyncio.create_task(client.llm.model(LLAMA, on_progress=slow_then_broken))
+    handle = await a
+    assert not b.done()
+    with pytest.raises(RuntimeError, match="broke at the end"):
+        await b
+    assert loaded_ids(lmstudio_server) == [LLAMA]
+    assert (await handle.get_info()).identifier == LLAMA
+
+
 async def test_a_caller_arriving_while_a_shared_load_is_cancelled_loads_afresh(
     client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
 ) -> None:

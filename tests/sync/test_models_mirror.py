@@ -32,6 +32,8 @@ ASYNC_ONLY = {
     "task.cancel() racing a new caller",
     "test_each_caller_of_a_shared_load_runs_its_own_callback": "concurrent asyncio callers; "
     "a sync caller's callback runs in its own thread (test_sync.py)",
+    "test_the_last_caller_failing_after_the_load_keeps_what_the_others_got": "two "
+    "concurrent asyncio callers",
     "test_a_config_mismatch_warning_names_the_callers_line": "the mirror's caller is its "
     "shim; test_sync.py checks the sync client's own",
 }

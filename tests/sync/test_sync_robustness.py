@@ -233,14 +233,18 @@ def test_close_from_the_loop_thread_closes_the_client(
         assert lmstudio_server.connection_count() == 2
 
         async def on_progress(fraction: float) -> None:  # runs in the loop thread
-            if fraction >= 1.0:
+            if not client.closed:
                 client.close()
 
-        client.llm.load(SMOL, on_progress=on_progress)
+        # Closed at its first progress report: the load is in flight, and fails as any call
+        # in flight when its client closes (closing at the last report raced its success).
+        with pytest.raises(lms.ClientClosedError):
+            client.llm.load(SMOL, on_progress=on_progress)
         assert client.closed
         with pytest.raises(lms.ClientClosedError):
             client.llm.list_loaded()
         eventually(lambda: lmstudio_server.connection_count() == 1)  # only the keeper's
+        eventually(lambda: lmstudio_server.loaded_instances() == [])  # the load was stopped
         assert keeper.system.version()
     assert loop_threads() == []
 

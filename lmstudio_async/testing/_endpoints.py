@@ -355,12 +355,24 @@ def _get_flags(conn: Connection, _param: Any) -> Any:
     return sorted(_state(conn).experiment_flags)
 
 
+#: Experiment flags the stand-in keeps at most, and the longest code (its state is bounded).
+MAX_EXPERIMENT_FLAGS = 1000
+MAX_FLAG_CODE = 256
+
+
 def _set_flag(conn: Connection, param: dict[str, Any]) -> Any:
     flags = _state(conn).experiment_flags
+    code = param["code"]
     if param["value"]:
-        flags.add(param["code"])
+        if len(code) > MAX_FLAG_CODE:
+            raise err.StandInError(f"Experiment flag code longer than {MAX_FLAG_CODE} characters")
+        if code not in flags and len(flags) >= MAX_EXPERIMENT_FLAGS:
+            raise err.StandInError(
+                f"Too many experiment flags set (the stand-in keeps {MAX_EXPERIMENT_FLAGS})"
+            )
+        flags.add(code)
     else:
-        flags.discard(param["code"])
+        flags.discard(code)
     return VOID
 
 

@@ -181,6 +181,28 @@ async def test_cancel_log_keeps_the_newest_and_counts_them_all(
     assert server.cancels() == []
 
 
+async def test_experiment_flags_are_bounded(client: RawClient) -> None:
+    from lmstudio_async.testing._endpoints import MAX_EXPERIMENT_FLAGS, MAX_FLAG_CODE
+
+    system = await client.connect("system")
+    flags = [{"code": f"flag-{n}", "value": True} for n in range(MAX_EXPERIMENT_FLAGS)]
+    replies = await _pipelined_rpcs(system, "setExperimentFlag", flags)
+    assert {r["type"] for r in replies} == {"rpcResult"}
+    refused = [
+        {"code": "one-more", "value": True},
+        {"code": "x" * (MAX_FLAG_CODE + 1), "value": True},
+    ]
+    replies = await _pipelined_rpcs(system, "setExperimentFlag", refused)
+    assert [r["type"] for r in replies] == ["rpcError", "rpcError"]
+    again = [{"code": "flag-0", "value": True}, {"code": "flag-1", "value": False}]
+    again.append({"code": "one-more", "value": True})  # room again once one is cleared
+    replies = await _pipelined_rpcs(system, "setExperimentFlag", again)
+    assert [r["type"] for r in replies] == ["rpcResult"] * 3
+    await system.send({"type": "rpcCall", "endpoint": "getExperimentFlags", "callId": 9})
+    listed = await system.recv()
+    assert len(listed["result"]) == MAX_EXPERIMENT_FLAGS
+
+
 async def test_notifications_are_bounded_by_count_and_size(
     server: StandInServer, client: RawClient
 ) -> None:

@@ -1119,7 +1119,7 @@ def _retrieved(future: asyncio.Future[Any]) -> None:
 
 async def _send_quietly(ws: _WebSocket, frame: bytes) -> None:
     try:
-        await ws.send_frame(frame, _TEXT)
+        await _send(ws, frame, None, None)  # stepped: its cancellation cancels no other send
     except ConnectionError as exc:
         log.debug("LM Studio: could not send a frame on a closing socket: %s", exc)
 

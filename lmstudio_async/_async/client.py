@@ -115,12 +115,6 @@ _KV_CONFIG_DECODER: Final = msgspec.json.Decoder(KvConfig)
 # --- progress reporting ------------------------------------------------------------------
 
 
-
-def _names_instance(key: str, info: ModelInstanceInfo) -> bool:
-    """``key`` is ``info``'s identifier and not its model key (``model(key)`` matched
-    the instance by identifier)."""
-    return key.casefold() == info.identifier.casefold() != info.model_key.casefold()
-
 class _Progress:
     """Delivers non-decreasing fractions in [0, 1] to callbacks, ending with 1.0.
 
@@ -129,11 +123,10 @@ class _Progress:
     its own idle deadline from. The callers of a shared load call their own callbacks
     with the ``values`` so far (see :func:`_wait_for_flight`), woken by :meth:`changed`."""
 
-    __slots__ = ("_watchers", "active", "callbacks", "last", "values")
+    __slots__ = ("_watchers", "active", "callbacks", "values")
 
     def __init__(self) -> None:
         self.callbacks: list[ProgressCallback] = []
-        self.last = -1.0
         self.active = 0.0
         self.values: list[float] = []
         self._watchers: list[asyncio.Future[None]] = []
@@ -147,10 +140,10 @@ class _Progress:
     async def report(self, value: float) -> None:
         self.active = asyncio.get_running_loop().time()
         value = min(max(float(value), 0.0), 1.0)
-        if value <= self.last:
+        values = self.values
+        if values and value <= values[-1]:
             return
-        self.last = value
-        self.values.append(value)
+        values.append(value)
         watchers, self._watchers = self._watchers, []
         for watcher in watchers:
             if not watcher.done():
@@ -263,6 +256,12 @@ async def _wait_for_flight(
         if not values or values[-1] < 1.0:
             await _call_back(callback, 1.0)
     return info
+
+
+def _names_instance(key: str, info: ModelInstanceInfo) -> bool:
+    """``key`` is ``info``'s identifier and not its model key (``model(key)`` matched
+    the instance by identifier)."""
+    return key.casefold() == info.identifier.casefold() != info.model_key.casefold()
 
 
 class _Flight:

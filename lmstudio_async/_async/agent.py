@@ -46,7 +46,7 @@ from .._protocol.tools import (
 from ..errors import LMStudioValueError, ToolCallError
 from .handle import USE_CLIENT_DEFAULT, TimeoutParam, log
 from .inference import LlmMethods
-from .threads import run_in_thread
+from .threads import Escaped, reraise_escaped, run_in_thread
 
 __all__ = ["ActResult", "AgentMethods", "InvalidToolRequestHandler"]
 
@@ -187,7 +187,9 @@ class AgentMethods(LlmMethods):
                     None,
                 )
             if requests:
-                results = await _run_tools(toolset, requests, parallel, handle_invalid_tool_request)
+                results = await reraise_escaped(
+                    _run_tools(toolset, requests, parallel, handle_invalid_tool_request)
+                )
                 asked = ChatMessage(
                     role="assistant", content=result.content, tool_calls=tuple(requests)
                 )
@@ -311,7 +313,11 @@ async def _run_tool(
             if inspect.isawaitable(value):  # e.g. a lambda returning a coroutine
                 value = await value
         return encode_tool_result(value)
+    except Escaped:  # a plain tool's SystemExit or KeyboardInterrupt: it stops act
+        raise
     except Exception as exc:
         log.info("tool %r raised %r; reporting it to the model", request.name, exc)
         text = await _invalid(handler, f"Unhandled Python exception: {exc!r}", request, exc)
         return encode_tool_result(text)
+    except (KeyboardInterrupt, SystemExit) as exc:  # carried: bare, they stop the loop
+        raise Escaped(exc) from None

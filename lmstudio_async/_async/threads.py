@@ -15,12 +15,49 @@ import contextlib
 import contextvars
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-__all__ = ["run_in_thread"]
+__all__ = ["Escaped", "future_safe", "reraise_escaped", "run_in_thread"]
 
 _T = TypeVar("_T")
+
+
+class Escaped(Exception):
+    """A ``SystemExit`` or ``KeyboardInterrupt`` raised by user code (a tool, a callback),
+    carried through the event loop as an ordinary exception.
+
+    Raised bare inside a task, those two stop the event loop itself (asyncio re-raises them
+    out of ``run_forever``): in the sync ``Client``'s shared loop thread that would break
+    every client of the process. Carried, they reach the awaiting caller, where
+    :func:`reraise_escaped` (or the sync call's hop) raises the original again.
+    """
+
+    def __init__(self, exception: BaseException) -> None:
+        super().__init__(exception)
+        self.exception = exception
+
+
+def future_safe(exc: BaseException) -> BaseException:
+    """``exc`` in a form an asyncio future can be given and a task can raise: a
+    ``StopIteration`` (which ``Future.set_exception`` refuses) becomes the ``RuntimeError``
+    a coroutine makes of it; ``SystemExit`` / ``KeyboardInterrupt`` are :class:`Escaped`."""
+    if isinstance(exc, StopIteration):
+        error = RuntimeError(f"{type(exc).__name__} raised by a function the SDK called")
+        error.__cause__ = exc
+        return error
+    if isinstance(exc, KeyboardInterrupt | SystemExit):
+        return Escaped(exc)
+    return exc
+
+
+async def reraise_escaped(awaitable: Awaitable[_T]) -> _T:
+    """``await awaitable``, raising the original exception an :class:`Escaped` carries."""
+    try:
+        return await awaitable
+    except Escaped as carried:
+        error = carried.exception
+    raise error
 
 
 async def run_in_thread(func: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
@@ -37,7 +74,7 @@ async def run_in_thread(func: Callable[..., _T], /, *args: Any, **kwargs: Any) -
         if ok:
             future.set_result(value)
         else:
-            future.set_exception(value)
+            future.set_exception(future_safe(value))
 
     def work() -> None:
         result: tuple[bool, Any]

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeGuard, TypeVar, cast
 
 from .._async.notices import RELAY, warn_outside
+from .._async.threads import Escaped, future_safe
 from ..errors import ClientClosedError, LMStudioError, LoopThreadError
 
 if TYPE_CHECKING:
@@ -232,11 +233,7 @@ class _LoopThread:
             # The call's warnings are issued in this (the caller's) thread: see notices.py.
             context = contextvars.copy_context()
             context.run(RELAY.set, lambda *warning: inbox.put(_Warning(*warning)))
-            task: asyncio.Task[_T] = (
-                self.loop.create_task(coro, context=context)
-                if inspect.iscoroutine(coro)
-                else asyncio.ensure_future(coro)
-            )
+            task = self.loop.create_task(_contained(coro), context=context)
             tasks.append(task)
             task.add_done_callback(inbox.put)
 
@@ -254,7 +251,11 @@ class _LoopThread:
             raise
         if task.cancelled():
             raise LoopThreadError("the sync client's event-loop thread was stopped mid-call")
-        return cast(_T, task.result())
+        try:
+            return cast(_T, task.result())
+        except Escaped as carried:  # a tool's or callback's SystemExit / KeyboardInterrupt
+            error = carried.exception
+        raise error
 
     def _wait(self, inbox: queue.SimpleQueue[Any], callback: ProgressCallback | None) -> Any:
         while True:
@@ -374,7 +375,7 @@ class _CallerJob:
         try:
             result = self.function(*self.args)
         except Exception as exc:
-            self._settle(None, exc)
+            self._settle(None, future_safe(exc))
         except BaseException:
             self.abandon()
             raise
@@ -397,6 +398,16 @@ class _CallerJob:
 
         with contextlib.suppress(RuntimeError):  # the loop is gone
             self.loop.call_soon_threadsafe(settle)
+
+
+async def _contained(call: Awaitable[_T]) -> _T:
+    """``await call``, with a ``SystemExit`` / ``KeyboardInterrupt`` it raises (a tool's, a
+    coroutine callback's) carried to the caller's thread as :class:`Escaped`: raised bare
+    by a task, they would stop the shared loop thread, and every client with it."""
+    try:
+        return await call
+    except (KeyboardInterrupt, SystemExit) as exc:
+        raise Escaped(exc) from None
 
 
 def _relay(

@@ -156,6 +156,62 @@ async def test_a_raising_tool_is_reported_to_the_model(llm: lms.LLM) -> None:
     assert "kaboom" in messages[2].content
 
 
+@pytest.mark.parametrize("kind", ["plain", "coroutine"])
+async def test_a_tool_raising_stop_iteration_is_reported_not_hung(llm: lms.LLM, kind: str) -> None:
+    # e.g. next(u for u in users if ...) finding nothing: a plain tool's StopIteration cannot
+    # be set on a future as it is; the model is told of a RuntimeError, as for a coroutine.
+    def find(name: str) -> str:
+        """Find a user."""
+        return next(u for u in ["ann"] if u == name)
+
+    async def afind(name: str) -> str:
+        """Find a user."""
+        return find(name)
+
+    tool = find if kind == "plain" else afind
+    messages: list[lms.ChatMessage] = []
+    async with asyncio.timeout(10):
+        result = await llm.act(
+            f"call {tool.__name__} with 'bob'", [tool], on_message=messages.append
+        )
+    assert result.rounds == 2
+    reported = msgspec.json.decode(messages[1].tool_results[0].content)
+    assert reported.startswith("Unhandled Python exception: RuntimeError(")
+    assert "StopIteration" in reported
+
+
+@pytest.mark.parametrize("parallel", [1, None])
+@pytest.mark.parametrize("kind", ["plain", "coroutine"])
+async def test_a_tool_raising_system_exit_stops_act_with_it(
+    llm: lms.LLM, lmstudio_server: ThreadedStandInServer, kind: str, parallel: int | None
+) -> None:
+    # sys.exit() (or argparse's parser.error()) in a tool is not a tool failure to report:
+    # act raises it, the other tools of the round are cancelled, and the client goes on.
+    def quit_now(code: int) -> int:
+        """Quit."""
+        raise SystemExit(f"bad input {code}")
+
+    async def aquit_now(code: int) -> int:
+        """Quit."""
+        return quit_now(code)
+
+    async def slow(code: int) -> int:
+        """Wait."""
+        await asyncio.sleep(30)
+        return code
+
+    tool = quit_now if kind == "plain" else aquit_now
+    with pytest.raises(SystemExit, match="bad input 1"):
+        async with asyncio.timeout(10):
+            await llm.act(
+                f"call {tool.__name__} with 1 and call slow with 2",
+                [tool, slow],
+                max_parallel_tool_calls=parallel,
+            )
+    await eventually(lambda: lmstudio_server.open_channel_count() == 0)
+    assert await llm.count_tokens("still working") > 0
+
+
 async def test_bad_arguments_are_reported_and_the_handler_may_rewrite_them(llm: lms.LLM) -> None:
     def big(n: Annotated[int, msgspec.Meta(ge=100)]) -> int:
         """Needs a big number."""

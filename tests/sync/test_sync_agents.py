@@ -145,6 +145,37 @@ def test_sync_callback_errors_stop_act(sync_client: lms.Client) -> None:
     assert llm.respond("Hi", config={"max_tokens": 2}).stats.predicted_tokens_count == 2
 
 
+def test_a_sync_callback_raising_stop_iteration_raises_not_hangs(sync_client: lms.Client) -> None:
+    # Its StopIteration cannot be set on the loop's future as it is: the caller gets the
+    # RuntimeError the async client raises for it (a coroutine turns it into one).
+    llm = sync_client.llm.model(LLAMA)
+
+    def first_call(message: lms.ChatMessage) -> None:
+        next(iter(message.tool_calls))  # the final answer has none
+
+    with pytest.raises(RuntimeError, match="StopIteration") as info:
+        llm.act("add 2 and 3", [add], on_message=first_call)
+    assert isinstance(info.value.__cause__, StopIteration)
+
+
+def test_a_tool_raising_system_exit_reaches_only_its_caller(
+    lmstudio_server: ThreadedStandInServer,
+) -> None:
+    # sys.exit() in a tool (argparse's parser.error() in a reused CLI helper): the thread
+    # that called act gets the SystemExit; the shared loop thread, and so every other sync
+    # client of the process and this one, go on working.
+    def quit_now(code: int) -> int:
+        """Quit."""
+        raise SystemExit(f"bad input {code}")
+
+    with lms.Client(lmstudio_server.host) as bystander, lms.Client(lmstudio_server.host) as own:
+        llm = own.llm.model(LLAMA)
+        with pytest.raises(SystemExit, match="bad input 1"):
+            llm.act("call quit_now with 1", [quit_now])
+        assert [h.identifier for h in bystander.llm.list_loaded()] == [LLAMA]
+        assert llm.count_tokens("still working") > 0
+
+
 def test_sync_respond_with_tools_and_structured_output(sync_client: lms.Client) -> None:
     llm = sync_client.llm.model(LLAMA)
     reply = llm.respond("add 2 and 3", tools=[add])

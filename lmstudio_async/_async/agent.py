@@ -32,7 +32,12 @@ from typing import Any, TypeAlias
 import msgspec
 
 from .._protocol.chat import ChatInput, ChatMessage, coerce_chat
-from .._protocol.prediction import PredictionConfig, check_preset, coerce_prediction_config
+from .._protocol.prediction import (
+    PredictionConfig,
+    check_preset,
+    check_tools_alone,
+    coerce_prediction_config,
+)
 from .._protocol.results import Fragment, PredictionResult, PredictionRoundResult
 from .._protocol.tools import (
     Tool,
@@ -146,6 +151,10 @@ class AgentMethods(LlmMethods):
         working = coerce_chat(chat).copy()
         toolset = parse_tools(tools)
         config = coerce_prediction_config(config)  # checked once, before the first round
+        check_tools_alone(
+            toolset,
+            config is not None and (config.json_schema is not None or config.grammar is not None),
+        )
         if preset is not None:
             check_preset(preset)
         final_round = -1 if rounds_cap is None else rounds_cap - 1

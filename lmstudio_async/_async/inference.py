@@ -39,6 +39,7 @@ from .._protocol.prediction import (
     complete_creation,
     embed_param,
     predict_creation,
+    requested_json_schema,
     tokenize_param,
 )
 from .._protocol.results import (
@@ -174,12 +175,14 @@ def _parse_structured(result: PredictionResult, fmt: ResponseFormat) -> Predicti
     try:
         value = fmt.decode(result.content)
     except (ValueError, TypeError) as exc:  # msgspec and pydantic errors are ValueErrors
-        name = getattr(fmt.target, "__name__", repr(fmt.target))
-        stop = result.stop_reason
-        why = "" if stop in ("eosFound", "stopStringFound") else f" (it stopped: {stop})"
+        name = (
+            "the JSON schema"
+            if fmt.target is dict
+            else getattr(fmt.target, "__name__", repr(fmt.target))
+        )
         detail = str(exc).splitlines()[0] if str(exc) else repr(exc)
         raise StructuredOutputError(
-            f"the reply does not match {name}{why}: {detail}",
+            f"the reply does not match {name}{result._cut_short()}: {detail}",
             content=result.content,
             result=result,
             target=fmt.target,
@@ -592,15 +595,13 @@ class LlmMethods(_InferenceMethods[LlmInstanceInfo, LlmLoadConfig]):
         chat = coerce_chat(prompt_or_chat)
         toolset = None if tools is None else parse_tools(tools)
         fmt = None if response_format is None else make_response_format(response_format)
-        if toolset is not None and fmt is not None:
-            raise LMStudioValueError(
-                "tools and response_format cannot be combined: LM Studio either calls "
-                "tools or writes structured output"
-            )
         self._check_vision(chat)
         creation = predict_creation(
             self._specifier(), chat, config, tools=toolset, response_format=fmt, preset=preset
         )
+        if fmt is None:  # a json_schema in the config: the reply is checked to be JSON
+            schema = requested_json_schema(creation)
+            fmt = None if schema is None else make_response_format(schema)
         return PredictionStream(
             self,
             "predict",

@@ -36,7 +36,7 @@ from lmstudio_async._protocol.kvconfig import (
     _read_checkbox,
     convert_config,
 )
-from lmstudio_async._protocol.tools import ResponseFormat, ToolSet
+from lmstudio_async._protocol.tools import ResponseFormat, ToolSet, inline_schema
 from lmstudio_async.config import ConfigBase, is_number
 from lmstudio_async.errors import ConfigError, LMStudioValueError
 
@@ -48,6 +48,7 @@ __all__ = [
     "PredictionConfig",
     "apply_template_param",
     "check_preset",
+    "check_tools_alone",
     "coerce_prediction_config",
     "complete_creation",
     "embed_param",
@@ -55,6 +56,7 @@ __all__ = [
     "predict_creation",
     "prediction_config_stack",
     "prediction_config_to_fields",
+    "requested_json_schema",
     "tokenize_param",
 ]
 
@@ -174,7 +176,7 @@ class PredictionConfig(
             return
         if isinstance(value, type):
             try:
-                value = _inline_root(msgspec.json.schema(value))
+                value = inline_schema(msgspec.json.schema(value))
             except (TypeError, ValueError) as exc:
                 raise ConfigError(
                     f"PredictionConfig.json_schema: cannot derive a JSON schema from "
@@ -196,17 +198,6 @@ class PredictionConfig(
                 f"PredictionConfig.json_schema: not JSON-serializable: {exc}", field="json_schema"
             ) from None
         msgspec.structs.force_setattr(self, "json_schema", value)
-
-
-def _inline_root(schema: dict[str, Any]) -> dict[str, Any]:
-    """msgspec's ``{"$ref": "#/$defs/X", "$defs": ...}`` -> X's schema at the top level."""
-    ref, defs = schema.get("$ref"), schema.get("$defs")
-    if not (isinstance(ref, str) and ref.startswith("#/$defs/") and isinstance(defs, dict)):
-        return schema
-    root = dict(defs[ref.removeprefix("#/$defs/")])
-    if len(defs) > 1:
-        root["$defs"] = defs
-    return root
 
 
 # (client field, server key, is checkbox), in the order fields are written.
@@ -408,12 +399,15 @@ def predict_creation(
 
     ``tools`` sets ``llm.prediction.tools``; ``response_format`` sets
     ``llm.prediction.structured`` (a :class:`ConfigError` if ``config`` has a
-    ``json_schema`` too); ``preset`` is sent as ``fuzzyPresetIdentifier``.
+    ``json_schema`` too); ``preset`` is sent as ``fuzzyPresetIdentifier``. Tools and
+    structured output (either way) are refused together: see :func:`check_tools_alone`.
     """
     stack = prediction_config_stack(config)
     fields: list[dict[str, Any]] = stack["layers"][0]["config"]["fields"]
+    in_config = any(f["key"] == _STRUCTURED_KEY for f in fields)
+    check_tools_alone(tools, in_config or response_format is not None)
     if response_format is not None:
-        if any(f["key"] == _STRUCTURED_KEY for f in fields):
+        if in_config:
             raise ConfigError(
                 "response_format= and PredictionConfig.json_schema (or grammar) both ask "
                 "for structured output; give only one",
@@ -431,6 +425,28 @@ def predict_creation(
     if preset is not None:
         creation["fuzzyPresetIdentifier"] = check_preset(preset)
     return creation
+
+
+def requested_json_schema(creation: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The JSON schema a ``predict`` creation parameter asks the reply to follow, if any."""
+    for layer in creation["predictionConfigStack"]["layers"]:
+        for field in layer["config"]["fields"]:
+            if field["key"] == _STRUCTURED_KEY and field["value"].get("type") == "json":
+                schema: dict[str, Any] = field["value"]["jsonSchema"]
+                return schema
+    return None
+
+
+def check_tools_alone(tools: ToolSet | None, structured: bool) -> None:
+    """Refuse tools with structured output (``response_format``, or a ``json_schema`` /
+    ``grammar`` in the config): LM Studio does one or the other, and sent both, the model's
+    reply follows the structure and the tools are silently never called."""
+    if structured and tools is not None and tools.tools:
+        raise LMStudioValueError(
+            "tools cannot be combined with structured output (response_format, or "
+            "json_schema / grammar in the prediction config): LM Studio either calls tools "
+            "or writes structured output"
+        )
 
 
 def check_preset(preset: object) -> str:

@@ -20,6 +20,7 @@ from lmstudio_async._protocol.kvconfig import KvConfig, fields_to_load_config
 from lmstudio_async._protocol.prediction import PredictionConfig, fields_to_prediction_config
 from lmstudio_async._protocol.tools import ToolCallRequest
 from lmstudio_async.config import LlmLoadConfig
+from lmstudio_async.errors import StructuredOutputError
 
 __all__ = [
     "PREDICTION_PACKET_DECODER",
@@ -244,10 +245,23 @@ class PredictionResult:
     def parsed(self) -> Any:
         """The structured reply: with ``respond(..., response_format=T)`` an instance of
         ``T`` (validated when the prediction finished); otherwise ``content`` decoded as
-        JSON (raises if it is not JSON)."""
+        JSON (:class:`~lmstudio_async.StructuredOutputError` if it is not JSON)."""
         if self._parsed is not _NOT_PARSED:
             return self._parsed
-        return msgspec.json.decode(self.content)
+        try:
+            return msgspec.json.decode(self.content)
+        except msgspec.DecodeError as exc:
+            raise StructuredOutputError(
+                f"the reply is not JSON{self._cut_short()}: {exc}",
+                content=self.content,
+                result=self,
+            ) from None
+
+    def _cut_short(self) -> str:
+        """`` (it stopped: REASON)`` when the model did not end the reply itself, else ``""``:
+        for an error about the reply's content."""
+        stop = self.stop_reason
+        return "" if stop in ("eosFound", "stopStringFound") else f" (it stopped: {stop})"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

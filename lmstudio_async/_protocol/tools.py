@@ -44,6 +44,7 @@ __all__ = [
     "ToolFunctionDef",
     "ToolSet",
     "encode_tool_result",
+    "inline_schema",
     "parse_tools",
     "response_format",
 ]
@@ -286,8 +287,26 @@ def _tool_from_def(definition: ToolFunctionDef) -> Tool:
         raise LMStudioValueError(f"a tool name must be a non-empty string, got {name!r}")
     if not callable(definition.implementation):
         raise LMStudioValueError(f"tool {name!r}: implementation is not callable")
+    if not isinstance(definition.description, str) or not definition.description.strip():
+        raise LMStudioValueError(
+            f"tool {name!r}: description must be a non-empty string (the model reads it to "
+            f"decide when to call the tool), got {definition.description!r}"
+        )
     if not isinstance(definition.parameters, Mapping):
         raise LMStudioValueError(f"tool {name!r}: parameters must be a mapping of name -> type")
+    notes = definition.parameter_descriptions
+    if not isinstance(notes, Mapping) or not all(isinstance(t, str) for t in notes.values()):
+        raise LMStudioValueError(
+            f"tool {name!r}: parameter_descriptions must be a mapping of parameter name -> "
+            f"description (str), got {notes!r}"
+        )
+    unknown = [p for p in notes if p not in definition.parameters]
+    if unknown:
+        raise LMStudioValueError(
+            f"tool {name!r}: parameter_descriptions names no parameter of the tool: "
+            f"{', '.join(map(repr, unknown))} (its parameters: "
+            f"{', '.join(map(repr, definition.parameters)) or 'none'})"
+        )
     fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
     for pname, spec in definition.parameters.items():
         if not isinstance(pname, str) or not pname.isidentifier():
@@ -314,7 +333,7 @@ def _tool_from_def(definition: ToolFunctionDef) -> Tool:
         struct = msgspec.defstruct(
             f"{struct_name or 'Tool'}Parameters", fields, kw_only=True, forbid_unknown_fields=False
         )
-        schema = _inline(msgspec.json.schema(struct))
+        schema = inline_schema(msgspec.json.schema(struct))
     except (TypeError, ValueError, NameError, RuntimeError) as exc:
         # RuntimeError: msgspec refuses e.g. a parameter named "__secret" (name mangling)
         raise LMStudioValueError(
@@ -406,7 +425,7 @@ def parse_tools(tools: object) -> ToolSet:
 # --- typed response formats ------------------------------------------------------------------
 
 
-def _inline(schema: dict[str, Any]) -> dict[str, Any]:
+def inline_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """msgspec's ``{"$ref": "#/$defs/X", "$defs": {...}}`` -> one self-contained schema.
 
     Every reference is replaced by the definition it points to (models and LM Studio's
@@ -492,7 +511,7 @@ def response_format(value: object) -> ResponseFormat:
         return ResponseFormat(schema, model, model.model_validate_json)
     if isinstance(value, type) or typing.get_origin(value) is not None:
         try:
-            schema = _inline(msgspec.json.schema(value))
+            schema = inline_schema(msgspec.json.schema(value))
             decoder = msgspec.json.Decoder(value)
         except (TypeError, ValueError) as exc:
             raise ConfigError(

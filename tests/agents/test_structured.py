@@ -107,6 +107,32 @@ async def test_stream_result_raises_too(llm: lms.LLM) -> None:
         stream.result()
 
 
+async def test_a_json_schema_in_the_config_is_checked_like_a_dict_response_format(
+    llm: lms.LLM,
+) -> None:
+    # Cut short (max_tokens), the reply is not the JSON document asked for: an error with
+    # the text and result, as with response_format, never a success whose .parsed fails.
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+    whole = await llm.respond("A person", config={"json_schema": schema})
+    assert isinstance(whole.parsed["name"], str)
+    with pytest.raises(lms.StructuredOutputError, match="maxPredictedTokensReached") as info:
+        await llm.respond("A person", config={"json_schema": schema, "max_tokens": 3})
+    assert info.value.result is not None
+    assert info.value.result.stats.predicted_tokens_count == 3
+    assert info.value.content == info.value.result.content
+    stream = llm.respond_stream("A person", config={"json_schema": Point, "max_tokens": 3})
+    with pytest.raises(lms.StructuredOutputError):
+        async for _ in stream:
+            pass
+    with pytest.raises(lms.StructuredOutputError):
+        stream.result()
+    # A grammar's reply need not be JSON: it is a success, and .parsed says it is not JSON.
+    yes = await llm.respond("Is it?", config={"grammar": 'root ::= "yes"'})
+    assert yes.content == "yes"
+    with pytest.raises(lms.StructuredOutputError, match="not JSON"):
+        _ = yes.parsed
+
+
 async def test_conflicting_requests_are_rejected_before_sending(
     llm: lms.LLM, lmstudio_server: ThreadedStandInServer
 ) -> None:
@@ -117,6 +143,17 @@ async def test_conflicting_requests_are_rejected_before_sending(
         await llm.respond("x", response_format=Point, tools=[_tool])
     with pytest.raises(lms.ConfigError, match="response_format"):
         await llm.respond("x", response_format=3)
+    # Structured output asked for in the config is refused with tools too: sent together,
+    # the reply follows the structure and the tools are silently never called.
+    for config in ({"json_schema": Point}, {"grammar": 'root ::= "yes"'}):
+        with pytest.raises(lms.LMStudioValueError, match="cannot be combined"):
+            await llm.respond("x", tools=[_tool], config=config)
+        with pytest.raises(lms.LMStudioValueError, match="cannot be combined"):
+            llm.respond_stream("x", tools=[_tool], config=config)
+        rounds: list[int] = []
+        with pytest.raises(lms.LMStudioValueError, match="cannot be combined"):
+            await llm.act("call _tool", [_tool], config=config, on_round_start=rounds.append)
+        assert rounds == []
     assert len(lmstudio_server.received_frames(namespace="llm")) == before
 
 

@@ -104,6 +104,31 @@ def test_bad_tool_lists_are_rejected(tools: Any, message: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"description": None}, "description must be a non-empty string"),
+        ({"description": 5}, "description must be a non-empty string"),
+        ({"description": "  "}, "description must be a non-empty string"),
+        ({"parameter_descriptions": ["a", "b"]}, "parameter_descriptions must be a mapping"),
+        ({"parameter_descriptions": {"a": 1}}, "parameter_descriptions must be a mapping"),
+        ({"parameter_descriptions": {"c": "typo"}}, r"names no parameter of the tool: 'c'"),
+    ],
+)
+def test_bad_tool_function_defs_are_value_errors(fields: dict[str, Any], message: str) -> None:
+    tool = lms.ToolFunctionDef(
+        **{  # type: ignore[arg-type]
+            "name": "add",
+            "description": "Add.",
+            "parameters": {"a": int, "b": int},
+            "implementation": abs,
+            **fields,
+        }
+    )
+    with pytest.raises(lms.LMStudioValueError, match=message):
+        parse_tools([tool])
+
+
+@pytest.mark.parametrize(
     ("parameters", "message"),
     [
         ({"city": {"type": "string"}}, "has the type 'string', a string: give a Python type"),

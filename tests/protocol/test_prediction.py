@@ -127,6 +127,38 @@ def test_json_schema_from_a_class(cls: type) -> None:
     )
 
 
+class Node(msgspec.Struct):
+    name: str
+    children: list[Node]
+
+
+class Family(msgspec.Struct):
+    parent: Person
+    kids: list[Person]
+
+
+def _refs(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        own = [value["$ref"]] if "$ref" in value else []
+        return own + [r for v in value.values() for r in _refs(v)]
+    if isinstance(value, list):
+        return [r for v in value for r in _refs(v)]
+    return []
+
+
+@pytest.mark.parametrize("cls", [Node, Family])
+def test_json_schema_from_a_class_is_self_contained(cls: type) -> None:
+    # Every reference left (only a recursive type keeps one) resolves within the schema:
+    # a recursive Struct used to lose its $defs, the one definition it refers to.
+    schema = lms.PredictionConfig(json_schema=cls).json_schema
+    assert schema is not None
+    assert schema["type"] == "object"
+    defs = schema.get("$defs", {})
+    for ref in _refs(schema):
+        assert ref.removeprefix("#/$defs/") in defs, ref
+    assert bool(defs) is (cls is Node)
+
+
 @pytest.mark.parametrize(
     ("config", "field", "text"),
     [
@@ -383,5 +415,13 @@ def test_parsed_json() -> None:
         model_info=msgspec.convert(INSTANCE, lms.LlmInstanceInfo),
     )
     assert result_from_success('{"a": [1]}', success).parsed == {"a": [1]}
-    with pytest.raises(msgspec.DecodeError):
+    with pytest.raises(lms.StructuredOutputError, match="not JSON: ") as info:
         _ = result_from_success("nope", success).parsed
+    assert info.value.content == "nope"
+    assert info.value.result is not None
+    cut = PredictionSuccess(
+        stats=lms.PredictionStats(stop_reason="maxPredictedTokensReached"),
+        model_info=success.model_info,
+    )
+    with pytest.raises(lms.StructuredOutputError, match=r"\(it stopped: maxPredicted"):
+        _ = result_from_success('{"name', cut).parsed

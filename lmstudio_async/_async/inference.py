@@ -17,6 +17,7 @@ else, a TTL or a JIT auto-evict) raises :class:`~lmstudio_async.ModelUnloadedErr
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import inspect
@@ -236,7 +237,11 @@ class PredictionStream:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._channel: ChannelStream | None = None
         self._deadline: float | None = None
-        self._parts: list[str] = []
+        self._parts: list[str] = []  # the text of the fragments the reader was given
+        # Fragments cancel() read on behalf of a reader that may go on iterating: it gets
+        # them (they count in the result's content) unless it leaves the stream first.
+        self._held: collections.deque[Fragment] = collections.deque()
+        self._left = False  # the reader left the stream early (a ``break``): see _leave
         self._result: PredictionResult | None = None
         self._error: BaseException | None = None
         self._done = False
@@ -316,12 +321,21 @@ class PredictionStream:
         self._channel = channel
         return channel
 
-    async def _next(self) -> Fragment:
+    async def _next(self, *, hold: bool = False) -> Fragment:
+        """The next fragment, given to the caller (``hold``: kept for the reader instead,
+        when cancel() reads to the end on its own)."""
+        if self._left:  # the loop was left: a stream left early yields nothing more
+            self._leave()
+            raise StopAsyncIteration
+        if self._held:
+            return await self._deliver(self._held.popleft())
         if self._done:
             raise StopAsyncIteration
         if self._busy:  # another task is reading (e.g. draining in cancel()): wait for the end
             assert self._finished is not None
             await self._finished.wait()
+            if self._held and not self._left:
+                return await self._deliver(self._held.popleft())
             raise StopAsyncIteration
         self._busy = True
         try:
@@ -336,13 +350,12 @@ class PredictionStream:
                 )
                 kind = type(packet)
                 if kind is FragmentPacket:
-                    if self._cancel_sent:
-                        continue  # stopping: drop what was already in flight
                     fragment: Fragment = packet.fragment  # type: ignore[union-attr]
-                    self._parts.append(fragment.content)
-                    if self._on_fragment is not None:
-                        await _invoke(self._on_fragment, fragment)
-                    return fragment
+                    if hold:
+                        if not self._left:  # (left: nobody is to get it)
+                            self._held.append(fragment)
+                        continue
+                    return await self._deliver(fragment)
                 if kind is PredictionSuccess:
                     channel.release()  # the prediction is over; its channelClose adds nothing
                     self._succeed(packet)  # type: ignore[arg-type]
@@ -375,6 +388,21 @@ class PredictionStream:
         finally:
             self._busy = False
 
+    async def _deliver(self, fragment: Fragment) -> Fragment:
+        self._parts.append(fragment.content)
+        if self._on_fragment is not None:
+            await _invoke(self._on_fragment, fragment)
+        return fragment
+
+    def _leave(self) -> None:
+        """The reader left the stream early (in the loop thread): what it was not given is
+        not part of the result, and the prediction is cancelled if it still runs."""
+        self._left = True
+        self._held.clear()
+        if self._result is not None:
+            self._result = self._result._with_content("".join(self._parts))
+        self._abandon()
+
     async def _run(self) -> PredictionResult:
         while True:
             try:
@@ -385,7 +413,8 @@ class PredictionStream:
     # --- ending -------------------------------------------------------------------------
 
     def _succeed(self, packet: PredictionSuccess) -> None:
-        result = result_from_success("".join(self._parts), packet, self._tool_calls)
+        text = "".join(self._parts) + "".join(f.content for f in self._held)
+        result = result_from_success(text, packet, self._tool_calls)
         if result.stop_reason == "modelUnloaded" and not self._cancel_sent:
             # Cut short because the instance went away (unloaded by another client, a TTL,
             # a JIT auto-evict): an error carrying the partial result, never a silent success.
@@ -420,6 +449,7 @@ class PredictionStream:
         if self._error is None:
             self._error = exc
         self._done = True
+        self._held.clear()  # it ends with an error: nothing more for the reader
         channel = self._channel
         if channel is None or channel.finished:
             self._end(None)
@@ -454,6 +484,16 @@ class PredictionStream:
         with contextlib.suppress(RuntimeError):  # loop closed meanwhile
             loop.call_soon_threadsafe(self._abandon)
 
+    def _leave_threadsafe(self) -> None:
+        """:meth:`_leave`, from wherever the reader's iterator was dropped (at once, for
+        the next step of this stream to see, and the rest in the loop thread)."""
+        self._left = True
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # loop closed meanwhile
+            loop.call_soon_threadsafe(self._leave)
+
     def __del__(self) -> None:
         # getattr: __init__ may have raised (bad arguments) before setting these.
         if not getattr(self, "_done", True) and getattr(self, "_channel", None) is not None:
@@ -480,9 +520,12 @@ class PredictionStream:
             assert self._finished is not None
             await self._finished.wait()
             return
+        # Read to the end here; a reader that goes on iterating gets what arrived.
         with contextlib.suppress(StopAsyncIteration):
             while True:
-                await self._next()
+                await self._next(hold=True)
+        if self._reaper is not None:  # the reader had left: the reading ended in _abort
+            await asyncio.shield(self._reaper)
 
     async def aclose(self) -> None:
         """Cancel the prediction if it is still running (see :meth:`cancel`)."""
@@ -514,8 +557,8 @@ class _FragmentIterator:
 
     def __del__(self) -> None:
         stream = self._stream
-        if not stream._done and stream._channel is not None:
-            stream._abandon_threadsafe()
+        if stream._channel is not None and (not stream._done or stream._held):
+            stream._leave_threadsafe()
 
 
 # --- handle methods ---------------------------------------------------------------------

@@ -257,6 +257,13 @@ class PredictionResult:
                 result=self,
             ) from None
 
+    def _with_content(self, content: str) -> PredictionResult:
+        """This result holding ``content`` instead: what a reader that left the stream
+        early was given (a parsed value of the whole reply does not go with it)."""
+        if content == self.content:
+            return self
+        return dataclasses.replace(self, content=content, _parsed=_NOT_PARSED)
+
     def _cut_short(self) -> str:
         """`` (it stopped: REASON)`` when the model did not end the reply itself, else ``""``:
         for an error about the reply's content."""

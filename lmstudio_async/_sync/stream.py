@@ -64,6 +64,8 @@ class SyncPredictionStream:
         self._started = False
         self._ended = False
         self._abandoned = False  # an iteration was dropped before the end (``break``)
+        self._yielded = 0  # fragments given to the reader (the pump reads ahead of it)
+        self._left = False  # the reader left before the end: the result holds what it got
 
     def __repr__(self) -> str:
         return repr(self._stream).replace("<", "<Sync", 1)
@@ -75,8 +77,8 @@ class SyncPredictionStream:
 
     @property
     def content(self) -> str:
-        """The text received so far."""
-        return self._stream.content
+        """The text of the fragments iterated so far."""
+        return "".join(self._stream._parts[: self._yielded])  # the pump appends in order
 
     # --- running ------------------------------------------------------------------------
 
@@ -148,6 +150,7 @@ class SyncPredictionStream:
                 if kind is Fragment:
                     if self._on_fragment is not None:
                         _call_back(self._on_fragment, item)
+                    self._yielded += 1
                     return item  # type: ignore[no-any-return]
                 if kind is float:
                     if self._on_progress is not None:
@@ -178,13 +181,17 @@ class SyncPredictionStream:
         self._request_cancel()
 
     def _request_cancel(self, reason: Exception | None = None) -> None:
-        """Stop the prediction from the loop thread (non-blocking; any thread).
+        """The reader left: stop the prediction from the loop thread (non-blocking; any
+        thread). What the pump read ahead and the reader never got is not part of the
+        result (see :meth:`result`), as with an async stream left early.
 
-        The pump task is cancelled; its read then stops the prediction as the async stream
-        does (``cancel`` is sent, a reaper collects the final result). The stream's error
-        is set first, to ``reason`` (the callback's exception) or "stopped by its caller",
-        as async sets it when its caller leaves: otherwise it would be the pump's
-        ``CancelledError``, which ``result()`` would raise as if its own hop was cancelled."""
+        The pump task is cancelled; its read then stops
+        the prediction as the async stream does (``cancel`` is sent, a reaper collects the
+        final result). The stream's error is set first, to ``reason`` (the callback's
+        exception) or "stopped by its caller", as async sets it when its caller leaves:
+        otherwise it would be the pump's ``CancelledError``, which ``result()`` would raise
+        as if its own hop was cancelled."""
+        self._left = True
         if not self._started or self._ended or self._lease.runner.inherited:
             return
 
@@ -220,6 +227,7 @@ class SyncPredictionStream:
         """Cancel the prediction if it is still running: sends ``cancel`` and waits for the
         server to end it (see :meth:`cancel`). Iterating afterwards yields nothing more."""
         if self._started and not self._ended:
+            self._left = True
             self._stop()
         self._ended = True
 
@@ -246,7 +254,13 @@ class SyncPredictionStream:
         """The result of the finished prediction (see :meth:`PredictionStream.result`).
 
         After a ``break`` or :meth:`cancel`, waits for the server's ``"userStopped"`` result.
+        After a ``break`` (or Ctrl-C, or :meth:`close`), its content is the text the loop
+        was given, as with an async stream.
         """
+        result = self._final()
+        return result._with_content(self.content) if self._left else result
+
+    def _final(self) -> PredictionResult:
         if self._stream._result is not None:
             return self._stream._result
         if not self._started:

@@ -233,6 +233,62 @@ async def test_cancel_from_another_task_while_one_reads(
     await cancelled_once_and_cleaned_up(lmstudio_server)
 
 
+@pytest.mark.lmstudio_server(tokens_per_second=200)
+@pytest.mark.parametrize("ended_first", [False, True])
+async def test_a_slow_reader_stopped_from_another_task_gets_every_fragment_sent(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer, ended_first: bool
+) -> None:
+    # A Stop button while the reading loop lags behind the tokens: the fragments that had
+    # arrived (and those in flight) still reach the loop, which ends normally; the result
+    # holds exactly them, whether the prediction had ended before the Stop or not.
+    llm = await client.llm.model(LLAMA)
+    max_tokens = 12 if ended_first else 200
+    stream = llm.respond_stream("Tell me a story.", config={"max_tokens": max_tokens})
+    seen: list[str] = []
+    first = asyncio.Event()
+
+    async def read() -> None:
+        async for fragment in stream:
+            seen.append(fragment.content)
+            first.set()
+            await asyncio.sleep(0.03)  # a slow UI
+
+    reader = asyncio.create_task(read())
+    async with asyncio.timeout(10):
+        await first.wait()
+        await asyncio.sleep(0.3 if ended_first else 0.1)
+        await stream.cancel()
+        await reader  # the loop ended normally, without an error
+    result = stream.result()
+    assert result.content == "".join(seen)
+    assert result.stats.predicted_tokens_count == len(seen)
+    if ended_first:
+        assert result.stop_reason == "maxPredictedTokensReached"
+        assert len(seen) == max_tokens
+    else:
+        assert result.stop_reason == "userStopped"
+        assert 3 < len(seen) < max_tokens
+    await eventually(lambda: lmstudio_server.open_channel_count(endpoint="predict") == 0)
+
+
+@SLOW
+async def test_a_loop_left_early_yields_nothing_more_when_iterated_again(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    llm = await client.llm.model(LLAMA)
+    stream = llm.respond_stream("Write a long story about a river.")
+    seen: list[str] = []
+    async for fragment in stream:
+        seen.append(fragment.content)
+        if len(seen) == 3:
+            break
+    assert [f async for f in stream] == []  # not the rest of the story
+    await cancelled_once_and_cleaned_up(lmstudio_server)
+    result = stream.result()
+    assert result.stop_reason == "userStopped"
+    assert result.content == "".join(seen)
+
+
 @SLOW
 async def test_cancel_while_the_stream_is_still_opening_its_channel(
     client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer

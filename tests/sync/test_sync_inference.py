@@ -173,6 +173,40 @@ def test_sync_break_sends_cancel(
     assert loaded_ids(lmstudio_server) == [LLAMA]
 
 
+@pytest.mark.lmstudio_server(tokens_per_second=400)
+@pytest.mark.parametrize("leave", ["break", "ctrl-c", "close"])
+def test_a_sync_stream_left_early_holds_what_its_loop_got(
+    sync_client: lms.Client, lmstudio_server: ThreadedStandInServer, leave: str
+) -> None:
+    # The loop thread reads ahead of a slow loop; what it read and the loop never got is
+    # not part of the result (nor of .content), as with an async stream.
+    llm = sync_client.llm.model(LLAMA)
+    stream = llm.respond_stream("Write a long story.", config={"max_tokens": 60})
+    seen: list[str] = []
+    try:
+        for fragment in stream:
+            seen.append(fragment.content)
+            time.sleep(0.05)  # the rest of the reply arrives meanwhile
+            if len(seen) == 3:
+                if leave == "ctrl-c":
+                    raise KeyboardInterrupt
+                if leave == "close":
+                    stream.close()
+                    continue  # the loop gets nothing more
+                break
+    except KeyboardInterrupt:
+        pass
+    assert len(seen) == 3
+    assert list(stream) == []
+    result = stream.result()
+    assert result.content == "".join(seen)
+    assert stream.content == "".join(seen)
+    deadline = time.monotonic() + 5
+    while lmstudio_server.open_channel_count() != 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
 def test_sync_stream_does_not_hop_per_fragment(
     sync_client: lms.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:

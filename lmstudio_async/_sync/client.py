@@ -488,6 +488,12 @@ class SyncEmbeddingModel(_SyncModelHandle[EmbeddingModelInstanceInfo, EmbeddingL
 
     _async_cls = EmbeddingModel
 
+    @overload
+    def embed(self, text: str, *, timeout: TimeoutParam = USE_CLIENT_DEFAULT) -> list[float]: ...
+    @overload
+    def embed(
+        self, text: list[str] | tuple[str, ...], *, timeout: TimeoutParam = USE_CLIENT_DEFAULT
+    ) -> list[list[float]]: ...
     @_hop
     def embed(
         self, text: str | list[str] | tuple[str, ...], *, timeout: TimeoutParam = USE_CLIENT_DEFAULT

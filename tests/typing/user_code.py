@@ -29,6 +29,8 @@ def sync_user(client: lms.Client) -> None:
     assert_type(llm.count_tokens("Hello"), int)
     embedder = client.embedding.model("text-embedding-nomic-embed-text-v1.5")
     assert_type(embedder.tokenize("Hello"), list[int])
+    assert_type(embedder.embed("Hello"), list[float])
+    assert_type(embedder.embed(["a", "b"]), list[list[float]])
 
 
 def script_user() -> None:

@@ -59,7 +59,7 @@ from .._protocol.info import (
     ModelInfo,
 )
 from .._protocol.prediction import PredictionConfig
-from .._protocol.repository import CompatibilityType
+from .._protocol.repository import CompatibilityType, DownloadOptionData, SearchResultData
 from .._protocol.results import Fragment, PredictionResult, PredictionRoundResult
 from .._protocol.tools import ToolDefinition
 from ..config import EmbeddingLoadConfig, LlmLoadConfig
@@ -511,7 +511,7 @@ class SyncDownloadOption(_Facade):
     _async: DownloadOption
 
     @property
-    def info(self) -> Any:
+    def info(self) -> DownloadOptionData:
         return self._async.info
 
     @property
@@ -546,7 +546,7 @@ class SyncModelSearchResult(_Facade):
     _async: ModelSearchResult
 
     @property
-    def info(self) -> Any:
+    def info(self) -> SearchResultData:
         return self._async.info
 
     @property

@@ -656,7 +656,11 @@ def test_bad_clients_and_lease_arguments() -> None:
     pool = lms.AsyncModelPool(client)
     with pytest.raises(lms.LMStudioValueError, match="timeout"):
         pool.use("m0", timeout=-1)
-    with pytest.raises(lms.LMStudioValueError, match="model key"):
+    with pytest.raises(lms.LMStudioValueError, match=r"^key must not be empty"):
         pool.use("")
-    with pytest.raises(lms.LMStudioValueError, match="model key"):
+    with pytest.raises(lms.LMStudioValueError, match=r"^key must be a string"):
         pool.pin(3)  # type: ignore[arg-type]
+    for blank in ("   ", "\u3000"):  # whitespace only, ASCII or not
+        for method in (pool.use, pool.llm, pool.embedding, pool.pin):
+            with pytest.raises(lms.LMStudioValueError, match=r"^key must not be empty or only"):
+                method(blank)

@@ -249,7 +249,10 @@ class _Facade:
 
     def __repr__(self) -> str:
         text = repr(self._async)
-        return text.replace("<", "<Sync", 1) if not text.startswith("<AsyncClient") else text
+        if text.startswith("<AsyncClient"):
+            return text
+        # A namespace names its client: the sync Client, not the AsyncClient inside it.
+        return text.replace("<", "<Sync", 1).replace(" of <AsyncClient ", " of <Client ", 1)
 
 
 # --- handles ----------------------------------------------------------------------------------

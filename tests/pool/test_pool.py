@@ -68,6 +68,29 @@ async def test_lease_types_follow_the_catalogue(client: lms.AsyncClient) -> None
                 pass
 
 
+@standin(load_seconds=0.5)
+async def test_a_lease_repr_names_its_key_and_state(client: lms.AsyncClient) -> None:
+    async with lms.AsyncModelPool(client) as pool:
+        lease = pool.llm("m0")
+        assert repr(lease) == "<PoolLease 'm0' not entered>"
+        entered = asyncio.Event()
+
+        async def hold() -> None:
+            async with lease as model:
+                assert repr(lease) == f"<PoolLease 'm0' leased {model.identifier!r}>"
+                entered.set()
+                await asyncio.sleep(0.05)
+
+        task = asyncio.create_task(hold())
+        await eventually(lambda: repr(lease) == "<PoolLease 'm0' waiting>")
+        with pytest.raises(lms.LMStudioValueError, match="already in use"):
+            async with lease:  # the same lease, entered again while it waits
+                pass
+        await task
+        assert entered.is_set()
+        assert repr(lease) == "<PoolLease 'm0' released>"
+
+
 async def test_pool_loads_explicitly_with_unique_identifiers(
     client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
 ) -> None:

@@ -384,6 +384,13 @@ def test_handles_wrap_async_handles(client: Client, lmstudio_server: ThreadedSta
     assert llm.instance_reference == lmstudio_server.loaded_instances()[0].instance_reference
     assert isinstance(llm.get_load_config(), lms.LlmLoadConfig)
     assert repr(client).startswith("<Client host=")
+    # The namespaces name the sync Client they belong to, not its AsyncClient.
+    client_repr = repr(client)
+    assert repr(client.llm) == f"<SyncLlmNamespace of {client_repr}>"
+    assert repr(client.embedding) == f"<SyncEmbeddingNamespace of {client_repr}>"
+    assert repr(client.system) == f"<SyncSystemNamespace of {client_repr}>"
+    assert repr(client.files) == f"<SyncFilesNamespace of {client_repr}>"
+    assert repr(client.repository) == f"<SyncRepositoryNamespace of {client_repr}>"
 
 
 # --- the default client ---------------------------------------------------------------------

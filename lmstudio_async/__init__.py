@@ -40,7 +40,7 @@ from ._protocol.info import (
     Quantization,
 )
 from ._protocol.prediction import PredictionConfig
-from ._protocol.repository import DownloadProgress
+from ._protocol.repository import DownloadOptionData, DownloadProgress, SearchResultData
 from ._protocol.results import Fragment, PredictionResult, PredictionRoundResult, PredictionStats
 from ._protocol.tools import ToolCallRequest, ToolCallResult, ToolFunctionDef
 from ._sync.client import (
@@ -122,6 +122,7 @@ __all__ = [
     "ConfigMismatchWarning",
     "DeviceNotFoundError",
     "DownloadOption",
+    "DownloadOptionData",
     "DownloadProgress",
     "DraftModelError",
     "EmbeddingLoadConfig",
@@ -166,6 +167,7 @@ __all__ = [
     "ProtocolError",
     "Quantization",
     "RepositoryNamespace",
+    "SearchResultData",
     "ServerError",
     "StructuredOutputError",
     "SyncDownloadOption",

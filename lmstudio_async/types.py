@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Final, TypeAlias
 
+from .config import suggest_field
 from .errors import LMStudioValueError
 
 __all__ = [
@@ -80,7 +81,15 @@ class Timeouts:
             )
 
     def with_(self, **changes: float | None) -> Timeouts:
-        """A copy with some deadlines replaced."""
+        """A copy with some deadlines replaced (an unknown name is an
+        :class:`LMStudioValueError` that suggests the closest field)."""
+        names = [field.name for field in fields(self)]
+        for name in changes:
+            if name not in names:
+                raise LMStudioValueError(
+                    f"Timeouts has no field {name!r}{suggest_field(name, names)}; "
+                    f"the fields are {', '.join(names)}"
+                )
         return replace(self, **changes)  # type: ignore[arg-type]
 
 

@@ -43,6 +43,9 @@ def test_core_names() -> None:
         "LMStudioTimeoutError",
         "LMStudioConnectionError",
         "AuthenticationError",
+        # What .info of a search result / download option returns, for annotations.
+        "SearchResultData",
+        "DownloadOptionData",
     }
     assert expected <= set(lmstudio_async.__all__)
     assert issubclass(lmstudio_async.LMStudioTimeoutError, TimeoutError)

@@ -584,7 +584,7 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
                     "ttl, config and on_progress need a key"
                 )
             return await self._any(timeouts), False
-        check_key(key, "model key")
+        check_key(key, "key")
         ttl_value = ttl_ms(ttl)
         cfg = self._config(config)
         callback = _check_callback(on_progress)
@@ -850,7 +850,7 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         acknowledged it (see :data:`LOAD_CANCEL_GRACE_SECONDS`), so a retry with the same
         identifier can follow at once.
         """
-        check_key(key, "model key")
+        check_key(key, "key")
         if identifier is not None:
             check_key(identifier, "identifier")
         if device is not None:
@@ -983,7 +983,7 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
     ) -> EstimateResult:
         """Memory a load of ``key`` with ``config`` would need, and whether it fits (on LM
         Link device ``device``, if given)."""
-        check_key(key, "model key")
+        check_key(key, "key")
         cfg = self._config(config)
         param: dict[str, Any] = {
             "modelKey": key,

@@ -200,6 +200,11 @@ def credentials(api_token: str | None) -> tuple[str, str]:
     """(clientIdentifier, clientPasskey) from an API token, or a random guest identity."""
     if api_token is None:
         api_token = os.environ.get(ENV_API_TOKEN, "")
+    if not isinstance(api_token, str):
+        # The type only, never the value: a bytes token is as secret as a str one.
+        raise LMStudioValueError(
+            f"api_token must be a str or None, got {type(api_token).__name__}"
+        )
     api_token = api_token.strip()
     if not api_token:
         return (

@@ -105,12 +105,14 @@ def check_key(value: object, what: str) -> str:
     """Validate a model key / identifier / path as LM Studio's ``reasonableKeyString``.
 
     1 to 1024 characters, not ``__proto__``, no control characters; otherwise
-    the server would drop the request with only a warning (a hang).
+    the server would drop the request with only a warning (a hang). Not only
+    whitespace either: no model has such a key or identifier, and the CLI and
+    ``preset=`` refuse it too. Inner spaces are fine (LM Studio allows them).
     """
     if not isinstance(value, str):
         raise LMStudioValueError(f"{what} must be a string, got {type(value).__name__}")
-    if not value:
-        raise LMStudioValueError(f"{what} must not be empty")
+    if not value.strip():
+        raise LMStudioValueError(f"{what} must not be empty or only whitespace, got {value!r}")
     if len(value) > 1024:
         raise LMStudioValueError(f"{what} is {len(value)} characters long; the limit is 1024")
     if value == "__proto__":

@@ -45,12 +45,17 @@ _COMPATIBILITY: tuple[str, ...] = (
 
 
 class SearchResultData(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
-    """One ``searchModels`` result (``ModelSearchResultEntryData``)."""
+    """What LM Studio said about one search result (``ModelSearchResult.info``; the
+    protocol's ``ModelSearchResultEntryData``)."""
 
     name: str
+    """The model's name, e.g. ``"lmstudio-community/gemma-3-1b-it-GGUF"``."""
     identifier: dict[str, Any]
+    """LM Studio's identifier of the result (opaque; sent back for its download options)."""
     exact: bool | None = None
+    """Whether the name matched the search term exactly (``None``: not said)."""
     staff_pick: bool | None = None
+    """Whether LM Studio's staff picked this model (``None``: not said)."""
 
 
 class SearchReply(msgspec.Struct, frozen=True):
@@ -58,15 +63,24 @@ class SearchReply(msgspec.Struct, frozen=True):
 
 
 class DownloadOptionData(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
-    """One ``getModelDownloadOptions`` result."""
+    """What LM Studio said about one download option (``DownloadOption.info``; one
+    ``getModelDownloadOptions`` result)."""
 
     name: str
+    """The file name."""
     size_bytes: int
+    """Download size."""
     download_identifier: str
+    """LM Studio's identifier of the file to download."""
     indexed_model_identifier: str
+    """The file's identifier in LM Studio's model index."""
     fit_estimation: str | None = None
+    """LM Studio's guess of how the model fits this machine, e.g. ``"fullGPUOffload"``,
+    ``"partialGPUOffload"`` or ``"willNotFit"``."""
     quantization: str | None = None
+    """The quantization, e.g. ``"Q4_K_M"``, when LM Studio knows it."""
     recommended: bool | None = None
+    """Whether LM Studio recommends this option for this machine (``None``: not said)."""
 
 
 class DownloadOptionsReply(msgspec.Struct, frozen=True):

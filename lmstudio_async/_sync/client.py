@@ -59,7 +59,7 @@ from .._protocol.info import (
     ModelInfo,
 )
 from .._protocol.prediction import PredictionConfig
-from .._protocol.repository import CompatibilityType
+from .._protocol.repository import CompatibilityType, DownloadOptionData, SearchResultData
 from .._protocol.results import Fragment, PredictionResult, PredictionRoundResult
 from .._protocol.tools import ToolDefinition
 from ..config import EmbeddingLoadConfig, LlmLoadConfig
@@ -249,7 +249,10 @@ class _Facade:
 
     def __repr__(self) -> str:
         text = repr(self._async)
-        return text.replace("<", "<Sync", 1) if not text.startswith("<AsyncClient") else text
+        if text.startswith("<AsyncClient"):
+            return text
+        # A namespace names its client: the sync Client, not the AsyncClient inside it.
+        return text.replace("<", "<Sync", 1).replace(" of <AsyncClient ", " of <Client ", 1)
 
 
 # --- handles ----------------------------------------------------------------------------------
@@ -488,6 +491,12 @@ class SyncEmbeddingModel(_SyncModelHandle[EmbeddingModelInstanceInfo, EmbeddingL
 
     _async_cls = EmbeddingModel
 
+    @overload
+    def embed(self, text: str, *, timeout: TimeoutParam = USE_CLIENT_DEFAULT) -> list[float]: ...
+    @overload
+    def embed(
+        self, text: list[str] | tuple[str, ...], *, timeout: TimeoutParam = USE_CLIENT_DEFAULT
+    ) -> list[list[float]]: ...
     @_hop
     def embed(
         self, text: str | list[str] | tuple[str, ...], *, timeout: TimeoutParam = USE_CLIENT_DEFAULT
@@ -505,7 +514,7 @@ class SyncDownloadOption(_Facade):
     _async: DownloadOption
 
     @property
-    def info(self) -> Any:
+    def info(self) -> DownloadOptionData:
         return self._async.info
 
     @property
@@ -540,7 +549,7 @@ class SyncModelSearchResult(_Facade):
     _async: ModelSearchResult
 
     @property
-    def info(self) -> Any:
+    def info(self) -> SearchResultData:
         return self._async.info
 
     @property

@@ -65,6 +65,9 @@ class SyncPoolLease(Generic[_H]):
         self._lease = lease
         self._async_lease = async_lease
 
+    def __repr__(self) -> str:
+        return repr(self._async_lease).replace("<", "<Sync", 1)
+
     def __enter__(self) -> _H:
         try:
             handle = self._lease.call(self._async_lease.__aenter__)

@@ -226,6 +226,14 @@ def test_malformed_token_is_rejected_without_echoing_it() -> None:
     assert "secretsecret" not in str(info.value)
 
 
+@pytest.mark.parametrize("token", [5, b"sk-lm-abcd1234:abcdefghij0123456789", ["sk-lm"]])
+def test_a_token_that_is_not_a_str_is_a_value_error(token: object) -> None:
+    message = r"^api_token must be a str or None, got "
+    with pytest.raises(lms.LMStudioValueError, match=message) as info:
+        lms.AsyncClient("localhost:1234", api_token=token)  # type: ignore[arg-type]
+    assert "abcdefghij" not in str(info.value)
+
+
 async def test_token_never_in_repr_logs_or_errors(
     lmstudio_server: ThreadedStandInServer, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -193,6 +193,9 @@ _LOAD_ERRORS = [
     ({"key": 3}, "must be a string"),
     ({"key": "a\x00b"}, "control character"),
     ({"key": LLAMA, "identifier": ""}, "identifier must not be empty"),
+    ({"key": "   "}, r"^key must not be empty or only whitespace, got '   '$"),
+    ({"key": LLAMA, "identifier": " \n "}, r"^identifier must not be empty or only whitespace"),
+    ({"key": LLAMA, "device": "  "}, r"^device must not be empty or only whitespace"),
     ({"key": LLAMA, "ttl": -1}, "ttl must be a positive"),
     ({"key": LLAMA, "ttl": 0}, "ttl must be a positive"),
     ({"key": LLAMA, "ttl": 0.0001}, r"ttl must be at least 0\.001 s"),
@@ -206,6 +209,7 @@ _MODEL_ERRORS = [
     ({"on_progress": print}, "need a key"),
     ({"key": LLAMA, "on_config_mismatch": "ignore"}, "on_config_mismatch must be 'warn'"),
     ({"key": "", "on_config_mismatch": "warn"}, "must not be empty"),
+    ({"key": "   "}, r"^key must not be empty or only whitespace, got '   '$"),
 ]
 
 
@@ -223,6 +227,40 @@ async def test_bad_arguments_fail_before_anything_is_sent(
     with pytest.raises(lms.LMStudioValueError, match=match):
         await getattr(client.llm, method)(**kwargs)
     assert lmstudio_server.received_frames() == []
+
+
+@pytest.mark.parametrize(
+    ("method", "args", "kwargs", "match"),
+    [
+        ("unload", ("   ",), {}, r"^identifier must not be empty or only whitespace"),
+        ("unload", ("a",), {"device": "\t"}, r"^device must not be empty or only whitespace"),
+        ("estimate", (" ",), {}, r"^key must not be empty or only whitespace"),
+        ("estimate", (LLAMA,), {"device": " "}, r"^device must not be empty or only whitespace"),
+    ],
+)
+async def test_blank_keys_and_identifiers_fail_before_anything_is_sent(
+    client: lms.AsyncClient,
+    lmstudio_server: ThreadedStandInServer,
+    method: str,
+    args: tuple[str, ...],
+    kwargs: dict[str, Any],
+    match: str,
+) -> None:
+    with pytest.raises(lms.LMStudioValueError, match=match):
+        await getattr(client.llm, method)(*args, **kwargs)
+    with pytest.raises(lms.LMStudioValueError, match=match):
+        await getattr(client.embedding, method)(*args, **kwargs)
+    assert lmstudio_server.received_frames() == []
+
+
+async def test_inner_spaces_in_an_identifier_are_fine(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    model = await client.llm.load(SMOL, "my small model")
+    assert loaded_ids(lmstudio_server) == ["my small model"]
+    assert await client.llm.model("my small model") == model
+    await client.llm.unload("my small model")
+    assert loaded_ids(lmstudio_server) == []
 
 
 # --- unload / list / info -------------------------------------------------------------

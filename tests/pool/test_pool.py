@@ -68,6 +68,29 @@ async def test_lease_types_follow_the_catalogue(client: lms.AsyncClient) -> None
                 pass
 
 
+@standin(load_seconds=0.5)
+async def test_a_lease_repr_names_its_key_and_state(client: lms.AsyncClient) -> None:
+    async with lms.AsyncModelPool(client) as pool:
+        lease = pool.llm("m0")
+        assert repr(lease) == "<PoolLease 'm0' not entered>"
+        entered = asyncio.Event()
+
+        async def hold() -> None:
+            async with lease as model:
+                assert repr(lease) == f"<PoolLease 'm0' leased {model.identifier!r}>"
+                entered.set()
+                await asyncio.sleep(0.05)
+
+        task = asyncio.create_task(hold())
+        await eventually(lambda: repr(lease) == "<PoolLease 'm0' waiting>")
+        with pytest.raises(lms.LMStudioValueError, match="already in use"):
+            async with lease:  # the same lease, entered again while it waits
+                pass
+        await task
+        assert entered.is_set()
+        assert repr(lease) == "<PoolLease 'm0' released>"
+
+
 async def test_pool_loads_explicitly_with_unique_identifiers(
     client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
 ) -> None:
@@ -656,7 +679,11 @@ def test_bad_clients_and_lease_arguments() -> None:
     pool = lms.AsyncModelPool(client)
     with pytest.raises(lms.LMStudioValueError, match="timeout"):
         pool.use("m0", timeout=-1)
-    with pytest.raises(lms.LMStudioValueError, match="model key"):
+    with pytest.raises(lms.LMStudioValueError, match=r"^key must not be empty"):
         pool.use("")
-    with pytest.raises(lms.LMStudioValueError, match="model key"):
+    with pytest.raises(lms.LMStudioValueError, match=r"^key must be a string"):
         pool.pin(3)  # type: ignore[arg-type]
+    for blank in ("   ", "\u3000"):  # whitespace only, ASCII or not
+        for method in (pool.use, pool.llm, pool.embedding, pool.pin):
+            with pytest.raises(lms.LMStudioValueError, match=r"^key must not be empty or only"):
+                method(blank)

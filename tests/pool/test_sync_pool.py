@@ -64,7 +64,10 @@ def test_embedding_leases_pins_and_typed_errors(
     client: lms.Client, lmstudio_server: ThreadedStandInServer
 ) -> None:
     with lms.ModelPool(client, memory_budget=budget_for(1)) as pool:
-        with pool.embedding("e0") as embedder:
+        lease = pool.embedding("e0")
+        assert repr(lease) == "<SyncPoolLease 'e0' not entered>"
+        with lease as embedder:
+            assert repr(lease) == f"<SyncPoolLease 'e0' leased {embedder.identifier!r}>"
             assert isinstance(embedder, lms.SyncEmbeddingModel)
             assert len(embedder.embed("x")) > 0
         pool.pin("m0")

@@ -384,6 +384,13 @@ def test_handles_wrap_async_handles(client: Client, lmstudio_server: ThreadedSta
     assert llm.instance_reference == lmstudio_server.loaded_instances()[0].instance_reference
     assert isinstance(llm.get_load_config(), lms.LlmLoadConfig)
     assert repr(client).startswith("<Client host=")
+    # The namespaces name the sync Client they belong to, not its AsyncClient.
+    client_repr = repr(client)
+    assert repr(client.llm) == f"<SyncLlmNamespace of {client_repr}>"
+    assert repr(client.embedding) == f"<SyncEmbeddingNamespace of {client_repr}>"
+    assert repr(client.system) == f"<SyncSystemNamespace of {client_repr}>"
+    assert repr(client.files) == f"<SyncFilesNamespace of {client_repr}>"
+    assert repr(client.repository) == f"<SyncRepositoryNamespace of {client_repr}>"
 
 
 # --- the default client ---------------------------------------------------------------------
@@ -426,6 +433,8 @@ def test_default_client_survives_restart_and_close() -> None:
         {"api_host": 5},
         {"api_host": "127.0.0.1:1234", "ssl": "yes"},
         {"api_host": "127.0.0.1:1234", "api_token": "bad"},
+        {"api_host": "127.0.0.1:1234", "api_token": 5},
+        {"api_host": "127.0.0.1:1234", "api_token": b"sk-lm-abcd1234:abcdefghij0123456789"},
         {"api_host": "127.0.0.1:1234", "timeout": "x"},
     ],
 )
@@ -436,6 +445,12 @@ def test_configure_default_client_checks_its_arguments_at_once(
     with pytest.raises(lms.LMStudioValueError):
         _sync.configure_default_client(**kwargs)
     assert _sync.llm(SMOL).identifier == SMOL  # the settings before it still apply
+
+
+@pytest.mark.parametrize("token", [5, b"sk-lm-abcd1234:abcdefghij0123456789"])
+def test_a_client_token_that_is_not_a_str_is_a_value_error(token: object) -> None:
+    with pytest.raises(lms.LMStudioValueError, match=r"^api_token must be a str or None, got "):
+        lms.Client("127.0.0.1:1234", api_token=token)  # type: ignore[arg-type]
 
 _SCRIPT = """
 import sys

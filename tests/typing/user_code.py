@@ -29,6 +29,8 @@ def sync_user(client: lms.Client) -> None:
     assert_type(llm.count_tokens("Hello"), int)
     embedder = client.embedding.model("text-embedding-nomic-embed-text-v1.5")
     assert_type(embedder.tokenize("Hello"), list[int])
+    assert_type(embedder.embed("Hello"), list[float])
+    assert_type(embedder.embed(["a", "b"]), list[list[float]])
 
 
 def script_user() -> None:
@@ -55,7 +57,9 @@ async def async_agent_user(client: lms.AsyncClient, llm: lms.LLM) -> None:
     lms.Chat().add_user("What is this?", images=[image]).add_assistant(reply)
     results = await client.repository.search_models("smollm2", limit=5)
     assert_type(results, list[lms.ModelSearchResult])
+    assert_type(results[0].info, lms.SearchResultData)
     options = await results[0].get_download_options()
+    assert_type(options[0].info, lms.DownloadOptionData)
     assert_type(await options[0].download(on_progress=lambda p: print(p.fraction)), str)
 
 
@@ -65,7 +69,11 @@ def sync_agent_user(client: lms.Client) -> None:
     assert_type(client.files.prepare_image(b"..."), lms.FileHandle)
     results = client.repository.search_models("smollm2")
     assert_type(results, list[lms.SyncModelSearchResult])
-    assert_type(results[0].get_download_options()[0].download(), str)
+    assert_type(results[0].info, lms.SearchResultData)
+    option = results[0].get_download_options()[0]
+    assert_type(option.info, lms.DownloadOptionData)
+    assert_type(option.info.size_bytes, int)
+    assert_type(option.download(), str)
 
 
 def mistakes_are_caught() -> None:

@@ -266,12 +266,12 @@ class AsyncModelPool:
 
         A key may be pinned before anything loaded it; pinning does not load it.
         """
-        check_key(key, "model key")
+        check_key(key, "key")
         self._pinned.add(key.lower())
 
     def unpin(self, key: str) -> None:
         """Let instances of ``key`` be evicted again (no error if it was not pinned)."""
-        check_key(key, "model key")
+        check_key(key, "key")
         self._pinned.discard(key.lower())
         self._changed()
 
@@ -334,7 +334,7 @@ class AsyncModelPool:
     def _lease(
         self, key: str, config: Any, timeout: float | None, domain: str | None
     ) -> PoolLease[Any]:
-        check_key(key, "model key")
+        check_key(key, "key")
         if timeout is not None and not (_is_finite(timeout) and timeout > 0):
             raise LMStudioValueError(f"timeout must be a positive number or None, got {timeout!r}")
         return PoolLease(self, key, config, timeout, domain)

@@ -40,11 +40,27 @@ class PoolLease(Generic[_H]):
         self._timeout = timeout
         self._domain = domain
         self._instance: _Instance | None = None
+        self._waiting = False
+        self._entered = False
+
+    def __repr__(self) -> str:
+        inst = self._instance
+        if inst is not None:
+            state = f"leased {inst.identifier or inst.key!r}"
+        elif self._waiting:
+            state = "waiting"
+        else:
+            state = "released" if self._entered else "not entered"
+        return f"<{type(self).__name__} {self._key!r} {state}>"
 
     async def __aenter__(self) -> _H:
-        if self._instance is not None:
+        if self._instance is not None or self._waiting:
             raise LMStudioValueError("this lease is already in use; call pool.use() again")
-        inst = await self._pool._acquire(self._key, self._config, self._timeout, self._domain)
+        self._entered = self._waiting = True
+        try:
+            inst = await self._pool._acquire(self._key, self._config, self._timeout, self._domain)
+        finally:
+            self._waiting = False
         self._instance = inst
         assert inst.handle is not None
         return cast(_H, inst.handle)

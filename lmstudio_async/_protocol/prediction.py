@@ -133,7 +133,7 @@ class PredictionConfig(
         self._check_choice("context_overflow_policy", _POLICIES)
         self._check_int("cpu_threads", 1)
         if self.draft_model is not None and not (
-            isinstance(self.draft_model, str) and self.draft_model
+            isinstance(self.draft_model, str) and self.draft_model.strip()
         ):
             raise self._fail("draft_model", "a non-empty model key", self.draft_model)
         self._check_schema()

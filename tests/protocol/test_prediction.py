@@ -180,6 +180,7 @@ def test_json_schema_from_a_class_is_self_contained(cls: type) -> None:
         ({"json_schema": {"x": object()}}, "json_schema", "JSON"),
         ({"cpu_threads": 0}, "cpu_threads", "int > 0"),
         ({"draft_model": ""}, "draft_model", "non-empty"),
+        ({"draft_model": "  "}, "draft_model", "non-empty"),
         ({"temprature": 1}, "temprature", "did you mean 'temperature'"),
         ({"maxTokenz": 1}, "maxTokenz", "unknown prediction config field"),
         ({"structured": {"type": "gbnf"}}, "structured", "json_schema"),

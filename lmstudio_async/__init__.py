@@ -41,7 +41,13 @@ from ._protocol.info import (
 )
 from ._protocol.prediction import PredictionConfig
 from ._protocol.repository import DownloadOptionData, DownloadProgress, SearchResultData
-from ._protocol.results import Fragment, PredictionResult, PredictionRoundResult, PredictionStats
+from ._protocol.results import (
+    Fragment,
+    PredictionResult,
+    PredictionRoundResult,
+    PredictionStats,
+    StructuredResult,
+)
 from ._protocol.tools import ToolCallRequest, ToolCallResult, ToolFunctionDef
 from ._sync.client import (
     Client,
@@ -170,6 +176,7 @@ __all__ = [
     "SearchResultData",
     "ServerError",
     "StructuredOutputError",
+    "StructuredResult",
     "SyncDownloadOption",
     "SyncEmbeddingModel",
     "SyncEmbeddingNamespace",

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import dataclasses
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
@@ -52,6 +51,7 @@ from .._protocol.results import (
     PredictionResult,
     PredictionSuccess,
     PromptProcessingProgress,
+    StructuredResult,
     TokenCountReply,
     TokensReply,
     ToolCallEndPacket,
@@ -188,7 +188,7 @@ def _parse_structured(result: PredictionResult, fmt: ResponseFormat) -> Predicti
             result=result,
             target=fmt.target,
         ) from None
-    return dataclasses.replace(result, _parsed=value)
+    return StructuredResult.of(result, value)
 
 
 # --- the async stream -------------------------------------------------------------------
@@ -666,6 +666,32 @@ class LlmMethods(_InferenceMethods[LlmInstanceInfo, LlmLoadConfig]):
                 operation="Chat response",
             )
 
+    @overload
+    async def respond(
+        self,
+        prompt_or_chat: ChatInput,
+        *,
+        config: PredictionConfig | Mapping[str, Any] | None = None,
+        on_fragment: FragmentCallback | None = None,
+        on_prompt_progress: PromptProgressCallback | None = None,
+        timeout: TimeoutParam = USE_CLIENT_DEFAULT,
+        tools: None = None,
+        response_format: type[_R],
+        preset: str | None = None,
+    ) -> StructuredResult[_R]: ...
+    @overload
+    async def respond(
+        self,
+        prompt_or_chat: ChatInput,
+        *,
+        config: PredictionConfig | Mapping[str, Any] | None = None,
+        on_fragment: FragmentCallback | None = None,
+        on_prompt_progress: PromptProgressCallback | None = None,
+        timeout: TimeoutParam = USE_CLIENT_DEFAULT,
+        tools: Sequence[ToolDefinition] | None = None,
+        response_format: Mapping[str, Any] | None = None,
+        preset: str | None = None,
+    ) -> PredictionResult: ...
     async def respond(
         self,
         prompt_or_chat: ChatInput,
@@ -690,7 +716,8 @@ class LlmMethods(_InferenceMethods[LlmInstanceInfo, LlmLoadConfig]):
         calls it asks for come back, not run, as ``result.tool_calls`` (:meth:`act` runs
         them). ``response_format`` (a msgspec Struct, dataclass, TypedDict or pydantic model
         class, or a JSON schema dict) asks for structured output: ``result.parsed`` is then
-        an instance of that type, and a reply that does not match raises
+        an instance of that type (a :class:`StructuredResult`, typed for type checkers
+        too), and a reply that does not match raises
         :class:`StructuredOutputError`. ``preset`` names an LM Studio preset
         (:class:`PresetNotFoundError` if there is none). A chat with images needs a vision
         model (:class:`VisionNotSupportedError`).

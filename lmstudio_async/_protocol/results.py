@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Sequence
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final, Generic, Literal, TypeAlias, TypeVar, cast
 
 import msgspec
 
@@ -36,6 +36,7 @@ __all__ = [
     "PromptProcessingProgress",
     "ReasoningType",
     "StopReason",
+    "StructuredResult",
     "TokenCountReply",
     "TokensReply",
     "ToolCallEndPacket",
@@ -269,6 +270,27 @@ class PredictionResult:
         for an error about the reply's content."""
         stop = self.stop_reason
         return "" if stop in ("eosFound", "stopStringFound") else f" (it stopped: {stop})"
+
+
+_T = TypeVar("_T")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StructuredResult(PredictionResult, Generic[_T]):
+    """What :meth:`LLM.respond` returns with ``response_format=T`` a type: a
+    :class:`PredictionResult` whose :attr:`parsed` is typed ``T`` for type checkers too."""
+
+    @property
+    def parsed(self) -> _T:
+        """The reply decoded into the ``response_format`` type (validated when the
+        prediction finished)."""
+        return cast(_T, PredictionResult.parsed.__get__(self))
+
+    @classmethod
+    def of(cls, result: PredictionResult, parsed: Any) -> StructuredResult[Any]:
+        """``result`` with its reply decoded as ``parsed``."""
+        fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(PredictionResult)}
+        return cls(**{**fields, "_parsed": parsed})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -60,7 +60,12 @@ from .._protocol.info import (
 )
 from .._protocol.prediction import PredictionConfig
 from .._protocol.repository import CompatibilityType, DownloadOptionData, SearchResultData
-from .._protocol.results import Fragment, PredictionResult, PredictionRoundResult
+from .._protocol.results import (
+    Fragment,
+    PredictionResult,
+    PredictionRoundResult,
+    StructuredResult,
+)
 from .._protocol.tools import ToolDefinition
 from ..config import EmbeddingLoadConfig, LlmLoadConfig
 from ..errors import LMStudioError
@@ -363,6 +368,32 @@ class SyncLLM(_SyncModelHandle[LlmInstanceInfo, LlmLoadConfig]):
             self._lease, self._async.respond_stream, (prompt_or_chat,), kwargs
         )
 
+    @overload
+    def respond(
+        self,
+        prompt_or_chat: ChatInput,
+        *,
+        config: PredictionConfig | Mapping[str, Any] | None = None,
+        on_fragment: FragmentCallback | None = None,
+        on_prompt_progress: PromptProgressCallback | None = None,
+        timeout: TimeoutParam = USE_CLIENT_DEFAULT,
+        tools: None = None,
+        response_format: type[_T],
+        preset: str | None = None,
+    ) -> StructuredResult[_T]: ...
+    @overload
+    def respond(
+        self,
+        prompt_or_chat: ChatInput,
+        *,
+        config: PredictionConfig | Mapping[str, Any] | None = None,
+        on_fragment: FragmentCallback | None = None,
+        on_prompt_progress: PromptProgressCallback | None = None,
+        timeout: TimeoutParam = USE_CLIENT_DEFAULT,
+        tools: Sequence[ToolDefinition] | None = None,
+        response_format: Mapping[str, Any] | None = None,
+        preset: str | None = None,
+    ) -> PredictionResult: ...
     def respond(
         self,
         prompt_or_chat: ChatInput,

@@ -52,6 +52,8 @@ def _tool(a: int) -> int:
 @pytest.mark.parametrize("target", [Point, Book, Person, Pet])
 async def test_parsed_is_an_instance_of_the_type(llm: lms.LLM, target: Any) -> None:
     result = await llm.respond("Describe one", response_format=target)
+    assert isinstance(result, lms.StructuredResult)  # typed .parsed for type checkers
+    assert isinstance(result, lms.PredictionResult)
     parsed = result.parsed
     if target is Person:
         assert set(parsed) == {"name", "age"}

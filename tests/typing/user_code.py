@@ -6,7 +6,9 @@ Each ``assert_type`` pins what a user's type checker sees, so a loosened signatu
 
 from __future__ import annotations
 
-from typing import assert_type
+from typing import Any, assert_type
+
+import msgspec
 
 import lmstudio_async as lms
 
@@ -63,6 +65,33 @@ async def async_agent_user(client: lms.AsyncClient, llm: lms.LLM) -> None:
     assert_type(await options[0].download(on_progress=lambda p: print(p.fraction)), str)
 
 
+class City(msgspec.Struct):
+    name: str
+    population: int
+
+
+async def async_structured_user(llm: lms.LLM) -> City:
+    city = await llm.respond("A city", response_format=City)
+    assert_type(city, lms.StructuredResult[City])
+    assert_type(city.parsed, City)
+    assert_type(city.parsed.population, int)
+    many = await llm.respond("Cities", response_format=list[City])
+    assert_type(many.parsed, list[City])
+    plain = await llm.respond("A city", response_format={"type": "object"})
+    assert_type(plain, lms.PredictionResult)
+    assert_type(plain.parsed, Any)
+    whole: lms.PredictionResult = city  # still a PredictionResult
+    print(whole.content)
+    return city.parsed
+
+
+def sync_structured_user(llm: lms.SyncLLM) -> City:
+    city = llm.respond("A city", response_format=City)
+    assert_type(city.parsed, City)
+    assert_type(llm.respond("Hi").parsed, Any)
+    return city.parsed
+
+
 def sync_agent_user(client: lms.Client) -> None:
     llm = client.llm.model("llama-3.2-1b-instruct")
     assert_type(llm.act("add 2 and 3", [add]), lms.ActResult)
@@ -81,3 +110,8 @@ def mistakes_are_caught() -> None:
     # if the signatures ever accept anything again.
     lms.llm("llama-3.2-1b-instruct", tll=60)  # type: ignore[call-arg]
     lms.LlmLoadConfig(contxt_length=4096)  # type: ignore[call-arg]
+
+
+async def structured_mistakes_are_caught(llm: lms.LLM) -> None:
+    city = await llm.respond("A city", response_format=City)
+    print(city.parsed.populaton)  # type: ignore[attr-defined]

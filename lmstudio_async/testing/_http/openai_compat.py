@@ -278,11 +278,14 @@ async def completions(rt: Runtime, request: web.Request, *, native: bool) -> web
         rt.tokens_per_second,
     )
     final = body("", cv.finish_reason(outcome.stop_reason))
-    if include_usage:
-        final["usage"] = cv.usage(outcome)
     if native:
         final.update(native_extras(inst, outcome))
     await sse.send(final)
+    if include_usage:  # as OpenAI: one more chunk, with no choices, carries the usage
+        tail = body("", None)
+        tail["choices"] = []
+        tail["usage"] = cv.usage(outcome)
+        await sse.send(tail)
     await sse.done()
     return await sse.finish()
 
@@ -371,13 +374,17 @@ def _response_object(
     outcome: engine.Outcome | None,
     fields: Fields,
 ) -> dict[str, Any]:
+    incomplete = outcome is not None and outcome.stop_reason in (
+        "maxPredictedTokensReached",
+        "contextLengthReached",
+    )
     output: list[dict[str, Any]] = []
     if text is not None:
         output.append(
             {
                 "type": "message",
                 "id": message_id,
-                "status": "completed",
+                "status": "incomplete" if incomplete else "completed",
                 "role": "assistant",
                 "content": [{"type": "output_text", "text": text, "annotations": []}],
             }
@@ -409,7 +416,7 @@ def _response_object(
             "input_tokens_details": {"cached_tokens": 0},
             "output_tokens_details": {"reasoning_tokens": 0},
         }
-        if outcome.stop_reason in ("maxPredictedTokensReached", "contextLengthReached"):
+        if incomplete:
             body["status"] = "incomplete"
             body["incomplete_details"] = {"reason": "max_output_tokens"}
     return body
@@ -537,5 +544,7 @@ async def responses(rt: Runtime, request: web.Request) -> web.StreamResponse:
         response_id, created, inst, "completed", text, message_id, outcome, fields
     )
     await event("response.output_item.done", output_index=0, item=final["output"][0])
-    await event("response.completed", response=final)
+    # OpenAI ends a response cut short by max_output_tokens with response.incomplete
+    terminal = "response.incomplete" if final["status"] == "incomplete" else "response.completed"
+    await event(terminal, response=final)
     return await sse.finish()

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .._server import Runtime
 
 __all__ = [
+    "MAX_BODY_BYTES",
     "SSE",
     "Fields",
     "HttpError",
@@ -38,6 +39,11 @@ __all__ = [
 
 # Where errors use the REST v1 vocabulary instead of OpenAI's.
 V1_PREFIX = "/api/v1/"
+
+# The largest request body: as large as an incoming WebSocket frame (64 MiB), so that a
+# request can carry what a WebSocket client can send, e.g. a few images at the upload limit
+# (10 MiB each, about 13.4 MiB each as a base64 data URL). Larger bodies get a JSON 413.
+MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
 class HttpError(Exception):

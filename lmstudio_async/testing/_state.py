@@ -50,6 +50,9 @@ class Instance:
     prompt_cache: list[int] = field(default_factory=list)
     # The simulated LM Link device it is loaded on; None is the local machine.
     device: str | None = None
+    # Pieces of work in progress on it (predictions, HTTP requests): while any is, the
+    # instance is not idle, so its TTL does not run and auto-evict waits for it.
+    work: int = 0
 
     @property
     def domain(self) -> str:
@@ -135,6 +138,8 @@ class ModelState:
         )
         self.experiment_flags: set[str] = set()
         self.files = FileStore()  # uploads, per client identifier
+        # Futures resolved when some work ends or an instance is committed or removed.
+        self._change_waiters: list[asyncio.Future[None]] = []
 
     # --- views --------------------------------------------------------------------------
 
@@ -168,12 +173,15 @@ class ModelState:
             i
             for i in self.instances
             if i.loaded
+            and i.work == 0  # an instance doing work is not idle
             and i.ttl_ms is not None
             and i.last_used_time is not None
             and now - i.last_used_time >= i.ttl_ms
         ]
         for inst in gone:
             self.instances.remove(inst)
+        if gone:
+            self._changed()
         return gone
 
     def is_loaded(self, inst: Instance) -> bool:
@@ -183,6 +191,40 @@ class ModelState:
 
     def touch(self, inst: Instance) -> None:
         inst.last_used_time = self.clock.now_ms()
+
+    # --- work in progress -----------------------------------------------------------------
+
+    def begin_work(self, inst: Instance) -> None:
+        """A piece of work on ``inst`` starts: it is busy (never idle) until the matching
+        :meth:`end_work`."""
+        inst.work += 1
+        self.touch(inst)
+
+    def end_work(self, inst: Instance) -> None:
+        """A piece of work on ``inst`` ended; the idle timer restarts when it was the last."""
+        inst.work -= 1
+        if inst.work == 0:
+            self.touch(inst)
+            self._changed()
+
+    def _changed(self) -> None:
+        waiters, self._change_waiters = self._change_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait_for_change(self, timeout: float) -> None:
+        """Wait until some work ends or an instance is committed or removed, at most
+        ``timeout`` seconds (callers re-check what they wait for either way)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._change_waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            if waiter in self._change_waiters:
+                self._change_waiters.remove(waiter)
 
     # --- lookup ---------------------------------------------------------------------------
 
@@ -371,10 +413,12 @@ class ModelState:
     def commit(self, inst: Instance) -> None:
         inst.loaded = True
         self.touch(inst)
+        self._changed()
 
     def discard(self, inst: Instance) -> None:
         if inst in self.instances:
             self.instances.remove(inst)
+            self._changed()
 
     def jit_to_evict(
         self, keep: Instance | None = None, *, device: str | None = None
@@ -389,6 +433,7 @@ class ModelState:
         for inst in self.loaded(domain):
             if inst.identifier.lower() == low and (device is ... or inst.device == device):
                 self.instances.remove(inst)
+                self._changed()
                 return inst
         raise err.no_model_matching_query(
             {"identifier": identifier}, self.loaded_identifiers(domain)

@@ -20,7 +20,7 @@ from aiohttp.typedefs import Middleware
 
 from .. import _errors as err
 from . import openai_compat, rest_v0, rest_v1
-from .common import MAX_BODY_BYTES, HttpError, error_response, from_standin
+from .common import MAX_BODY_BYTES, HttpError, error_response, from_standin, release_held
 
 if TYPE_CHECKING:
     from .._server import Runtime
@@ -91,6 +91,8 @@ def _middleware(rt: Runtime) -> Middleware:
                 ),
                 path,
             )
+        finally:
+            release_held(rt.state, request)  # the request's work on its model has ended
 
     return http_api
 

@@ -402,6 +402,22 @@ class HttpSink:
 
 # --- models: lookup and just-in-time loading ----------------------------------------------------
 
+# The instances each request in progress works on (see ``hold``), by ``id(request)``.
+_HELD: dict[int, list[Instance]] = {}
+
+
+def hold(state: ModelState, request: web.Request, inst: Instance) -> None:
+    """Count the request as work on ``inst`` until it is answered (``release_held``): the
+    instance is busy meanwhile, so its idle TTL does not run and auto-evict waits for it."""
+    state.begin_work(inst)
+    _HELD.setdefault(id(request), []).append(inst)
+
+
+def release_held(state: ModelState, request: web.Request) -> None:
+    """End the work of :func:`hold` for every instance the request held (once)."""
+    for inst in _HELD.pop(id(request), []):
+        state.end_work(inst)
+
 
 @dataclass
 class Loaded:
@@ -432,6 +448,7 @@ def _wrong_domain(name: str, domain: str) -> HttpError:
 
 async def use_model(
     rt: Runtime,
+    request: web.Request,
     name: str,
     domain: str,
     *,
@@ -441,6 +458,7 @@ async def use_model(
     on_progress: LoadProgress | None = None,
 ) -> Loaded:
     """The loaded instance ``name`` refers to, loading it just in time when it is not loaded.
+    The request holds the instance (:func:`hold`) until it is answered.
 
     A loaded instance matching ``name`` (identifier, model key or path prefix) is used and its
     idle timer reset. Otherwise, with JIT loading on, the downloaded model is loaded as a JIT
@@ -451,7 +469,7 @@ async def use_model(
     query = {"identifier": name}
     found = state.find_by_query(query, domain)
     if found is not None:
-        state.touch(found)
+        hold(state, request, found)
         return Loaded(found)
     if state.find_by_query(query, other_domain(domain)) is not None:
         raise _wrong_domain(name, domain)
@@ -473,9 +491,9 @@ async def use_model(
                 raise
             inst = None  # the request that was loading it went away: try again
         if inst is not None and state.is_loaded(inst):
-            state.touch(inst)
+            hold(state, request, inst)
             return Loaded(inst)
-        return await use_model(rt, name, domain, ttl_ms=ttl_ms, load_fields=load_fields)
+        return await use_model(rt, request, name, domain, ttl_ms=ttl_ms, load_fields=load_fields)
     if not state.jit_enabled:
         raise HttpError(
             404,
@@ -505,6 +523,7 @@ async def use_model(
         future.cancel()
         raise
     else:
+        hold(state, request, inst)
         future.set_result(inst)
     finally:
         if state.pending_jit.get(key) is future:

@@ -115,7 +115,7 @@ async def chat_completions(
     if tools is not None:
         received["llm.prediction.tools"] = tools
     ttl = ttl_ms(fields)
-    loaded = await use_model(rt, name, "llm", ttl_ms=ttl)
+    loaded = await use_model(rt, request, name, "llm", ttl_ms=ttl)
     inst = loaded.inst
     config = cv.resolve_config(inst, received)
     lead = cv.image_lead(store, inst, history)
@@ -237,7 +237,7 @@ async def completions(rt: Runtime, request: web.Request, *, native: bool) -> web
     if stop is not None:
         received["llm.prediction.stopStrings"] = stop
     ttl = ttl_ms(fields)
-    loaded = await use_model(rt, name, "llm", ttl_ms=ttl)
+    loaded = await use_model(rt, request, name, "llm", ttl_ms=ttl)
     inst = loaded.inst
     config = cv.resolve_config(inst, received)
     prompt = engine.raw_prompt(text)
@@ -315,7 +315,7 @@ async def embeddings(rt: Runtime, request: web.Request) -> web.Response:
             code="invalid_value",
         )
     fields.integer("dimensions", minimum=1)  # accepted; vectors keep the model's dimension
-    loaded = await use_model(rt, name, "embedding", ttl_ms=ttl_ms(fields))
+    loaded = await use_model(rt, request, name, "embedding", ttl_ms=ttl_ms(fields))
     inst = loaded.inst
     data: list[dict[str, Any]] = []
     tokens = 0
@@ -453,7 +453,7 @@ async def responses(rt: Runtime, request: web.Request) -> web.StreamResponse:
         prior = list(stored)
     history = prior + messages
     system = [{"role": "system", "content": [cv.text_part(instructions)]}] if instructions else []
-    loaded = await use_model(rt, name, "llm", ttl_ms=ttl_ms(fields))
+    loaded = await use_model(rt, request, name, "llm", ttl_ms=ttl_ms(fields))
     inst = loaded.inst
     config = cv.resolve_config(inst, received)
     lead = cv.image_lead(rt.state.files, inst, {"messages": history})

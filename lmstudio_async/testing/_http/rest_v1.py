@@ -308,7 +308,7 @@ async def chat(rt: Runtime, request: web.Request) -> web.StreamResponse:
         return _result(inst, outcome, loaded, response_id)
 
     if not stream:
-        loaded = await use_model(rt, name, "llm", ttl_ms=ttl, load_fields=load_fields)
+        loaded = await use_model(rt, request, name, "llm", ttl_ms=ttl, load_fields=load_fields)
         inst = loaded.inst
         config = cv.resolve_config(inst, received)
         lead = cv.image_lead(rt.state.files, inst, {"messages": history})
@@ -345,6 +345,7 @@ async def chat(rt: Runtime, request: web.Request) -> web.StreamResponse:
     try:
         loaded = await use_model(
             rt,
+            request,
             name,
             "llm",
             ttl_ms=ttl,

@@ -32,6 +32,7 @@ __all__ = [
     "HttpSink",
     "Loaded",
     "json_response",
+    "model_unloaded",
     "new_id",
     "read_fields",
     "use_model",
@@ -113,6 +114,18 @@ def from_standin(exc: err.StandInError, model: str | None = None) -> HttpError:
     if exc.error_data is not None and "requiredBytes" in exc.error_data:
         return HttpError(400, message, code="model_load_failed")
     return HttpError(400, message, code="invalid_value")
+
+
+def model_unloaded(inst: Instance) -> HttpError:
+    """The error of a request whose model was unloaded while it worked (another client, an
+    explicit unload): its answer would be cut short, so it is no success."""
+    return HttpError(
+        503,
+        f'The model "{inst.identifier}" was unloaded during the request, '
+        "so the answer was cut short",
+        code="model_unloaded",
+        kind="internal_error",
+    )
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:

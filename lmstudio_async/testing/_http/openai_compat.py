@@ -20,6 +20,7 @@ from .common import (
     HttpError,
     HttpSink,
     json_response,
+    model_unloaded,
     new_id,
     now_s,
     read_fields,
@@ -139,6 +140,8 @@ async def chat_completions(
         outcome = await engine.predict(
             rt.state, inst, config, prompt, sink, rt.tokens_per_second, round_, lead
         )
+        if outcome.stop_reason == "modelUnloaded":
+            raise model_unloaded(inst)
         message, reason = cv.assistant_message(outcome, sink.tool_calls)
         body: dict[str, Any] = {
             "id": completion_id,
@@ -197,6 +200,8 @@ async def chat_completions(
     outcome = await engine.predict(
         rt.state, inst, config, prompt, sink, rt.tokens_per_second, round_, lead
     )
+    if outcome.stop_reason == "modelUnloaded":
+        return await _stream_error(sse, inst)
     _message, reason = cv.assistant_message(outcome, sink.tool_calls)
     if first:
         await send_delta({"content": ""})
@@ -210,6 +215,13 @@ async def chat_completions(
         tail["usage"] = cv.usage(outcome)
         await sse.send(tail)
     await sse.done()
+    return await sse.finish()
+
+
+async def _stream_error(sse: SSE, inst: Instance) -> web.StreamResponse:
+    """End an OpenAI-style stream whose model was unloaded mid-way: an error chunk (what the
+    ``openai`` client raises ``APIError`` for) and no finish_reason, usage or ``[DONE]``."""
+    await sse.send(model_unloaded(inst).body(False))
     return await sse.finish()
 
 
@@ -257,6 +269,8 @@ async def completions(rt: Runtime, request: web.Request, *, native: bool) -> web
         outcome = await engine.predict(
             rt.state, inst, config, prompt, HttpSink(request), rt.tokens_per_second
         )
+        if outcome.stop_reason == "modelUnloaded":
+            raise model_unloaded(inst)
         result = body(outcome.text, cv.finish_reason(outcome.stop_reason))
         result["usage"] = cv.usage(outcome)
         if native:
@@ -277,6 +291,8 @@ async def completions(rt: Runtime, request: web.Request, *, native: bool) -> web
         HttpSink(request, on_fragment, sse=sse),
         rt.tokens_per_second,
     )
+    if outcome.stop_reason == "modelUnloaded":
+        return await _stream_error(sse, inst)
     final = body("", cv.finish_reason(outcome.stop_reason))
     if native:
         final.update(native_extras(inst, outcome))
@@ -328,6 +344,8 @@ async def embeddings(rt: Runtime, request: web.Request) -> web.Response:
         if encoding == "base64":
             value = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
         data.append({"object": "embedding", "embedding": value, "index": index})
+    if not rt.state.is_loaded(inst):
+        raise model_unloaded(inst)
     rt.state.touch(inst)
     return json_response(
         {
@@ -471,6 +489,8 @@ async def responses(rt: Runtime, request: web.Request) -> web.StreamResponse:
         outcome = await engine.predict(
             rt.state, inst, config, prompt, HttpSink(request), rt.tokens_per_second, None, lead
         )
+        if outcome.stop_reason == "modelUnloaded":
+            raise model_unloaded(inst)
         remember(outcome)
         return json_response(
             _response_object(
@@ -527,8 +547,16 @@ async def responses(rt: Runtime, request: web.Request) -> web.StreamResponse:
         None,
         lead,
     )
-    remember(outcome)
     text = outcome.text
+    if outcome.stop_reason == "modelUnloaded":  # OpenAI's end of a failed response
+        failed = _response_object(
+            response_id, created, inst, "failed", text, message_id, outcome, fields
+        )
+        failed["output"][0]["status"] = "incomplete"
+        failed["error"] = {"code": "server_error", "message": model_unloaded(inst).message}
+        await event("response.failed", response=failed)
+        return await sse.finish()
+    remember(outcome)
     await event(
         "response.output_text.done", item_id=message_id, output_index=0, content_index=0, text=text
     )

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from .. import _errors as err
 from .._kvconfig import MemoryEstimate, effective_config
-from .._state import Instance, ModelState
+from .._state import Instance, ModelState, PendingLoad, WaitAbandoned
 
 if TYPE_CHECKING:
     from .._server import Runtime
@@ -459,6 +459,20 @@ def _wrong_domain(name: str, domain: str) -> HttpError:
     )
 
 
+def _usable(inst: Instance | None) -> Instance | None:
+    """``inst``, unless a just-in-time load is waiting to evict it (then a request queues
+    for a load of its own rather than prolong the wait)."""
+    return None if inst is None or inst.evicting else inst
+
+
+def _client_gone(request: web.Request) -> Callable[[], bool]:
+    def gone() -> bool:
+        transport = request.transport
+        return transport is None or transport.is_closing()
+
+    return gone
+
+
 async def use_model(
     rt: Runtime,
     request: web.Request,
@@ -476,11 +490,13 @@ async def use_model(
     A loaded instance matching ``name`` (identifier, model key or path prefix) is used and its
     idle timer reset. Otherwise, with JIT loading on, the downloaded model is loaded as a JIT
     instance (``ttl_ms``, else the server's default JIT TTL), evicting other JIT instances
-    when auto-evict is on. Concurrent requests for the same model share one load.
+    when auto-evict is on, once their work in progress has ended. Requests for a model
+    whose just-in-time load is in progress (from HTTP or a WebSocket ``getOrLoad``) join
+    that load; other loads queue, one at a time.
     """
     state = rt.state
     query = {"identifier": name}
-    found = state.find_by_query(query, domain)
+    found = _usable(state.find_by_query(query, domain))
     if found is not None:
         hold(state, request, found)
         return Loaded(found)
@@ -496,17 +512,19 @@ async def use_model(
     key = (domain, str(model["modelKey"]).lower())
     pending = state.pending_jit.get(key)
     if pending is not None:
-        try:
-            inst = await asyncio.shield(pending)
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if not pending.cancelled() or (task is not None and task.cancelling()):
-                raise
-            inst = None  # the request that was loading it went away: try again
-        if inst is not None and state.is_loaded(inst):
-            hold(state, request, inst)
-            return Loaded(inst)
-        return await use_model(rt, request, name, domain, ttl_ms=ttl_ms, load_fields=load_fields)
+        joined = await _join(state, request, pending)
+        if joined is not None:
+            return Loaded(joined)
+        return await use_model(
+            rt,
+            request,
+            name,
+            domain,
+            ttl_ms=ttl_ms,
+            load_fields=load_fields,
+            on_start=on_start,
+            on_progress=on_progress,
+        )
     if not state.jit_enabled:
         raise HttpError(
             404,
@@ -515,33 +533,57 @@ async def use_model(
             code="model_not_loaded",
             kind="model_not_found",
         )
-    future: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
-    state.pending_jit[key] = future
+    pending = PendingLoad(asyncio.get_running_loop().create_future(), http=True)
+    state.pending_jit[key] = pending
     seconds: float | None = None
+    gone = _client_gone(request)
     try:
-        async with state.jit_lock:
-            found = state.find_by_query(query, domain)  # loaded meanwhile (e.g. over WebSocket)
+        async with state.jit_turn(gone):
+            found = _usable(state.find_by_query(query, domain))  # loaded meanwhile
             if found is not None:
-                state.touch(found)
                 inst = found
             else:
                 inst, seconds = await _jit_load(
-                    rt, state, model, ttl_ms, load_fields, on_start, on_progress
+                    rt, state, model, ttl_ms, load_fields, on_start, on_progress, gone
                 )
+            hold(state, request, inst)
+            state.grant_joiners(pending, inst)
+    except WaitAbandoned:  # the client went away: joiners try again on their own
+        pending.future.cancel()
+        raise HttpError(400, "The client went away", code="client_gone") from None
     except Exception as exc:
-        future.set_exception(exc)
-        future.exception()  # marked as retrieved; waiters still see it
+        pending.future.set_exception(exc)
+        pending.future.exception()  # marked as retrieved; waiters still see it
         raise
     except BaseException:
-        future.cancel()
+        pending.future.cancel()
         raise
-    else:
-        hold(state, request, inst)
-        future.set_result(inst)
     finally:
-        if state.pending_jit.get(key) is future:
+        if state.pending_jit.get(key) is pending:
             del state.pending_jit[key]
     return Loaded(inst, seconds)
+
+
+async def _join(state: ModelState, request: web.Request, pending: PendingLoad) -> Instance | None:
+    """Wait for ``pending`` and hold its instance; ``None`` when the request should look
+    again (the load was abandoned, or its instance is gone already)."""
+    future = pending.future
+    pending.joiners += 1
+    try:
+        inst = await asyncio.shield(future)
+    except asyncio.CancelledError:
+        if future.done() and not future.cancelled() and future.exception() is None:
+            state.end_work(future.result())  # the work granted to this request
+        elif not future.done():
+            pending.joiners -= 1
+        task = asyncio.current_task()
+        if not future.cancelled() or (task is not None and task.cancelling()):
+            raise
+        return None  # the request that was loading it went away: try again
+    _HELD.setdefault(id(request), []).append(inst)  # granted by the loader (grant_joiners)
+    if not state.is_loaded(inst):  # unloaded before this request ran
+        return None
+    return inst
 
 
 async def _jit_load(
@@ -552,15 +594,22 @@ async def _jit_load(
     load_fields: dict[str, Any] | None,
     on_start: LoadStart | None,
     on_progress: LoadProgress | None,
+    gone: Callable[[], bool],
 ) -> tuple[Instance, float]:
     domain = str(model["type"])
     try:
         config = effective_config(domain, model, dict(load_fields or {}))
         memory = state.estimate(model, config)
-        evict = state.jit_to_evict()
+    except err.StandInError as exc:
+        raise from_standin(exc) from None
+    evict = await state.make_room_for_jit(gone)
+    try:
         state.check_fits(model, memory, freed=evict)
     except err.StandInError as exc:
         raise from_standin(exc) from None
+    finally:
+        for other in evict:
+            other.evicting = False
     for other in evict:
         state.discard(other)
     return await load_reserved(

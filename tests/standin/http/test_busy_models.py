@@ -172,3 +172,109 @@ async def test_an_unload_mid_stream_ends_the_stream_with_an_error(
     assert names[-2:] == ["error", "chat.end"]
     assert events[-2][1]["error"]["code"] == "model_unloaded"
     assert events[-1][1]["result"]["stats"]["total_output_tokens"] < 100
+
+
+# --- auto-evict waits for work; one queue for just-in-time loads --------------------------------
+
+
+def _get_or_load(model: str) -> dict[str, Any]:
+    return {"identifier": model, "loadTtlMs": 600_000, "loadConfigStack": stack()}
+
+
+def _jit(server: StandInServer) -> list[str]:
+    return [i.identifier for i in server.loaded_instances() if i.jit]
+
+
+@pytest.mark.lmstudio_server(tokens_per_second=100)
+async def test_a_jit_load_waits_for_the_work_on_the_model_it_evicts(
+    server: StandInServer,
+) -> None:
+    chat = asyncio.create_task(
+        call(server.url, "POST", "/v1/chat/completions", _chat(SMOL, max_tokens=20))
+    )
+    await _until(lambda: _busy(server, SMOL))
+    await asyncio.sleep(0.05)  # generating (20 tokens: 0.2 s)
+    status, vectors = await call(
+        server.url, "POST", "/v1/embeddings", {"model": NOMIC, "input": "x"}
+    )
+    assert chat.done()  # the embedding model was loaded once the chat had ended
+    assert status == 200, vectors
+    status, reply = await chat
+    assert status == 200, reply
+    assert reply["usage"]["completion_tokens"] == 20
+    assert reply["choices"][0]["finish_reason"] == "length"
+    assert _jit(server) == [NOMIC]
+
+
+@pytest.mark.lmstudio_server(tokens_per_second=100)
+async def test_get_or_load_waits_for_http_work_on_the_model_it_evicts(
+    server: StandInServer, client: RawClient
+) -> None:
+    emb = await client.connect("embedding")
+    chat = asyncio.create_task(
+        call(server.url, "POST", "/v1/chat/completions", _chat(SMOL, max_tokens=20))
+    )
+    await _until(lambda: _busy(server, SMOL))
+    frames = await emb.channel("getOrLoad", _get_or_load(NOMIC))
+    assert chat.done()
+    kinds = [m["type"] for m in messages(frames)]
+    assert kinds[:2] == ["startLoading", "unloadingOtherJITModel"]
+    assert kinds[-1] == "loadSuccess"
+    status, reply = await chat
+    assert status == 200, reply
+    assert reply["usage"]["completion_tokens"] == 20
+    assert _jit(server) == [NOMIC]
+    await emb.ws.close()
+
+
+@pytest.mark.lmstudio_server(load_seconds=0.3)
+async def test_http_joins_a_get_or_load_of_the_same_model(
+    server: StandInServer, client: RawClient
+) -> None:
+    llm = await client.connect("llm")
+    channel = await llm.open_channel("getOrLoad", _get_or_load(SMOL))
+    await asyncio.sleep(0.1)  # the WebSocket load is in progress
+    status, reply = await call(
+        server.url, "POST", "/v1/chat/completions", _chat(SMOL, max_tokens=3)
+    )
+    assert status == 200, reply
+    assert reply["model"] == SMOL  # not a second instance, SMOL:2
+    frames = await llm.collect(channel)
+    assert messages(frames)[-1]["type"] == "loadSuccess"
+    assert _jit(server) == [SMOL]
+    await llm.ws.close()
+
+
+@pytest.mark.lmstudio_server(load_seconds=0.3)
+async def test_an_http_jit_load_queues_behind_a_get_or_load_and_evicts_it(
+    server: StandInServer, client: RawClient
+) -> None:
+    llm = await client.connect("llm")
+    channel = await llm.open_channel("getOrLoad", _get_or_load(SMOL))
+    await asyncio.sleep(0.1)
+    status, reply = await call(
+        server.url, "POST", "/v1/chat/completions", _chat(LLAMA, max_tokens=3)
+    )
+    assert status == 200, reply
+    frames = await llm.collect(channel)
+    assert messages(frames)[-1]["type"] == "loadSuccess"
+    assert _jit(server) == [LLAMA]  # at most one JIT model
+    await llm.ws.close()
+
+
+@pytest.mark.lmstudio_server(load_seconds=0.3)
+async def test_get_or_load_joins_an_http_jit_load_of_the_same_model(
+    server: StandInServer, client: RawClient
+) -> None:
+    llm = await client.connect("llm")
+    chat = asyncio.create_task(
+        call(server.url, "POST", "/v1/chat/completions", _chat(SMOL, max_tokens=3))
+    )
+    await asyncio.sleep(0.1)  # the HTTP load is in progress
+    frames = await llm.channel("getOrLoad", _get_or_load(SMOL))
+    assert [m["type"] for m in messages(frames)] == ["alreadyLoaded"]
+    assert messages(frames)[0]["info"]["identifier"] == SMOL
+    status, _reply = await chat
+    assert status == 200
+    assert _jit(server) == [SMOL]
+    await llm.ws.close()

@@ -23,7 +23,7 @@ from ._connection import (
     RpcEndpoint,
 )
 from ._kvconfig import collapse_stack, config_fields, effective_config, prediction_config
-from ._state import Instance, ModelState
+from ._state import Instance, ModelState, PendingLoad, WaitAbandoned
 from ._toolcalls import messages_from_history
 
 LMSTUDIO_VERSION = "0.3.31"
@@ -104,40 +104,100 @@ def _get_or_load(domain: str) -> Any:
         query: dict[str, Any] = {"identifier": param["identifier"]}
         if "deviceIdentifier" in param:
             query["deviceIdentifier"] = device
-        existing = state.find_by_query(query, domain)
-        if existing is not None:
-            state.touch(existing)
-            await ctx.send({"type": "alreadyLoaded", "info": existing.info()})
+        while True:
+            existing = state.find_by_query(query, domain)
+            if existing is not None and not existing.evicting:
+                state.touch(existing)
+                await ctx.send({"type": "alreadyLoaded", "info": existing.info()})
+                return
+            model, _ambiguous = state.resolve_downloaded(param["identifier"], domain)
+            config, memory = _prepare(state, domain, model, param["loadConfigStack"])
+            key = (domain, str(model["modelKey"]).lower())
+            pending = state.pending_jit.get(key)
+            if pending is None or not pending.http or device is not None:
+                break
+            # an HTTP request is loading this model just in time: wait for it, then use it
+            await _wait_pending(ctx, pending.future, model["modelKey"])
+        if pending is not None and not pending.http:
+            # Concurrent getOrLoads of one model are not merged: LM Studio loads it twice
+            # (lmstudio-bug-tracker #1751). The second load evicts nothing and waits for no
+            # turn; single-flight is the client's job.
+            await _jit_load_now(ctx, param, model, config, memory, [], device)
             return
-        model, _ambiguous = state.resolve_downloaded(param["identifier"], domain)
-        config, memory = _prepare(state, domain, model, param["loadConfigStack"])
-        evict = state.jit_to_evict(device=device)
-        state.check_fits(model, memory, freed=evict, device=device)
-        for other in evict:
-            state.discard(other)
-        identifier = state.auto_identifier(model["modelKey"])
-        ttl = param.get("loadTtlMs")
-        inst = state.reserve(
-            identifier=identifier,
-            model=model,
-            config=config,
-            memory=memory,
-            jit=True,
-            ttl_ms=None if ttl is None else int(ttl),
-            device=device,
-        )
+        mine = PendingLoad(asyncio.get_running_loop().create_future(), http=False)
+        state.pending_jit[key] = mine
         try:
-            await ctx.send({"type": "startLoading", "identifier": identifier, "info": model})
-            for other in evict:
-                await ctx.send({"type": "unloadingOtherJITModel", "info": other.info()})
-            await _progress(ctx, inst, "loadProgress")
-            state.commit(inst)
-        except BaseException:
-            state.discard(inst)
+            gone = ctx.cancelled.is_set
+            async with state.jit_turn(gone):
+                evict = await state.make_room_for_jit(gone, device=device)
+                try:
+                    inst = await _jit_load_now(ctx, param, model, config, memory, evict, device)
+                finally:
+                    for other in evict:
+                        other.evicting = False
+                state.grant_joiners(mine, inst)
+        except WaitAbandoned:
+            mine.future.cancel()
+            raise err.load_cancelled(model["modelKey"]) from None
+        except Exception as exc:
+            mine.future.set_exception(exc)
+            mine.future.exception()  # marked as retrieved; joiners still see it
             raise
-        await ctx.send({"type": "loadSuccess", "info": inst.info()})
+        except BaseException:
+            mine.future.cancel()
+            raise
+        finally:
+            if state.pending_jit.get(key) is mine:
+                del state.pending_jit[key]
 
     return handler
+
+
+async def _wait_pending(ctx: ChannelContext, future: asyncio.Future[Instance], key: str) -> None:
+    """Wait for another interface's load to end (however it ends); raises
+    ``load_cancelled`` if the client cancels meanwhile."""
+    while not future.done():
+        await asyncio.wait({future}, timeout=0.05)
+        if not future.done() and ctx.cancelled.is_set():
+            raise err.load_cancelled(key)
+
+
+async def _jit_load_now(
+    ctx: ChannelContext,
+    param: dict[str, Any],
+    model: dict[str, Any],
+    config: dict[str, Any],
+    memory: Any,
+    evict: list[Instance],
+    device: str | None,
+) -> Instance:
+    """Evict ``evict``, then load ``model`` as a JIT instance, with getOrLoad's packets."""
+    state = _state(ctx.conn)
+    state.check_fits(model, memory, freed=evict, device=device)
+    for other in evict:
+        state.discard(other)
+    identifier = state.auto_identifier(model["modelKey"])
+    ttl = param.get("loadTtlMs")
+    inst = state.reserve(
+        identifier=identifier,
+        model=model,
+        config=config,
+        memory=memory,
+        jit=True,
+        ttl_ms=None if ttl is None else int(ttl),
+        device=device,
+    )
+    try:
+        await ctx.send({"type": "startLoading", "identifier": identifier, "info": model})
+        for other in evict:
+            await ctx.send({"type": "unloadingOtherJITModel", "info": other.info()})
+        await _progress(ctx, inst, "loadProgress")
+        state.commit(inst)
+    except BaseException:
+        state.discard(inst)
+        raise
+    await ctx.send({"type": "loadSuccess", "info": inst.info()})
+    return inst
 
 
 # --- RPCs shared by llm and embedding -----------------------------------------------------

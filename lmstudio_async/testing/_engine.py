@@ -352,7 +352,28 @@ async def predict(
     packets (stop reason ``toolCalls``) when the text was emitted in full. ``lead`` is text
     the model says first (a vision model's description of the prompt's images). With
     ``draft_key`` (a checked draft model, ``_draft``) fragments and stats carry draft data.
+    The instance counts as busy meanwhile (its TTL waits, auto-evict waits for it).
     """
+    state.begin_work(inst)
+    try:
+        return await _predict(
+            state, inst, config, prompt, sink, tokens_per_second, tools, lead, draft_key
+        )
+    finally:
+        state.end_work(inst)
+
+
+async def _predict(
+    state: ModelState,
+    inst: Instance,
+    config: dict[str, Any],
+    prompt: tg.RenderedPrompt,
+    sink: Sink,
+    tokens_per_second: float,
+    tools: tc.ToolRound | None,
+    lead: str,
+    draft_key: str | None,
+) -> Outcome:
     prompt_ids = tg.tokenize(prompt.text)
     total = len(prompt_ids)
     if tools is not None and tools.text is not None:

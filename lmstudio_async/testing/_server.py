@@ -24,6 +24,7 @@ from aiohttp import web
 from ._catalog import default_catalog, load_catalog_file, validate_catalog
 from ._connection import Connection
 from ._endpoints import build_namespaces
+from ._http import MAX_BODY_BYTES
 from ._http import install as install_http
 from ._hub import default_hub, load_hub_file, validate_hub
 from ._logs import FRAME_WHOLE_LIMIT, BoundedLog, decode_frame, frame_preview, preview_value
@@ -348,7 +349,7 @@ class Runtime:
             raise RuntimeError("the stand-in server is already running")
         self.loop = asyncio.get_running_loop()
         self.loop_thread = threading.get_ident()
-        app = web.Application()
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_get("/lmstudio-greeting", self._greeting)
         install_http(app, self)  # REST v0/v1 and OpenAI-compatible, on the same state
         app.router.add_get("/{namespace}", self._websocket)

@@ -7,8 +7,10 @@ Everything here is synchronous and is only ever touched from the server's event 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +52,12 @@ class Instance:
     prompt_cache: list[int] = field(default_factory=list)
     # The simulated LM Link device it is loaded on; None is the local machine.
     device: str | None = None
+    # Pieces of work in progress on it (predictions, HTTP requests): while any is, the
+    # instance is not idle, so its TTL does not run and auto-evict waits for it.
+    work: int = 0
+    # A just-in-time load waits for its work to end to auto-evict it; new HTTP requests and
+    # getOrLoads then queue for a load of their own instead of prolonging the wait.
+    evicting: bool = False
 
     @property
     def domain(self) -> str:
@@ -91,6 +99,25 @@ class InstanceSnapshot:
     device: str | None = None
 
 
+class WaitAbandoned(Exception):
+    """The client of a waiting just-in-time load went away (see ``jit_turn``)."""
+
+
+@dataclass
+class PendingLoad:
+    """A just-in-time load in progress; HTTP requests for the same model join it.
+
+    ``http``: whether an HTTP request started it (a WebSocket ``getOrLoad`` joins only
+    those). ``joiners``: the HTTP requests waiting for it; when it succeeds, each is granted
+    one piece of work on the instance before any of them runs (so nothing can evict the
+    instance between the load and their use of it).
+    """
+
+    future: asyncio.Future[Instance]
+    http: bool
+    joiners: int = 0
+
+
 # LM Studio's default idle TTL for models loaded just in time by an HTTP request: 60 minutes.
 DEFAULT_JIT_TTL_MS = 60 * 60 * 1000
 
@@ -122,8 +149,9 @@ class ModelState:
         # with the request's ttl or this default; loads in progress, by (domain, model key).
         self.jit_enabled = jit_enabled
         self.jit_ttl_ms = jit_ttl_ms
-        self.pending_jit: dict[tuple[str, str], asyncio.Future[Instance]] = {}
-        self.jit_lock = asyncio.Lock()  # HTTP JIT loads run one at a time (auto-evict)
+        self.pending_jit: dict[tuple[str, str], PendingLoad] = {}
+        # Just-in-time loads (HTTP and getOrLoad) run one at a time, in arrival order.
+        self.jit_lock = asyncio.Lock()
         # Stored chats of the stateful HTTP endpoints, by response id (oldest first).
         self.stored_chats: dict[str, list[dict[str, Any]]] = {}
         self.clock = Clock()
@@ -135,6 +163,8 @@ class ModelState:
         )
         self.experiment_flags: set[str] = set()
         self.files = FileStore()  # uploads, per client identifier
+        # Futures resolved when some work ends or an instance is committed or removed.
+        self._change_waiters: list[asyncio.Future[None]] = []
 
     # --- views --------------------------------------------------------------------------
 
@@ -168,12 +198,15 @@ class ModelState:
             i
             for i in self.instances
             if i.loaded
+            and i.work == 0  # an instance doing work is not idle
             and i.ttl_ms is not None
             and i.last_used_time is not None
             and now - i.last_used_time >= i.ttl_ms
         ]
         for inst in gone:
             self.instances.remove(inst)
+        if gone:
+            self._changed()
         return gone
 
     def is_loaded(self, inst: Instance) -> bool:
@@ -183,6 +216,95 @@ class ModelState:
 
     def touch(self, inst: Instance) -> None:
         inst.last_used_time = self.clock.now_ms()
+
+    # --- work in progress -----------------------------------------------------------------
+
+    def begin_work(self, inst: Instance) -> None:
+        """A piece of work on ``inst`` starts: it is busy (never idle) until the matching
+        :meth:`end_work`."""
+        inst.work += 1
+        self.touch(inst)
+
+    def end_work(self, inst: Instance) -> None:
+        """A piece of work on ``inst`` ended; the idle timer restarts when it was the last."""
+        inst.work -= 1
+        if inst.work == 0:
+            self.touch(inst)
+            self._changed()
+
+    # --- just-in-time loads ------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def jit_turn(self, gone: Callable[[], bool]) -> AsyncIterator[None]:
+        """Hold the just-in-time load lock (first come, first served); raises
+        :class:`WaitAbandoned` if ``gone()`` turns true while waiting for it."""
+        acquire = asyncio.ensure_future(self.jit_lock.acquire())
+        try:
+            while not acquire.done():
+                await asyncio.wait({acquire}, timeout=0.05)
+                if not acquire.done() and gone():
+                    raise WaitAbandoned
+        except BaseException:
+            if acquire.done() and not acquire.cancelled() and acquire.exception() is None:
+                self.jit_lock.release()
+            else:
+                acquire.cancel()
+            raise
+        try:
+            yield
+        finally:
+            self.jit_lock.release()
+
+    async def make_room_for_jit(
+        self, gone: Callable[[], bool], *, device: str | None = None
+    ) -> list[Instance]:
+        """The JIT instances a just-in-time load auto-evicts (none with auto-evict off), once
+        none of them has work in progress and no other JIT load (a concurrent ``getOrLoad``
+        of the same model) is still loading. They are marked ``evicting`` meanwhile. Call
+        with ``jit_turn`` held; raises :class:`WaitAbandoned` if ``gone()`` turns true."""
+        victims: list[Instance] = []
+        try:
+            while True:
+                victims = self.jit_to_evict(device=device)
+                for inst in victims:
+                    inst.evicting = True
+                loading = self.jit_evict and any(
+                    i.jit and not i.loaded and i.device == device for i in self.instances
+                )
+                if not loading and all(inst.work == 0 for inst in victims):
+                    return victims
+                if gone():
+                    raise WaitAbandoned
+                await self.wait_for_change(0.05)
+        except BaseException:
+            for inst in victims:
+                inst.evicting = False
+            raise
+
+    def grant_joiners(self, pending: PendingLoad, inst: Instance) -> None:
+        """Complete ``pending`` with ``inst``, with one piece of work per joiner."""
+        for _ in range(pending.joiners):
+            self.begin_work(inst)
+        pending.future.set_result(inst)
+
+    def _changed(self) -> None:
+        waiters, self._change_waiters = self._change_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait_for_change(self, timeout: float) -> None:
+        """Wait until some work ends or an instance is committed or removed, at most
+        ``timeout`` seconds (callers re-check what they wait for either way)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._change_waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            if waiter in self._change_waiters:
+                self._change_waiters.remove(waiter)
 
     # --- lookup ---------------------------------------------------------------------------
 
@@ -371,10 +493,12 @@ class ModelState:
     def commit(self, inst: Instance) -> None:
         inst.loaded = True
         self.touch(inst)
+        self._changed()
 
     def discard(self, inst: Instance) -> None:
         if inst in self.instances:
             self.instances.remove(inst)
+            self._changed()
 
     def jit_to_evict(
         self, keep: Instance | None = None, *, device: str | None = None
@@ -389,6 +513,7 @@ class ModelState:
         for inst in self.loaded(domain):
             if inst.identifier.lower() == low and (device is ... or inst.device == device):
                 self.instances.remove(inst)
+                self._changed()
                 return inst
         raise err.no_model_matching_query(
             {"identifier": identifier}, self.loaded_identifiers(domain)

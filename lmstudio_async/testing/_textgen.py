@@ -371,7 +371,6 @@ def generation_seed(*parts: Any) -> int:
 
 _MAX_DEPTH = 6  # deeper: only required properties and minimal arrays
 _HARD_DEPTH = 40  # deeper still: give up (recursive schemas)
-_MAX_ITEMS = 1000  # cap on generated array length, property count and string length
 # Bounds on the work for one document, so that no schema can hold the server: characters
 # of JSON, work units (one per value written and per schema key copied while resolving
 # $ref / anyOf / allOf), $ref / anyOf / allOf steps in a row without a value (a cycle), and
@@ -440,6 +439,9 @@ class _SchemaGen:
         self.out.append(text)
         self.size += len(text)
         if self.size > _MAX_JSON:
+            # too long, unless the caller's cap ends the answer within the text so far
+            if self.enough is not None and self.trials == 0 and self.enough("".join(self.out)):
+                raise _Enough
             raise SchemaError(f"the schema asks for more than {_MAX_JSON} characters of JSON")
         self.check_enough()
 
@@ -571,7 +573,6 @@ class _SchemaGen:
         minimum = schema.get("minProperties")
         extra = schema.get("additionalProperties")
         if isinstance(minimum, int) and len(written) < minimum and extra is not False:
-            minimum = min(minimum, _MAX_ITEMS)
             extra_schema = extra if isinstance(extra, dict) else {"type": "string"}
             index = 1
             while len(written) < minimum:
@@ -588,9 +589,10 @@ class _SchemaGen:
         high = schema.get("maxItems")
         low = low if isinstance(low, int) and low >= 0 else 0
         count = max(low, self.rng.randint(1, 3)) if depth < _MAX_DEPTH else low
-        if isinstance(high, int) and high >= low:
+        if isinstance(high, int) and not isinstance(high, bool):
+            if high < low:
+                raise SchemaError(f"minItems {low} is more than maxItems {high}")
             count = min(count, high)
-        count = min(count, _MAX_ITEMS)
         prefix = schema.get("prefixItems")
         prefix = prefix if isinstance(prefix, list) else []
         items = schema.get("items", {})
@@ -623,6 +625,8 @@ class _SchemaGen:
             seen.add(text)
             written += 1
             self.check_enough()
+        if written < low:  # (the work and size bounds end a huge array before this)
+            raise SchemaError(f"no {low} distinct items fit the array's item schema")
         self.write("]")
 
     def _bounds(self, schema: dict[str, Any], integer: bool) -> tuple[float, float]:
@@ -694,8 +698,11 @@ class _SchemaGen:
                 text = " ".join(words)
         min_len = schema.get("minLength")
         max_len = schema.get("maxLength")
+        if isinstance(min_len, int) and isinstance(max_len, int) and min_len > max_len >= 0:
+            raise SchemaError(f"minLength {min_len} is more than maxLength {max_len}")
         if isinstance(min_len, int) and len(text) < min_len:
-            min_len = min(min_len, _MAX_ITEMS * 10)
+            # longer than the JSON bound: the write fails (or the caller's cap ends it)
+            min_len = min(min_len, _MAX_JSON + 1)
             filler = " ".join(rng.choice(_NOUNS) for _ in range(min_len // 4 + 1))
             text = (text + " " + filler)[: max(min_len, len(text))]
             while len(text) < min_len:

@@ -50,14 +50,16 @@ async def test_respond_raises_when_another_client_unloads_the_model(
 
 
 @SLOW
-async def test_complete_raises_when_the_ttl_expires_mid_prediction(
+async def test_complete_raises_when_the_server_unloads_the_model(
     client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
 ) -> None:
+    # (a TTL passing mid-prediction does not unload it: a model at work is not idle)
     llm = await client.llm.load(LLAMA, ttl=60)
     seen: list[lms.Fragment] = []
     task = asyncio.create_task(llm.complete("Once upon a time", on_fragment=seen.append))
     await _after_fragments(seen)
     lmstudio_server.advance_clock(120)
+    lmstudio_server.unload_all()
     with pytest.raises(lms.ModelUnloadedError) as info:
         await task
     assert info.value.result is not None
@@ -67,10 +69,11 @@ async def test_complete_raises_when_the_ttl_expires_mid_prediction(
 
 
 @SLOW
-async def test_stream_raises_when_a_jit_load_evicts_the_model(
+async def test_stream_raises_when_another_client_unloads_a_jit_model(
     client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
 ) -> None:
-    llm = await client.llm.model(SMOL)  # JIT-loaded: the next JIT load auto-evicts it
+    # (a JIT load by another client waits for the prediction instead of evicting mid-way)
+    llm = await client.llm.model(SMOL)
     stream = llm.respond_stream(STORY)
     received: list[str] = []
 
@@ -80,7 +83,7 @@ async def test_stream_raises_when_a_jit_load_evicts_the_model(
                 received.append(fragment.content)
                 if len(received) == 3:
                     async with lms.AsyncClient(lmstudio_server.host) as other:
-                        await other.llm.model(LLAMA)
+                        await other.llm.unload(SMOL)
 
     with pytest.raises(lms.ModelUnloadedError) as info:
         await consume()
@@ -90,7 +93,7 @@ async def test_stream_raises_when_a_jit_load_evicts_the_model(
     assert stream.content == "".join(received)
     with pytest.raises(lms.ModelUnloadedError):
         stream.result()
-    assert loaded_ids(lmstudio_server) == [LLAMA]
+    assert loaded_ids(lmstudio_server) == []
     assert lmstudio_server.cancel_count == 0
 
 

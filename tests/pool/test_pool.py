@@ -483,7 +483,7 @@ async def _respond(pool: lms.AsyncModelPool, key: str) -> str:
 
 
 @standin(tokens_per_second=50)
-async def test_ttl_expiring_under_a_lease(
+async def test_an_unload_under_a_lease(
     client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
 ) -> None:
     async with lms.AsyncModelPool(client, ttl=60, reconcile_interval=None) as pool:
@@ -495,7 +495,7 @@ async def test_ttl_expiring_under_a_lease(
                     assert same == model
                     async for _ in stream:
                         if lmstudio_server.loaded_instances():
-                            lmstudio_server.advance_clock(120)  # the TTL passes mid-prediction
+                            lmstudio_server.unload_all()  # the server unloads it mid-way
         assert info.value.subject == model.identifier
         assert info.value.result is not None
         async with pool.llm("m0") as fresh:  # the pool noticed: a new instance

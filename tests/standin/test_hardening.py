@@ -17,6 +17,7 @@ import time
 import tracemalloc
 from typing import Any
 
+import openai
 import pytest
 
 from lmstudio_async.testing import StandInServer, ThreadedStandInServer
@@ -604,3 +605,77 @@ async def test_http_bad_or_huge_schemas_are_400_or_capped(
     if not stream:
         assert reply["choices"][0]["finish_reason"] == "length"
         assert reply["usage"]["completion_tokens"] == 5
+
+
+async def test_a_schema_within_the_bounds_is_followed_in_full(server: StandInServer) -> None:
+    """minItems / minLength / minProperties up to the documented bounds are honoured (they
+    were clamped to 1000 items and 10 000 characters: a 200 with an invalid document)."""
+    server.preload(LLAMA)
+    item = {"type": "integer", "minimum": 0, "maximum": 9}
+    cases: list[tuple[dict[str, Any], Any]] = [
+        ({"type": "array", "items": item, "minItems": 5000}, lambda v: len(v) == 5000),
+        (
+            {"type": "object", "properties": {"s": {"type": "string", "minLength": 20_000}}},
+            lambda v: len(v["s"]) == 20_000,
+        ),
+        (
+            {"type": "object", "minProperties": 2000, "additionalProperties": item},
+            lambda v: len(v) == 2000,
+        ),
+    ]
+    async with openai.AsyncOpenAI(
+        base_url=server.url + "/v1", api_key="lm-studio", max_retries=0, timeout=20
+    ) as api:
+        for schema, check in cases:
+            reply = await api.chat.completions.create(
+                model=LLAMA,
+                messages=[{"role": "user", "content": "go"}],
+                response_format={
+                    "type": "json_schema",
+                    "json_schema": {"name": "x", "schema": schema},
+                },
+            )
+            assert reply.choices[0].finish_reason == "stop"
+            content = reply.choices[0].message.content
+            assert content is not None
+            assert check(json.loads(content)), schema
+
+
+async def test_a_schema_beyond_the_bounds_or_unsatisfiable_is_refused(
+    server: StandInServer,
+) -> None:
+    server.preload(LLAMA)
+    refused = [
+        ({"type": "string", "minLength": 200_000}, "characters"),
+        ({"type": "array", "items": {"type": "integer"}, "minItems": 30_000}, "steps"),
+        ({"type": "array", "minItems": 5, "maxItems": 2}, "maxItems"),
+        ({"type": "string", "minLength": 9, "maxLength": 3}, "maxLength"),
+        (
+            {"type": "array", "items": {"enum": [1, 2]}, "minItems": 3, "uniqueItems": True},
+            "distinct",
+        ),
+    ]
+    async with openai.AsyncOpenAI(
+        base_url=server.url + "/v1", api_key="lm-studio", max_retries=0, timeout=20
+    ) as api:
+        for schema, reason in refused:
+            fmt: Any = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+            messages_ = [{"role": "user", "content": "go"}]
+            with pytest.raises(openai.BadRequestError) as caught:
+                await api.chat.completions.create(
+                    model=LLAMA,
+                    messages=messages_,
+                    response_format=fmt,  # type: ignore[arg-type]
+                )
+            assert reason in caught.value.message, schema
+        # with a token cap that ends the answer first, a huge string is no error
+        fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": refused[0][0]}}
+        reply = await api.chat.completions.create(
+            model=LLAMA,
+            messages=[{"role": "user", "content": "go"}],
+            response_format=fmt,
+            max_tokens=5,
+        )
+        assert reply.choices[0].finish_reason == "length"
+        assert reply.usage is not None
+        assert reply.usage.completion_tokens == 5

@@ -59,7 +59,7 @@ def test_respond_raises_model_unloaded(
 
 
 @SLOW
-def test_complete_raises_model_unloaded_on_ttl_expiry(
+def test_complete_raises_model_unloaded_when_the_server_unloads(
     client: lms.Client, lmstudio_server: ThreadedStandInServer
 ) -> None:
     llm = client.llm.load(LLAMA, ttl=60)
@@ -67,7 +67,8 @@ def test_complete_raises_model_unloaded_on_ttl_expiry(
 
     def expire() -> None:
         eventually(lambda: len(seen) >= 3, timeout=5.0)
-        lmstudio_server.advance_clock(120)
+        lmstudio_server.advance_clock(120)  # (no unload: a model at work is not idle)
+        lmstudio_server.unload_all()
 
     thread = threading.Thread(target=expire)
     thread.start()
@@ -80,10 +81,10 @@ def test_complete_raises_model_unloaded_on_ttl_expiry(
 
 
 @SLOW
-def test_sync_stream_raises_model_unloaded_on_jit_evict(
+def test_sync_stream_raises_model_unloaded_when_another_client_unloads(
     client: lms.Client, lmstudio_server: ThreadedStandInServer
 ) -> None:
-    llm = client.llm.model(SMOL)  # JIT: the next JIT load evicts it
+    llm = client.llm.model(SMOL)
     received: list[str] = []
     stream = llm.respond_stream(STORY)
 
@@ -93,7 +94,7 @@ def test_sync_stream_raises_model_unloaded_on_jit_evict(
                 received.append(fragment.content)
                 if len(received) == 3:
                     with lms.Client(lmstudio_server.host) as other:
-                        other.llm.model(LLAMA)
+                        other.llm.unload(SMOL)
 
     with pytest.raises(lms.ModelUnloadedError) as info:
         consume()
@@ -103,7 +104,7 @@ def test_sync_stream_raises_model_unloaded_on_jit_evict(
     with pytest.raises(lms.ModelUnloadedError):
         stream.result()
     assert lmstudio_server.cancel_count == 0
-    assert loaded_ids(lmstudio_server) == [LLAMA]
+    assert loaded_ids(lmstudio_server) == []
     with pytest.raises(lms.ModelNotFoundError):  # the handle's instance is gone
         llm.respond("Hi")
 

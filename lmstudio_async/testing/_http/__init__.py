@@ -20,12 +20,12 @@ from aiohttp.typedefs import Middleware
 
 from .. import _errors as err
 from . import openai_compat, rest_v0, rest_v1
-from .common import HttpError, error_response, from_standin
+from .common import MAX_BODY_BYTES, HttpError, error_response, from_standin, release_held
 
 if TYPE_CHECKING:
     from .._server import Runtime
 
-__all__ = ["install"]
+__all__ = ["MAX_BODY_BYTES", "install"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _PREFIXES = ("/v1/", "/api/")
@@ -72,6 +72,15 @@ def _middleware(rt: Runtime) -> Middleware:
             return error_response(
                 HttpError(400, "The request is nested too deeply", code="invalid_json"), path
             )
+        except web.HTTPRequestEntityTooLarge:
+            return error_response(
+                HttpError(
+                    413,
+                    f"The request body is larger than the limit of {MAX_BODY_BYTES} bytes",
+                    code="request_too_large",
+                ),
+                path,
+            )
         except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as exc:
             return error_response(
                 HttpError(
@@ -82,6 +91,8 @@ def _middleware(rt: Runtime) -> Middleware:
                 ),
                 path,
             )
+        finally:
+            release_held(rt.state, request)  # the request's work on its model has ended
 
     return http_api
 

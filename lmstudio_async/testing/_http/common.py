@@ -19,18 +19,20 @@ from aiohttp import web
 
 from .. import _errors as err
 from .._kvconfig import MemoryEstimate, effective_config
-from .._state import Instance, ModelState
+from .._state import Instance, ModelState, PendingLoad, WaitAbandoned
 
 if TYPE_CHECKING:
     from .._server import Runtime
 
 __all__ = [
+    "MAX_BODY_BYTES",
     "SSE",
     "Fields",
     "HttpError",
     "HttpSink",
     "Loaded",
     "json_response",
+    "model_unloaded",
     "new_id",
     "read_fields",
     "use_model",
@@ -38,6 +40,11 @@ __all__ = [
 
 # Where errors use the REST v1 vocabulary instead of OpenAI's.
 V1_PREFIX = "/api/v1/"
+
+# The largest request body: as large as an incoming WebSocket frame (64 MiB), so that a
+# request can carry what a WebSocket client can send, e.g. a few images at the upload limit
+# (10 MiB each, about 13.4 MiB each as a base64 data URL). Larger bodies get a JSON 413.
+MAX_BODY_BYTES = 64 * 1024 * 1024
 
 
 class HttpError(Exception):
@@ -107,6 +114,18 @@ def from_standin(exc: err.StandInError, model: str | None = None) -> HttpError:
     if exc.error_data is not None and "requiredBytes" in exc.error_data:
         return HttpError(400, message, code="model_load_failed")
     return HttpError(400, message, code="invalid_value")
+
+
+def model_unloaded(inst: Instance) -> HttpError:
+    """The error of a request whose model was unloaded while it worked (another client, an
+    explicit unload): its answer would be cut short, so it is no success."""
+    return HttpError(
+        503,
+        f'The model "{inst.identifier}" was unloaded during the request, '
+        "so the answer was cut short",
+        code="model_unloaded",
+        kind="internal_error",
+    )
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -396,6 +415,22 @@ class HttpSink:
 
 # --- models: lookup and just-in-time loading ----------------------------------------------------
 
+# The instances each request in progress works on (see ``hold``), by ``id(request)``.
+_HELD: dict[int, list[Instance]] = {}
+
+
+def hold(state: ModelState, request: web.Request, inst: Instance) -> None:
+    """Count the request as work on ``inst`` until it is answered (``release_held``): the
+    instance is busy meanwhile, so its idle TTL does not run and auto-evict waits for it."""
+    state.begin_work(inst)
+    _HELD.setdefault(id(request), []).append(inst)
+
+
+def release_held(state: ModelState, request: web.Request) -> None:
+    """End the work of :func:`hold` for every instance the request held (once)."""
+    for inst in _HELD.pop(id(request), []):
+        state.end_work(inst)
+
 
 @dataclass
 class Loaded:
@@ -424,8 +459,23 @@ def _wrong_domain(name: str, domain: str) -> HttpError:
     )
 
 
+def _usable(inst: Instance | None) -> Instance | None:
+    """``inst``, unless a just-in-time load is waiting to evict it (then a request queues
+    for a load of its own rather than prolong the wait)."""
+    return None if inst is None or inst.evicting else inst
+
+
+def _client_gone(request: web.Request) -> Callable[[], bool]:
+    def gone() -> bool:
+        transport = request.transport
+        return transport is None or transport.is_closing()
+
+    return gone
+
+
 async def use_model(
     rt: Runtime,
+    request: web.Request,
     name: str,
     domain: str,
     *,
@@ -435,17 +485,20 @@ async def use_model(
     on_progress: LoadProgress | None = None,
 ) -> Loaded:
     """The loaded instance ``name`` refers to, loading it just in time when it is not loaded.
+    The request holds the instance (:func:`hold`) until it is answered.
 
     A loaded instance matching ``name`` (identifier, model key or path prefix) is used and its
     idle timer reset. Otherwise, with JIT loading on, the downloaded model is loaded as a JIT
     instance (``ttl_ms``, else the server's default JIT TTL), evicting other JIT instances
-    when auto-evict is on. Concurrent requests for the same model share one load.
+    when auto-evict is on, once their work in progress has ended. Requests for a model
+    whose just-in-time load is in progress (from HTTP or a WebSocket ``getOrLoad``) join
+    that load; other loads queue, one at a time.
     """
     state = rt.state
     query = {"identifier": name}
-    found = state.find_by_query(query, domain)
+    found = _usable(state.find_by_query(query, domain))
     if found is not None:
-        state.touch(found)
+        hold(state, request, found)
         return Loaded(found)
     if state.find_by_query(query, other_domain(domain)) is not None:
         raise _wrong_domain(name, domain)
@@ -459,17 +512,19 @@ async def use_model(
     key = (domain, str(model["modelKey"]).lower())
     pending = state.pending_jit.get(key)
     if pending is not None:
-        try:
-            inst = await asyncio.shield(pending)
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if not pending.cancelled() or (task is not None and task.cancelling()):
-                raise
-            inst = None  # the request that was loading it went away: try again
-        if inst is not None and state.is_loaded(inst):
-            state.touch(inst)
-            return Loaded(inst)
-        return await use_model(rt, name, domain, ttl_ms=ttl_ms, load_fields=load_fields)
+        joined = await _join(state, request, pending)
+        if joined is not None:
+            return Loaded(joined)
+        return await use_model(
+            rt,
+            request,
+            name,
+            domain,
+            ttl_ms=ttl_ms,
+            load_fields=load_fields,
+            on_start=on_start,
+            on_progress=on_progress,
+        )
     if not state.jit_enabled:
         raise HttpError(
             404,
@@ -478,32 +533,57 @@ async def use_model(
             code="model_not_loaded",
             kind="model_not_found",
         )
-    future: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
-    state.pending_jit[key] = future
+    pending = PendingLoad(asyncio.get_running_loop().create_future(), http=True)
+    state.pending_jit[key] = pending
     seconds: float | None = None
+    gone = _client_gone(request)
     try:
-        async with state.jit_lock:
-            found = state.find_by_query(query, domain)  # loaded meanwhile (e.g. over WebSocket)
+        async with state.jit_turn(gone):
+            found = _usable(state.find_by_query(query, domain))  # loaded meanwhile
             if found is not None:
-                state.touch(found)
                 inst = found
             else:
                 inst, seconds = await _jit_load(
-                    rt, state, model, ttl_ms, load_fields, on_start, on_progress
+                    rt, state, model, ttl_ms, load_fields, on_start, on_progress, gone
                 )
+            hold(state, request, inst)
+            state.grant_joiners(pending, inst)
+    except WaitAbandoned:  # the client went away: joiners try again on their own
+        pending.future.cancel()
+        raise HttpError(400, "The client went away", code="client_gone") from None
     except Exception as exc:
-        future.set_exception(exc)
-        future.exception()  # marked as retrieved; waiters still see it
+        pending.future.set_exception(exc)
+        pending.future.exception()  # marked as retrieved; waiters still see it
         raise
     except BaseException:
-        future.cancel()
+        pending.future.cancel()
         raise
-    else:
-        future.set_result(inst)
     finally:
-        if state.pending_jit.get(key) is future:
+        if state.pending_jit.get(key) is pending:
             del state.pending_jit[key]
     return Loaded(inst, seconds)
+
+
+async def _join(state: ModelState, request: web.Request, pending: PendingLoad) -> Instance | None:
+    """Wait for ``pending`` and hold its instance; ``None`` when the request should look
+    again (the load was abandoned, or its instance is gone already)."""
+    future = pending.future
+    pending.joiners += 1
+    try:
+        inst = await asyncio.shield(future)
+    except asyncio.CancelledError:
+        if future.done() and not future.cancelled() and future.exception() is None:
+            state.end_work(future.result())  # the work granted to this request
+        elif not future.done():
+            pending.joiners -= 1
+        task = asyncio.current_task()
+        if not future.cancelled() or (task is not None and task.cancelling()):
+            raise
+        return None  # the request that was loading it went away: try again
+    _HELD.setdefault(id(request), []).append(inst)  # granted by the loader (grant_joiners)
+    if not state.is_loaded(inst):  # unloaded before this request ran
+        return None
+    return inst
 
 
 async def _jit_load(
@@ -514,15 +594,22 @@ async def _jit_load(
     load_fields: dict[str, Any] | None,
     on_start: LoadStart | None,
     on_progress: LoadProgress | None,
+    gone: Callable[[], bool],
 ) -> tuple[Instance, float]:
     domain = str(model["type"])
     try:
         config = effective_config(domain, model, dict(load_fields or {}))
         memory = state.estimate(model, config)
-        evict = state.jit_to_evict()
+    except err.StandInError as exc:
+        raise from_standin(exc) from None
+    evict = await state.make_room_for_jit(gone)
+    try:
         state.check_fits(model, memory, freed=evict)
     except err.StandInError as exc:
         raise from_standin(exc) from None
+    finally:
+        for other in evict:
+            other.evicting = False
     for other in evict:
         state.discard(other)
     return await load_reserved(

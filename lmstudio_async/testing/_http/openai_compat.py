@@ -20,6 +20,7 @@ from .common import (
     HttpError,
     HttpSink,
     json_response,
+    model_unloaded,
     new_id,
     now_s,
     read_fields,
@@ -115,7 +116,7 @@ async def chat_completions(
     if tools is not None:
         received["llm.prediction.tools"] = tools
     ttl = ttl_ms(fields)
-    loaded = await use_model(rt, name, "llm", ttl_ms=ttl)
+    loaded = await use_model(rt, request, name, "llm", ttl_ms=ttl)
     inst = loaded.inst
     config = cv.resolve_config(inst, received)
     lead = cv.image_lead(store, inst, history)
@@ -139,6 +140,8 @@ async def chat_completions(
         outcome = await engine.predict(
             rt.state, inst, config, prompt, sink, rt.tokens_per_second, round_, lead
         )
+        if outcome.stop_reason == "modelUnloaded":
+            raise model_unloaded(inst)
         message, reason = cv.assistant_message(outcome, sink.tool_calls)
         body: dict[str, Any] = {
             "id": completion_id,
@@ -197,6 +200,8 @@ async def chat_completions(
     outcome = await engine.predict(
         rt.state, inst, config, prompt, sink, rt.tokens_per_second, round_, lead
     )
+    if outcome.stop_reason == "modelUnloaded":
+        return await _stream_error(sse, inst)
     _message, reason = cv.assistant_message(outcome, sink.tool_calls)
     if first:
         await send_delta({"content": ""})
@@ -210,6 +215,13 @@ async def chat_completions(
         tail["usage"] = cv.usage(outcome)
         await sse.send(tail)
     await sse.done()
+    return await sse.finish()
+
+
+async def _stream_error(sse: SSE, inst: Instance) -> web.StreamResponse:
+    """End an OpenAI-style stream whose model was unloaded mid-way: an error chunk (what the
+    ``openai`` client raises ``APIError`` for) and no finish_reason, usage or ``[DONE]``."""
+    await sse.send(model_unloaded(inst).body(False))
     return await sse.finish()
 
 
@@ -237,7 +249,7 @@ async def completions(rt: Runtime, request: web.Request, *, native: bool) -> web
     if stop is not None:
         received["llm.prediction.stopStrings"] = stop
     ttl = ttl_ms(fields)
-    loaded = await use_model(rt, name, "llm", ttl_ms=ttl)
+    loaded = await use_model(rt, request, name, "llm", ttl_ms=ttl)
     inst = loaded.inst
     config = cv.resolve_config(inst, received)
     prompt = engine.raw_prompt(text)
@@ -257,6 +269,8 @@ async def completions(rt: Runtime, request: web.Request, *, native: bool) -> web
         outcome = await engine.predict(
             rt.state, inst, config, prompt, HttpSink(request), rt.tokens_per_second
         )
+        if outcome.stop_reason == "modelUnloaded":
+            raise model_unloaded(inst)
         result = body(outcome.text, cv.finish_reason(outcome.stop_reason))
         result["usage"] = cv.usage(outcome)
         if native:
@@ -277,12 +291,17 @@ async def completions(rt: Runtime, request: web.Request, *, native: bool) -> web
         HttpSink(request, on_fragment, sse=sse),
         rt.tokens_per_second,
     )
+    if outcome.stop_reason == "modelUnloaded":
+        return await _stream_error(sse, inst)
     final = body("", cv.finish_reason(outcome.stop_reason))
-    if include_usage:
-        final["usage"] = cv.usage(outcome)
     if native:
         final.update(native_extras(inst, outcome))
     await sse.send(final)
+    if include_usage:  # as OpenAI: one more chunk, with no choices, carries the usage
+        tail = body("", None)
+        tail["choices"] = []
+        tail["usage"] = cv.usage(outcome)
+        await sse.send(tail)
     await sse.done()
     return await sse.finish()
 
@@ -312,7 +331,7 @@ async def embeddings(rt: Runtime, request: web.Request) -> web.Response:
             code="invalid_value",
         )
     fields.integer("dimensions", minimum=1)  # accepted; vectors keep the model's dimension
-    loaded = await use_model(rt, name, "embedding", ttl_ms=ttl_ms(fields))
+    loaded = await use_model(rt, request, name, "embedding", ttl_ms=ttl_ms(fields))
     inst = loaded.inst
     data: list[dict[str, Any]] = []
     tokens = 0
@@ -325,6 +344,8 @@ async def embeddings(rt: Runtime, request: web.Request) -> web.Response:
         if encoding == "base64":
             value = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
         data.append({"object": "embedding", "embedding": value, "index": index})
+    if not rt.state.is_loaded(inst):
+        raise model_unloaded(inst)
     rt.state.touch(inst)
     return json_response(
         {
@@ -371,13 +392,17 @@ def _response_object(
     outcome: engine.Outcome | None,
     fields: Fields,
 ) -> dict[str, Any]:
+    incomplete = outcome is not None and outcome.stop_reason in (
+        "maxPredictedTokensReached",
+        "contextLengthReached",
+    )
     output: list[dict[str, Any]] = []
     if text is not None:
         output.append(
             {
                 "type": "message",
                 "id": message_id,
-                "status": "completed",
+                "status": "incomplete" if incomplete else "completed",
                 "role": "assistant",
                 "content": [{"type": "output_text", "text": text, "annotations": []}],
             }
@@ -409,7 +434,7 @@ def _response_object(
             "input_tokens_details": {"cached_tokens": 0},
             "output_tokens_details": {"reasoning_tokens": 0},
         }
-        if outcome.stop_reason in ("maxPredictedTokensReached", "contextLengthReached"):
+        if incomplete:
             body["status"] = "incomplete"
             body["incomplete_details"] = {"reason": "max_output_tokens"}
     return body
@@ -446,7 +471,7 @@ async def responses(rt: Runtime, request: web.Request) -> web.StreamResponse:
         prior = list(stored)
     history = prior + messages
     system = [{"role": "system", "content": [cv.text_part(instructions)]}] if instructions else []
-    loaded = await use_model(rt, name, "llm", ttl_ms=ttl_ms(fields))
+    loaded = await use_model(rt, request, name, "llm", ttl_ms=ttl_ms(fields))
     inst = loaded.inst
     config = cv.resolve_config(inst, received)
     lead = cv.image_lead(rt.state.files, inst, {"messages": history})
@@ -464,6 +489,8 @@ async def responses(rt: Runtime, request: web.Request) -> web.StreamResponse:
         outcome = await engine.predict(
             rt.state, inst, config, prompt, HttpSink(request), rt.tokens_per_second, None, lead
         )
+        if outcome.stop_reason == "modelUnloaded":
+            raise model_unloaded(inst)
         remember(outcome)
         return json_response(
             _response_object(
@@ -520,8 +547,16 @@ async def responses(rt: Runtime, request: web.Request) -> web.StreamResponse:
         None,
         lead,
     )
-    remember(outcome)
     text = outcome.text
+    if outcome.stop_reason == "modelUnloaded":  # OpenAI's end of a failed response
+        failed = _response_object(
+            response_id, created, inst, "failed", text, message_id, outcome, fields
+        )
+        failed["output"][0]["status"] = "incomplete"
+        failed["error"] = {"code": "server_error", "message": model_unloaded(inst).message}
+        await event("response.failed", response=failed)
+        return await sse.finish()
+    remember(outcome)
     await event(
         "response.output_text.done", item_id=message_id, output_index=0, content_index=0, text=text
     )
@@ -537,5 +572,7 @@ async def responses(rt: Runtime, request: web.Request) -> web.StreamResponse:
         response_id, created, inst, "completed", text, message_id, outcome, fields
     )
     await event("response.output_item.done", output_index=0, item=final["output"][0])
-    await event("response.completed", response=final)
+    # OpenAI ends a response cut short by max_output_tokens with response.incomplete
+    terminal = "response.incomplete" if final["status"] == "incomplete" else "response.completed"
+    await event(terminal, response=final)
     return await sse.finish()

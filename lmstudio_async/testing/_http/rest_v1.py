@@ -23,6 +23,7 @@ from .common import (
     from_standin,
     json_response,
     load_reserved,
+    model_unloaded,
     new_id,
     read_fields,
     ttl_ms,
@@ -308,7 +309,7 @@ async def chat(rt: Runtime, request: web.Request) -> web.StreamResponse:
         return _result(inst, outcome, loaded, response_id)
 
     if not stream:
-        loaded = await use_model(rt, name, "llm", ttl_ms=ttl, load_fields=load_fields)
+        loaded = await use_model(rt, request, name, "llm", ttl_ms=ttl, load_fields=load_fields)
         inst = loaded.inst
         config = cv.resolve_config(inst, received)
         lead = cv.image_lead(rt.state.files, inst, {"messages": history})
@@ -316,6 +317,8 @@ async def chat(rt: Runtime, request: web.Request) -> web.StreamResponse:
         outcome = await engine.predict(
             rt.state, inst, config, prompt, HttpSink(request), rt.tokens_per_second, None, lead
         )
+        if outcome.stop_reason == "modelUnloaded":
+            raise model_unloaded(inst)
         return json_response(conclude(inst, outcome, loaded))
 
     sse = SSE(request)
@@ -345,6 +348,7 @@ async def chat(rt: Runtime, request: web.Request) -> web.StreamResponse:
     try:
         loaded = await use_model(
             rt,
+            request,
             name,
             "llm",
             ttl_ms=ttl,
@@ -413,6 +417,13 @@ async def _stream_chat(
         None,
         lead,
     )
+    if outcome.stop_reason == "modelUnloaded":
+        # an error event, then chat.end "with whatever was generated" (not stored)
+        if in_message:
+            await event("message.end")
+        await event("error", error=model_unloaded(inst).body(True)["error"])
+        await event("chat.end", result=_result(inst, outcome, loaded, None))
+        return await sse.finish()
     if not in_message:
         await event("prompt_processing.end")
         await event("message.start")

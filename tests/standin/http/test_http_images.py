@@ -4,10 +4,17 @@ vision model describes them identically and a model without vision refuses them.
 from __future__ import annotations
 
 import base64
+import io
+import random
 import struct
 import zlib
 
+import aiohttp
+import openai
+import pytest
+
 from lmstudio_async.testing import StandInServer
+from lmstudio_async.testing._http import MAX_BODY_BYTES
 
 from .._wire import RawClient, messages, stack
 from ._http import call, stream
@@ -124,3 +131,46 @@ async def test_a_v1_chat_stream_that_fails_after_it_started_still_ends_with_chat
     result = events[-1][1]["result"]
     assert result["model_instance_id"] == "llama-3.2-1b-instruct"
     assert result["output"] == []
+
+
+def noise_png(width: int, height: int) -> bytes:
+    """A PNG that does not compress (like a photo): about 3 bytes a pixel."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + body))
+        return struct.pack(">I", len(body)) + kind + body + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    rng = random.Random(7)
+    rows = b"".join(b"\x00" + rng.randbytes(3 * width) for _ in range(height))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows, 0))
+
+
+async def test_a_photo_sized_image_fits_in_a_request(server: StandInServer) -> None:
+    url = data_url(noise_png(1024, 1024))  # a 3 MB image: a 4 MB request body
+    assert len(url) > 4_000_000
+    async with openai.AsyncOpenAI(
+        base_url=server.url + "/v1", api_key="lm-studio", max_retries=0, timeout=20
+    ) as api:
+        reply = await api.chat.completions.create(
+            model=VLM,
+            max_tokens=5,
+            messages=_chat(VLM, url)["messages"],  # type: ignore[arg-type]
+        )
+    assert reply.choices[0].message.content
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/api/v1/chat"])
+async def test_a_body_over_the_limit_is_a_json_413(server: StandInServer, path: str) -> None:
+    raw = b'{"model": "%s", "input": "' % SMOL.encode() + b"x" * (MAX_BODY_BYTES + 1) + b'"}'
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(server.url + path, data=io.BytesIO(raw)) as resp,
+    ):
+        status, reply = resp.status, await resp.json()
+    assert status == 413
+    assert reply["error"]["code"] == "request_too_large"
+    assert str(MAX_BODY_BYTES) in reply["error"]["message"]
+    # each API's own error shape
+    v1 = path.startswith("/api/v1/")
+    assert reply["error"]["type"] == ("invalid_request" if v1 else "invalid_request_error")

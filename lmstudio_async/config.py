@@ -30,12 +30,17 @@ from lmstudio_async.errors import ConfigError
 
 __all__ = [
     "CacheQuantization",
+    "ContextLength",
     "EmbeddingLoadConfig",
     "GpuOffload",
     "LlmLoadConfig",
     "LoadConfig",
     "SplitStrategy",
 ]
+
+ContextLength: TypeAlias = int | Literal["max"]
+"""A context window in tokens (> 0), or ``"max"``: the largest the model supports (its
+``max_context_length``, which the client looks up before it loads)."""
 
 GpuOffload: TypeAlias = float | Literal["max", "off"]
 """Share of the model to offload to the GPU: a ratio in ``[0, 1]``, or
@@ -158,7 +163,9 @@ class ConfigBase(
             raise self._fail(field, "one of " + ", ".join(repr(c) for c in choices), value)
 
     def _check_common(self) -> None:
-        self._check_int("context_length", 1)
+        length = getattr(self, "context_length", None)
+        if length is not None and length != "max" and not (is_int(length) and length >= 1):
+            raise self._fail("context_length", "int > 0 or 'max'", length)
         offload = getattr(self, "gpu_offload", None)
         if offload not in (None, "max", "off") and not (
             is_number(offload) and 0.0 <= offload <= 1.0
@@ -202,8 +209,8 @@ class LlmLoadConfig(
 
     domain: ClassVar[Literal["llm", "embedding"]] = "llm"
 
-    context_length: int | None = None
-    """Context window in tokens (> 0)."""
+    context_length: ContextLength | None = None
+    """Context window in tokens (> 0), or ``"max"``: the largest the model supports."""
     gpu_offload: GpuOffload | None = None
     """GPU offload: ratio in ``[0, 1]``, ``"max"`` or ``"off"``."""
     main_gpu: int | None = None
@@ -260,8 +267,8 @@ class EmbeddingLoadConfig(
 
     domain: ClassVar[Literal["llm", "embedding"]] = "embedding"
 
-    context_length: int | None = None
-    """Context window in tokens (> 0)."""
+    context_length: ContextLength | None = None
+    """Context window in tokens (> 0), or ``"max"``: the largest the model supports."""
     gpu_offload: GpuOffload | None = None
     """GPU offload: ratio in ``[0, 1]``, ``"max"`` or ``"off"``."""
     main_gpu: int | None = None

@@ -42,6 +42,7 @@ from .._protocol.info import (
     decode_instance_info,
     decode_instance_info_list,
     decode_model_info_list,
+    resolve_model_key,
 )
 from .._protocol.kvconfig import (
     KvConfig,
@@ -522,6 +523,29 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
     def _config(self, config: object) -> Any:
         return coerce_load_config(self._name, config)
 
+    async def _concrete(self, key: str, cfg: Any, timeout: TimeoutParam) -> Any:
+        """``cfg`` with ``context_length="max"`` replaced by the largest context length
+        of the model ``key`` names (a model key, path or loaded identifier): one
+        ``listDownloadedModels`` call, only for ``"max"``."""
+        if cfg is None or cfg.context_length != "max":
+            return cfg
+        models = await self.list_downloaded(timeout=timeout)
+        model = resolve_model_key(models, key)
+        if model is None:  # an instance identifier: the model it is an instance of
+            low = key.casefold()
+            for handle in await self.list_loaded(timeout=timeout):
+                if handle.identifier.casefold() == low:
+                    model = resolve_model_key(models, handle.model_key)
+                    break
+        if model is None:
+            raise ModelNotFoundError.client_side(
+                f"context_length='max': no downloaded {self._name} model matches {key!r}, "
+                "so its largest context length is unknown",
+                subject=key,
+                operation="Model load",
+            )
+        return msgspec.structs.replace(cfg, context_length=model.max_context_length)
+
     # --- get / load ---------------------------------------------------------------
 
     async def model(
@@ -593,6 +617,7 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
                 "on_config_mismatch must be 'warn', 'raise' or 'reload', "
                 f"got {on_config_mismatch!r}"
             )
+        cfg = await self._concrete(key, cfg, timeouts)
         stack = load_config_stack(self._name, cfg)
         params = (ttl_value, msgspec.json.encode(stack), on_config_mismatch)
         folded = key.casefold()  # keys match case-insensitively
@@ -859,6 +884,7 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         cfg = self._config(config)
         callback = _check_callback(on_progress)
         timeouts = self._client._timeouts_for(timeout)
+        cfg = await self._concrete(key, cfg, timeouts)
         progress = _Progress()
         if callback is not None:
             progress.callbacks.append(callback)
@@ -985,12 +1011,14 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         Link device ``device``, if given)."""
         check_key(key, "key")
         cfg = self._config(config)
+        if device is not None:
+            check_key(device, "device")
+        cfg = await self._concrete(key, cfg, timeout)
         param: dict[str, Any] = {
             "modelKey": key,
             "loadConfigStack": load_config_stack(self._name, cfg),
         }
         if device is not None:
-            check_key(device, "device")
             param["deviceIdentifier"] = device
         raw = await self._client._rpc(
             self._name,

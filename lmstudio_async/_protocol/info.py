@@ -14,13 +14,13 @@ Studio releases decode too. The two domains are a tagged union on ``type``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, TypeVar
 
 import msgspec
 
-from lmstudio_async.errors import ProtocolError
+from lmstudio_async.errors import LMStudioValueError, ProtocolError
 
 __all__ = [
     "ESTIMATE_RESULT_DECODER",
@@ -43,6 +43,7 @@ __all__ = [
     "decode_model_info",
     "decode_model_info_list",
     "encode_info",
+    "resolve_model_key",
 ]
 
 
@@ -356,3 +357,32 @@ def decode_estimate_result(raw: bytes | str | msgspec.Raw) -> EstimateResult:
 def encode_info(info: ModelInfo | ModelInstanceInfo | EstimateResult) -> bytes:
     """Encode an info Struct to its wire JSON (``type`` tag included)."""
     return msgspec.json.encode(info)
+
+
+_InfoT = TypeVar("_InfoT", bound=_InfoBase)
+
+
+def resolve_model_key(models: Sequence[_InfoT], key: str) -> _InfoT | None:
+    """The downloaded model that ``key`` names, as LM Studio resolves a model to load: its
+    model key, else its path or ``indexedModelIdentifier``, else the start of either (all
+    case-insensitive). ``None`` if nothing matches (the server then reports the missing
+    model); raises :class:`LMStudioValueError` naming the candidates if several models
+    match and none exactly, rather than loading whichever comes first."""
+    low = key.lower()
+
+    def names(model: _InfoT) -> list[str]:
+        return [n.lower() for n in (model.path, model.indexed_model_identifier) if n]
+
+    for model in models:
+        if model.model_key.lower() == low:
+            return model
+    for model in models:
+        if low in names(model):
+            return model
+    matches = [m for m in models if any(n.startswith(low) for n in names(m))]
+    if len(matches) > 1:
+        keys = ", ".join(m.model_key for m in matches)
+        raise LMStudioValueError(
+            f"{key!r} matches {len(matches)} downloaded models: {keys}; give one of these keys"
+        )
+    return matches[0] if matches else None

@@ -349,6 +349,13 @@ def load_config_to_fields(
         value = getattr(coerced, name)
         if value is None:
             continue
+        if name == "context_length" and value == "max":
+            # The client's load calls put the model's max_context_length in its place.
+            raise ConfigError(
+                "context_length='max' names no length until the model is known: pass the "
+                "config to a load call (load, model, estimate, a pool), which looks it up",
+                field="context_length",
+            )
         fields.append(
             KvField(key=key, value={"checked": True, "value": value} if checkbox else value)
         )

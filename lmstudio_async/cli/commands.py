@@ -31,7 +31,7 @@ import msgspec
 from .. import __version__
 from .._async.client import LLM, AsyncClient, EmbeddingModel
 from .._io.transport import parse_api_host
-from .._protocol.info import ModelInfo, ModelInstanceInfo
+from .._protocol.info import ModelInfo, ModelInstanceInfo, resolve_model_key
 from ..config import EmbeddingLoadConfig, GpuOffload, LlmLoadConfig
 from ..errors import LMStudioError, LMStudioValueError, ModelNotFoundError
 
@@ -259,6 +259,10 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _context_length(value: str) -> int | str:
+    return "max" if value.strip().lower() == "max" else _positive_int(value)
+
+
 def _finite_seconds(value: str) -> float:
     """A finite number of seconds (``nan`` and ``inf`` are refused: they stall timers)."""
     try:
@@ -356,7 +360,13 @@ def build_parser(*, serve_options: bool = True) -> argparse.ArgumentParser:
     load.add_argument(
         "--identifier", metavar="ID", type=_text, help="identifier of the new instance"
     )
-    load.add_argument("--context-length", "-c", type=_positive_int, metavar="N")
+    load.add_argument(
+        "--context-length",
+        "-c",
+        type=_context_length,
+        metavar="N|max",
+        help="context window in tokens, or max (the largest the model supports)",
+    )
     load.add_argument(
         "--gpu", type=_gpu, metavar="RATIO|max|off", help="GPU offload: 0..1, max or off"
     )
@@ -515,32 +525,6 @@ async def cmd_ps(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
-def resolve_key(models: Sequence[ModelInfo], key: str) -> ModelInfo | None:
-    """The downloaded model that ``key`` names, as LM Studio resolves a model to load: its
-    model key, else its path or ``indexedModelIdentifier``, else the start of either (all
-    case-insensitive). ``None`` if nothing matches (the server then reports the missing
-    model); raises :class:`LMStudioValueError` naming the candidates if several models
-    match and none exactly, rather than loading whichever comes first."""
-    low = key.lower()
-
-    def names(model: ModelInfo) -> list[str]:
-        return [n.lower() for n in (model.path, model.indexed_model_identifier) if n]
-
-    for model in models:
-        if model.model_key.lower() == low:
-            return model
-    for model in models:
-        if low in names(model):
-            return model
-    matches = [m for m in models if any(n.startswith(low) for n in names(m))]
-    if len(matches) > 1:
-        keys = ", ".join(m.model_key for m in matches)
-        raise LMStudioValueError(
-            f"{key!r} matches {len(matches)} downloaded models: {keys}; give one of these keys"
-        )
-    return matches[0] if matches else None
-
-
 def _load_config(args: argparse.Namespace, domain: str) -> Any:
     """The load config of the options (``Any``: it matches the namespace picked at runtime)."""
     if domain == "embedding":
@@ -550,12 +534,14 @@ def _load_config(args: argparse.Namespace, domain: str) -> Any:
 
 async def cmd_load(args: argparse.Namespace, out: Output) -> int:
     async with _client(args) as client:
-        model = resolve_key(await client.system.list_downloaded(), args.key)
+        model = resolve_model_key(await client.system.list_downloaded(), args.key)
         # The resolved model key, so that the server loads the model chosen here (and the
         # namespace matches its type); an unknown key as given, for the server's message.
         key = model.model_key if model is not None else args.key
         domain = model.type if model is not None else "llm"
         namespace = client.embedding if domain == "embedding" else client.llm
+        if args.context_length == "max" and model is not None:
+            args.context_length = model.max_context_length  # known: no second lookup
         config = _load_config(args, domain)
         if args.estimate_only:
             estimate = await namespace.estimate(key, config=config)

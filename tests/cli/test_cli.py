@@ -12,7 +12,7 @@ import pytest
 
 import lmstudio_async as lms
 from lmstudio_async.cli import Output, format_bytes, format_seconds, main
-from lmstudio_async.testing import ThreadedStandInServer
+from lmstudio_async.testing import ThreadedStandInServer, default_catalog
 from lmstudio_async.testing import main as standin_main
 
 SMOL = "smollm2-135m-instruct"
@@ -118,6 +118,25 @@ def test_load_with_options(
     assert "Loaded mine (smollm2-135m-instruct, context 2048, TTL 5m00s)" in out
     [inst] = lmstudio_server.loaded_instances()
     assert (inst.identifier, inst.context_length, inst.ttl_ms) == ("mine", 2048, 300_000)
+
+
+@pytest.mark.parametrize("estimate_only", [False, True])
+def test_load_with_the_largest_context_length(
+    lmstudio_server: ThreadedStandInServer,
+    capsys: pytest.CaptureFixture[str],
+    estimate_only: bool,
+) -> None:
+    most = next(m["maxContextLength"] for m in default_catalog() if m["modelKey"] == SMOL)
+    extra = ["--estimate-only"] if estimate_only else []
+    code, out, err = run(lmstudio_server, capsys, "load", SMOL, "-c", "max", *extra)
+    assert (code, err) == (0, "")
+    if estimate_only:
+        assert f"Estimate for {SMOL}:" in out
+        assert lmstudio_server.loaded_instances() == []
+    else:
+        assert f"context {most}" in out
+        [inst] = lmstudio_server.loaded_instances()
+        assert inst.context_length == most
 
 
 def test_load_embedding_model_picks_the_domain(

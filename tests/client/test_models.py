@@ -344,6 +344,33 @@ async def test_ttl_expiry(client: lms.AsyncClient, lmstudio_server: ThreadedStan
     assert [h.identifier for h in await client.llm.list_loaded()] == [keep.identifier]
 
 
+async def test_context_length_max_loads_the_largest_the_model_supports(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    downloaded = {m.model_key: m for m in await client.system.list_downloaded()}
+    most, emb_most = downloaded[LLAMA].max_context_length, downloaded[NOMIC].max_context_length
+    llm = await client.llm.load(LLAMA, "worker", config=lms.LlmLoadConfig(context_length="max"))
+    assert await llm.get_context_length() == most
+    # The same again, by model key or by the instance's identifier: no mismatch.
+    for key in (LLAMA, "worker", LLAMA.upper()):
+        again = await client.llm.model(
+            key, config={"context_length": "max"}, on_config_mismatch="raise"
+        )
+        assert again.identifier == "worker"
+    with pytest.raises(lms.ConfigMismatchError) as info:
+        await client.llm.model(LLAMA, config={"context_length": 2048}, on_config_mismatch="raise")
+    assert info.value.differences == {"context_length": (2048, most)}
+    explicit = await client.llm.estimate(LLAMA, config={"context_length": most})
+    assert await client.llm.estimate(LLAMA, config={"context_length": "max"}) == explicit
+    emb = await client.embedding.model(NOMIC, config={"context_length": "max"})
+    assert (await emb.get_load_config()).context_length == emb_most
+    with pytest.raises(lms.ModelNotFoundError, match=r"context_length='max'.*'no-such-model'"):
+        await client.llm.load("no-such-model", config={"context_length": "max"})
+    with pytest.raises(lms.ConfigError, match="int > 0 or 'max'"):
+        await client.llm.load(LLAMA, config={"context_length": "maximum"})
+    assert sorted(i.identifier for i in lmstudio_server.loaded_instances()) == [NOMIC, "worker"]
+
+
 async def test_estimate(client: lms.AsyncClient) -> None:
     small = await client.llm.estimate(SMOL)
     big = await client.llm.estimate(QWEN, config={"context_length": 32768})

@@ -127,6 +127,14 @@ async def test_config_variants_are_separate_instances(client: lms.AsyncClient) -
             assert small != default
             assert await small.get_context_length() == 1024
         assert pool.stats().loads == 2
+        # "max": the model's largest context length, the same variant as that number
+        most = next(m for m in await client.llm.list_downloaded() if m.model_key == "m0")
+        async with (
+            pool.llm("m0", config={"context_length": "max"}) as largest,
+            pool.llm("m0", config={"context_length": most.max_context_length}) as same_again,
+        ):
+            assert largest == same_again
+            assert await largest.get_context_length() == most.max_context_length
         with pytest.raises(lms.ConfigError, match="context_lenght"):
             async with pool.llm("m0", config={"context_lenght": 5}):
                 pass

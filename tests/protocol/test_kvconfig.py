@@ -96,16 +96,29 @@ def test_gpu_split_fields_made_explicit() -> None:
     assert LlmLoadConfig(gpu_offload=0.5).split_strategy is None
 
 
+def test_context_length_max_is_a_value_the_client_resolves() -> None:
+    # "max" is accepted by both configs and refused when encoded as is: a load call puts
+    # the model's max_context_length in its place first (tested against the stand-in).
+    for cls, domain in ((LlmLoadConfig, "llm"), (EmbeddingLoadConfig, "embedding")):
+        cfg = cls(context_length="max")
+        assert cfg.context_length == "max"
+        assert coerce_load_config(domain, {"context_length": "max"}) == cfg  # type: ignore[arg-type]
+        with pytest.raises(ConfigError, match="context_length='max'") as info:
+            load_config_stack(domain, cfg)  # type: ignore[arg-type]
+        assert info.value.field == "context_length"
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field", "message"),
     [
         (
             {"context_length": -3},
             "context_length",
-            "LlmLoadConfig.context_length: expected int > 0, got -3",
+            "LlmLoadConfig.context_length: expected int > 0 or 'max', got -3",
         ),
-        ({"context_length": 0}, "context_length", "expected int > 0, got 0"),
-        ({"context_length": 1.5}, "context_length", "expected int > 0, got 1.5"),
+        ({"context_length": 0}, "context_length", "expected int > 0 or 'max', got 0"),
+        ({"context_length": 1.5}, "context_length", "expected int > 0 or 'max', got 1.5"),
+        ({"context_length": "maximum"}, "context_length", "or 'max', got 'maximum' (str)"),
         ({"context_length": True}, "context_length", "got True (bool)"),
         ({"context_length": "4096"}, "context_length", "got '4096' (str)"),
         (

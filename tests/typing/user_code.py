@@ -6,7 +6,7 @@ Each ``assert_type`` pins what a user's type checker sees, so a loosened signatu
 
 from __future__ import annotations
 
-from typing import Any, assert_type
+from typing import Any, Literal, assert_type
 
 import msgspec
 
@@ -41,7 +41,7 @@ def script_user() -> None:
     embedder = lms.embedding_model(config=lms.EmbeddingLoadConfig(context_length=512))
     assert_type(embedder, lms.SyncEmbeddingModel)
     config = lms.LlmLoadConfig(context_length=4096, gpu_offload=0.5)
-    assert_type(config.context_length, int | None)
+    assert_type(config.context_length, int | Literal["max"] | None)
 
 
 def add(a: float, b: float) -> float:

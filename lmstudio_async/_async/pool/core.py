@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import Any, Final, TypeAlias, TypeVar, cast
 
 import msgspec
+import msgspec.structs
 
 from ..._protocol.endpoints import check_key
 from ..._protocol.info import ModelInfo
@@ -373,6 +374,8 @@ class AsyncModelPool:
             )
         dom = cast(Domain, domain)
         cfg = coerce_load_config(dom, cast(object, config))
+        if cfg is not None and cfg.context_length == "max":
+            cfg = msgspec.structs.replace(cfg, context_length=info.max_context_length)
         signature = msgspec.json.encode(load_config_stack(dom, cfg))
         default_sig = msgspec.json.encode(load_config_stack(dom, None))
         plain = signature == default_sig

@@ -107,6 +107,22 @@ async def test_valid_hosts_work_end_to_end(
         assert await client.llm.list_loaded() == []
 
 
+async def test_an_explicit_host_never_probes_for_lm_studio(
+    lmstudio_server: ThreadedStandInServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (The official clients' #157: LM Studio behind a proxy that only passes WebSockets,
+    # where GET /lmstudio-greeting fails.) Only a client without a host looks for one.
+    from lmstudio_async._io import transport
+
+    async def no_probe(*args: object) -> bool:
+        raise AssertionError("an explicit host was probed")
+
+    monkeypatch.setattr(transport, "probe_lmstudio", no_probe)
+    async with lms.AsyncClient(lmstudio_server.host) as client:
+        assert await client.llm.list_loaded() == []
+        await client.llm.load(SMOL)
+
+
 async def test_discovery_probes_ports_concurrently_first_answer_wins() -> None:
     winner = DEFAULT_PORTS[3]
     with aioresponses() as mocked:

@@ -453,6 +453,22 @@ async def test_concurrent_predictions_on_two_models(client: lms.AsyncClient) -> 
     assert all(r.stop_reason == "eosFound" for r in results)
 
 
+@SLOW
+async def test_concurrent_predictions_on_one_model_all_run_at_once(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    # The client does not queue them behind one another: all eight are open at the server
+    # together (whether LM Studio runs them in parallel is its max_parallel_predictions).
+    llm = await client.llm.model(LLAMA)
+    replies = [
+        asyncio.create_task(llm.respond(f"Question {i}", config={"max_tokens": 20}))
+        for i in range(8)
+    ]
+    await eventually(lambda: lmstudio_server.open_channel_count(endpoint="predict") == 8)
+    results = await asyncio.gather(*replies)
+    assert [r.stats.predicted_tokens_count for r in results] == [20] * 8
+
+
 # --- deadlines --------------------------------------------------------------------------
 
 

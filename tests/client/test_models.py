@@ -325,6 +325,23 @@ async def test_lists(client: lms.AsyncClient, lmstudio_server: ThreadedStandInSe
     assert info.type == "llm"
 
 
+async def test_no_ttl_is_sent_unless_asked_for(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    # The official Python SDK sends a one-hour TTL on every model(key) load; we send none.
+    await client.llm.model(SMOL)
+    await client.llm.load(LLAMA)
+    await client.llm.model(QWEN, ttl=30)
+    opened = lmstudio_server.received_messages(namespace="llm", type="channelCreate")
+    sent = [(m["endpoint"], m["creationParameter"]) for m in opened]
+    ttls = [(endpoint, c.get("loadTtlMs"), c.get("ttlMs")) for endpoint, c in sent]
+    assert ttls == [
+        ("getOrLoad", None, None),
+        ("loadModel", None, None),
+        ("getOrLoad", 30_000, None),
+    ]
+
+
 async def test_get_info_has_ttl_and_last_used(client: lms.AsyncClient) -> None:
     plain = await client.llm.load(SMOL)
     info = await plain.get_info()

@@ -29,6 +29,8 @@ ASYNC_ONLY = {
     "test_after_a_break_cancel_waits_for_the_final_result": "a sync stream's result() "
     "waits by itself (test_sync_break_sends_cancel)",
     "test_concurrent_predictions_on_two_models": "asyncio.gather concurrency",
+    "test_concurrent_predictions_on_one_model_all_run_at_once": "asyncio tasks; the sync "
+    "counterpart streams from several threads (test_sync_stream_from_several_threads)",
     "test_cancel_from_another_task_while_one_reads": "a second asyncio task; the sync "
     "counterpart cancels from another thread",
     "test_cancel_while_the_stream_is_still_opening_its_channel": "a second asyncio task "

@@ -7,6 +7,7 @@ import concurrent.futures
 import dataclasses
 import itertools
 import logging
+import math
 import re
 import sys
 import threading
@@ -622,6 +623,17 @@ class _StandInBase:
         if value < 0:
             raise ValueError("load_seconds must be >= 0")
         self._rt.load_seconds = value
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self._rt.tokens_per_second
+
+    @tokens_per_second.setter
+    def tokens_per_second(self, value: float) -> None:
+        """Generation speed of the predictions that start from now on."""
+        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            raise ValueError(f"tokens_per_second must be a positive number, got {value!r}")
+        self._rt.tokens_per_second = float(value)
 
     @property
     def jit_evict(self) -> bool:

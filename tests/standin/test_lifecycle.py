@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from lmstudio_async.testing import StandInServer
+import lmstudio_async as lms
+from lmstudio_async.testing import StandInServer, ThreadedStandInServer
 
 from ._wire import RawClient, load_param, messages, stack, types, wait_until
 
@@ -254,3 +255,19 @@ async def test_preload_and_unload_all(server: StandInServer) -> None:
     assert [i.domain for i in server.loaded_instances()] == ["llm", "embedding"]
     assert server.unload_all() == 2
     assert server.loaded_instances() == []
+
+
+def test_the_threaded_servers_speed_can_be_changed_and_is_checked(
+    lmstudio_server: ThreadedStandInServer,
+) -> None:
+    # A plain attribute before: setting it changed nothing, silently.
+    lmstudio_server.tokens_per_second = 25
+    assert lmstudio_server.tokens_per_second == 25.0
+    with lms.Client(lmstudio_server.host) as client:
+        stats = client.llm.model(LLAMA).respond("hi", config={"max_tokens": 5}).stats
+    assert stats.tokens_per_second is not None
+    assert stats.tokens_per_second < 100  # not the default 2000 tokens/s
+    for bad in (0, -1.0, float("nan"), float("inf"), "fast"):
+        with pytest.raises(ValueError, match="tokens_per_second"):
+            lmstudio_server.tokens_per_second = bad  # type: ignore[assignment]
+    assert lmstudio_server.tokens_per_second == 25.0

@@ -39,14 +39,13 @@ async def main(host: str | None) -> None:
         async with asyncio.TaskGroup() as tg:
             embedder = tg.create_task(
                 stack.enter_async_context(
-                    client.embedding.loaded(EMBEDDER, "embedder", on_progress=tracker("embedder"))
+                    client.embedding.loaded(EMBEDDER, on_progress=tracker("embedder"))
                 )
             )
             drafter = tg.create_task(
                 stack.enter_async_context(
                     client.llm.loaded(
                         DRAFTER,
-                        "drafter",
                         config=lms.LlmLoadConfig(context_length=4096),
                         on_progress=tracker("drafter"),
                     )
@@ -54,9 +53,12 @@ async def main(host: str | None) -> None:
             )
             writer = tg.create_task(
                 stack.enter_async_context(
-                    client.llm.loaded(WRITER, "writer", ttl=600, on_progress=tracker("writer"))
+                    client.llm.loaded(WRITER, ttl=600, on_progress=tracker("writer"))
                 )
             )
+        # No fixed identifiers: LM Studio's are unique across all its users, so the server
+        # names each instance (the key, or "key:2" if another user has that one).
+        ours = [embedder.result(), drafter.result(), writer.result()]
         took = time.perf_counter() - started
         print(f"loaded 3 models concurrently in {took:.2f} s")
 
@@ -76,11 +78,10 @@ async def main(host: str | None) -> None:
             writer.result().get_context_length(),
         )
         print(f"context lengths: {contexts}")
-    # Leaving the exit stack unloaded every scoped instance.
+    # Leaving the exit stack unloaded every scoped instance (others' models stay loaded).
     async with lms.AsyncClient(host) as client:
-        left = [h.identifier for h in await client.llm.list_loaded()]
-        left += [h.identifier for h in await client.embedding.list_loaded()]
-        print(f"loaded after the pipeline: {left}")
+        loaded = [*await client.llm.list_loaded(), *await client.embedding.list_loaded()]
+        print(f"ours loaded after the pipeline: {[h.identifier for h in ours if h in loaded]}")
 
 
 if __name__ == "__main__":

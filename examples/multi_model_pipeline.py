@@ -10,6 +10,10 @@ The pipeline:
    memory estimate *before* loading and unloads the least recently used idle models until
    the new one fits. A final request for a big model shows an eviction.
 
+``--budget-gib`` must be memory the server can give this script: unlike
+``lms.AsyncModelPool``, this small pool does not react to a load the server refuses because
+other users' models take part of it (``InsufficientMemoryError`` ends the script).
+
 Run it against the bundled stand-in (no LM Studio needed)::
 
     lmstudio-async serve --port 41343 &
@@ -65,6 +69,7 @@ class ModelPool:
         self._lock = asyncio.Lock()
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self.events: list[str] = []
+        self.loaded: list[Handle] = []  # every instance this pool loaded, in load order
 
     @property
     def used_bytes(self) -> float:
@@ -97,7 +102,10 @@ class ModelPool:
                         )
                 if self.used_bytes + need > self._budget:
                     raise BudgetExceededError(f"no idle model to evict for {key}")
-                handle: Handle = await namespace.load(key, f"pool-{key}")
+                # No fixed identifier: LM Studio's are unique across all its users (another
+                # copy of this script included), so the server names the instance.
+                handle: Handle = await namespace.load(key)
+                self.loaded.append(handle)
                 entry = self._entries[key] = _Entry(handle, need)
                 self._log(
                     f"load   {key} ({need / GIB:.2f} GiB; in use {self.used_bytes / GIB:.2f} "
@@ -196,9 +204,9 @@ async def main(host: str | None, budget_gib: float) -> None:
             await run(pool)
         finally:
             await pool.aclose()
-        loaded = [m.identifier for m in await client.llm.list_loaded()]
-        loaded += [m.identifier for m in await client.embedding.list_loaded()]
-        print(f"loaded after closing: {loaded}")
+        # Others' models stay loaded; of the pool's, none should.
+        loaded = [*await client.llm.list_loaded(), *await client.embedding.list_loaded()]
+        print(f"loaded after closing: {[h.identifier for h in pool.loaded if h in loaded]}")
 
 
 if __name__ == "__main__":

@@ -19,17 +19,19 @@ def main(host: str | None) -> None:
         downloaded = client.llm.list_downloaded()
         print(f"downloaded LLMs: {', '.join(m.model_key for m in downloaded)}")
 
-        # Get it if loaded, else load it (with a progress callback).
-        llm = client.llm.model("llama-3.2-1b-instruct", on_progress=lambda p: None)
-        print(f"model(): {llm.identifier} (context length {llm.get_context_length()})")
-        print(f"loaded: {[m.identifier for m in client.llm.list_loaded()]}")
+        # A new instance of its own (with a progress callback). client.llm.model() would get
+        # one that is already loaded, perhaps someone else's, which this script must not
+        # unload at the end. The server names it: the key, or "key:2" if that is taken.
+        llm = client.llm.load("llama-3.2-1b-instruct", on_progress=lambda p: None)
+        print(f"load(): {llm.identifier} (context length {llm.get_context_length()})")
+        print(f"loaded: {llm in client.llm.list_loaded()}")
 
         # A scoped instance with a load config: unloaded when the block exits.
         config = lms.LlmLoadConfig(context_length=2048, gpu_offload="max")
-        with client.llm.loaded("smollm2-135m-instruct", "small", config=config) as small:
+        with client.llm.loaded("smollm2-135m-instruct", config=config) as small:
             loaded_with = small.get_load_config()
             print(f"loaded(): {small.identifier} context_length={loaded_with.context_length}")
-        print(f"after the block: {[m.identifier for m in client.llm.list_loaded()]}")
+        print(f"after the block: {small.identifier} loaded: {small in client.llm.list_loaded()}")
 
         try:
             client.llm.load("llama-3.2-1b-instruct", llm.identifier)
@@ -37,7 +39,7 @@ def main(host: str | None) -> None:
             print(f"duplicate identifier -> {type(exc).__name__}: {exc}")
 
         llm.unload()
-        print(f"unloaded: {[m.identifier for m in client.llm.list_loaded()]}")
+        print(f"unloaded: {llm.identifier} loaded: {llm in client.llm.list_loaded()}")
 
 
 if __name__ == "__main__":

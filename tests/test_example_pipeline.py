@@ -66,9 +66,8 @@ async def test_pool_stays_within_budget_and_cleans_up(
         try:
             await example.run(pool)
             assert pool.keys == [example.LARGE, example.EMBEDDER, example.BIG]
-            assert {i.identifier for i in lmstudio_server.loaded_instances()} == {
-                f"pool-{key}" for key in pool.keys
-            }
+            assert {i.model_key for i in lmstudio_server.loaded_instances()} == set(pool.keys)
+            assert pool.loaded[-1].identifier == example.BIG  # named by the server
         finally:
             await pool.aclose()
         assert 0 < peak <= budget

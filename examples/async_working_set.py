@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import os
 import random
 
@@ -29,9 +30,12 @@ MODELS = [
 ]
 
 
-async def answer(pool: lms.AsyncModelPool, key: str, question: str) -> lms.PredictionResult:
+async def answer(
+    pool: lms.AsyncModelPool, key: str, question: str, used: set[lms.LLM]
+) -> lms.PredictionResult:
     """One request: lease the model, ask, give the lease back (also on error/cancel)."""
     async with pool.llm(key, timeout=60) as model:
+        used.add(model)
         return await model.respond(question, config={"max_tokens": 24})
 
 
@@ -41,11 +45,14 @@ async def main(host: str | None, budget_gib: float, requests: int) -> None:
         async with lms.AsyncModelPool(client, memory_budget=int(budget_gib * GIB)) as pool:
             # Skewed traffic: the first models are asked for far more often.
             keys = rng.choices(MODELS, weights=[8, 4, 2, 1], k=requests)
+            used: set[lms.LLM] = set()
             replies = await asyncio.gather(
-                *(answer(pool, key, f"Question {i}?") for i, key in enumerate(keys))
+                *(answer(pool, key, f"Question {i}?", used) for i, key in enumerate(keys))
             )
-            truncated = sum(r.stop_reason == "modelUnloaded" for r in replies)
-            print(f"{len(replies)} replies, {truncated} truncated")
+            # A reply cut short (its model unloaded mid-way) raises ModelUnloadedError: every
+            # reply here ended normally, at the end of its text or at max_tokens.
+            reasons = collections.Counter(r.stop_reason for r in replies)
+            print(f"{len(replies)} replies, stop reasons: {dict(sorted(reasons.items()))}")
             stats = pool.stats()
             print(
                 f"loads {stats.loads}, evictions {stats.evictions}, hits {stats.hits}, "
@@ -54,8 +61,9 @@ async def main(host: str | None, budget_gib: float, requests: int) -> None:
             for key, counts in stats.by_key.items():
                 print(f"  {key}: {counts.loads} load(s), {counts.hits} hit(s)")
             print(stats)  # one line, for a log
-        # Leaving the pool unloaded everything it loaded.
-        print(f"loaded after closing: {[m.identifier for m in await client.llm.list_loaded()]}")
+        # Leaving the pool unloaded everything it loaded (others' models stay loaded).
+        loaded = await client.llm.list_loaded()
+        print(f"loaded after closing: {[m.identifier for m in used if m in loaded]}")
 
 
 if __name__ == "__main__":

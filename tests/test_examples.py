@@ -14,9 +14,20 @@ from lmstudio_async.testing import ThreadedStandInServer
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 CASES = {
-    "async_working_set.py": ["150 replies, 0 truncated", "loaded after closing: []"],
-    "concurrent_pipeline.py": ["loaded 3 models concurrently", "context lengths: [2048, 4096"],
-    "sync_script.py": ["loaded(): small context_length=2048", "unloaded: []"],
+    "async_working_set.py": ["150 replies, stop reasons:", "loaded after closing: []"],
+    "concurrent_pipeline.py": [
+        "loaded 3 models concurrently",
+        "context lengths: [2048, 4096",
+        "ours loaded after the pipeline: []",
+    ],
+    "sync_script.py": [
+        "loaded: True",
+        "context_length=2048",
+        "duplicate identifier -> IdentifierTakenError",
+        "loaded: False\nduplicate",
+        "unloaded: llama-3.2-1b-instruct",
+        "loaded: False\n",
+    ],
     "agent_tools.py": [
         "act: 2 rounds, 5 messages",
         "tool results: ['5.0', '20.0']",

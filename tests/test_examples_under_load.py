@@ -57,7 +57,7 @@ EXAMPLE_OUTPUT_END = {
 DOC_CASES: dict[tuple[str, int], tuple[int, float, list[str], bool]] = {
     ("README.md", 0): (2, 6.65, ["context_length=4096"], False),
     ("README.md", 1): (2, 1.65, ["llama-3.2-1b-instruct"], False),
-    ("README.md", 3): (2, 1.55, ["[78969] 1"], False),
+    ("README.md", 3): (2, 1.55, ["[78969] 1"], True),
     ("README.md", 4): (2, 6.8, ["30 PoolStats("], True),
     ("docs/pool.md", 0): (2, 5.2, [], True),
     ("docs/agents.md", 3): (2, 1.5, ["round 0", "round 1", "2 rounds", "20.0"], False),

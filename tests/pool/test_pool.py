@@ -393,6 +393,62 @@ async def test_cancelled_leases_are_released(
             assert loaded_keys(lmstudio_server) == ["m1"]
 
 
+async def test_a_waiter_cancelled_in_the_step_that_wakes_it_leaves_the_queue(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    # The release completes the waiter's future, and the waiter is cancelled before it
+    # runs again: the cancellation wins (asyncio.wait_for on 3.11 returned the result).
+    async with lms.AsyncModelPool(client, memory_budget=budget_for(1)) as pool:
+        body_ran = False
+
+        async def waiter() -> None:
+            nonlocal body_ran
+            async with pool.llm("m1", timeout=10):
+                body_ran = True
+
+        holder = pool.llm("m0")
+        await holder.__aenter__()
+        waiting = asyncio.create_task(waiter())
+        await eventually(lambda: pool.stats().queued == 1)
+        await holder.__aexit__(None, None, None)  # wakes the waiter ...
+        waiting.cancel()  # ... which is cancelled before it runs
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+        assert waiting.cancelled()
+        assert not body_ran
+        stats = pool.stats()
+        assert (stats.queued, stats.in_flight, stats.loads) == (0, 0, 1)
+        assert loads_sent(lmstudio_server) == ["m0"]  # it started no load either
+
+
+async def test_a_caller_cancelled_in_the_step_its_load_lands_gets_no_lease(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    lmstudio_server.load_seconds = 0.2
+    async with lms.AsyncModelPool(client, memory_budget=budget_for(1)) as pool:
+        body_ran = False
+
+        async def lease() -> None:
+            nonlocal body_ran
+            async with pool.llm("m0", timeout=10):
+                body_ran = True
+
+        leasing = asyncio.create_task(lease())
+        await eventually(lambda: lmstudio_server.open_channel_count(endpoint="loadModel") == 1)
+        (inst,) = pool._targets[0].instances
+        assert inst.done is not None
+        # Run right after the callbacks that wake the caller: it is cancelled in that step.
+        inst.done.add_done_callback(lambda _: leasing.cancel())
+        with contextlib.suppress(asyncio.CancelledError):
+            await leasing
+        assert leasing.cancelled()
+        assert not body_ran
+        assert pool.stats().in_flight == 0
+        async with pool.llm("m0", timeout=5) as model:  # the load stayed, idle, for others
+            assert model.model_key == "m0"
+        assert pool.stats().loads == 1
+
+
 async def test_cancelled_during_the_load_leaves_nothing_behind(
     client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
 ) -> None:

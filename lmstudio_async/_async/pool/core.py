@@ -474,15 +474,13 @@ class AsyncModelPool:
         wake = remaining
         if patience > now and (wake is None or patience - now < wake):
             wake = patience - now
-        try:
-            await asyncio.wait_for(fut, wake)
-        except TimeoutError:
-            if fut.done() and not fut.cancelled():
-                return
-            if wake != remaining:
-                return  # patience is over: try again, now allowed to drain
-            error = self._timeout(key, timeout, cause)
-            raise error from error.__cause__  # not the TimeoutError
+        # Not asyncio.wait_for: on Python 3.11 it returns the result of a future that is
+        # already done when the task is cancelled, so a caller cancelled in the same step
+        # as a release woke it would go on and take a lease. asyncio.wait raises.
+        await asyncio.wait((fut,), timeout=wake)
+        if fut.done() or wake != remaining:
+            return  # a change, or patience is over: try again, now allowed to drain
+        raise self._timeout(key, timeout, cause)
 
     def _timeout(
         self, key: str, timeout: float | None, cause: BaseException | None
@@ -761,12 +759,10 @@ class AsyncModelPool:
             remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
             if remaining is not None and remaining <= 0:
                 raise self._timeout(key, timeout, None)
-            try:
-                await asyncio.wait_for(asyncio.shield(inst.done), remaining)
-            except TimeoutError:
-                if not inst.done.done():
-                    late = self._timeout(key, timeout, None)
-                    raise late from late.__cause__  # not the TimeoutError
+            # asyncio.wait, not wait_for (see _wait); it leaves inst.done alone.
+            await asyncio.wait((inst.done,), timeout=remaining)
+            if not inst.done.done():
+                raise self._timeout(key, timeout, None)
         except BaseException:
             inst.reserved -= 1
             self._changed()

@@ -585,6 +585,39 @@ async def test_an_instance_idle_for_most_of_its_ttl_is_checked_before_it_is_hand
         assert pool.stats().loads == 2
 
 
+@pytest.mark.parametrize("fault", ["silent", "stopped", "dropped"])
+async def test_the_ttl_check_before_reuse_keeps_the_lease_deadline_and_typed_errors(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer, fault: str
+) -> None:
+    async with lms.AsyncModelPool(client, ttl=1.0, reconcile_interval=None) as pool:
+        async with pool.llm("m0") as model:
+            first = model.identifier
+        await asyncio.sleep(0.85)  # idle 85 % of its TTL: the next lease asks the server
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        if fault == "silent":  # a hung host: the lease ends at its own deadline
+            lmstudio_server.faults.silent = True
+            with pytest.raises(lms.PoolTimeoutError, match=r"within 0\.5s"):
+                async with pool.llm("m0", timeout=0.5):
+                    pass
+            assert loop.time() - started < 1.5
+            lmstudio_server.faults.silent = False
+        elif fault == "stopped":  # the host is gone: marked down, HostDownError at the deadline
+            lmstudio_server.stop()
+            with pytest.raises(lms.HostDownError, match="no host is up") as info:
+                async with pool.llm("m0", timeout=0.5):
+                    pass
+            assert loop.time() - started < 1.5
+            assert isinstance(info.value.__cause__, lms.LMStudioConnectionError)
+        else:  # the answer is lost with its connection: the host comes back, still has it
+            lmstudio_server.faults.drop_after(0, namespace="llm")
+            async with pool.llm("m0", timeout=5) as model:
+                assert model.identifier == first
+                assert (await model.respond("hi", config=SHORT)).stop_reason != "modelUnloaded"
+            assert pool.stats().loads == 1
+        assert pool.stats().in_flight == 0
+
+
 @standin(tokens_per_second=40)
 async def test_model_unloaded_by_its_owner_mid_lease(
     client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer

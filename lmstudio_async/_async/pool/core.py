@@ -411,7 +411,9 @@ class AsyncModelPool:
                 )
                 if isinstance(step, _Instance):
                     if step.state == "ready":
-                        if self._maybe_expired(step) and not await self._still_loaded(step):
+                        if self._maybe_expired(step) and not await self._still_loaded(
+                            step, deadline, timeout, key
+                        ):
                             continue
                         self._bump("hits", key, step.target)
                         return step
@@ -590,14 +592,31 @@ class AsyncModelPool:
         idle = asyncio.get_running_loop().time() - inst.last_used
         return idle >= self._ttl * _TTL_CHECK_FRACTION
 
-    async def _still_loaded(self, inst: _Instance) -> bool:
-        """Ask the server about ``inst`` (leased by the caller); if gone, release and forget it."""
+    async def _still_loaded(
+        self, inst: _Instance, deadline: float | None, timeout: float | None, key: str
+    ) -> bool:
+        """Ask the server about ``inst`` (leased by the caller), within the lease's
+        deadline; if gone, release and forget it. False also when its host did not answer
+        (then marked down, as for the lease's other metadata calls): the caller tries
+        again elsewhere or waits for a host; a lease whose deadline cut the question
+        short ends with its usual timeout error."""
         assert inst.handle is not None
+        limit = _bounded(deadline, _PROBE_TIMEOUT)
         try:
-            await inst.handle.get_info(timeout=_PROBE_TIMEOUT)
+            await inst.handle.get_info(timeout=limit)
         except ModelNotFoundError:
             inst.leases -= 1
             self._gone(inst)
+            return False
+        except LMStudioConnectionError as exc:
+            inst.leases -= 1
+            self._mark_down(inst.target.host, exc)
+            self._changed()
+            return False
+        except LMStudioTimeoutError as exc:
+            inst.leases -= 1
+            self._changed()
+            self._unanswered(inst.target.host, exc, limit, key, timeout)
             return False
         except BaseException:
             inst.leases -= 1

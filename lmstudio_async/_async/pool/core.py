@@ -306,8 +306,10 @@ class AsyncModelPool:
 
     async def aclose(self) -> None:
         """Stop the pool: pending leases fail with :class:`ClientClosedError`, loads in
-        progress are cancelled, and every instance the pool loaded is unloaded (instances
-        it did not load stay). The clients stay open."""
+        progress are cancelled, and every instance the pool loaded is unloaded, those whose
+        unload failed before included; then every host it loaded on is searched for
+        anything of its own still loaded (best effort: one attempt each, bounded by the
+        unload and list timeouts). Instances it did not load stay. The clients stay open."""
         if self._closing is not None:
             await asyncio.shield(self._closing)
             return
@@ -322,11 +324,20 @@ class AsyncModelPool:
             unloads = []
             for target in self._targets:
                 for inst in target.instances:
-                    if inst.owned and inst.state in ("ready", "evicting") and inst.identifier:
+                    if (
+                        inst.owned
+                        and inst.state in ("ready", "evicting", "stranded")
+                        and inst.identifier
+                    ):
                         unloads.append(self._unload(inst))
                     inst.state = "gone"
                 target.instances.clear()
             await asyncio.gather(*unloads, return_exceptions=True)
+            # Then what may be left: unloads that failed (again), loads whose outcome was
+            # lost with their connection. Bounded: one list and one unload per instance.
+            await asyncio.gather(
+                *(self._sweep(h) for h in self._hosts if h.touched), return_exceptions=True
+            )
         finally:
             self._closing.set_result(None)
 
@@ -805,12 +816,21 @@ class AsyncModelPool:
         assert inst.done is not None
         try:
             await self._memory_free(inst)
-            while host.up and not host.synced:
-                # The host came back from a drop or a restart: learn what is really loaded
-                # there (instances it lost, orphans still in memory) before adding to it.
+            while not (host.up and host.synced):
+                if not host.up:
+                    # Down since the load was placed (never load on a host whose memory
+                    # the pool does not know): the callers place it again, or wait.
+                    down = HostDownError(
+                        f"model pool: {host.name} is down", host=host.client.api_host
+                    )
+                    raise _Retry(host.down_cause or down)
+                # The host came back from a drop or a restart, or an unload failed there:
+                # learn what is really loaded (instances it lost, orphans, instances whose
+                # unload failed) before adding to it.
                 await self._sync_hosts(None, None, inst.key)
                 await self._memory_free(inst)
             inst.started = True
+            host.touched = True
             namespace = host.client.llm if inst.domain == "llm" else host.client.embedding
             handle: _HandleAny | None = None
             for attempt in range(3):
@@ -961,26 +981,59 @@ class AsyncModelPool:
         self._spawn(self._evict_task(inst), f"lmstudio-pool-evict-{inst.identifier}")
 
     async def _evict_task(self, inst: _Instance) -> None:
+        unloaded = False
         try:
-            await self._unload(inst)
+            unloaded = await self._unload(inst)
         finally:
-            inst.state = "gone"
-            self._forget(inst)
+            if unloaded:
+                inst.state = "gone"
+                self._forget(inst)
+            else:
+                self._strand(inst)
             self._changed()
 
-    async def _unload(self, inst: _Instance) -> None:
-        client = inst.target.host.client
-        namespace = client.llm if inst.domain == "llm" else client.embedding
+    async def _unload(self, inst: _Instance) -> bool:
+        """Unload ``inst``: True once it is known to be gone (unloaded, or no longer there),
+        False if it may still be loaded (the connection dropped, no answer, an error)."""
+        host = inst.target.host
+        namespace = host.client.llm if inst.domain == "llm" else host.client.embedding
         try:
             device = inst.handle.device if inst.handle is not None else inst.target.device
             await namespace.unload(inst.identifier, device=device, timeout=_UNLOAD_TIMEOUT)
         except ModelNotFoundError:
-            pass  # gone already (a TTL, or someone else)
-        except LMStudioConnectionError as exc:
+            return True  # gone already (a TTL, or someone else)
+        except (LMStudioConnectionError, LMStudioTimeoutError) as exc:
+            # Dropped, or no answer (a hung host, as for the metadata calls): down until its
+            # probe gets an answer; the reconciliation when it returns settles the instance.
+            log.warning("pool: unloading %r failed: %s", inst.identifier, exc)
             if not self._closed:
-                self._mark_down(inst.target.host, exc)
+                self._mark_down(host, exc)
+            return False
         except LMStudioError as exc:
             log.warning("pool: unloading %r failed: %s", inst.identifier, exc)
+            return False
+        return True
+
+    def _strand(self, inst: _Instance) -> None:
+        """An unload of ``inst`` failed, so it may still be in memory: it keeps counting
+        against its target's budget until the host's list says it is gone or an unload
+        succeeds, both at the host's next reconciliation (before its next lease or load)."""
+        if inst.state == "gone":
+            return  # found gone meanwhile
+        inst.state = "stranded"
+        inst.target.host.synced = False
+
+    async def _unload_again(self, inst: _Instance) -> None:
+        """Unload a stranded instance (one attempt; it stays stranded if that fails)."""
+        inst.checking = True
+        try:
+            unloaded = await self._unload(inst)
+        finally:
+            inst.checking = False
+        if unloaded and inst.state == "stranded":
+            log.info("pool: unloaded %r", inst.identifier)
+            inst.state = "gone"
+            self._forget(inst)
 
     def _forget(self, inst: _Instance) -> None:
         with contextlib.suppress(ValueError):
@@ -1124,6 +1177,7 @@ class AsyncModelPool:
         as it completed). Returns whether memory it did not know about was found."""
         targets = [t for t in self._targets if t.host is host]
         before = {i.reference for t in targets for i in t.instances if i.state == "ready"}
+        stranded = [i for t in targets for i in t.instances if i.state == "stranded"]
         try:
             loaded: list[_HandleAny] = [
                 *await host.client.llm.list_loaded(timeout=_PROBE_TIMEOUT),
@@ -1140,7 +1194,6 @@ class AsyncModelPool:
         if self._closed:
             return False
         found = False
-        orphans: list[_HandleAny] = []
         present: dict[str, _HandleAny] = {h.instance_reference: h for h in loaded}
         known: set[str] = set()
         for target in targets:
@@ -1155,11 +1208,28 @@ class AsyncModelPool:
             if ref in known or handle.identifier in known:
                 continue  # ours: loaded, being unloaded, or a load that is landing
             found = True
-            if self._ours(handle.identifier):
-                log.info("pool: unloading %r, an orphan of a failed load", handle.identifier)
-                orphans.append(handle)
-                continue
             target = self._target_for(targets, handle.info.device_identifier)
+            if self._ours(handle.identifier):
+                if ref in {i.reference for t in targets for i in t.instances}:
+                    continue  # taken up by a reconciliation that ran meanwhile
+                log.info("pool: unloading %r, an orphan of a failed load", handle.identifier)
+                # Tracked as an instance whose unload failed: it counts against the budget
+                # until an unload succeeds (now, below, or at a later reconciliation).
+                orphan = _Instance(
+                    handle.model_key,
+                    handle._domain,
+                    None,
+                    target,
+                    self._orphan_bytes(target, handle),
+                    owned=True,
+                )
+                orphan.handle = handle
+                orphan.identifier = handle.identifier
+                orphan.reference = ref
+                orphan.state = "stranded"
+                target.instances.append(orphan)
+                stranded.append(orphan)
+                continue
             inst = _Instance(
                 handle.model_key,
                 handle._domain,
@@ -1176,13 +1246,54 @@ class AsyncModelPool:
             inst.state = "ready"
             target.instances.append(inst)
             log.info("pool: using %r, loaded by someone else, on %s", inst.identifier, host.name)
-        if orphans:
-            await asyncio.gather(
-                *(h.unload(timeout=_UNLOAD_TIMEOUT) for h in orphans), return_exceptions=True
-            )
-        host.synced = True
+        # Instances whose unload failed: forgotten if the list no longer has them, else
+        # unloaded again (they count against the budget until then).
+        again: list[_Instance] = []
+        for inst in stranded:
+            if inst.state != "stranded" or inst.checking:
+                continue
+            if inst.reference in present:
+                again.append(inst)
+            else:
+                log.info("pool: %r, whose unload had failed, is gone", inst.identifier)
+                inst.state = "gone"
+                self._forget(inst)
+        if again:
+            await asyncio.gather(*(self._unload_again(i) for i in again), return_exceptions=True)
+        if host.up:  # not if it went down meanwhile: reconciled again when it returns
+            host.synced = True
         self._changed()
         return found
+
+    async def _sweep(self, host: _Host) -> None:
+        """At close: unload whatever of this pool's is still loaded on ``host``."""
+        try:
+            loaded: list[_HandleAny] = [
+                *await host.client.llm.list_loaded(timeout=_PROBE_TIMEOUT),
+                *await host.client.embedding.list_loaded(timeout=_PROBE_TIMEOUT),
+            ]
+        except LMStudioError as exc:
+            log.warning("pool: cannot check %s for instances left loaded: %s", host.name, exc)
+            return
+        left = [h for h in loaded if self._ours(h.identifier)]
+        results = await asyncio.gather(
+            *(h.unload(timeout=_UNLOAD_TIMEOUT) for h in left), return_exceptions=True
+        )
+        for handle, result in zip(left, results, strict=True):
+            if isinstance(result, BaseException) and not isinstance(result, ModelNotFoundError):
+                log.warning(
+                    "pool: %r may stay loaded on %s: %s", handle.identifier, host.name, result
+                )
+
+    def _orphan_bytes(self, target: _Target, handle: _HandleAny) -> int:
+        """What to count for an orphan of ``handle``'s key (its config is unknown): the
+        largest estimate cached for the key on ``target``, else the model's size."""
+        key = handle.model_key
+        cached = [n for (t, k, _), n in self._estimates.items() if t == target.key and k == key]
+        if cached:
+            return max(cached)
+        entry = None if target.host.catalog is None else target.host.catalog.get(key.lower())
+        return int(entry.size_bytes) if entry is not None else 0
 
     def _ours(self, identifier: str) -> bool:
         return f"@pool-{self._token}-" in identifier

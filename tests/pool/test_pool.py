@@ -200,6 +200,52 @@ async def test_model_larger_than_the_budget_is_refused_at_once(client: lms.Async
         assert pool.stats().used_bytes[(0, None)] == EMBED_BYTES
 
 
+async def test_memory_estimates_admit_a_model_whose_estimate_exceeds_the_budget(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    budget = MODEL_BYTES - 1  # LM Studio's estimate of m0 is just too much
+    async with lms.AsyncModelPool(client, memory_budget=budget) as pool:
+        with pytest.raises(lms.LMStudioValueError, match="needs more memory than the budget"):
+            async with pool.llm("m0"):
+                pass
+    assert lmstudio_server.received_messages(endpoint="estimateModelUsage") != []
+    lmstudio_server.clear_logs()
+    override = 900_000_000
+    async with lms.AsyncModelPool(
+        client, memory_budget=budget, memory_estimates={"M0": override}
+    ) as pool:
+        async with pool.llm("m0") as model:  # the key is case-insensitive
+            reply = await model.respond("hi", config=SHORT)
+            assert reply.stop_reason == "maxPredictedTokensReached"
+            assert pool.stats().used_bytes[(0, None)] == override
+        # LM Studio was not asked for an estimate of a key with a figure of its own.
+        assert lmstudio_server.received_messages(endpoint="estimateModelUsage") == []
+    assert lmstudio_server.loaded_instances() == []
+
+
+async def test_memory_estimates_are_what_the_budget_counts(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    # Room for one model by LM Studio's estimate; two of these by the figures given.
+    small = MODEL_BYTES * 3 // 4
+    async with lms.AsyncModelPool(
+        client,
+        memory_budget=budget_for(1),
+        memory_estimates={"m0": small, "m1": small, "not-downloaded-yet": 1},  # accepted
+    ) as pool:
+        async with pool.llm("m0"), pool.llm("m1", timeout=1):  # both fit: no wait, no eviction
+            stats = pool.stats()
+            assert stats.used_bytes[(0, None)] == 2 * small
+            assert (stats.loads, stats.evictions, stats.waits) == (2, 0, 0)
+        async with pool.llm("m2"):  # LM Studio's estimate: both others must go
+            assert loaded_keys(lmstudio_server) == ["m2"]
+            assert pool.stats().used_bytes[(0, None)] == MODEL_BYTES
+        assert pool.stats().evictions == 2
+        async with pool.llm("m0"):  # 0.79 + 1.05 > 1.58 GB: m2 must go
+            assert loaded_keys(lmstudio_server) == ["m0"]
+        assert pool.stats().evictions == 3
+
+
 @standin(memory_gb=2.2)
 async def test_without_budget_the_servers_refusals_drive_eviction(
     client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
@@ -757,6 +803,14 @@ async def test_close_fails_waiters_and_refuses_new_leases(
         ({"ttl": 0}, "ttl"),
         ({"reconcile_interval": float("nan")}, "reconcile_interval"),
         ({"eviction": "fifo"}, "eviction"),
+        ({"memory_estimates": ["m0"]}, "memory_estimates must be a mapping"),
+        ({"memory_estimates": {"m0": 0}}, r"memory_estimates\['m0'\] must be a positive int"),
+        ({"memory_estimates": {"m0": -5}}, "must be a positive int"),
+        ({"memory_estimates": {"m0": 1.5e9}}, "must be a positive int"),
+        ({"memory_estimates": {"m0": True}}, "must be a positive int"),
+        ({"memory_estimates": {"": 10}}, "memory_estimates key must not be empty"),
+        ({"memory_estimates": {3: 10}}, "memory_estimates key must be a string"),
+        ({"memory_estimates": {"m0": 1, "M0": 2}}, "twice"),
     ],
 )
 def test_bad_arguments_are_typed_errors(kwargs: dict[str, object], match: str) -> None:

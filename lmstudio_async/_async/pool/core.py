@@ -86,6 +86,9 @@ class AsyncModelPool:
     mapping ``{(client_index, device_or_None): bytes}``, whose keys are then the targets
     (list the devices of a host there to spread over them). ``None``: no client-side
     budget; the pool relies on the server refusing loads for memory.
+    ``memory_estimates`` maps model keys (case-insensitive) to the bytes to count for an
+    instance of that key instead of LM Studio's estimate, for a model whose estimate is
+    far off (see docs/pool.md); keys need not be downloaded yet.
 
     ::
 
@@ -110,6 +113,7 @@ class AsyncModelPool:
         clients: AsyncClient | Sequence[AsyncClient],
         *,
         memory_budget: MemoryBudget = None,
+        memory_estimates: Mapping[str, int] | None = None,
         max_waiting: int = DEFAULT_MAX_WAITING,
         max_concurrent_per_instance: int | None = None,
         max_replicas: int = 1,
@@ -133,6 +137,7 @@ class AsyncModelPool:
         self._policy = make_policy(eviction)
         self._hosts = [_Host(i, c) for i, c in enumerate(client_list)]
         self._targets = self._make_targets(memory_budget)
+        self._overrides = _check_estimates(memory_estimates)
         self._max_waiting = max_waiting
         self._max_concurrent = max_concurrent_per_instance
         self._max_replicas = max_replicas
@@ -775,6 +780,9 @@ class AsyncModelPool:
         return catalog is None or key.lower() in catalog
 
     def _bytes(self, target: _Target, key: str, signature: bytes | None, info: ModelInfo) -> int:
+        override = self._overrides.get(key.lower())
+        if override is not None:
+            return override
         cached = self._estimates.get((target.key, key, signature))
         return cached if cached is not None else int(info.size_bytes)
 
@@ -932,7 +940,10 @@ class AsyncModelPool:
         deadline: float | None,
         timeout: float | None,
     ) -> None:
-        """Estimate (once, cached) the memory of ``key`` with ``cfg`` on every target."""
+        """Estimate (once, cached) the memory of ``key`` with ``cfg`` on every target
+        (not if ``memory_estimates`` gives a figure for the key: LM Studio's is not used)."""
+        if key.lower() in self._overrides:
+            return
         todo = [
             t for t in self._targets if t.host.up and (t.key, key, signature) not in self._estimates
         ]
@@ -1289,6 +1300,9 @@ class AsyncModelPool:
         """What to count for an orphan of ``handle``'s key (its config is unknown): the
         largest estimate cached for the key on ``target``, else the model's size."""
         key = handle.model_key
+        override = self._overrides.get(key.lower())
+        if override is not None:
+            return override
         cached = [n for (t, k, _), n in self._estimates.items() if t == target.key and k == key]
         if cached:
             return max(cached)
@@ -1306,6 +1320,9 @@ class AsyncModelPool:
         return targets[0]
 
     async def _foreign_bytes(self, host: _Host, target: _Target, handle: _HandleAny) -> int:
+        override = self._overrides.get(handle.model_key.lower())
+        if override is not None:
+            return override
         size = 0
         if host.catalog is not None:
             entry = host.catalog.get(handle.model_key.lower())
@@ -1435,6 +1452,32 @@ def pool_clients(
 def _check_int(name: str, value: object, *, minimum: int) -> None:
     if not is_int(value) or value < minimum:  # type: ignore[operator]
         raise LMStudioValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_estimates(estimates: object) -> dict[str, int]:
+    """``memory_estimates`` as ``{lowercase key: bytes}``: keys non-blank strings (a key
+    not downloaded yet is fine: it is looked up when leased), values positive ints."""
+    if estimates is None:
+        return {}
+    if not isinstance(estimates, Mapping):
+        raise LMStudioValueError(
+            "memory_estimates must be a mapping {model_key: bytes} or None, "
+            f"got {type(estimates).__name__}"
+        )
+    checked: dict[str, int] = {}
+    for key, nbytes in estimates.items():
+        check_key(key, "memory_estimates key")
+        if not is_int(nbytes) or nbytes <= 0:
+            raise LMStudioValueError(
+                f"memory_estimates[{key!r}] must be a positive int (bytes), got {nbytes!r}"
+            )
+        low = key.lower()
+        if low in checked:
+            raise LMStudioValueError(
+                f"memory_estimates names {key!r} twice (keys are case-insensitive)"
+            )
+        checked[low] = nbytes
+    return checked
 
 
 def _check_budget(name: str, value: object) -> int:

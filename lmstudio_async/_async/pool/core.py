@@ -1188,7 +1188,6 @@ class AsyncModelPool:
         as it completed). Returns whether memory it did not know about was found."""
         targets = [t for t in self._targets if t.host is host]
         before = {i.reference for t in targets for i in t.instances if i.state == "ready"}
-        stranded = [i for t in targets for i in t.instances if i.state == "stranded"]
         try:
             loaded: list[_HandleAny] = [
                 *await host.client.llm.list_loaded(timeout=_PROBE_TIMEOUT),
@@ -1205,6 +1204,9 @@ class AsyncModelPool:
         if self._closed:
             return False
         found = False
+        # Also those whose unload failed while the list was on its way: present or not,
+        # the list says where they stand now.
+        stranded = [i for t in targets for i in t.instances if i.state == "stranded"]
         present: dict[str, _HandleAny] = {h.instance_reference: h for h in loaded}
         known: set[str] = set()
         for target in targets:

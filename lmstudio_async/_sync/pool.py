@@ -115,6 +115,7 @@ class ModelPool(_Facade):
         clients: Client | Sequence[Client],
         *,
         memory_budget: MemoryBudget = None,
+        memory_estimates: Mapping[str, int] | None = None,
         max_waiting: int = DEFAULT_MAX_WAITING,
         max_concurrent_per_instance: int | None = None,
         max_replicas: int = 1,
@@ -128,6 +129,7 @@ class ModelPool(_Facade):
         pool = AsyncModelPool(
             [c._async for c in client_list],
             memory_budget=memory_budget,
+            memory_estimates=memory_estimates,
             max_waiting=max_waiting,
             max_concurrent_per_instance=max_concurrent_per_instance,
             max_replicas=max_replicas,

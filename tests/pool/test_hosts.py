@@ -256,3 +256,76 @@ async def test_lm_link_devices_are_placement_targets(
     assert peaks.get(None, 0) <= budget_for(1)
     assert peaks.get("gpu-box", 0) <= budget_for(2)
     assert lmstudio_server.loaded_instances() == []
+
+
+# --- unloads that fail ------------------------------------------------------------------------
+
+
+async def _warm_up_then_hang_the_eviction_of_m0(
+    pool: lms.AsyncModelPool, server: ThreadedStandInServer, timeout: float
+) -> asyncio.Task[str]:
+    """m1 then m0 leased once (m0 ends loaded and idle in a one-model budget); then the
+    server goes silent and a lease of m1 evicts m0: the unload is received, never done."""
+    for key in ("m1", "m0"):
+        async with pool.llm(key) as model:
+            await model.respond("hi", config=SHORT)
+    server.reset_peak_memory()
+    server.faults.silent = True
+
+    async def lease_m1() -> str:
+        async with pool.llm("m1", timeout=timeout) as model:
+            return (await model.respond("hi", config=SHORT)).stop_reason
+
+    leasing = asyncio.create_task(lease_m1())
+    await eventually(lambda: bool(server.received_messages(type="rpcCall", endpoint="unloadModel")))
+    return leasing
+
+
+async def test_an_instance_whose_unload_failed_counts_against_the_budget_until_it_is_gone(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    async with lms.AsyncModelPool(
+        client, memory_budget=budget_for(1), reconcile_interval=None
+    ) as pool:
+        leasing = await _warm_up_then_hang_the_eviction_of_m0(pool, lmstudio_server, 10)
+        lmstudio_server.faults.silent = False
+        lmstudio_server.faults.drop_connections()  # the unload fails: m0 is still loaded
+        # The load of m1 waits for the host to return and be reconciled, where m0 is
+        # unloaded again; only then does m1 load.
+        assert await leasing == "maxPredictedTokensReached"
+        assert loaded_keys(lmstudio_server) == ["m1"]
+        assert pool.stats().used_bytes[(0, None)] == MODEL_BYTES
+    assert lmstudio_server.peak_memory_bytes <= budget_for(1)
+    assert lmstudio_server.loaded_instances() == []
+
+
+async def test_closing_unloads_an_instance_whose_unload_failed(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    pool = lms.AsyncModelPool(client, memory_budget=budget_for(1), reconcile_interval=None)
+    leasing = await _warm_up_then_hang_the_eviction_of_m0(pool, lmstudio_server, 0.5)
+    with pytest.raises(lms.PoolTimeoutError):
+        await leasing
+    lmstudio_server.faults.silent = False
+    lmstudio_server.faults.drop_connections()  # the unload fails; nothing asks the host again
+    # The pool still counts m0 (it may be loaded, and it is), and no load is under way.
+    await eventually(lambda: pool.stats().used_bytes[(0, None)] == MODEL_BYTES)
+    await eventually(lambda: pool._hosts[0].up)
+    assert loaded_keys(lmstudio_server) == ["m0"]
+    await pool.aclose()
+    assert lmstudio_server.loaded_instances() == []
+    assert lmstudio_server.peak_memory_bytes <= budget_for(1)
+
+
+async def test_closing_unloads_what_the_pool_loaded_and_lost_track_of(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    pool = lms.AsyncModelPool(client, reconcile_interval=None)
+    async with pool.llm("m0"):
+        pass
+    # A load of this pool whose answer was lost with its connection (an orphan), which no
+    # reconciliation has seen yet; and someone else's model, which stays.
+    lmstudio_server.preload("m1", identifier=f"m1@pool-{pool._token}-99")
+    lmstudio_server.preload("m2", identifier="theirs")
+    await pool.aclose()
+    assert [i.identifier for i in lmstudio_server.loaded_instances()] == ["theirs"]

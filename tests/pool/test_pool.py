@@ -200,6 +200,52 @@ async def test_model_larger_than_the_budget_is_refused_at_once(client: lms.Async
         assert pool.stats().used_bytes[(0, None)] == EMBED_BYTES
 
 
+async def test_memory_estimates_admit_a_model_whose_estimate_exceeds_the_budget(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    budget = MODEL_BYTES - 1  # LM Studio's estimate of m0 is just too much
+    async with lms.AsyncModelPool(client, memory_budget=budget) as pool:
+        with pytest.raises(lms.LMStudioValueError, match="needs more memory than the budget"):
+            async with pool.llm("m0"):
+                pass
+    assert lmstudio_server.received_messages(endpoint="estimateModelUsage") != []
+    lmstudio_server.clear_logs()
+    override = 900_000_000
+    async with lms.AsyncModelPool(
+        client, memory_budget=budget, memory_estimates={"M0": override}
+    ) as pool:
+        async with pool.llm("m0") as model:  # the key is case-insensitive
+            reply = await model.respond("hi", config=SHORT)
+            assert reply.stop_reason == "maxPredictedTokensReached"
+            assert pool.stats().used_bytes[(0, None)] == override
+        # LM Studio was not asked for an estimate of a key with a figure of its own.
+        assert lmstudio_server.received_messages(endpoint="estimateModelUsage") == []
+    assert lmstudio_server.loaded_instances() == []
+
+
+async def test_memory_estimates_are_what_the_budget_counts(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    # Room for one model by LM Studio's estimate; two of these by the figures given.
+    small = MODEL_BYTES * 3 // 4
+    async with lms.AsyncModelPool(
+        client,
+        memory_budget=budget_for(1),
+        memory_estimates={"m0": small, "m1": small, "not-downloaded-yet": 1},  # accepted
+    ) as pool:
+        async with pool.llm("m0"), pool.llm("m1", timeout=1):  # both fit: no wait, no eviction
+            stats = pool.stats()
+            assert stats.used_bytes[(0, None)] == 2 * small
+            assert (stats.loads, stats.evictions, stats.waits) == (2, 0, 0)
+        async with pool.llm("m2"):  # LM Studio's estimate: both others must go
+            assert loaded_keys(lmstudio_server) == ["m2"]
+            assert pool.stats().used_bytes[(0, None)] == MODEL_BYTES
+        assert pool.stats().evictions == 2
+        async with pool.llm("m0"):  # 0.79 + 1.05 > 1.58 GB: m2 must go
+            assert loaded_keys(lmstudio_server) == ["m0"]
+        assert pool.stats().evictions == 3
+
+
 @standin(memory_gb=2.2)
 async def test_without_budget_the_servers_refusals_drive_eviction(
     client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
@@ -393,6 +439,62 @@ async def test_cancelled_leases_are_released(
             assert loaded_keys(lmstudio_server) == ["m1"]
 
 
+async def test_a_waiter_cancelled_in_the_step_that_wakes_it_leaves_the_queue(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    # The release completes the waiter's future, and the waiter is cancelled before it
+    # runs again: the cancellation wins (asyncio.wait_for on 3.11 returned the result).
+    async with lms.AsyncModelPool(client, memory_budget=budget_for(1)) as pool:
+        body_ran = False
+
+        async def waiter() -> None:
+            nonlocal body_ran
+            async with pool.llm("m1", timeout=10):
+                body_ran = True
+
+        holder = pool.llm("m0")
+        await holder.__aenter__()
+        waiting = asyncio.create_task(waiter())
+        await eventually(lambda: pool.stats().queued == 1)
+        await holder.__aexit__(None, None, None)  # wakes the waiter ...
+        waiting.cancel()  # ... which is cancelled before it runs
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+        assert waiting.cancelled()
+        assert not body_ran
+        stats = pool.stats()
+        assert (stats.queued, stats.in_flight, stats.loads) == (0, 0, 1)
+        assert loads_sent(lmstudio_server) == ["m0"]  # it started no load either
+
+
+async def test_a_caller_cancelled_in_the_step_its_load_lands_gets_no_lease(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    lmstudio_server.load_seconds = 0.2
+    async with lms.AsyncModelPool(client, memory_budget=budget_for(1)) as pool:
+        body_ran = False
+
+        async def lease() -> None:
+            nonlocal body_ran
+            async with pool.llm("m0", timeout=10):
+                body_ran = True
+
+        leasing = asyncio.create_task(lease())
+        await eventually(lambda: lmstudio_server.open_channel_count(endpoint="loadModel") == 1)
+        (inst,) = pool._targets[0].instances
+        assert inst.done is not None
+        # Run right after the callbacks that wake the caller: it is cancelled in that step.
+        inst.done.add_done_callback(lambda _: leasing.cancel())
+        with contextlib.suppress(asyncio.CancelledError):
+            await leasing
+        assert leasing.cancelled()
+        assert not body_ran
+        assert pool.stats().in_flight == 0
+        async with pool.llm("m0", timeout=5) as model:  # the load stayed, idle, for others
+            assert model.model_key == "m0"
+        assert pool.stats().loads == 1
+
+
 async def test_cancelled_during_the_load_leaves_nothing_behind(
     client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
 ) -> None:
@@ -527,6 +629,39 @@ async def test_an_instance_idle_for_most_of_its_ttl_is_checked_before_it_is_hand
             reply = await again.respond("hi", config=SHORT)
             assert reply.stop_reason != "modelUnloaded"
         assert pool.stats().loads == 2
+
+
+@pytest.mark.parametrize("fault", ["silent", "stopped", "dropped"])
+async def test_the_ttl_check_before_reuse_keeps_the_lease_deadline_and_typed_errors(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer, fault: str
+) -> None:
+    async with lms.AsyncModelPool(client, ttl=1.0, reconcile_interval=None) as pool:
+        async with pool.llm("m0") as model:
+            first = model.identifier
+        await asyncio.sleep(0.85)  # idle 85 % of its TTL: the next lease asks the server
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        if fault == "silent":  # a hung host: the lease ends at its own deadline
+            lmstudio_server.faults.silent = True
+            with pytest.raises(lms.PoolTimeoutError, match=r"within 0\.5s"):
+                async with pool.llm("m0", timeout=0.5):
+                    pass
+            assert loop.time() - started < 1.5
+            lmstudio_server.faults.silent = False
+        elif fault == "stopped":  # the host is gone: marked down, HostDownError at the deadline
+            lmstudio_server.stop()
+            with pytest.raises(lms.HostDownError, match="no host is up") as info:
+                async with pool.llm("m0", timeout=0.5):
+                    pass
+            assert loop.time() - started < 1.5
+            assert isinstance(info.value.__cause__, lms.LMStudioConnectionError)
+        else:  # the answer is lost with its connection: the host comes back, still has it
+            lmstudio_server.faults.drop_after(0, namespace="llm")
+            async with pool.llm("m0", timeout=5) as model:
+                assert model.identifier == first
+                assert (await model.respond("hi", config=SHORT)).stop_reason != "modelUnloaded"
+            assert pool.stats().loads == 1
+        assert pool.stats().in_flight == 0
 
 
 @standin(tokens_per_second=40)
@@ -668,6 +803,14 @@ async def test_close_fails_waiters_and_refuses_new_leases(
         ({"ttl": 0}, "ttl"),
         ({"reconcile_interval": float("nan")}, "reconcile_interval"),
         ({"eviction": "fifo"}, "eviction"),
+        ({"memory_estimates": ["m0"]}, "memory_estimates must be a mapping"),
+        ({"memory_estimates": {"m0": 0}}, r"memory_estimates\['m0'\] must be a positive int"),
+        ({"memory_estimates": {"m0": -5}}, "must be a positive int"),
+        ({"memory_estimates": {"m0": 1.5e9}}, "must be a positive int"),
+        ({"memory_estimates": {"m0": True}}, "must be a positive int"),
+        ({"memory_estimates": {"": 10}}, "memory_estimates key must not be empty"),
+        ({"memory_estimates": {3: 10}}, "memory_estimates key must be a string"),
+        ({"memory_estimates": {"m0": 1, "M0": 2}}, "twice"),
     ],
 )
 def test_bad_arguments_are_typed_errors(kwargs: dict[str, object], match: str) -> None:

@@ -178,6 +178,17 @@ def test_budget_bytes_are_reported(client: lms.Client) -> None:
         assert stats.budget_bytes == {(0, None): budget_for(1)}
 
 
+def test_memory_estimates_reach_the_pool(client: lms.Client) -> None:
+    with lms.ModelPool(
+        client, memory_budget=MODEL_BYTES - 1, memory_estimates={"m0": MODEL_BYTES // 2}
+    ) as pool:
+        with pool.llm("m0") as model:  # refused by LM Studio's estimate alone
+            assert model.model_key == "m0"
+        assert pool.stats().used_bytes[(0, None)] == MODEL_BYTES // 2
+    with pytest.raises(lms.LMStudioValueError, match="memory_estimates"):
+        lms.ModelPool(client, memory_estimates={"m0": 0})
+
+
 def test_a_host_that_cannot_be_reached_is_a_host_down_error_at_the_deadline() -> None:
     with (
         lms.Client(f"127.0.0.1:{free_port()}") as client,

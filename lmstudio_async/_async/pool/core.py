@@ -86,6 +86,9 @@ class AsyncModelPool:
     mapping ``{(client_index, device_or_None): bytes}``, whose keys are then the targets
     (list the devices of a host there to spread over them). ``None``: no client-side
     budget; the pool relies on the server refusing loads for memory.
+    ``memory_estimates`` maps model keys (case-insensitive) to the bytes to count for an
+    instance of that key instead of LM Studio's estimate, for a model whose estimate is
+    far off (see docs/pool.md); keys need not be downloaded yet.
 
     ::
 
@@ -110,6 +113,7 @@ class AsyncModelPool:
         clients: AsyncClient | Sequence[AsyncClient],
         *,
         memory_budget: MemoryBudget = None,
+        memory_estimates: Mapping[str, int] | None = None,
         max_waiting: int = DEFAULT_MAX_WAITING,
         max_concurrent_per_instance: int | None = None,
         max_replicas: int = 1,
@@ -133,6 +137,7 @@ class AsyncModelPool:
         self._policy = make_policy(eviction)
         self._hosts = [_Host(i, c) for i, c in enumerate(client_list)]
         self._targets = self._make_targets(memory_budget)
+        self._overrides = _check_estimates(memory_estimates)
         self._max_waiting = max_waiting
         self._max_concurrent = max_concurrent_per_instance
         self._max_replicas = max_replicas
@@ -306,8 +311,10 @@ class AsyncModelPool:
 
     async def aclose(self) -> None:
         """Stop the pool: pending leases fail with :class:`ClientClosedError`, loads in
-        progress are cancelled, and every instance the pool loaded is unloaded (instances
-        it did not load stay). The clients stay open."""
+        progress are cancelled, and every instance the pool loaded is unloaded, those whose
+        unload failed before included; then every host it loaded on is searched for
+        anything of its own still loaded (best effort: one attempt each, bounded by the
+        unload and list timeouts). Instances it did not load stay. The clients stay open."""
         if self._closing is not None:
             await asyncio.shield(self._closing)
             return
@@ -322,11 +329,20 @@ class AsyncModelPool:
             unloads = []
             for target in self._targets:
                 for inst in target.instances:
-                    if inst.owned and inst.state in ("ready", "evicting") and inst.identifier:
+                    if (
+                        inst.owned
+                        and inst.state in ("ready", "evicting", "stranded")
+                        and inst.identifier
+                    ):
                         unloads.append(self._unload(inst))
                     inst.state = "gone"
                 target.instances.clear()
             await asyncio.gather(*unloads, return_exceptions=True)
+            # Then what may be left: unloads that failed (again), loads whose outcome was
+            # lost with their connection. Bounded: one list and one unload per instance.
+            await asyncio.gather(
+                *(self._sweep(h) for h in self._hosts if h.touched), return_exceptions=True
+            )
         finally:
             self._closing.set_result(None)
 
@@ -411,7 +427,9 @@ class AsyncModelPool:
                 )
                 if isinstance(step, _Instance):
                     if step.state == "ready":
-                        if self._maybe_expired(step) and not await self._still_loaded(step):
+                        if self._maybe_expired(step) and not await self._still_loaded(
+                            step, deadline, timeout, key
+                        ):
                             continue
                         self._bump("hits", key, step.target)
                         return step
@@ -474,15 +492,13 @@ class AsyncModelPool:
         wake = remaining
         if patience > now and (wake is None or patience - now < wake):
             wake = patience - now
-        try:
-            await asyncio.wait_for(fut, wake)
-        except TimeoutError:
-            if fut.done() and not fut.cancelled():
-                return
-            if wake != remaining:
-                return  # patience is over: try again, now allowed to drain
-            error = self._timeout(key, timeout, cause)
-            raise error from error.__cause__  # not the TimeoutError
+        # Not asyncio.wait_for: on Python 3.11 it returns the result of a future that is
+        # already done when the task is cancelled, so a caller cancelled in the same step
+        # as a release woke it would go on and take a lease. asyncio.wait raises.
+        await asyncio.wait((fut,), timeout=wake)
+        if fut.done() or wake != remaining:
+            return  # a change, or patience is over: try again, now allowed to drain
+        raise self._timeout(key, timeout, cause)
 
     def _timeout(
         self, key: str, timeout: float | None, cause: BaseException | None
@@ -592,14 +608,31 @@ class AsyncModelPool:
         idle = asyncio.get_running_loop().time() - inst.last_used
         return idle >= self._ttl * _TTL_CHECK_FRACTION
 
-    async def _still_loaded(self, inst: _Instance) -> bool:
-        """Ask the server about ``inst`` (leased by the caller); if gone, release and forget it."""
+    async def _still_loaded(
+        self, inst: _Instance, deadline: float | None, timeout: float | None, key: str
+    ) -> bool:
+        """Ask the server about ``inst`` (leased by the caller), within the lease's
+        deadline; if gone, release and forget it. False also when its host did not answer
+        (then marked down, as for the lease's other metadata calls): the caller tries
+        again elsewhere or waits for a host; a lease whose deadline cut the question
+        short ends with its usual timeout error."""
         assert inst.handle is not None
+        limit = _bounded(deadline, _PROBE_TIMEOUT)
         try:
-            await inst.handle.get_info(timeout=_PROBE_TIMEOUT)
+            await inst.handle.get_info(timeout=limit)
         except ModelNotFoundError:
             inst.leases -= 1
             self._gone(inst)
+            return False
+        except LMStudioConnectionError as exc:
+            inst.leases -= 1
+            self._mark_down(inst.target.host, exc)
+            self._changed()
+            return False
+        except LMStudioTimeoutError as exc:
+            inst.leases -= 1
+            self._changed()
+            self._unanswered(inst.target.host, exc, limit, key, timeout)
             return False
         except BaseException:
             inst.leases -= 1
@@ -747,6 +780,9 @@ class AsyncModelPool:
         return catalog is None or key.lower() in catalog
 
     def _bytes(self, target: _Target, key: str, signature: bytes | None, info: ModelInfo) -> int:
+        override = self._overrides.get(key.lower())
+        if override is not None:
+            return override
         cached = self._estimates.get((target.key, key, signature))
         return cached if cached is not None else int(info.size_bytes)
 
@@ -761,12 +797,10 @@ class AsyncModelPool:
             remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
             if remaining is not None and remaining <= 0:
                 raise self._timeout(key, timeout, None)
-            try:
-                await asyncio.wait_for(asyncio.shield(inst.done), remaining)
-            except TimeoutError:
-                if not inst.done.done():
-                    late = self._timeout(key, timeout, None)
-                    raise late from late.__cause__  # not the TimeoutError
+            # asyncio.wait, not wait_for (see _wait); it leaves inst.done alone.
+            await asyncio.wait((inst.done,), timeout=remaining)
+            if not inst.done.done():
+                raise self._timeout(key, timeout, None)
         except BaseException:
             inst.reserved -= 1
             self._changed()
@@ -790,12 +824,21 @@ class AsyncModelPool:
         assert inst.done is not None
         try:
             await self._memory_free(inst)
-            while host.up and not host.synced:
-                # The host came back from a drop or a restart: learn what is really loaded
-                # there (instances it lost, orphans still in memory) before adding to it.
+            while not (host.up and host.synced):
+                if not host.up:
+                    # Down since the load was placed (never load on a host whose memory
+                    # the pool does not know): the callers place it again, or wait.
+                    down = HostDownError(
+                        f"model pool: {host.name} is down", host=host.client.api_host
+                    )
+                    raise _Retry(host.down_cause or down)
+                # The host came back from a drop or a restart, or an unload failed there:
+                # learn what is really loaded (instances it lost, orphans, instances whose
+                # unload failed) before adding to it.
                 await self._sync_hosts(None, None, inst.key)
                 await self._memory_free(inst)
             inst.started = True
+            host.touched = True
             namespace = host.client.llm if inst.domain == "llm" else host.client.embedding
             handle: _HandleAny | None = None
             for attempt in range(3):
@@ -897,7 +940,10 @@ class AsyncModelPool:
         deadline: float | None,
         timeout: float | None,
     ) -> None:
-        """Estimate (once, cached) the memory of ``key`` with ``cfg`` on every target."""
+        """Estimate (once, cached) the memory of ``key`` with ``cfg`` on every target
+        (not if ``memory_estimates`` gives a figure for the key: LM Studio's is not used)."""
+        if key.lower() in self._overrides:
+            return
         todo = [
             t for t in self._targets if t.host.up and (t.key, key, signature) not in self._estimates
         ]
@@ -946,26 +992,59 @@ class AsyncModelPool:
         self._spawn(self._evict_task(inst), f"lmstudio-pool-evict-{inst.identifier}")
 
     async def _evict_task(self, inst: _Instance) -> None:
+        unloaded = False
         try:
-            await self._unload(inst)
+            unloaded = await self._unload(inst)
         finally:
-            inst.state = "gone"
-            self._forget(inst)
+            if unloaded:
+                inst.state = "gone"
+                self._forget(inst)
+            else:
+                self._strand(inst)
             self._changed()
 
-    async def _unload(self, inst: _Instance) -> None:
-        client = inst.target.host.client
-        namespace = client.llm if inst.domain == "llm" else client.embedding
+    async def _unload(self, inst: _Instance) -> bool:
+        """Unload ``inst``: True once it is known to be gone (unloaded, or no longer there),
+        False if it may still be loaded (the connection dropped, no answer, an error)."""
+        host = inst.target.host
+        namespace = host.client.llm if inst.domain == "llm" else host.client.embedding
         try:
             device = inst.handle.device if inst.handle is not None else inst.target.device
             await namespace.unload(inst.identifier, device=device, timeout=_UNLOAD_TIMEOUT)
         except ModelNotFoundError:
-            pass  # gone already (a TTL, or someone else)
-        except LMStudioConnectionError as exc:
+            return True  # gone already (a TTL, or someone else)
+        except (LMStudioConnectionError, LMStudioTimeoutError) as exc:
+            # Dropped, or no answer (a hung host, as for the metadata calls): down until its
+            # probe gets an answer; the reconciliation when it returns settles the instance.
+            log.warning("pool: unloading %r failed: %s", inst.identifier, exc)
             if not self._closed:
-                self._mark_down(inst.target.host, exc)
+                self._mark_down(host, exc)
+            return False
         except LMStudioError as exc:
             log.warning("pool: unloading %r failed: %s", inst.identifier, exc)
+            return False
+        return True
+
+    def _strand(self, inst: _Instance) -> None:
+        """An unload of ``inst`` failed, so it may still be in memory: it keeps counting
+        against its target's budget until the host's list says it is gone or an unload
+        succeeds, both at the host's next reconciliation (before its next lease or load)."""
+        if inst.state == "gone":
+            return  # found gone meanwhile
+        inst.state = "stranded"
+        inst.target.host.synced = False
+
+    async def _unload_again(self, inst: _Instance) -> None:
+        """Unload a stranded instance (one attempt; it stays stranded if that fails)."""
+        inst.checking = True
+        try:
+            unloaded = await self._unload(inst)
+        finally:
+            inst.checking = False
+        if unloaded and inst.state == "stranded":
+            log.info("pool: unloaded %r", inst.identifier)
+            inst.state = "gone"
+            self._forget(inst)
 
     def _forget(self, inst: _Instance) -> None:
         with contextlib.suppress(ValueError):
@@ -1125,7 +1204,9 @@ class AsyncModelPool:
         if self._closed:
             return False
         found = False
-        orphans: list[_HandleAny] = []
+        # Also those whose unload failed while the list was on its way: present or not,
+        # the list says where they stand now.
+        stranded = [i for t in targets for i in t.instances if i.state == "stranded"]
         present: dict[str, _HandleAny] = {h.instance_reference: h for h in loaded}
         known: set[str] = set()
         for target in targets:
@@ -1140,11 +1221,28 @@ class AsyncModelPool:
             if ref in known or handle.identifier in known:
                 continue  # ours: loaded, being unloaded, or a load that is landing
             found = True
-            if self._ours(handle.identifier):
-                log.info("pool: unloading %r, an orphan of a failed load", handle.identifier)
-                orphans.append(handle)
-                continue
             target = self._target_for(targets, handle.info.device_identifier)
+            if self._ours(handle.identifier):
+                if ref in {i.reference for t in targets for i in t.instances}:
+                    continue  # taken up by a reconciliation that ran meanwhile
+                log.info("pool: unloading %r, an orphan of a failed load", handle.identifier)
+                # Tracked as an instance whose unload failed: it counts against the budget
+                # until an unload succeeds (now, below, or at a later reconciliation).
+                orphan = _Instance(
+                    handle.model_key,
+                    handle._domain,
+                    None,
+                    target,
+                    self._orphan_bytes(target, handle),
+                    owned=True,
+                )
+                orphan.handle = handle
+                orphan.identifier = handle.identifier
+                orphan.reference = ref
+                orphan.state = "stranded"
+                target.instances.append(orphan)
+                stranded.append(orphan)
+                continue
             inst = _Instance(
                 handle.model_key,
                 handle._domain,
@@ -1161,13 +1259,57 @@ class AsyncModelPool:
             inst.state = "ready"
             target.instances.append(inst)
             log.info("pool: using %r, loaded by someone else, on %s", inst.identifier, host.name)
-        if orphans:
-            await asyncio.gather(
-                *(h.unload(timeout=_UNLOAD_TIMEOUT) for h in orphans), return_exceptions=True
-            )
-        host.synced = True
+        # Instances whose unload failed: forgotten if the list no longer has them, else
+        # unloaded again (they count against the budget until then).
+        again: list[_Instance] = []
+        for inst in stranded:
+            if inst.state != "stranded" or inst.checking:
+                continue
+            if inst.reference in present:
+                again.append(inst)
+            else:
+                log.info("pool: %r, whose unload had failed, is gone", inst.identifier)
+                inst.state = "gone"
+                self._forget(inst)
+        if again:
+            await asyncio.gather(*(self._unload_again(i) for i in again), return_exceptions=True)
+        if host.up:  # not if it went down meanwhile: reconciled again when it returns
+            host.synced = True
         self._changed()
         return found
+
+    async def _sweep(self, host: _Host) -> None:
+        """At close: unload whatever of this pool's is still loaded on ``host``."""
+        try:
+            loaded: list[_HandleAny] = [
+                *await host.client.llm.list_loaded(timeout=_PROBE_TIMEOUT),
+                *await host.client.embedding.list_loaded(timeout=_PROBE_TIMEOUT),
+            ]
+        except LMStudioError as exc:
+            log.warning("pool: cannot check %s for instances left loaded: %s", host.name, exc)
+            return
+        left = [h for h in loaded if self._ours(h.identifier)]
+        results = await asyncio.gather(
+            *(h.unload(timeout=_UNLOAD_TIMEOUT) for h in left), return_exceptions=True
+        )
+        for handle, result in zip(left, results, strict=True):
+            if isinstance(result, BaseException) and not isinstance(result, ModelNotFoundError):
+                log.warning(
+                    "pool: %r may stay loaded on %s: %s", handle.identifier, host.name, result
+                )
+
+    def _orphan_bytes(self, target: _Target, handle: _HandleAny) -> int:
+        """What to count for an orphan of ``handle``'s key (its config is unknown): the
+        largest estimate cached for the key on ``target``, else the model's size."""
+        key = handle.model_key
+        override = self._overrides.get(key.lower())
+        if override is not None:
+            return override
+        cached = [n for (t, k, _), n in self._estimates.items() if t == target.key and k == key]
+        if cached:
+            return max(cached)
+        entry = None if target.host.catalog is None else target.host.catalog.get(key.lower())
+        return int(entry.size_bytes) if entry is not None else 0
 
     def _ours(self, identifier: str) -> bool:
         return f"@pool-{self._token}-" in identifier
@@ -1180,6 +1322,9 @@ class AsyncModelPool:
         return targets[0]
 
     async def _foreign_bytes(self, host: _Host, target: _Target, handle: _HandleAny) -> int:
+        override = self._overrides.get(handle.model_key.lower())
+        if override is not None:
+            return override
         size = 0
         if host.catalog is not None:
             entry = host.catalog.get(handle.model_key.lower())
@@ -1309,6 +1454,32 @@ def pool_clients(
 def _check_int(name: str, value: object, *, minimum: int) -> None:
     if not is_int(value) or value < minimum:  # type: ignore[operator]
         raise LMStudioValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_estimates(estimates: object) -> dict[str, int]:
+    """``memory_estimates`` as ``{lowercase key: bytes}``: keys non-blank strings (a key
+    not downloaded yet is fine: it is looked up when leased), values positive ints."""
+    if estimates is None:
+        return {}
+    if not isinstance(estimates, Mapping):
+        raise LMStudioValueError(
+            "memory_estimates must be a mapping {model_key: bytes} or None, "
+            f"got {type(estimates).__name__}"
+        )
+    checked: dict[str, int] = {}
+    for key, nbytes in estimates.items():
+        check_key(key, "memory_estimates key")
+        if not is_int(nbytes) or nbytes <= 0:
+            raise LMStudioValueError(
+                f"memory_estimates[{key!r}] must be a positive int (bytes), got {nbytes!r}"
+            )
+        low = key.lower()
+        if low in checked:
+            raise LMStudioValueError(
+                f"memory_estimates names {key!r} twice (keys are case-insensitive)"
+            )
+        checked[low] = nbytes
+    return checked
 
 
 def _check_budget(name: str, value: object) -> int:

@@ -20,7 +20,17 @@ _HandleAny: TypeAlias = _ModelHandle[Any, Any]
 
 
 class _Host:
-    __slots__ = ("catalog", "client", "down_cause", "index", "probe", "synced", "syncing", "up")
+    __slots__ = (
+        "catalog",
+        "client",
+        "down_cause",
+        "index",
+        "probe",
+        "synced",
+        "syncing",
+        "touched",
+        "up",
+    )
 
     def __init__(self, index: int, client: AsyncClient) -> None:
         self.index = index
@@ -31,6 +41,7 @@ class _Host:
         self.catalog: dict[str, ModelInfo] | None = None
         self.probe: asyncio.Task[None] | None = None
         self.syncing: asyncio.Task[None] | None = None
+        self.touched = False  # the pool has sent a load here (aclose looks for leftovers)
 
     @property
     def name(self) -> str:
@@ -69,19 +80,25 @@ class _Target:
         return self.learned if self.budget is None else min(self.budget, self.learned)
 
     def committed(self) -> int:
-        """Bytes of instances loaded or being loaded here (evictions in progress excluded)."""
-        return sum(i.bytes for i in self.instances if i.state in ("loading", "ready"))
+        """Bytes of instances loaded, being loaded, or whose unload failed here (evictions
+        in progress excluded: their memory is about to be free)."""
+        return sum(i.bytes for i in self.instances if i.state in ("loading", "ready", "stranded"))
 
     def resident(self) -> int:
         """Bytes that may be in the server's memory right now."""
         return sum(
             i.bytes
             for i in self.instances
-            if i.state in ("ready", "evicting") or (i.state == "loading" and i.started)
+            if i.state in ("ready", "evicting", "stranded")
+            or (i.state == "loading" and i.started)
         )
 
 
-_State: TypeAlias = Literal["loading", "ready", "evicting", "gone"]
+_State: TypeAlias = Literal["loading", "ready", "evicting", "stranded", "gone"]
+"""``stranded``: its unload failed (a dropped connection, no answer, an error), so it may
+still be in the server's memory: it counts against the budget, is never handed out, and is
+unloaded again at its host's next reconciliation (or forgotten if the host's list no longer
+has it), and by :meth:`AsyncModelPool.aclose`."""
 
 
 class _Instance:

@@ -191,3 +191,21 @@ def test_the_error_tree_in_the_docs_names_every_exception() -> None:
     assert "LMStudioError" in classes
     missing = [name for name in classes if f" {name}" not in tree and f"\n{name}" not in tree]
     assert missing == []
+
+
+def test_no_asyncio_wait_for() -> None:
+    # On Python 3.11, asyncio.wait_for returns the inner future's result instead of raising
+    # when the waiting task is cancelled in the step that future completes: the cancel is
+    # lost (a pool lease cancelled while it waited went on to run its body). The package
+    # uses asyncio.timeout or asyncio.wait, which never lose one.
+    calls = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr == "wait_for"
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "asyncio"
+            ):
+                calls.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert calls == []

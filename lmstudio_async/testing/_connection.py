@@ -109,8 +109,11 @@ class ChannelContext:
             if seconds <= 0:
                 await asyncio.sleep(0)
             else:
+                # (asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the
+                # task's own cancellation when the event is set in the same step)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.cancelled.wait(), seconds)
+                    async with asyncio.timeout(seconds):
+                        await self.cancelled.wait()
         if self.cancelled.is_set():
             raise on_cancel()
 
@@ -120,8 +123,11 @@ class ChannelContext:
             if seconds <= 0:
                 await asyncio.sleep(0)
             else:
+                # (asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the
+                # task's own cancellation when the event is set in the same step)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.cancelled.wait(), seconds)
+                    async with asyncio.timeout(seconds):
+                        await self.cancelled.wait()
         return self.cancelled.is_set()
 
 

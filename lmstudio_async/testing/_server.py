@@ -397,7 +397,8 @@ class Runtime:
     @staticmethod
     async def _close(conn: Connection) -> None:
         try:
-            await asyncio.wait_for(conn.ws.close(code=1001, message=b"server shutdown"), 0.5)
+            async with asyncio.timeout(0.5):
+                await conn.ws.close(code=1001, message=b"server shutdown")
         except (TimeoutError, ConnectionError, RuntimeError):
             conn.abort()
 

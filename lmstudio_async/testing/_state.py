@@ -299,9 +299,7 @@ class ModelState:
         waiter = asyncio.get_running_loop().create_future()
         self._change_waiters.append(waiter)
         try:
-            await asyncio.wait_for(waiter, timeout)
-        except TimeoutError:
-            pass
+            await asyncio.wait((waiter,), timeout=timeout)  # (never swallows a cancel)
         finally:
             if waiter in self._change_waiters:
                 self._change_waiters.remove(waiter)

@@ -281,10 +281,13 @@ async def _run_tools(
 
     async def run(request: ToolCallRequest) -> ToolCallResult:
         async with limit:
-            return ToolCallResult(
-                content=await _run_tool(toolset, request, handler),
-                tool_call_id=request.id,
-            )
+            try:
+                content = await _run_tool(toolset, request, handler)
+            except (KeyboardInterrupt, SystemExit) as exc:
+                # A coroutine tool's or the handler's: carried (see Escaped), since raised
+                # bare from a task of its own it would stop the event loop.
+                raise Escaped(exc) from None
+            return ToolCallResult(content=content, tool_call_id=request.id)
 
     if len(requests) == 1:
         return [await run(requests[0])]
@@ -328,5 +331,3 @@ async def _run_tool(
         log.info("tool %r raised %r; reporting it to the model", request.name, exc)
         text = await _invalid(handler, f"Unhandled Python exception: {exc!r}", request, exc)
         return encode_tool_result(text)
-    except (KeyboardInterrupt, SystemExit) as exc:  # carried: bare, they stop the loop
-        raise Escaped(exc) from None

@@ -204,9 +204,11 @@ async def _wait_for_flight(
     timeouts: Timeouts,
     what: str,
     callback: ProgressCallback | None,
+    started: float | None = None,
 ) -> ModelInstanceInfo:
     """Wait for a shared get-or-load within one caller's deadlines: ``idle`` counts from
-    the load's last progress report (or from joining, if later), ``total`` from joining.
+    the load's last progress report (or from joining, if later), ``total`` from joining
+    (from ``started``, loop time, if the call began earlier).
     Raises :class:`LMStudioTimeoutError` when one expires; the load goes on for others.
 
     The caller's own ``callback`` runs here, in the caller's task, with every value from
@@ -218,7 +220,7 @@ async def _wait_for_flight(
     progress = flight.progress
     values = progress.values
     loop = asyncio.get_running_loop()
-    joined = loop.time()
+    joined = loop.time() if started is None else started
     seen = max(len(values) - 1, 0)  # how many values this caller's callback has had
     while not task.done():
         if callback is not None and seen < len(values):
@@ -413,10 +415,13 @@ class AsyncClient:
         *,
         operation: str,
         subject: str,
+        deadline: float | None = None,
     ) -> tuple[ModelInstanceInfo, bool]:
-        """Run a loadModel/getOrLoad channel; returns (instance, loaded_now)."""
+        """Run a loadModel/getOrLoad channel; returns (instance, loaded_now). ``deadline``
+        (loop time): where the total deadline ends, if the call began before the channel."""
         loop = asyncio.get_running_loop()
-        deadline = None if timeouts.total is None else loop.time() + timeouts.total
+        if deadline is None and timeouts.total is not None:
+            deadline = loop.time() + timeouts.total
         sock = self._transport.socket(namespace)
         stream = await sock.open_channel(endpoint, creation, deadline, timeouts.total)
         try:
@@ -523,19 +528,26 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
     def _config(self, config: object) -> Any:
         return coerce_load_config(self._name, config)
 
-    async def _concrete(self, key: str, cfg: Any, timeout: TimeoutParam) -> Any:
+    async def _concrete(
+        self, key: str, cfg: Any, timeouts: Timeouts, deadline: float | None
+    ) -> Any:
         """``cfg`` with ``context_length="max"`` replaced by the largest context length
         of the model ``key`` names (a model key, path or loaded identifier): one
-        ``listDownloadedModels`` call, only for ``"max"``."""
+        ``listDownloadedModels`` call, only for ``"max"``, within the call's deadlines
+        (``deadline``: where its total one ends)."""
         if cfg is None or cfg.context_length != "max":
             return cfg
-        models = await self.list_downloaded(timeout=timeout)
+        rpc = functools.partial(self._client._rpc, timeout=timeouts, deadline=deadline)
+        raw = await rpc("system", "listDownloadedModels")
+        everything = [] if raw is None else decode_model_info_list(raw)
+        models = [m for m in everything if m.type == self._name]
         model = resolve_model_key(models, key)
         if model is None:  # an instance identifier: the model it is an instance of
+            raw = await rpc(self._name, "listLoaded")
             low = key.casefold()
-            for handle in await self.list_loaded(timeout=timeout):
-                if handle.identifier.casefold() == low:
-                    model = resolve_model_key(models, handle.model_key)
+            for info in [] if raw is None else decode_instance_info_list(raw):
+                if info.identifier.casefold() == low:
+                    model = resolve_model_key(models, info.model_key)
                     break
         if model is None:
             raise ModelNotFoundError.client_side(
@@ -617,7 +629,11 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
                 "on_config_mismatch must be 'warn', 'raise' or 'reload', "
                 f"got {on_config_mismatch!r}"
             )
-        cfg = await self._concrete(key, cfg, timeouts)
+        started = asyncio.get_running_loop().time()
+        if cfg is not None and cfg.context_length == "max":
+            total = timeouts.total
+            deadline = None if total is None else started + total
+            cfg = await self._concrete(key, cfg, timeouts, deadline)
         stack = load_config_stack(self._name, cfg)
         params = (ttl_value, msgspec.json.encode(stack), on_config_mismatch)
         folded = key.casefold()  # keys match case-insensitively
@@ -645,7 +661,7 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         flight.joined += 1
         try:
             info = await _wait_for_flight(
-                flight, task, timeouts, f"Get-or-load of {key!r}", callback
+                flight, task, timeouts, f"Get-or-load of {key!r}", callback, started
             )
         except BaseException:
             # Cancelled, timed out, its callback failed, or the load failed (then the
@@ -884,11 +900,15 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         cfg = self._config(config)
         callback = _check_callback(on_progress)
         timeouts = self._client._timeouts_for(timeout)
-        cfg = await self._concrete(key, cfg, timeouts)
+        total = timeouts.total
+        deadline = None if total is None else asyncio.get_running_loop().time() + total
+        cfg = await self._concrete(key, cfg, timeouts, deadline)
         progress = _Progress()
         if callback is not None:
             progress.callbacks.append(callback)
-        info = await self._load_new(key, identifier, ttl_value, cfg, device, progress, timeouts)
+        info = await self._load_new(
+            key, identifier, ttl_value, cfg, device, progress, timeouts, deadline
+        )
         return self._handle(info)
 
     async def _load_new(
@@ -900,6 +920,7 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         device: str | None,
         progress: _Progress,
         timeouts: Timeouts,
+        deadline: float | None = None,
     ) -> ModelInstanceInfo:
         creation: dict[str, Any] = {
             "modelKey": key,
@@ -919,6 +940,7 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
             timeouts,
             operation="Model load",
             subject=identifier or key,
+            deadline=deadline,
         )
         return info
 
@@ -1013,7 +1035,10 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         cfg = self._config(config)
         if device is not None:
             check_key(device, "device")
-        cfg = await self._concrete(key, cfg, timeout)
+        timeouts = self._client._timeouts_for(timeout)
+        total = timeouts.total
+        deadline = None if total is None else asyncio.get_running_loop().time() + total
+        cfg = await self._concrete(key, cfg, timeouts, deadline)
         param: dict[str, Any] = {
             "modelKey": key,
             "loadConfigStack": load_config_stack(self._name, cfg),
@@ -1024,7 +1049,8 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
             self._name,
             "estimateModelUsage",
             param,
-            timeout=timeout,
+            timeout=timeouts,
+            deadline=deadline,
             operation="Estimate",
             subject=key,
         )

@@ -246,6 +246,7 @@ class PredictionStream:
         self._error: BaseException | None = None
         self._done = False
         self._busy = False
+        self._reader: asyncio.Task[Any] | None = None  # the task reading, while _busy
         self._cancel_sent = False
         self._finished: asyncio.Event | None = None
         self._reaper: asyncio.Task[None] | None = None
@@ -336,8 +337,11 @@ class PredictionStream:
             await self._finished.wait()
             if self._held and not self._left:
                 return await self._deliver(self._held.popleft())
+            if self._result is None and self._error is not None and not self._left:
+                raise self._error  # e.g. a deadline expired while cancel() read
             raise StopAsyncIteration
         self._busy = True
+        self._reader = asyncio.current_task()
         try:
             channel = self._channel or await self._open()
             if self._done:  # cancel() ran while the channel was opening: stop it there
@@ -387,6 +391,7 @@ class PredictionStream:
             raise
         finally:
             self._busy = False
+            self._reader = None
 
     async def _deliver(self, fragment: Fragment) -> Fragment:
         self._parts.append(fragment.content)
@@ -450,6 +455,8 @@ class PredictionStream:
             self._error = exc
         self._done = True
         self._held.clear()  # it ends with an error: nothing more for the reader
+        if self._finished is not None:  # a reader waiting in another task sees the error now
+            self._finished.set()
         channel = self._channel
         if channel is None or channel.finished:
             self._end(None)
@@ -502,7 +509,8 @@ class PredictionStream:
     async def cancel(self) -> None:
         """Stop the prediction: sends ``cancel`` and waits for the server's final result
         (stop reason ``"userStopped"``), available from :meth:`result`. The model stays
-        loaded. A no-op once the prediction has ended."""
+        loaded. A no-op once the prediction has ended. Called from the reading task's own
+        ``on_fragment`` callback, it only sends the cancel: the loop then ends normally."""
         if self._channel is None:
             if not self._done:
                 self._end(LMStudioError(f"the prediction of {self._subject!r} was cancelled"))
@@ -516,9 +524,13 @@ class PredictionStream:
         if self._reaper is not None:
             await asyncio.shield(self._reaper)
             return
-        if self._busy:  # another task is reading: it will see the end
+        if self._busy:
+            if self._reader is asyncio.current_task():
+                return  # from the reader's own callback: it sees the end when it reads on
             assert self._finished is not None
-            await self._finished.wait()
+            await self._finished.wait()  # another task is reading: it sees the end
+            if self._reaper is not None:
+                await asyncio.shield(self._reaper)
             return
         # Read to the end here; a reader that goes on iterating gets what arrived.
         with contextlib.suppress(StopAsyncIteration):
@@ -528,9 +540,9 @@ class PredictionStream:
             await asyncio.shield(self._reaper)
 
     async def aclose(self) -> None:
-        """Cancel the prediction if it is still running (see :meth:`cancel`)."""
-        if not self._done and self._reaper is None:
-            await self.cancel()
+        """Cancel the prediction if it is still running (see :meth:`cancel`), and wait
+        for its final result: also when a loop left early already cancelled it."""
+        await self.cancel()
 
     async def _settled(self) -> PredictionResult:
         """Wait for the end (including a reaper's), then :meth:`result`."""
@@ -749,6 +761,7 @@ class LlmMethods(_InferenceMethods[LlmInstanceInfo, LlmLoadConfig]):
         Uses the ``completeRawText`` channel. Otherwise like :meth:`respond_stream`.
         """
         creation = complete_creation(self._specifier(), prompt, config, preset=preset)
+        schema = requested_json_schema(creation)  # checked to be JSON, as in respond
         return PredictionStream(
             self,
             "completeRawText",
@@ -757,6 +770,7 @@ class LlmMethods(_InferenceMethods[LlmInstanceInfo, LlmLoadConfig]):
             on_prompt_progress=on_prompt_progress,
             timeouts=self._namespace._client._timeouts_for(timeout),
             operation="Completion",
+            response_format=None if schema is None else make_response_format(schema),
         )
 
     async def complete(

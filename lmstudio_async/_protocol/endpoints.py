@@ -111,7 +111,8 @@ def check_key(value: object, what: str) -> str:
     """
     if not isinstance(value, str):
         raise LMStudioValueError(f"{what} must be a string, got {type(value).__name__}")
-    if not value.strip():
+    if not any(ch.isprintable() and not ch.isspace() for ch in value):
+        # (nothing visible: also a lone zero-width space or joiner, which strip() keeps)
         raise LMStudioValueError(f"{what} must not be empty or only whitespace, got {value!r}")
     if len(value) > 1024:
         raise LMStudioValueError(f"{what} is {len(value)} characters long; the limit is 1024")

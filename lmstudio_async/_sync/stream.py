@@ -116,10 +116,11 @@ class SyncPredictionStream:
                 put(await stream._next())
         except StopAsyncIteration:
             put(_End(None))
-        except BaseException as exc:
+        except asyncio.CancelledError as exc:
             put(_End(exc))
-            if not isinstance(exc, Exception):
-                raise
+            raise
+        except BaseException as exc:  # a coroutine callback's SystemExit too: for the reader
+            put(_End(exc))  # (raised here, it would stop the shared loop thread)
 
     def _get(self) -> Any:
         runner = self._lease.runner

@@ -212,6 +212,34 @@ async def test_a_tool_raising_system_exit_stops_act_with_it(
     assert await llm.count_tokens("still working") > 0
 
 
+@pytest.mark.parametrize("kind", ["plain", "coroutine"])
+async def test_a_handler_raising_system_exit_stops_act_with_it(
+    llm: lms.LLM, lmstudio_server: ThreadedStandInServer, kind: str
+) -> None:
+    # Two tool calls in the round, so each runs in a task of its own: the handler's
+    # SystemExit reaches act's caller there too, and the event loop goes on.
+    def boom(x: int) -> int:
+        """Explode."""
+        raise ValueError("no")
+
+    def plain(error: lms.ToolCallError, request: Any) -> str:
+        raise SystemExit("from the handler")
+
+    async def coroutine(error: lms.ToolCallError, request: Any) -> str:
+        return plain(error, request)
+
+    with pytest.raises(SystemExit, match="from the handler"):
+        async with asyncio.timeout(10):
+            await llm.act(
+                "call boom with 1 and call mul with 2 and 3",
+                [boom, mul],
+                max_parallel_tool_calls=None,
+                handle_invalid_tool_request=plain if kind == "plain" else coroutine,
+            )
+    await eventually(lambda: lmstudio_server.open_channel_count() == 0)
+    assert await llm.count_tokens("still working") > 0
+
+
 async def test_bad_arguments_are_reported_and_the_handler_may_rewrite_them(llm: lms.LLM) -> None:
     def big(n: Annotated[int, msgspec.Meta(ge=100)]) -> int:
         """Needs a big number."""

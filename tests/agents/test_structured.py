@@ -128,6 +128,8 @@ async def test_a_json_schema_in_the_config_is_checked_like_a_dict_response_forma
             pass
     with pytest.raises(lms.StructuredOutputError):
         stream.result()
+    with pytest.raises(lms.StructuredOutputError, match="maxPredictedTokensReached"):
+        await llm.complete("A person:", config={"json_schema": schema, "max_tokens": 3})
     # A grammar's reply need not be JSON: it is a success, and .parsed says it is not JSON.
     yes = await llm.respond("Is it?", config={"grammar": 'root ::= "yes"'})
     assert yes.content == "yes"

@@ -290,6 +290,78 @@ async def test_a_loop_left_early_yields_nothing_more_when_iterated_again(
 
 
 @SLOW
+@pytest.mark.parametrize("then", ["await", "iterate again"])
+async def test_a_break_inside_async_with_then_more_awaits_still_ends_with_the_result(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer, then: str
+) -> None:
+    # The break's cancel went out before the block ended: leaving the block still waits
+    # for the final result (it raised "stopped by its caller" and left the channel open).
+    llm = await client.llm.model(LLAMA)
+    seen: list[str] = []
+    async with llm.respond_stream("Write a long story about a river.") as stream:
+        async for fragment in stream:
+            seen.append(fragment.content)
+            break
+        if then == "await":
+            await asyncio.sleep(0)
+        else:
+            assert [f async for f in stream] == []
+    result = stream.result()
+    assert (result.stop_reason, result.content) == ("userStopped", "".join(seen))
+    await cancelled_once_and_cleaned_up(lmstudio_server)
+
+
+@SLOW
+async def test_cancel_from_the_readers_own_callback_does_not_wait_for_itself(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    llm = await client.llm.model(LLAMA)
+    seen: list[str] = []
+    stream: lms.PredictionStream
+
+    async def stop_at_the_third(fragment: lms.Fragment) -> None:
+        if len(seen) == 2:
+            await stream.cancel()  # the cancel goes out; the loop then ends normally
+
+    stream = llm.respond_stream("Write a long story.", on_fragment=stop_at_the_third)
+    async with asyncio.timeout(10):
+        async for fragment in stream:
+            seen.append(fragment.content)
+    result = stream.result()
+    assert result.stop_reason == "userStopped"
+    assert result.content == "".join(seen)
+    await cancelled_once_and_cleaned_up(lmstudio_server)
+
+
+@pytest.mark.parametrize("deadline", ["idle", "total"])
+async def test_a_deadline_expiring_while_cancel_reads_ends_the_other_reader_too(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer, deadline: str
+) -> None:
+    # cancel() reads the rest for a slow reader; LM Studio goes silent: cancel() raises the
+    # timeout, and the reader gets it too, at once (not when the clean-up gives up).
+    llm = await client.llm.model(LLAMA)
+    timeout = lms.Timeouts(idle=0.5) if deadline == "idle" else lms.Timeouts(idle=None, total=1)
+    stream = llm.respond_stream("Tell me a story.", config={"max_tokens": 400}, timeout=timeout)
+    first = asyncio.Event()
+
+    async def read() -> None:
+        async for _ in stream:
+            first.set()
+            await asyncio.sleep(0.2)
+
+    reader = asyncio.create_task(read())
+    async with asyncio.timeout(10):
+        await first.wait()
+        lmstudio_server.faults.silent = True
+        with pytest.raises(lms.LMStudioTimeoutError) as info:
+            await stream.cancel()
+        assert info.value.kind == deadline
+        with pytest.raises(lms.LMStudioTimeoutError):
+            await asyncio.wait_for(reader, 2)
+    lmstudio_server.faults.silent = False
+
+
+@SLOW
 async def test_cancel_while_the_stream_is_still_opening_its_channel(
     client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
 ) -> None:

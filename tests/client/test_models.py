@@ -235,6 +235,8 @@ async def test_bad_arguments_fail_before_anything_is_sent(
         ("unload", ("   ",), {}, r"^identifier must not be empty or only whitespace"),
         ("unload", ("a",), {"device": "\t"}, r"^device must not be empty or only whitespace"),
         ("estimate", (" ",), {}, r"^key must not be empty or only whitespace"),
+        ("estimate", ("\u200b",), {}, r"^key must not be empty or only whitespace"),
+        ("unload", ("\u3000",), {}, r"^identifier must not be empty or only whitespace"),
         ("estimate", (LLAMA,), {"device": " "}, r"^device must not be empty or only whitespace"),
     ],
 )
@@ -386,6 +388,32 @@ async def test_context_length_max_loads_the_largest_the_model_supports(
     with pytest.raises(lms.ConfigError, match="int > 0 or 'max'"):
         await client.llm.load(LLAMA, config={"context_length": "maximum"})
     assert sorted(i.identifier for i in lmstudio_server.loaded_instances()) == [NOMIC, "worker"]
+
+
+@pytest.mark.lmstudio_server(load_seconds=0.6)
+@pytest.mark.parametrize("method", ["load", "model"])
+async def test_context_length_max_looks_the_model_up_within_the_total_deadline(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer, method: str
+) -> None:
+    # The lookup of "max" is one step of the call: it spends the same total deadline as the
+    # load (a slow listing and a 0.6 s load cannot both fit in 0.9 s), and the error names
+    # the total as given.
+    from lmstudio_async.testing._connection import RpcEndpoint
+
+    endpoints = lmstudio_server._rt.namespaces["system"].rpc
+    listing = endpoints["listDownloadedModels"]
+
+    def slow(conn: Any, param: Any) -> Any:
+        time.sleep(0.5)  # (blocks the stand-in's thread: a server slow to answer)
+        return listing.handler(conn, param)
+
+    endpoints["listDownloadedModels"] = RpcEndpoint(listing.parameter, slow)
+    call = getattr(client.llm, method)
+    await client.llm.list_loaded()  # connected
+    with pytest.raises(lms.LMStudioTimeoutError, match=r"total deadline \(0\.9 s\)") as info:
+        await call(SMOL, config={"context_length": "max"}, timeout=lms.Timeouts(total=0.9))
+    assert info.value.timeout == 0.9
+    await eventually(lambda: lmstudio_server.loaded_instances() == [])
 
 
 async def test_estimate(client: lms.AsyncClient) -> None:

@@ -176,6 +176,29 @@ def test_a_tool_raising_system_exit_reaches_only_its_caller(
         assert llm.count_tokens("still working") > 0
 
 
+def test_a_coroutine_handler_raising_system_exit_reaches_only_its_caller(
+    lmstudio_server: ThreadedStandInServer,
+) -> None:
+    def boom(x: int) -> int:
+        """Explode."""
+        raise ValueError("no")
+
+    async def handler(error: lms.ToolCallError, request: object) -> str:
+        raise SystemExit("from the handler")
+
+    with lms.Client(lmstudio_server.host) as bystander, lms.Client(lmstudio_server.host) as own:
+        llm = own.llm.model(LLAMA)
+        with pytest.raises(SystemExit, match="from the handler"):
+            llm.act(
+                "call boom with 1 and call add with 2 and 3",
+                [boom, add],
+                max_parallel_tool_calls=None,
+                handle_invalid_tool_request=handler,
+            )
+        assert [h.identifier for h in bystander.llm.list_loaded()] == [LLAMA]
+        assert llm.count_tokens("still working") > 0
+
+
 def test_sync_respond_with_tools_and_structured_output(sync_client: lms.Client) -> None:
     llm = sync_client.llm.model(LLAMA)
     reply = llm.respond("add 2 and 3", tools=[add])

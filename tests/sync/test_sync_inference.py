@@ -29,6 +29,10 @@ ASYNC_ONLY = {
     "test_after_a_break_cancel_waits_for_the_final_result": "a sync stream's result() "
     "waits by itself (test_sync_break_sends_cancel)",
     "test_concurrent_predictions_on_two_models": "asyncio.gather concurrency",
+    "test_cancel_from_the_readers_own_callback_does_not_wait_for_itself": "a coroutine "
+    "callback awaiting the async stream's cancel()",
+    "test_a_deadline_expiring_while_cancel_reads_ends_the_other_reader_too": "a second "
+    "asyncio task reads while cancel() drains",
     "test_concurrent_predictions_on_one_model_all_run_at_once": "asyncio tasks; the sync "
     "counterpart streams from several threads (test_sync_stream_from_several_threads)",
     "test_cancel_from_another_task_while_one_reads": "a second asyncio task; the sync "
@@ -203,6 +207,28 @@ def test_a_sync_stream_left_early_holds_what_its_loop_got(
     result = stream.result()
     assert result.content == "".join(seen)
     assert stream.content == "".join(seen)
+    deadline = time.monotonic() + 5
+    while lmstudio_server.open_channel_count() != 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("exc", [SystemExit, KeyboardInterrupt])
+def test_a_coroutine_callback_raising_system_exit_reaches_only_the_reader(
+    lmstudio_server: ThreadedStandInServer, exc: type[BaseException]
+) -> None:
+    # The callback runs in the shared loop thread: its SystemExit / KeyboardInterrupt goes
+    # to the iterating thread, and the loop thread goes on serving every client.
+    async def stop(fragment: lms.Fragment) -> None:
+        raise exc("from the callback")
+
+    with lms.Client(lmstudio_server.host) as bystander, lms.Client(lmstudio_server.host) as own:
+        llm = own.llm.model(LLAMA)
+        with pytest.raises(exc, match="from the callback"):
+            for _ in llm.respond_stream("Write a story.", on_fragment=stop):
+                pass
+        assert [h.identifier for h in bystander.llm.list_loaded()] == [LLAMA]
+        assert llm.count_tokens("still working") > 0
     deadline = time.monotonic() + 5
     while lmstudio_server.open_channel_count() != 0:
         assert time.monotonic() < deadline

@@ -133,8 +133,7 @@ def _get_or_load(domain: str) -> Any:
                 try:
                     inst = await _jit_load_now(ctx, param, model, config, memory, evict, device)
                 finally:
-                    for other in evict:
-                        other.evicting = False
+                    state.unmark_evicting(evict)
                 state.grant_joiners(mine, inst)
         except WaitAbandoned:
             mine.future.cancel()

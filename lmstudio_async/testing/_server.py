@@ -30,7 +30,7 @@ from ._http import install as install_http
 from ._hub import default_hub, load_hub_file, validate_hub
 from ._logs import FRAME_WHOLE_LIMIT, BoundedLog, decode_frame, frame_preview, preview_value
 from ._presets import default_presets, load_presets_file, validate_presets
-from ._state import DEFAULT_JIT_TTL_MS, InstanceSnapshot, ModelState
+from ._state import DEFAULT_JIT_EVICT_GRACE, DEFAULT_JIT_TTL_MS, InstanceSnapshot, ModelState
 
 __all__ = [
     "DEFAULT_PORT",
@@ -278,6 +278,7 @@ class Runtime:
             raise ValueError("jit_ttl must be positive (seconds), or None for no TTL")
         self.jit = jit
         self.jit_ttl_ms = None if jit_ttl is None else int(jit_ttl * 1000)
+        self.jit_evict_grace = DEFAULT_JIT_EVICT_GRACE
         self.state = self.new_state()
         self.requested_port = port
         self.bound_port: int | None = None
@@ -310,7 +311,7 @@ class Runtime:
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def new_state(self) -> ModelState:
-        return ModelState(
+        state = ModelState(
             self.catalog,
             self.memory_gb,
             self.jit_evict,
@@ -318,6 +319,8 @@ class Runtime:
             jit_ttl_ms=self.jit_ttl_ms,
             devices=self.devices,
         )
+        state.jit_evict_grace = self.jit_evict_grace
+        return state
 
     # --- thread hopping -------------------------------------------------------------------
 
@@ -644,6 +647,19 @@ class _StandInBase:
     def jit_evict(self, value: bool) -> None:
         self._rt.jit_evict = value
         self._rt.state.jit_evict = value
+
+    @property
+    def jit_evict_grace(self) -> float:
+        return self._rt.state.jit_evict_grace
+
+    @jit_evict_grace.setter
+    def jit_evict_grace(self, value: float) -> None:
+        """Seconds a JIT load waits for the work on the instances it auto-evicts before it
+        evicts them anyway (default 5)."""
+        if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+            raise ValueError(f"jit_evict_grace must be a number >= 0, got {value!r}")
+        self._rt.jit_evict_grace = float(value)
+        self._rt.state.jit_evict_grace = float(value)
 
     # --- inspection -----------------------------------------------------------------------
 

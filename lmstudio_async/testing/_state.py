@@ -121,6 +121,11 @@ class PendingLoad:
 # LM Studio's default idle TTL for models loaded just in time by an HTTP request: 60 minutes.
 DEFAULT_JIT_TTL_MS = 60 * 60 * 1000
 
+# How long a just-in-time load waits for the work in progress on the JIT instances it
+# auto-evicts before it evicts them anyway, cutting that work short (a guess: LM Studio's
+# docs say nothing about it).
+DEFAULT_JIT_EVICT_GRACE = 5.0
+
 
 class ModelState:
     def __init__(
@@ -152,6 +157,9 @@ class ModelState:
         self.pending_jit: dict[tuple[str, str], PendingLoad] = {}
         # Just-in-time loads (HTTP and getOrLoad) run one at a time, in arrival order.
         self.jit_lock = asyncio.Lock()
+        # How long a JIT load waits for the work on the instances it auto-evicts (seconds)
+        # before it evicts them anyway.
+        self.jit_evict_grace = DEFAULT_JIT_EVICT_GRACE
         # Stored chats of the stateful HTTP endpoints, by response id (oldest first).
         self.stored_chats: dict[str, list[dict[str, Any]]] = {}
         self.clock = Clock()
@@ -259,27 +267,33 @@ class ModelState:
         self, gone: Callable[[], bool], *, device: str | None = None
     ) -> list[Instance]:
         """The JIT instances a just-in-time load auto-evicts (none with auto-evict off), once
-        none of them has work in progress and no other JIT load (a concurrent ``getOrLoad``
-        of the same model) is still loading. They are marked ``evicting`` meanwhile. Call
-        with ``jit_turn`` held; raises :class:`WaitAbandoned` if ``gone()`` turns true."""
-        victims: list[Instance] = []
+        none of them has work in progress, or once ``jit_evict_grace`` seconds have passed
+        (their work is then cut short, as by an explicit unload). They are marked
+        ``evicting`` meanwhile: exactly the returned ones stay marked, and the caller unmarks
+        them (:meth:`unmark_evicting`). Call with ``jit_turn`` held; raises
+        :class:`WaitAbandoned` (nothing left marked) if ``gone()`` turns true."""
+        marked: list[Instance] = []
+        deadline = time.monotonic() + self.jit_evict_grace
         try:
             while True:
                 victims = self.jit_to_evict(device=device)
+                self.unmark_evicting([i for i in marked if i not in victims])
                 for inst in victims:
                     inst.evicting = True
-                loading = self.jit_evict and any(
-                    i.jit and not i.loaded and i.device == device for i in self.instances
-                )
-                if not loading and all(inst.work == 0 for inst in victims):
+                marked = victims
+                if all(inst.work == 0 for inst in victims) or time.monotonic() >= deadline:
                     return victims
                 if gone():
                     raise WaitAbandoned
-                await self.wait_for_change(0.05)
+                await self.wait_for_change(min(0.05, max(0.0, deadline - time.monotonic())))
         except BaseException:
-            for inst in victims:
-                inst.evicting = False
+            self.unmark_evicting(marked)
             raise
+
+    @staticmethod
+    def unmark_evicting(instances: list[Instance]) -> None:
+        for inst in instances:
+            inst.evicting = False
 
     def grant_joiners(self, pending: PendingLoad, inst: Instance) -> None:
         """Complete ``pending`` with ``inst``, with one piece of work per joiner."""

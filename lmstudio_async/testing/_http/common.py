@@ -608,8 +608,7 @@ async def _jit_load(
     except err.StandInError as exc:
         raise from_standin(exc) from None
     finally:
-        for other in evict:
-            other.evicting = False
+        state.unmark_evicting(evict)
     for other in evict:
         state.discard(other)
     return await load_reserved(

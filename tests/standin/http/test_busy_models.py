@@ -278,3 +278,66 @@ async def test_get_or_load_joins_an_http_jit_load_of_the_same_model(
     assert status == 200
     assert _jit(server) == [SMOL]
     await llm.ws.close()
+
+
+def _predict(model: str, tokens: int) -> dict[str, Any]:
+    return {
+        "modelSpecifier": {"type": "query", "query": {"identifier": model}},
+        "history": {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]},
+        "predictionConfigStack": stack(
+            **{"llm.prediction.maxPredictedTokens": {"checked": True, "value": tokens}}
+        ),
+    }
+
+
+@pytest.mark.lmstudio_server(tokens_per_second=20, load_seconds=0.05)
+async def test_a_jit_load_evicts_a_busy_instance_after_the_grace(
+    server: StandInServer, client: RawClient
+) -> None:
+    """A WebSocket prediction of 10 s keeps SMOL busy: a JIT load of LLAMA waits the grace
+    (0.3 s here), then evicts SMOL anyway; the prediction ends with ``modelUnloaded``."""
+    server.jit_evict_grace = 0.3
+    llm = await client.connect("llm")
+    frames = await llm.channel("getOrLoad", _get_or_load(SMOL))
+    assert messages(frames)[-1]["type"] == "loadSuccess"
+    channel = await llm.open_channel("predict", _predict(SMOL, 200))
+    await _until(lambda: server.open_channel_count(endpoint="predict") == 1)
+    started = asyncio.get_running_loop().time()
+    async with asyncio.timeout(1.5):
+        status, reply = await call(
+            server.url, "POST", "/v1/chat/completions", _chat(LLAMA, max_tokens=3)
+        )
+        frames = await llm.collect(channel)
+    assert status == 200, reply
+    assert asyncio.get_running_loop().time() - started >= 0.3  # it waited the grace
+    [done] = [m for m in messages(frames) if m["type"] == "success"]
+    assert done["stats"]["stopReason"] == "modelUnloaded"
+    assert _jit(server) == [LLAMA]
+    await llm.ws.close()
+
+
+@pytest.mark.lmstudio_server(tokens_per_second=50)
+async def test_turning_auto_evict_off_while_a_jit_load_waits_unmarks_its_victims(
+    server: StandInServer,
+) -> None:
+    """SMOL is marked for eviction while the load of NOMIC waits for its work; auto-evict is
+    turned off meanwhile: NOMIC loads alongside, and SMOL is no longer on its way out (a
+    request for it uses it rather than loading a copy, SMOL:2)."""
+    chat = asyncio.create_task(
+        call(server.url, "POST", "/v1/chat/completions", _chat(SMOL, max_tokens=30))
+    )
+    await _until(lambda: _busy(server, SMOL))
+    embed = asyncio.create_task(
+        call(server.url, "POST", "/v1/embeddings", {"model": NOMIC, "input": "x"})
+    )
+    await asyncio.sleep(0.1)  # NOMIC's load waits for the chat on SMOL
+    server.jit_evict = False
+    status, vectors = await embed
+    assert status == 200, vectors
+    assert (await chat)[0] == 200
+    status, reply = await call(
+        server.url, "POST", "/v1/chat/completions", _chat(SMOL, max_tokens=3)
+    )
+    assert status == 200, reply
+    assert reply["model"] == SMOL
+    assert sorted(_jit(server)) == sorted([SMOL, NOMIC])

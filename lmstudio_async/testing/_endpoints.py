@@ -105,10 +105,7 @@ def _get_or_load(domain: str) -> Any:
         if "deviceIdentifier" in param:
             query["deviceIdentifier"] = device
         while True:
-            existing = state.find_by_query(query, domain)
-            if existing is not None and not existing.evicting:
-                state.touch(existing)
-                await ctx.send({"type": "alreadyLoaded", "info": existing.info()})
+            if await _already_loaded(ctx, state, query, domain):
                 return
             model, _ambiguous = state.resolve_downloaded(param["identifier"], domain)
             config, memory = _prepare(state, domain, model, param["loadConfigStack"])
@@ -118,38 +115,64 @@ def _get_or_load(domain: str) -> Any:
                 break
             # an HTTP request is loading this model just in time: wait for it, then use it
             await _wait_pending(ctx, pending.future, model["modelKey"])
-        if pending is not None and not pending.http:
-            # Concurrent getOrLoads of one model are not merged: LM Studio loads it twice
-            # (lmstudio-bug-tracker #1751). The second load evicts nothing and waits for no
-            # turn; single-flight is the client's job.
-            await _jit_load_now(ctx, param, model, config, memory, [], device)
-            return
-        mine = PendingLoad(asyncio.get_running_loop().create_future(), http=False)
-        state.pending_jit[key] = mine
+        # Every JIT load takes its turn, also a second getOrLoad of a model whose getOrLoad
+        # is in progress: once its turn comes, that model is loaded and it answers
+        # alreadyLoaded (LM Studio may load a duplicate instead, lmstudio-bug-tracker #1751;
+        # the stand-in keeps at most one JIT model). Only the first registers its load, so
+        # HTTP requests for the model join that one.
+        mine: PendingLoad | None = None
+        if pending is None:
+            mine = PendingLoad(asyncio.get_running_loop().create_future(), http=False)
+            state.pending_jit[key] = mine
         try:
             gone = ctx.cancelled.is_set
             async with state.jit_turn(gone):
+                if await _already_loaded(ctx, state, query, domain, mine):
+                    return
                 evict = await state.make_room_for_jit(gone, device=device)
                 try:
                     inst = await _jit_load_now(ctx, param, model, config, memory, evict, device)
                 finally:
                     state.unmark_evicting(evict)
-                state.grant_joiners(mine, inst)
+                if mine is not None:
+                    state.grant_joiners(mine, inst)
         except WaitAbandoned:
-            mine.future.cancel()
+            if mine is not None:
+                mine.future.cancel()
             raise err.load_cancelled(model["modelKey"]) from None
         except Exception as exc:
-            mine.future.set_exception(exc)
-            mine.future.exception()  # marked as retrieved; joiners still see it
+            if mine is not None and not mine.future.done():
+                mine.future.set_exception(exc)
+                mine.future.exception()  # marked as retrieved; joiners still see it
             raise
         except BaseException:
-            mine.future.cancel()
+            if mine is not None:
+                mine.future.cancel()
             raise
         finally:
-            if state.pending_jit.get(key) is mine:
+            if mine is not None and state.pending_jit.get(key) is mine:
                 del state.pending_jit[key]
 
     return handler
+
+
+async def _already_loaded(
+    ctx: ChannelContext,
+    state: ModelState,
+    query: dict[str, Any],
+    domain: str,
+    mine: PendingLoad | None = None,
+) -> bool:
+    """Answer ``alreadyLoaded`` if ``query`` names a loaded instance that no JIT load is
+    evicting (and hand it to the joiners of ``mine``); whether it did."""
+    existing = state.find_by_query(query, domain)
+    if existing is None or existing.evicting:
+        return False
+    state.touch(existing)
+    await ctx.send({"type": "alreadyLoaded", "info": existing.info()})
+    if mine is not None:  # (the turn is held: nothing evicts it meanwhile)
+        state.grant_joiners(mine, existing)
+    return True
 
 
 async def _wait_pending(ctx: ChannelContext, future: asyncio.Future[Instance], key: str) -> None:

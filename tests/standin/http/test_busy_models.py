@@ -341,3 +341,30 @@ async def test_turning_auto_evict_off_while_a_jit_load_waits_unmarks_its_victims
     assert status == 200, reply
     assert reply["model"] == SMOL
     assert sorted(_jit(server)) == sorted([SMOL, NOMIC])
+
+
+@pytest.mark.lmstudio_server(tokens_per_second=50, load_seconds=0.05)
+async def test_a_second_get_or_load_of_a_model_takes_its_turn_and_finds_it_loaded(
+    server: StandInServer, client: RawClient
+) -> None:
+    """SMOL is busy for 0.4 s; two getOrLoads of LLAMA wait for it in turn: the second
+    loads no copy alongside SMOL (two JIT models) but answers alreadyLoaded once the first
+    has loaded LLAMA, and nothing evicts that instance."""
+    x, a, b = [await client.connect("llm") for _ in range(3)]
+    await x.channel("getOrLoad", _get_or_load(SMOL))
+    busy = await x.open_channel("predict", _predict(SMOL, 20))
+    await _until(lambda: server.open_channel_count(endpoint="predict") == 1)
+    first = asyncio.create_task(a.channel("getOrLoad", _get_or_load(LLAMA)))
+    await asyncio.sleep(0.05)
+    second = asyncio.create_task(b.channel("getOrLoad", _get_or_load(LLAMA)))
+    await asyncio.sleep(0.1)
+    assert _jit(server) == [SMOL]  # both wait for SMOL's work
+    first_kinds = [m["type"] for m in messages(await first)]
+    assert first_kinds[-1] == "loadSuccess"
+    [reply] = messages(await second)
+    assert (reply["type"], reply["info"]["identifier"]) == ("alreadyLoaded", LLAMA)
+    [done] = [m for m in messages(await x.collect(busy)) if m["type"] == "success"]
+    assert done["stats"]["stopReason"] == "maxPredictedTokensReached"
+    assert _jit(server) == [LLAMA]
+    for sock in (x, a, b):
+        await sock.ws.close()

@@ -141,7 +141,11 @@ def _get_or_load(domain: str) -> Any:
                 mine.future.cancel()
             raise err.load_cancelled(model["modelKey"]) from None
         except Exception as exc:
-            if mine is not None and not mine.future.done():
+            if mine is None or mine.future.done():
+                pass
+            elif ctx.cancelled.is_set():  # the client cancelled: joiners try again
+                mine.future.cancel()
+            else:
                 mine.future.set_exception(exc)
                 mine.future.exception()  # marked as retrieved; joiners still see it
             raise

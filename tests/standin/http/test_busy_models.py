@@ -368,3 +368,26 @@ async def test_a_second_get_or_load_of_a_model_takes_its_turn_and_finds_it_loade
     assert _jit(server) == [LLAMA]
     for sock in (x, a, b):
         await sock.ws.close()
+
+
+@pytest.mark.lmstudio_server(load_seconds=0.4)
+async def test_http_joiners_of_a_cancelled_get_or_load_load_the_model_themselves(
+    server: StandInServer, client: RawClient
+) -> None:
+    """An HTTP request joins a getOrLoad of LLAMA; that client cancels its load: the HTTP
+    request (which cancelled nothing) loads LLAMA itself and is answered."""
+    llm = await client.connect("llm")
+    channel = await llm.open_channel("getOrLoad", _get_or_load(LLAMA))
+    await asyncio.sleep(0.1)  # the WebSocket load is in progress
+    chat = asyncio.create_task(
+        call(server.url, "POST", "/v1/chat/completions", _chat(LLAMA, max_tokens=3))
+    )
+    await asyncio.sleep(0.1)  # the request has joined it
+    await llm.send({"type": "channelSend", "channelId": channel, "message": {"type": "cancel"}})
+    frames = await llm.collect(channel)
+    assert frames[-1]["type"] == "channelError"
+    status, reply = await chat
+    assert status == 200, reply
+    assert reply["model"] == LLAMA
+    assert _jit(server) == [LLAMA]
+    await llm.ws.close()

@@ -81,6 +81,15 @@ def _middleware(rt: Runtime) -> Middleware:
                 ),
                 path,
             )
+        except ConnectionResetError:
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                # The client went away (e.g. it gave up while its request waited for a
+                # just-in-time load): nothing can reach it; end quietly rather than have
+                # aiohttp log the failed write as an error.
+                gone = HttpError(400, "The client went away", code="client_gone")
+                return error_response(gone, path)
+            raise
         except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as exc:
             return error_response(
                 HttpError(

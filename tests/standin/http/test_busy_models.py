@@ -391,3 +391,29 @@ async def test_http_joiners_of_a_cancelled_get_or_load_load_the_model_themselves
     assert reply["model"] == LLAMA
     assert _jit(server) == [LLAMA]
     await llm.ws.close()
+
+
+@pytest.mark.lmstudio_server(load_seconds=0.4)
+async def test_a_client_that_gave_up_while_waiting_for_a_jit_load_ends_quietly(
+    server: StandInServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Streaming requests join a JIT load, and their clients give up before it ends: their
+    handlers end without aiohttp logging a failed write to the closed connection."""
+    first = asyncio.create_task(
+        call(server.url, "POST", "/v1/chat/completions", _chat(LLAMA, max_tokens=2))
+    )
+    await _until(lambda: server.memory_used_bytes() > 0)  # the load is in progress
+
+    async def give_up(path: str, body: dict[str, Any]) -> None:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.1):
+                await stream(server.url, path, body)
+
+    body = {"model": LLAMA, "input": "hi", "stream": True}
+    await asyncio.gather(
+        give_up("/v1/chat/completions", _chat(LLAMA, max_tokens=2, stream=True)),
+        give_up("/api/v1/chat", body),
+    )
+    assert (await first)[0] == 200
+    await asyncio.sleep(0.05)  # the joiners' handlers end
+    assert [r.getMessage() for r in caplog.records if r.name == "aiohttp.server"] == []

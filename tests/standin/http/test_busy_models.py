@@ -417,3 +417,32 @@ async def test_a_client_that_gave_up_while_waiting_for_a_jit_load_ends_quietly(
     assert (await first)[0] == 200
     await asyncio.sleep(0.05)  # the joiners' handlers end
     assert [r.getMessage() for r in caplog.records if r.name == "aiohttp.server"] == []
+
+
+@pytest.mark.lmstudio_server(tokens_per_second=20, load_seconds=0.05)
+async def test_after_the_grace_http_work_ends_with_503_and_requests_for_the_victim_queue(
+    server: StandInServer, client: RawClient
+) -> None:
+    """An HTTP chat keeps SMOL busy for 10 s; a getOrLoad of LLAMA evicts SMOL after the
+    grace: the chat ends with 503 model_unloaded. A request for SMOL made during the grace
+    queues for a load of its own after LLAMA's (and then evicts LLAMA)."""
+    server.jit_evict_grace = 0.3
+    chat = asyncio.create_task(
+        call(server.url, "POST", "/v1/chat/completions", _chat(SMOL, max_tokens=200))
+    )
+    await _until(lambda: _busy(server, SMOL))
+    llm = await client.connect("llm")
+    load = asyncio.create_task(llm.channel("getOrLoad", _get_or_load(LLAMA)))
+    await asyncio.sleep(0.1)  # SMOL is on its way out
+    again = asyncio.create_task(
+        call(server.url, "POST", "/v1/chat/completions", _chat(SMOL, max_tokens=2))
+    )
+    async with asyncio.timeout(1.5):
+        status, reply = await chat
+        assert status == 503, reply
+        assert reply["error"]["code"] == "model_unloaded"
+        assert messages(await load)[-1]["type"] == "loadSuccess"
+        status, reply = await again
+    assert status == 200, reply
+    assert _jit(server) == [SMOL]
+    await llm.ws.close()

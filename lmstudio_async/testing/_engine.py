@@ -352,7 +352,8 @@ async def predict(
     packets (stop reason ``toolCalls``) when the text was emitted in full. ``lead`` is text
     the model says first (a vision model's description of the prompt's images). With
     ``draft_key`` (a checked draft model, ``_draft``) fragments and stats carry draft data.
-    The instance counts as busy meanwhile (its TTL waits, auto-evict waits for it).
+    The instance counts as busy meanwhile (its TTL waits, auto-evict waits for it during
+    its grace).
     """
     state.begin_work(inst)
     try:

@@ -53,7 +53,8 @@ class Instance:
     # The simulated LM Link device it is loaded on; None is the local machine.
     device: str | None = None
     # Pieces of work in progress on it (predictions, HTTP requests): while any is, the
-    # instance is not idle, so its TTL does not run and auto-evict waits for it.
+    # instance is not idle, so its TTL does not run and auto-evict waits for it (for at
+    # most ``ModelState.jit_evict_grace`` seconds).
     work: int = 0
     # A just-in-time load waits for its work to end to auto-evict it; new HTTP requests and
     # getOrLoads then queue for a load of their own instead of prolonging the wait.

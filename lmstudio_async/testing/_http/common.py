@@ -421,7 +421,8 @@ _HELD: dict[int, list[Instance]] = {}
 
 def hold(state: ModelState, request: web.Request, inst: Instance) -> None:
     """Count the request as work on ``inst`` until it is answered (``release_held``): the
-    instance is busy meanwhile, so its idle TTL does not run and auto-evict waits for it."""
+    instance is busy meanwhile, so its idle TTL does not run and auto-evict waits for it
+    (during its grace)."""
     state.begin_work(inst)
     _HELD.setdefault(id(request), []).append(inst)
 
@@ -490,9 +491,10 @@ async def use_model(
     A loaded instance matching ``name`` (identifier, model key or path prefix) is used and its
     idle timer reset. Otherwise, with JIT loading on, the downloaded model is loaded as a JIT
     instance (``ttl_ms``, else the server's default JIT TTL), evicting other JIT instances
-    when auto-evict is on, once their work in progress has ended. Requests for a model
-    whose just-in-time load is in progress (from HTTP or a WebSocket ``getOrLoad``) join
-    that load; other loads queue, one at a time.
+    when auto-evict is on, once their work in progress has ended or the grace
+    (``jit_evict_grace``) is over. Requests for a model whose just-in-time load is in
+    progress (from HTTP or a WebSocket ``getOrLoad``) join that load (and load it themselves,
+    in turn, if it is abandoned); other loads queue, one at a time.
     """
     state = rt.state
     query = {"identifier": name}

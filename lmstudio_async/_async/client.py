@@ -630,10 +630,8 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
                 f"got {on_config_mismatch!r}"
             )
         started = asyncio.get_running_loop().time()
-        if cfg is not None and cfg.context_length == "max":
-            total = timeouts.total
-            deadline = None if total is None else started + total
-            cfg = await self._concrete(key, cfg, timeouts, deadline)
+        total = timeouts.total
+        cfg = await self._concrete(key, cfg, timeouts, None if total is None else started + total)
         stack = load_config_stack(self._name, cfg)
         params = (ttl_value, msgspec.json.encode(stack), on_config_mismatch)
         folded = key.casefold()  # keys match case-insensitively

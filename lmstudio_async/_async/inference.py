@@ -484,16 +484,10 @@ class PredictionStream:
                 LMStudioError(f"the prediction of {self._subject!r} was stopped by its caller")
             )
 
-    def _abandon_threadsafe(self) -> None:
-        loop = self._loop
-        if loop is None or self._done or loop.is_closed():
-            return
-        with contextlib.suppress(RuntimeError):  # loop closed meanwhile
-            loop.call_soon_threadsafe(self._abandon)
-
     def _leave_threadsafe(self) -> None:
-        """:meth:`_leave`, from wherever the reader's iterator was dropped (at once, for
-        the next step of this stream to see, and the rest in the loop thread)."""
+        """:meth:`_leave`, from wherever the reader's iterator (or the stream) was dropped
+        (at once, for the next step of this stream to see, and the rest in the loop
+        thread)."""
         self._left = True
         loop = self._loop
         if loop is None or loop.is_closed():
@@ -504,7 +498,7 @@ class PredictionStream:
     def __del__(self) -> None:
         # getattr: __init__ may have raised (bad arguments) before setting these.
         if not getattr(self, "_done", True) and getattr(self, "_channel", None) is not None:
-            self._abandon_threadsafe()
+            self._leave_threadsafe()  # dropped unfinished: as a loop left early
 
     async def cancel(self) -> None:
         """Stop the prediction: sends ``cancel`` and waits for the server's final result

@@ -63,9 +63,10 @@ class SyncPredictionStream:
         self._task: asyncio.Task[None] | None = None
         self._started = False
         self._ended = False
-        self._abandoned = False  # an iteration was dropped before the end (``break``)
         self._yielded = 0  # fragments given to the reader (the pump reads ahead of it)
-        self._left = False  # the reader left before the end: the result holds what it got
+        # The reader left before the end: it gets nothing more, and the result holds what
+        # it got.
+        self._left = False
 
     def __repr__(self) -> str:
         return repr(self._stream).replace("<", "<Sync", 1)
@@ -141,7 +142,7 @@ class SyncPredictionStream:
         return self._next()
 
     def _next(self) -> Fragment:
-        if self._ended or self._abandoned:
+        if self._ended or self._left:
             raise StopIteration  # as in async: a stream left early yields nothing more
         self._start()
         try:
@@ -176,22 +177,17 @@ class SyncPredictionStream:
         subject = self._stream._subject
         return LMStudioError(f"the prediction of {subject!r} was stopped by its caller")
 
-    def _abandon(self) -> None:
-        """The iteration was dropped before the end (``break``): stop the prediction."""
-        self._abandoned = True
-        self._request_cancel()
-
     def _request_cancel(self, reason: Exception | None = None) -> None:
         """The reader left: stop the prediction from the loop thread (non-blocking; any
         thread). What the pump read ahead and the reader never got is not part of the
         result (see :meth:`result`), as with an async stream left early.
 
-        The pump task is cancelled; its read then stops
-        the prediction as the async stream does (``cancel`` is sent, a reaper collects the
-        final result). The stream's error is set first, to ``reason`` (the callback's
-        exception) or "stopped by its caller", as async sets it when its caller leaves:
-        otherwise it would be the pump's ``CancelledError``, which ``result()`` would raise
-        as if its own hop was cancelled."""
+        The pump task is cancelled; its read then stops the prediction as the async stream
+        does (``cancel`` is sent, a reaper collects the final result). The stream's error is
+        set first, to ``reason`` (the callback's exception) or "stopped by its caller", as
+        async sets it when its caller leaves: otherwise it would be the pump's
+        ``CancelledError``, which ``result()`` would raise as if its own hop was
+        cancelled."""
         self._left = True
         if not self._started or self._ended or self._lease.runner.inherited:
             return
@@ -297,7 +293,7 @@ class _SyncFragmentIterator:
     def __del__(self) -> None:
         stream = self._stream
         if stream._started and not stream._ended:
-            stream._abandon()
+            stream._request_cancel()  # dropped before the end (``break``)
 
 
 def _call_back(callback: Callable[[Any], Any], value: Any) -> None:

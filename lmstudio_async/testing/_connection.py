@@ -80,6 +80,9 @@ class Namespace:
     channels: dict[str, ChannelEndpoint]
 
 
+_NO_ENDPOINTS = Namespace({}, {})
+
+
 @dataclass
 class OpenChannel:
     endpoint: str
@@ -172,9 +175,16 @@ class Connection:
     # --- output ---------------------------------------------------------------------------
 
     async def send(self, message: dict[str, Any]) -> None:
-        await self.send_raw(msgspec.json.encode(message).decode())
+        await self._send_frame(msgspec.json.encode(message), text=True)
 
     async def send_raw(self, data: str | bytes) -> None:
+        """Send ``data`` as it is: a text frame for a str, a binary frame for bytes."""
+        if isinstance(data, str):
+            await self._send_frame(data.encode("utf-8"), text=True)
+        else:
+            await self._send_frame(data, text=False)
+
+    async def _send_frame(self, data: bytes, *, text: bool) -> None:
         rt = self.rt
         if self.aborted or self.ws.closed or rt.faults.silent:
             return
@@ -183,14 +193,11 @@ class Connection:
             self.abort()
             return
         try:
-            if isinstance(data, bytes):
-                await self.ws.send_bytes(data)
-            else:
-                await self.ws.send_str(data)
+            await self.ws.send_frame(data, WSMsgType.TEXT if text else WSMsgType.BINARY)
         except (ConnectionError, RuntimeError) as exc:
             log.debug("send failed on %s: %s", self.namespace, exc)
             return
-        rt.record_sent(self, data)
+        rt.record_sent(self, data, text)
         if rt.drop_countdown_applies(self) and rt.drop_countdown is not None:
             rt.drop_countdown -= 1
             if rt.drop_countdown == 0:
@@ -318,7 +325,7 @@ class Connection:
         if check is None or check(message) is not None:
             log.info("dropping malformed envelope on /%s: %s", self.namespace, _compact(message))
             return
-        ns = self.rt.namespaces.get(self.namespace, Namespace({}, {}))
+        ns = self.rt.namespaces.get(self.namespace, _NO_ENDPOINTS)
         if kind == "keepAlive":
             await self.send({"type": "keepAliveAck"})
         elif kind == "communicationWarning":

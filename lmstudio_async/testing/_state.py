@@ -73,14 +73,17 @@ class Instance:
         return int(self.config[context_key(self.domain)])
 
     def info(self) -> dict[str, Any]:
-        info = dict(self.model)
-        info["identifier"] = self.identifier
-        info["instanceReference"] = self.instance_reference
-        info["ttlMs"] = self.ttl_ms
-        info["lastUsedTime"] = None if self.last_used_time is None else int(self.last_used_time)
-        info["contextLength"] = self.context_length
-        info["deviceIdentifier"] = self.device
-        return info
+        model = self.model
+        used = self.last_used_time
+        return {
+            **model,
+            "identifier": self.identifier,
+            "instanceReference": self.instance_reference,
+            "ttlMs": self.ttl_ms,
+            "lastUsedTime": None if used is None else int(used),
+            "contextLength": self.context_length,
+            "deviceIdentifier": self.device,
+        }
 
 
 @dataclass(frozen=True)

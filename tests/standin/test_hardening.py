@@ -17,6 +17,7 @@ import time
 import tracemalloc
 from typing import Any
 
+import aiohttp
 import openai
 import pytest
 
@@ -274,6 +275,33 @@ async def test_a_big_frame_is_logged_as_a_preview(server: StandInServer, client:
     assert not small.truncated
     assert small.message["authVersion"] == 1
     assert small.size == len(small.raw)
+
+
+async def test_sent_frames_read_back_as_sent(server: StandInServer, client: RawClient) -> None:
+    # The stand-in logs its replies as the bytes it sends; a test reads them back as text
+    # frames (str, size in characters), binary frames as bytes, and ``limit`` as the
+    # received log does.
+    sock = await client.connect("llm")
+    spec = {"type": "query", "query": {"identifier": "modèle-é"}}
+    reply = await sock.rpc("getModelInfo", {"specifier": spec, "throwIfNotFound": True})
+    assert reply["type"] == "rpcError"
+    assert server.faults.inject("binary") == 1
+    assert (await sock.ws.receive(timeout=5)).type == aiohttp.WSMsgType.BINARY
+    frames = server.sent_frames(namespace="llm")
+    [error] = [f for f in frames if isinstance(f.raw, str) and "modèle-é" in f.raw]
+    assert json.loads(error.raw) == reply
+    assert error.size == len(error.raw) < len(error.raw.encode())
+    assert not error.truncated
+    assert error.message is None
+    assert error.namespace == "llm"
+    binary = frames[-1]
+    assert isinstance(binary.raw, bytes)
+    assert binary.size == len(binary.raw)
+    assert json.loads(binary.raw) == {"type": "communicationWarning", "warning": "binary frame"}
+    assert server.sent_frames(namespace="llm", limit=1) == frames[-1:]
+    assert server.sent_frames(namespace="llm", limit=0) == []
+    assert server.sent_frames(namespace="embedding") == []
+    await sock.ws.close()
 
 
 async def test_big_frames_before_auth_keep_only_previews(

@@ -14,6 +14,7 @@ the matching built-in so ordinary ``except`` clauses keep working::
     ├── ServerError                          the server reported an error
     │   ├── ModelNotFoundError               no model matches the request
     │   │   └── ModelUnloadedError           the model was unloaded mid-prediction (.result)
+    │   ├── DomainMismatchError (ValueError) an LLM's key given for an embedding model, or back
     │   ├── InsufficientMemoryError          not enough memory to load the model
     │   ├── IdentifierTakenError             a loaded instance already has that identifier
     │   ├── DeviceNotFoundError              no LM Link device has that identifier
@@ -51,6 +52,7 @@ __all__ = [
     "ConfigMismatchError",
     "ConfigMismatchWarning",
     "DeviceNotFoundError",
+    "DomainMismatchError",
     "DraftModelError",
     "HostDownError",
     "IdentifierTakenError",
@@ -287,14 +289,28 @@ class ServerError(LMStudioError):
 
 
 _SAMPLE_LIMIT = 10
+# What a model of each domain is called in messages.
+_NOUNS = {"llm": "LLM", "embedding": "embedding model"}
 
 
-def _sample_text(sample: Sequence[str], total: int | None, label: str) -> str:
+def _noun(domain: str | None, article: bool = False) -> str:
+    noun = _NOUNS.get(domain or "", "model")
+    return f"{'a' if noun == 'model' else 'an'} {noun}" if article else noun
+
+
+def _sample_text(
+    sample: Sequence[str], total: int | None, label: str, domain: str | None = None
+) -> str:
+    """``label``: "loaded" or "available"; ``domain``: which models the sample covers
+    (LM Studio samples the loaded models of the namespace asked, so an empty sample on
+    ``llm`` says no LLM is loaded, not that nothing is), None when unknown."""
     shown = list(sample[:_SAMPLE_LIMIT])
     if total is None or total < len(sample):
         total = len(sample)
     if not shown:
-        return "no models are loaded" if label == "loaded" else "no models are available"
+        if label == "loaded":
+            return f"no {_noun(domain)} is loaded" if domain in _NOUNS else "no models are loaded"
+        return "no models are available"
     text = ", ".join(shown)
     if total > len(shown):
         text += f", … {total} in total"
@@ -337,11 +353,13 @@ class ModelNotFoundError(ServerError):
     ``subject`` is the model key, identifier or path that was asked about;
     ``available`` is a sample of loaded identifiers or downloaded model keys
     when the server supplied one, and ``total_available`` its full count.
+    ``domain`` is the kind of model asked for (``"llm"``, ``"embedding"``), when known.
     """
 
     subject: str | None
     available: list[str]
     total_available: int | None
+    domain: str | None
 
     def __init__(
         self,
@@ -355,8 +373,10 @@ class ModelNotFoundError(ServerError):
         error_data: Mapping[str, Any] | None = None,
         operation: str | None = None,
         message: str | None = None,
+        domain: str | None = None,
     ) -> None:
         self.subject = subject
+        self.domain = domain
         self._message = message
         self.available = []
         self.total_available = None
@@ -377,17 +397,17 @@ class ModelNotFoundError(ServerError):
         *,
         subject: str | None = None,
         operation: str | None = None,
+        domain: str | None = None,
     ) -> ModelNotFoundError:
         """A model-not-found error detected by the client (no server payload)."""
-        return cls(message, subject=subject, operation=operation)
+        return cls(message, subject=subject, operation=operation, domain=domain)
 
     @classmethod
     def nothing_loaded(
         cls, domain: str | None = None, *, operation: str | None = None
     ) -> ModelNotFoundError:
         """ "No LLM is loaded" / "No embedding model is loaded" / "No model is loaded"."""
-        noun = {"llm": "LLM", "embedding": "embedding model"}.get(domain or "", "model")
-        return cls(f"No {noun} is loaded", operation=operation)
+        return cls(f"No {_noun(domain)} is loaded", operation=operation, domain=domain)
 
     def _headline(self) -> str:
         if self._message is not None:
@@ -410,17 +430,17 @@ class ModelNotFoundError(ServerError):
                     return "No model is loaded"
                 return (
                     "No loaded model matches the query ("
-                    + _sample_text(self.available, self.total_available, "loaded")
+                    + _sample_text(self.available, self.total_available, "loaded", self.domain)
                     + ")"
                 )
-            sample = _sample_text(self.available, self.total_available, "loaded")
+            sample = _sample_text(self.available, self.total_available, "loaded", self.domain)
             return f"No loaded model matches {described} ({sample})"
         if code == "generic.identifierNotFound":
             self.available = _str_list(data.get("loadedModelsSample"))
             self.total_available = _int_or_none(data.get("totalLoadedModels"))
             ident = data.get("identifier")
             name = ident if isinstance(ident, str) else self.subject
-            sample = _sample_text(self.available, self.total_available, "loaded")
+            sample = _sample_text(self.available, self.total_available, "loaded", self.domain)
             target = f"identifier {name!r}" if name else "the given identifier"
             return f"No loaded model has {target} ({sample})"
         if code == "generic.pathNotFound":
@@ -463,6 +483,69 @@ class ModelUnloadedError(ModelNotFoundError):
             what = f"model instance {subject!r}" if subject else "model instance"
             message = f"The {what} was unloaded before the prediction finished"
         super().__init__(message, subject=subject, operation=operation, message=message)
+
+
+class DomainMismatchError(ServerError, LMStudioValueError):
+    """The model named is of another kind than the one asked for: an LLM's key given to
+    ``client.embedding`` or a pool's ``embedding()``, an embedding model's to ``client.llm``.
+
+    Raised for the server code ``generic.domainMismatch``, and by the client when it finds
+    the mismatch first (``code`` is then ``None``). It is also an
+    :class:`LMStudioValueError`: the input was wrong, and the model *is* downloaded, so it
+    is not a :class:`ModelNotFoundError`. ``model`` is the key or path named,
+    ``actual_domain`` the model's kind and ``expected_domain`` the kind asked for
+    (``"llm"``, ``"embedding"``), each when known.
+    """
+
+    model: str | None
+    actual_domain: str | None
+    expected_domain: str | None
+
+    def __init__(
+        self,
+        title: str,
+        *,
+        model: str | None = None,
+        actual_domain: str | None = None,
+        expected_domain: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        data = kwargs.get("display_data")
+        data = data if isinstance(data, Mapping) else {}
+        self.model = model if model is not None else _str_or_none(data.get("path"))
+        self.actual_domain = (
+            actual_domain if actual_domain is not None else _str_or_none(data.get("actualDomain"))
+        )
+        self.expected_domain = (
+            expected_domain
+            if expected_domain is not None
+            else _str_or_none(data.get("expectedDomain"))
+        )
+        super().__init__(title, **kwargs)
+
+    @classmethod
+    def client_side(
+        cls,
+        model: str,
+        actual_domain: str,
+        expected_domain: str,
+        *,
+        operation: str | None = None,
+        suggestion: str | None = None,
+    ) -> DomainMismatchError:
+        """The mismatch found by the client, before asking the server."""
+        return cls(
+            f"{model!r} is {_noun(actual_domain, True)}, not {_noun(expected_domain, True)}",
+            model=model,
+            actual_domain=actual_domain,
+            expected_domain=expected_domain,
+            operation=operation,
+            suggestion=suggestion,
+        )
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 class InsufficientMemoryError(ServerError):

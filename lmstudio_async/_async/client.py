@@ -29,7 +29,7 @@ from .._protocol.endpoints import (
     check_key,
     ttl_ms,
 )
-from .._protocol.errors import map_server_error
+from .._protocol.errors import LOAD_OPERATION, map_server_error
 from .._protocol.info import (
     EmbeddingModelInfo,
     EmbeddingModelInstanceInfo,
@@ -54,6 +54,7 @@ from ..config import EmbeddingLoadConfig, LlmLoadConfig
 from ..errors import (
     ConfigMismatchError,
     ConfigMismatchWarning,
+    DomainMismatchError,
     IdentifierTakenError,
     LMStudioError,
     LMStudioTimeoutError,
@@ -383,9 +384,16 @@ class AsyncClient:
         if not task.cancelled() and task.exception() is not None:
             log.debug("background task %s failed: %r", task.get_name(), task.exception())
 
-    def _server_error(self, exc: RemoteError, operation: str, subject: str | None) -> ServerError:
+    def _server_error(
+        self, exc: RemoteError, operation: str, subject: str | None, namespace: str | None = None
+    ) -> ServerError:
+        """``namespace``: where the call was made (its model domain, for llm/embedding)."""
         return map_server_error(
-            exc.error, operation=operation, subject=subject, secrets=self._transport.identity
+            exc.error,
+            operation=operation,
+            subject=subject,
+            secrets=self._transport.identity,
+            domain=namespace if namespace in ("llm", "embedding") else None,
         )
 
     async def _rpc(
@@ -403,7 +411,7 @@ class AsyncClient:
         try:
             return await sock.rpc(endpoint, parameter, self._timeouts_for(timeout), deadline)
         except RemoteError as exc:
-            raise self._server_error(exc, operation or endpoint, subject) from None
+            raise self._server_error(exc, operation or endpoint, subject, namespace) from None
 
     async def _load_channel(
         self,
@@ -449,7 +457,7 @@ class AsyncClient:
                         packet.info.identifier,  # type: ignore[union-attr]
                     )
         except RemoteError as exc:
-            raise self._server_error(exc, operation, subject) from None
+            raise self._server_error(exc, operation, subject, namespace) from None
         except BaseException:
             # Cancelled, timed out, or a callback failed: stop the load on the server, and
             # raise only once it acknowledged (or the grace ran out), so that a retry right
@@ -529,12 +537,12 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         return coerce_load_config(self._name, config)
 
     async def _concrete(
-        self, key: str, cfg: Any, timeouts: Timeouts, deadline: float | None
+        self, key: str, cfg: Any, timeouts: Timeouts, deadline: float | None, operation: str
     ) -> Any:
         """``cfg`` with ``context_length="max"`` replaced by the largest context length
         of the model ``key`` names (a model key, path or loaded identifier): one
         ``listDownloadedModels`` call, only for ``"max"``, within the call's deadlines
-        (``deadline``: where its total one ends)."""
+        (``deadline``: where its total one ends). ``operation`` names the call in errors."""
         if cfg is None or cfg.context_length != "max":
             return cfg
         rpc = functools.partial(self._client._rpc, timeout=timeouts, deadline=deadline)
@@ -550,11 +558,17 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
                     model = resolve_model_key(models, info.model_key)
                     break
         if model is None:
+            other = resolve_model_key([m for m in everything if m.type != self._name], key)
+            if other is not None:  # as LM Studio would say of the load itself
+                raise DomainMismatchError.client_side(
+                    other.model_key, str(other.type), self._name, operation=operation
+                )
             raise ModelNotFoundError.client_side(
                 f"context_length='max': no downloaded {self._name} model matches {key!r}, "
                 "so its largest context length is unknown",
                 subject=key,
-                operation="Model load",
+                operation=operation,
+                domain=self._name,
             )
         return msgspec.structs.replace(cfg, context_length=model.max_context_length)
 
@@ -631,7 +645,8 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
             )
         started = asyncio.get_running_loop().time()
         total = timeouts.total
-        cfg = await self._concrete(key, cfg, timeouts, None if total is None else started + total)
+        deadline = None if total is None else started + total
+        cfg = await self._concrete(key, cfg, timeouts, deadline, "Get-or-load")
         stack = load_config_stack(self._name, cfg)
         params = (ttl_value, msgspec.json.encode(stack), on_config_mismatch)
         folded = key.casefold()  # keys match case-insensitively
@@ -900,7 +915,7 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         timeouts = self._client._timeouts_for(timeout)
         total = timeouts.total
         deadline = None if total is None else asyncio.get_running_loop().time() + total
-        cfg = await self._concrete(key, cfg, timeouts, deadline)
+        cfg = await self._concrete(key, cfg, timeouts, deadline, LOAD_OPERATION)
         progress = _Progress()
         if callback is not None:
             progress.callbacks.append(callback)
@@ -936,7 +951,7 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
             creation,
             progress,
             timeouts,
-            operation="Model load",
+            operation=LOAD_OPERATION,
             subject=identifier or key,
             deadline=deadline,
         )
@@ -1036,7 +1051,7 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         timeouts = self._client._timeouts_for(timeout)
         total = timeouts.total
         deadline = None if total is None else asyncio.get_running_loop().time() + total
-        cfg = await self._concrete(key, cfg, timeouts, deadline)
+        cfg = await self._concrete(key, cfg, timeouts, deadline, "Estimate")
         param: dict[str, Any] = {
             "modelKey": key,
             "loadConfigStack": load_config_stack(self._name, cfg),

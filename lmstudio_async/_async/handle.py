@@ -128,7 +128,9 @@ class _ModelHandle(Generic[_InstanceT, _ConfigT]):
         )
         if raw is None:
             raise ModelNotFoundError.client_side(
-                f"Model instance {self.identifier!r} is no longer loaded", subject=self.identifier
+                f"Model instance {self.identifier!r} is no longer loaded",
+                subject=self.identifier,
+                domain=ns._name,
             )
         info: _InstanceT = decode_instance_info(raw)  # type: ignore[assignment]
         self._info = info

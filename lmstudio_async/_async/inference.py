@@ -382,7 +382,9 @@ class PredictionStream:
         except (StopAsyncIteration, ModelUnloadedError, StructuredOutputError):
             raise
         except RemoteError as exc:
-            error = self._client._server_error(exc, self._operation, self._subject)
+            error = self._client._server_error(
+                exc, self._operation, self._subject, self._namespace
+            )
             self._end(error)
             raise error from None
         except BaseException as exc:

@@ -19,6 +19,7 @@ import msgspec
 
 from lmstudio_async.errors import (
     DeviceNotFoundError,
+    DomainMismatchError,
     DraftModelError,
     IdentifierTakenError,
     InsufficientMemoryError,
@@ -30,6 +31,7 @@ from lmstudio_async.errors import (
 )
 
 __all__ = [
+    "DOMAIN_MISMATCH_CODE",
     "LOAD_ERROR_RULES",
     "LOAD_OPERATION",
     "MALFORMED_ERROR_TITLE",
@@ -50,6 +52,9 @@ MODEL_NOT_FOUND_CODES: frozenset[str] = frozenset(
         "generic.specificModelUnloaded",
     }
 )
+
+#: ``displayData.code`` of the error reported as :class:`DomainMismatchError`.
+DOMAIN_MISMATCH_CODE = "generic.domainMismatch"
 
 #: Title used when the server's error payload cannot be understood at all.
 MALFORMED_ERROR_TITLE = "Malformed server error"
@@ -213,6 +218,7 @@ def map_server_error(
     operation: str,
     subject: str | None = None,
     secrets: Iterable[str | None] = (),
+    domain: str | None = None,
 ) -> ServerError:
     """Turn a server error payload into the exception to raise.
 
@@ -220,7 +226,9 @@ def map_server_error(
     :data:`MODEL_NOT_FOUND_CODES`, else :class:`ServerError`. ``operation``
     (e.g. ``"Model load"``, ``"Unload"``, ``"RPC getModelInfo"``) prefixes the
     message; ``subject`` is the model key / identifier / path the user asked
-    about, used when the server's data does not name it. Any string in
+    about, used when the server's data does not name it; ``domain`` the kind of model
+    asked for (``"llm"``, ``"embedding"``), when the call was on such a namespace. Any
+    string in
     ``secrets`` (e.g. the API token) is replaced by ``***`` in all text taken
     from the server. The server's ``stack`` is dropped.
     """
@@ -245,7 +253,16 @@ def map_server_error(
         "operation": operation,
     }
     if code in MODEL_NOT_FOUND_CODES:
-        return ModelNotFoundError(title, subject=subject, **common)
+        return ModelNotFoundError(title, subject=subject, domain=domain, **common)
+    if code == DOMAIN_MISMATCH_CODE:
+        assert isinstance(display_data, dict)  # the code came from it
+        path, expected = display_data.get("path"), display_data.get("expectedDomain")
+        return DomainMismatchError(
+            title,
+            model=path if isinstance(path, str) else subject,
+            expected_domain=expected if isinstance(expected, str) else domain,
+            **common,
+        )
     typed = classify_load_error(err, code if isinstance(code, str) else None, operation)
     if typed is IdentifierTakenError:  # the identifier asked for, when the data names none
         return IdentifierTakenError(title, identifier=_identifier(error_data, subject), **common)

@@ -288,7 +288,8 @@ def coerce_load_config(domain: Domain, config: object) -> LoadConfig | None:
     if isinstance(config, LlmLoadConfig | EmbeddingLoadConfig):
         if not isinstance(config, cls):
             raise ConfigError(
-                f"{type(config).__name__} given for a {domain} model; use {cls.__name__}",
+                f"{type(config).__name__} given for "
+                f"{'an LLM' if domain == 'llm' else 'an embedding model'}; use {cls.__name__}",
                 field=None,
             )
         return config

@@ -390,6 +390,46 @@ async def test_context_length_max_loads_the_largest_the_model_supports(
     assert sorted(i.identifier for i in lmstudio_server.loaded_instances()) == [NOMIC, "worker"]
 
 
+async def test_a_model_of_the_other_kind_is_a_domain_mismatch_on_every_path(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    # An LLM's key given to `embedding` (or back) is one typed error, whoever finds it first:
+    # the server (get-or-load, load) or the client (looking up context_length="max"). Never
+    # a ModelNotFoundError: the model is downloaded.
+    calls = {
+        "Get-or-load": lambda cfg: client.embedding.model(LLAMA, config=cfg),
+        "Model load": lambda cfg: client.embedding.load(LLAMA, config=cfg),
+        "Estimate": lambda cfg: client.embedding.estimate(LLAMA, config=cfg),
+    }
+    for operation, call in calls.items():
+        for cfg in (None, {"context_length": "max"}):
+            if operation == "Estimate" and cfg is None:
+                continue  # an estimate asks LM Studio about the files only
+            with pytest.raises(lms.DomainMismatchError) as info:
+                await call(cfg)
+            err = info.value
+            assert not isinstance(err, lms.ModelNotFoundError)
+            assert isinstance(err, lms.LMStudioValueError)
+            assert (err.actual_domain, err.expected_domain) == ("llm", "embedding"), cfg
+            assert err.model is not None
+            assert LLAMA in err.model
+            assert str(err).startswith(f"{operation} failed: "), str(err)
+    with pytest.raises(lms.DomainMismatchError, match="is an embedding model, not an LLM"):
+        await client.llm.load(NOMIC, config={"context_length": "max"})
+    assert lmstudio_server.loaded_instances() == []
+
+
+async def test_not_loaded_names_the_kind_the_sample_covers(client: lms.AsyncClient) -> None:
+    # LM Studio samples the loaded models of the namespace asked: with only an embedding
+    # model loaded, an LLM unload of its identifier must not say that nothing is loaded.
+    emb = await client.embedding.load(NOMIC)
+    with pytest.raises(lms.ModelNotFoundError) as info:
+        await client.llm.unload(emb.identifier)
+    assert "no LLM is loaded" in str(info.value)
+    assert info.value.domain == "llm"
+    await emb.unload()
+
+
 @pytest.mark.lmstudio_server(load_seconds=0.6)
 @pytest.mark.parametrize("method", ["load", "model"])
 async def test_context_length_max_looks_the_model_up_within_the_total_deadline(

@@ -57,12 +57,15 @@ async def test_lease_types_follow_the_catalogue(client: lms.AsyncClient) -> None
             assert len(await embedder.embed("x")) > 0
         async with pool.embedding("e0") as embedder2:
             assert embedder2 == embedder
-        with pytest.raises(lms.LMStudioValueError, match="embedding model"):
+        with pytest.raises(lms.DomainMismatchError, match="'e0' is an embedding model, not an LLM"):
             async with pool.llm("e0"):
                 pass
-        with pytest.raises(lms.LMStudioValueError, match="LLM"):
+        with pytest.raises(lms.LMStudioValueError, match=r"use pool\.llm\(\) or") as info:
             async with pool.embedding("m0"):
                 pass
+        assert isinstance(info.value, lms.DomainMismatchError)
+        assert (info.value.model, info.value.actual_domain) == ("m0", "llm")
+        assert info.value.expected_domain == "embedding"
         with pytest.raises(lms.ModelNotFoundError, match="no-such-model"):
             async with pool.use("no-such-model"):
                 pass

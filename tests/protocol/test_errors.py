@@ -21,6 +21,7 @@ from lmstudio_async.errors import (
     AuthenticationError,
     ClientClosedError,
     ConfigError,
+    DomainMismatchError,
     IdentifierTakenError,
     LMStudioConnectionError,
     LMStudioError,
@@ -185,6 +186,7 @@ def test_server_error_code_and_attrs() -> None:
         ServerError("t", cause="c", operation="op", display_data={"code": "x"}),
         ModelNotFoundError("t", subject="foo", operation="Unload"),
         ModelNotFoundError.nothing_loaded("llm"),
+        DomainMismatchError.client_side("m", "llm", "embedding", suggestion="s"),
         LMStudioTimeoutError(timeout=1.0, kind="idle"),
         AuthenticationError(host="h"),
         ClientClosedError(host="h"),
@@ -378,7 +380,7 @@ def test_duplicate_identifier_names_identifier() -> None:
     assert "stack" not in str(err).lower()
 
 
-def test_domain_mismatch_is_plain_server_error() -> None:
+def test_domain_mismatch_is_its_own_value_error() -> None:
     payload = {
         "title": "Domain mismatch",
         "cause": "The model is an embedding model",
@@ -391,7 +393,12 @@ def test_domain_mismatch_is_plain_server_error() -> None:
         },
     }
     err = map_server_error(decode_serialized_error(payload), operation="Model load")
-    assert type(err) is ServerError
+    # The model is downloaded, only of another kind: not a ModelNotFoundError, and bad input.
+    assert type(err) is DomainMismatchError
+    assert isinstance(err, ServerError)
+    assert isinstance(err, LMStudioValueError)
+    assert not isinstance(err, ModelNotFoundError)
+    assert (err.model, err.actual_domain, err.expected_domain) == ("p", "embedding", "llm")
     assert err.code == "generic.domainMismatch"
     assert str(err) == (
         "Model load failed: Domain mismatch — The model is an embedding model "

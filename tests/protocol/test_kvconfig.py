@@ -230,11 +230,13 @@ def test_coerce_none_and_structs() -> None:
 
 def test_coerce_wrong_domain_struct() -> None:
     with pytest.raises(
-        ConfigError, match="EmbeddingLoadConfig given for a llm model; use LlmLoadConfig"
+        ConfigError, match="EmbeddingLoadConfig given for an LLM; use LlmLoadConfig"
     ) as info:
         coerce_load_config("llm", EmbeddingLoadConfig())
     assert info.value.field is None
-    with pytest.raises(ConfigError, match="LlmLoadConfig given for a embedding model"):
+    with pytest.raises(
+        ConfigError, match="LlmLoadConfig given for an embedding model; use EmbeddingLoadConfig"
+    ):
         coerce_load_config("embedding", LlmLoadConfig(context_length=4))
 
 

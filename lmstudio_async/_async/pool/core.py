@@ -25,6 +25,7 @@ from ..._protocol.kvconfig import Domain, coerce_load_config, load_config_stack
 from ...config import EmbeddingLoadConfig, LlmLoadConfig, is_int, is_number
 from ...errors import (
     ClientClosedError,
+    DomainMismatchError,
     HostDownError,
     IdentifierTakenError,
     InsufficientMemoryError,
@@ -254,7 +255,7 @@ class AsyncModelPool:
         timeout: float | None = DEFAULT_LEASE_TIMEOUT,
     ) -> PoolLease[LLM]:
         """:meth:`use` for an LLM: the handle is an :class:`LLM` (an embedding model's key
-        raises :class:`LMStudioValueError`)."""
+        raises :class:`DomainMismatchError`, an :class:`LMStudioValueError`)."""
         return cast(PoolLease[LLM], self._lease(key, config, timeout, "llm"))
 
     def embedding(
@@ -384,9 +385,8 @@ class AsyncModelPool:
         key = info.model_key
         domain = str(info.type)
         if want is not None and domain != want:
-            raise LMStudioValueError(
-                f"{key!r} is an {'LLM' if domain == 'llm' else 'embedding model'}; "
-                f"use pool.{'llm' if domain == 'llm' else 'embedding'}() or pool.use()"
+            raise DomainMismatchError.client_side(
+                key, domain, want, suggestion=f"use pool.{domain}() or pool.use()"
             )
         dom = cast(Domain, domain)
         cfg = coerce_load_config(dom, cast(object, config))

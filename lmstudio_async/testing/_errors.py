@@ -140,14 +140,3 @@ def unknown_device(device: str, known: Sequence[str] = ()) -> StandInError:
     )
 
 
-def preset_not_found(identifier: str) -> StandInError:
-    return StandInError(
-        f'No preset matches "{identifier}"',
-        cause="The stand-in has no presets.",
-        display_data={
-            "code": "generic.presetNotFound",
-            "specifiedFuzzyPresetIdentifier": identifier,
-            "availablePresetsSample": [],
-            "totalAvailablePresets": 0,
-        },
-    )

@@ -305,7 +305,7 @@ def _use(conn: Connection, specifier: dict[str, Any], domain: str) -> Instance:
 
 # Embedding models wrap their input in start/end markers (BERT's [CLS] and [SEP] ids), so
 # their tokenize gives countTokens + 2 tokens, as LM Studio's do; LLM tokenize adds none.
-EMBEDDING_MARKERS = (101, 102)
+EMBEDDING_MARKERS = tg.EMBEDDING_MARKERS
 
 
 def _tokenize(domain: str) -> Any:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import random
 import re
@@ -27,6 +28,8 @@ from . import _toolcalls as tc
 from ._errors import StandInError
 from ._kvconfig import prediction_config
 from ._state import Instance, ModelState
+
+log = logging.getLogger("lmstudio_async.testing")
 
 # Prompts with more uncached tokens than this get promptProcessingProgress packets.
 PROMPT_PROGRESS_THRESHOLD = 64
@@ -473,7 +476,17 @@ async def _predict(
 
 
 def embed(inst: Instance, text: str) -> list[float]:
-    """The embedding vector ``inst`` gives ``text``."""
+    """The embedding vector ``inst`` gives ``text``: of its first tokens only when it is
+    longer than the instance's context (LM Studio truncates, and logs that it did)."""
+    room = inst.context_length - len(tg.EMBEDDING_MARKERS)
+    cut = tg.first_tokens(text, room)
+    if len(cut) < len(text.rstrip()):
+        log.info(
+            "embedding input on %r exceeds its context length (%d tokens); truncated",
+            inst.identifier,
+            inst.context_length,
+        )
+        text = cut
     return tg.embed(inst.model, text)
 
 

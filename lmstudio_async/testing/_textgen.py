@@ -41,6 +41,19 @@ def count_tokens(text: str) -> int:
     return sum(1 for _ in TOKEN_RE.finditer(text))
 
 
+def first_tokens(text: str, limit: int) -> str:
+    """The start of ``text`` that holds its first ``limit`` tokens (all of it if shorter)."""
+    if limit <= 0:
+        return ""
+    ends = [m.end() for m in itertools.islice(TOKEN_RE.finditer(text), limit)]
+    return text[: ends[-1]] if ends else ""
+
+
+# Embedding models wrap their input in start/end markers (BERT's [CLS] and [SEP] ids); they
+# take room in the model's context.
+EMBEDDING_MARKERS = (101, 102)
+
+
 def split_fragments(text: str) -> list[str]:
     """Split ``text`` into one-token pieces whose concatenation is ``text``.
 
@@ -786,8 +799,9 @@ _LANE = 4
 
 
 @lru_cache(maxsize=4096)
-def _feature_lanes(feature: str, dim: int) -> int:
-    raw = hashlib.shake_256(f"{dim}:{feature}".encode()).digest(dim)
+def _feature_lanes(feature: str, dim: int, model: str) -> int:
+    # Seeded by the model too: two models of one dimension give different vectors.
+    raw = hashlib.shake_256(f"{model}:{dim}:{feature}".encode()).digest(dim)
     lanes = bytearray(dim * _LANE)
     lanes[::_LANE] = raw
     return int.from_bytes(lanes, "little")
@@ -805,10 +819,12 @@ def embed(model: dict[str, Any], text: str) -> list[float]:
     """A unit-length vector: hashed bag of stemmed words (stop words down-weighted) + bigrams.
 
     Each feature's vector has the components ``(b - 127.5) / 73.9`` for the bytes ``b`` of
-    a SHAKE-256 digest. Equal texts give equal vectors; texts that share words get higher
-    cosine similarity. Only the first ``MAX_EMBEDDED_WORDS`` words count.
+    a SHAKE-256 digest of the model key and the feature. Equal texts give equal vectors;
+    texts that share words get higher cosine similarity. Only the first
+    ``MAX_EMBEDDED_WORDS`` words count.
     """
     dim = embedding_dimension(model)
+    seed = str(model.get("modelKey", "")).lower()
     found = itertools.islice(_WORD_RE.finditer(text), MAX_EMBEDDED_WORDS)
     lowered = [m.group().lower() for m in found]
     words = [_stem(w) for w in lowered]
@@ -827,7 +843,7 @@ def embed(model: dict[str, Any], text: str) -> list[float]:
     counts: dict[float, int] = {}
     for feature, count in features.items():
         weight = 1.0 + math.log(count) if count >= 1 else count
-        sums[weight] = sums.get(weight, 0) + _feature_lanes(feature, dim)
+        sums[weight] = sums.get(weight, 0) + _feature_lanes(feature, dim, seed)
         counts[weight] = counts.get(weight, 0) + 1
     vector = [0.0] * dim
     for weight, total in sums.items():

@@ -23,6 +23,7 @@ import pytest
 
 from lmstudio_async.testing import StandInServer, ThreadedStandInServer
 from lmstudio_async.testing import _files as files
+from lmstudio_async.testing import _textgen as textgen
 from lmstudio_async.testing._server import CANCEL_LOG_SIZE
 from lmstudio_async.testing._state import NOTIFICATION_LOG_BYTES, NOTIFICATION_LOG_SIZE
 from lmstudio_async.testing._textgen import MAX_EMBEDDED_WORDS
@@ -360,7 +361,7 @@ def _words(count: int, seed: int) -> list[str]:
     return ["".join(rng.choices(string.ascii_lowercase, k=7)) for _ in range(count)]
 
 
-async def test_embedding_a_huge_text_is_quick_and_counts_the_first_words(
+async def test_embedding_a_huge_text_is_quick_and_counts_only_its_start(
     server: StandInServer, client: RawClient
 ) -> None:
     server.preload(NOMIC)
@@ -377,7 +378,44 @@ async def test_embedding_a_huge_text_is_quick_and_counts_the_first_words(
     head = " ".join(words[:MAX_EMBEDDED_WORDS])
     other_tail = head + " " + " ".join(_words(50, 1))
     same = await emb.result("embedString", {"modelSpecifier": spec, "inputString": other_tail})
-    assert same["embedding"] == vector  # only the first MAX_EMBEDDED_WORDS words count
+    # Only the start counts: the context's 2046 tokens, and never more than
+    # MAX_EMBEDDED_WORDS words (for models with a larger context).
+    assert same["embedding"] == vector
+
+
+async def test_embedding_input_longer_than_the_context_is_truncated_to_it(
+    server: StandInServer, client: RawClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As recent LM Studio builds do: the first context-length tokens count, the [CLS] and
+    # [SEP] markers included, and the truncation is logged.
+    server.preload(NOMIC, config={"embedding.load.contextLength": 64})
+    emb = await client.connect("embedding")
+    spec = {"type": "query", "query": {"identifier": NOMIC}}
+
+    async def embed(words: list[str]) -> list[float]:
+        param = {"modelSpecifier": spec, "inputString": " ".join(words)}
+        return list((await emb.result("embedString", param))["embedding"])
+
+    words = _words(200, 2)
+    with caplog.at_level(logging.INFO, logger="lmstudio_async.testing"):
+        whole = await embed(words)
+    assert "exceeds its context length (64 tokens); truncated" in caplog.text
+    assert await embed(words[:62]) == whole
+    assert await embed(words[:61]) != whole
+    status, body = await call(
+        server.url, "POST", "/v1/embeddings", {"model": NOMIC, "input": " ".join(words)}
+    )
+    assert status == 200, body
+    assert body["data"][0]["embedding"] == pytest.approx(whole, abs=1e-6)
+
+
+def test_two_embedding_models_of_one_dimension_give_different_vectors() -> None:
+    mini = {"modelKey": "text-embedding-all-minilm-l6-v2", "architecture": "bert"}
+    bge = {"modelKey": "text-embedding-bge-small-en-v1.5", "architecture": "bert"}
+    text = "The cat sat on the mat."
+    assert len(textgen.embed(mini, text)) == len(textgen.embed(bge, text)) == 384
+    assert textgen.embed(mini, text) != textgen.embed(bge, text)
+    assert textgen.embed(mini, text) == textgen.embed(dict(mini), text)
 
 
 async def test_http_embeddings_of_many_long_inputs_stay_quick(server: StandInServer) -> None:

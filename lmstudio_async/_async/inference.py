@@ -473,7 +473,11 @@ class PredictionStream:
 
     async def _reap(self, channel: ChannelStream) -> None:
         try:
-            packet = await channel.settle(PREDICTION_PACKET_DECODER, (PredictionSuccess,))
+            # Within the stream's idle deadline: leaving a stream that timed out on a
+            # silent server must not wait for the keepalive (or SETTLE_SECONDS).
+            packet = await channel.settle(
+                PREDICTION_PACKET_DECODER, (PredictionSuccess,), idle=self._timeouts.idle
+            )
             if packet is not None:
                 self._result = result_from_success("".join(self._parts), packet)
         finally:

@@ -474,8 +474,10 @@ class ChannelStream:
         decoder: msgspec.json.Decoder[Any],
         terminal: tuple[type, ...],
         seconds: float = SETTLE_SECONDS,
+        idle: float | None = None,
     ) -> Any | None:
-        """After a ``cancel``: read what is left of the channel for up to ``seconds``.
+        """After a ``cancel``: read what is left of the channel for up to ``seconds``, and
+        at most ``idle`` seconds between packets (a server that stopped answering).
 
         Returns the first packet (decoded with ``decoder``) that is an instance of one of
         the ``terminal`` types — e.g. a load's success that raced the cancel — or ``None``
@@ -484,7 +486,7 @@ class ChannelStream:
         """
         deadline = asyncio.get_running_loop().time() + seconds
         try:
-            while (raw := await self.receive(None, deadline)) is not None:
+            while (raw := await self.receive(idle, deadline)) is not None:
                 try:
                     packet = decoder.decode(raw)
                 except (msgspec.ValidationError, msgspec.DecodeError):

@@ -361,6 +361,44 @@ async def test_a_deadline_expiring_while_cancel_reads_ends_the_other_reader_too(
     lmstudio_server.faults.silent = False
 
 
+@pytest.mark.parametrize("how", ["async with", "break"])
+async def test_leaving_a_stream_on_a_silent_server_waits_one_idle_deadline_at_most(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer, how: str
+) -> None:
+    # Leaving the stream (after its timeout, or after a break) waits for LM Studio's answer
+    # to the cancel within the stream's idle deadline, never until the keepalive (25 s).
+    llm = await client.llm.model(LLAMA)
+    timeout = lms.Timeouts(idle=0.5)
+    started = 0.0
+
+    async def read_within() -> None:
+        nonlocal started
+        async with llm.respond_stream("A story.", timeout=timeout) as stream:
+            async for _ in stream:
+                if not started:
+                    lmstudio_server.faults.silent = True
+                    started = time.monotonic()
+
+    try:
+        async with asyncio.timeout(10):
+            if how == "async with":
+                with pytest.raises(lms.LMStudioTimeoutError):
+                    await read_within()
+            else:
+                stream = llm.respond_stream("A story.", timeout=timeout)
+                async for _ in stream:
+                    lmstudio_server.faults.silent = True
+                    started = time.monotonic()
+                    break
+                await stream.aclose()  # waits for the final result, which never comes
+                with pytest.raises(lms.LMStudioError, match="stopped by its caller"):
+                    stream.result()
+            elapsed = time.monotonic() - started
+    finally:
+        lmstudio_server.faults.silent = False
+    assert elapsed < 2.0, elapsed  # idle 0.5 s, then at most 0.5 s for the cancel's answer
+
+
 @SLOW
 async def test_cancel_while_the_stream_is_still_opening_its_channel(
     client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer

@@ -591,14 +591,19 @@ class _InferenceMethods(_ModelHandle[_InstanceT, _ConfigT]):
         self, text: str | Sequence[str], *, timeout: TimeoutParam = USE_CLIENT_DEFAULT
     ) -> list[int] | list[list[int]]:
         """Token ids of ``text``; for a list of strings, one list per string (requests
-        run concurrently, at most 32 at once)."""
+        run concurrently, at most 32 at once; ``timeout``'s idle deadline bounds each one's
+        wait, its total the whole list's)."""
         texts = _check_texts(text, "tokenize")
         if texts is None:
             return await self._tokenize_one(text, timeout)  # type: ignore[arg-type]
-        return await _each(lambda t: self._tokenize_one(t, timeout), texts)
+        timeouts, deadline = self._whole(timeout)
+        return await _each(lambda t: self._tokenize_one(t, timeouts, deadline), texts)
 
-    async def _tokenize_one(self, text: str, timeout: TimeoutParam) -> list[int]:
-        raw = await self._call("tokenize", tokenize_param(self._specifier(), text), timeout)
+    async def _tokenize_one(
+        self, text: str, timeout: TimeoutParam, deadline: float | None = None
+    ) -> list[int]:
+        param = tokenize_param(self._specifier(), text)
+        raw = await self._call("tokenize", param, timeout, deadline)
         return decode_reply(_TOKENS_DECODER, raw, "tokenize result").tokens
 
     async def count_tokens(self, text: str, *, timeout: TimeoutParam = USE_CLIENT_DEFAULT) -> int:
@@ -608,13 +613,23 @@ class _InferenceMethods(_ModelHandle[_InstanceT, _ConfigT]):
         raw = await self._call("countTokens", tokenize_param(self._specifier(), text), timeout)
         return decode_reply(_COUNT_DECODER, raw, "token count").token_count
 
-    async def _call(self, endpoint: str, parameter: Any, timeout: TimeoutParam) -> msgspec.Raw:
+    def _whole(self, timeout: TimeoutParam) -> tuple[Timeouts, float | None]:
+        """The deadlines of a call made of several requests, and where its total one ends
+        (loop time), so that the total bounds the whole call."""
+        timeouts = self._namespace._client._timeouts_for(timeout)
+        total = timeouts.total
+        return timeouts, None if total is None else asyncio.get_running_loop().time() + total
+
+    async def _call(
+        self, endpoint: str, parameter: Any, timeout: TimeoutParam, deadline: float | None = None
+    ) -> msgspec.Raw:
         ns = self._namespace
         raw = await ns._client._rpc(
             ns._name,
             endpoint,
             parameter,
             timeout=timeout,
+            deadline=deadline,
             operation=f"{endpoint} on {self.identifier!r}",
             subject=self.identifier,
         )
@@ -819,12 +834,16 @@ class EmbeddingMethods(_InferenceMethods[EmbeddingModelInstanceInfo, EmbeddingLo
     ) -> list[float] | list[list[float]]:
         """The embedding vector of ``text``; for a list of strings, one vector per string,
         in order (the requests run concurrently on the one socket, at most 32 at once;
-        ``timeout`` bounds each one's wait, not the whole list's)."""
+        ``timeout``'s idle deadline bounds each one's wait, its total the whole list's)."""
         texts = _check_texts(text, "embed")
         if texts is None:
             return await self._embed_one(text, timeout)  # type: ignore[arg-type]
-        return await _each(lambda t: self._embed_one(t, timeout), texts)
+        timeouts, deadline = self._whole(timeout)
+        return await _each(lambda t: self._embed_one(t, timeouts, deadline), texts)
 
-    async def _embed_one(self, text: str, timeout: TimeoutParam) -> list[float]:
-        raw = await self._call("embedString", embed_param(self._specifier(), text), timeout)
+    async def _embed_one(
+        self, text: str, timeout: TimeoutParam, deadline: float | None = None
+    ) -> list[float]:
+        param = embed_param(self._specifier(), text)
+        raw = await self._call("embedString", param, timeout, deadline)
         return decode_reply(_EMBEDDING_DECODER, raw, "embedding").embedding

@@ -751,6 +751,25 @@ async def test_many_embeddings_run_concurrently_on_one_socket(
     assert lmstudio_server.connection_count("embedding") == 1
 
 
+@pytest.mark.parametrize("method", ["embed", "tokenize"])
+async def test_a_total_deadline_bounds_a_whole_list(client: lms.AsyncClient, method: str) -> None:
+    # The idle deadline bounds each request's wait, the total the whole call: a list that
+    # takes longer than its total fails with the total as configured.
+    emb = await client.embedding.load(NOMIC)
+    call = getattr(emb, method)
+    texts = [f"hello world {i}" for i in range(1000)]
+    started = time.monotonic()
+    await call(texts)
+    untimed = time.monotonic() - started
+    total = round(untimed / 5, 3)
+    started = time.monotonic()
+    with pytest.raises(lms.LMStudioTimeoutError) as info:
+        await call(texts, timeout=lms.Timeouts(total=total))
+    assert time.monotonic() - started < total + 0.5  # before: the whole list succeeded
+    assert (info.value.kind, info.value.timeout) == ("total", total)
+    assert len(await call(texts[:50], timeout=lms.Timeouts(total=30))) == 50
+
+
 async def test_a_long_list_keeps_at_most_32_requests_in_flight(
     client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
 ) -> None:

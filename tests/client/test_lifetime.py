@@ -7,6 +7,7 @@ Client."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -235,6 +236,32 @@ async def test_joiner_with_reload_policy_reloads_once(
     assert [(i.identifier, i.context_length) for i in lmstudio_server.loaded_instances()] == [
         (SMOL, 1024)
     ]
+
+
+@pytest.mark.lmstudio_server(load_seconds=0.6)
+async def test_a_joiners_reload_stays_within_its_total_deadline(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    # The reload (unload, then get-or-load again) is part of the joiner's call: it spends
+    # the same total deadline as the shared load, and its own load is cancelled when that
+    # runs out. Before, each step got a fresh total (0.6 s load + 0.6 s reload > 1 s).
+    first = asyncio.ensure_future(client.llm.model(SMOL))
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    with pytest.raises(lms.LMStudioTimeoutError) as info:
+        await client.llm.model(
+            SMOL,
+            config={"context_length": 1024},
+            on_config_mismatch="reload",
+            timeout=lms.Timeouts(total=1.0),
+        )
+    assert time.monotonic() - started < 1.5
+    assert (info.value.kind, info.value.timeout) == ("total", 1.0)
+    assert "within the total deadline (1 s)" in str(info.value)
+    await first
+    # The reload's load was cancelled on the server: nothing of it stays loaded.
+    await eventually(lambda: lmstudio_server.loaded_instances() == [])
+    assert lmstudio_server.cancel_count >= 1
 
 
 @pytest.mark.lmstudio_server(load_seconds=0.2)

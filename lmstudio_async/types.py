@@ -55,11 +55,14 @@ class Timeouts:
     - ``idle``: longest wait for the *next* message of a call. A load that keeps
       reporting progress never hits it, however long it takes.
     - ``total``: optional cap on a whole call, progress or not.
-    - ``connect``: opening a socket, authenticating, probing for LM Studio.
+    - ``connect``: opening a socket, authenticating, probing for LM Studio; in a call's
+      ``timeout=``, how long that call waits for its socket to open.
     - ``keepalive_interval`` / ``keepalive_timeout``: liveness of idle sockets;
       after ``keepalive_interval`` seconds without a frame the client sends
       ``keepAlive``, and after ``keepalive_timeout`` seconds without one it drops
-      the socket (in-flight calls fail; the next call reconnects).
+      the socket (in-flight calls fail; the next call reconnects). Sockets are shared
+      by all of a client's calls, so these two are the client's: in a call's
+      ``timeout=`` they have no effect.
     """
 
     idle: float | None = DEFAULT_IDLE_TIMEOUT

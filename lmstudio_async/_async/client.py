@@ -455,7 +455,9 @@ class AsyncClient:
         if deadline is None and timeouts.total is not None:
             deadline = loop.time() + timeouts.total
         sock = self._transport.socket(namespace)
-        stream = await sock.open_channel(endpoint, creation, deadline, timeouts.total)
+        stream = await sock.open_channel(
+            endpoint, creation, deadline, timeouts.total, timeouts.connect
+        )
         try:
             what = f"{operation} of {subject!r}"
             while True:

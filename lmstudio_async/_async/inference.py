@@ -316,8 +316,9 @@ class PredictionStream:
         if self._timeouts.total is not None:
             self._deadline = loop.time() + self._timeouts.total
         sock = self._client._transport.socket(self._namespace)
+        timeouts = self._timeouts
         channel = await sock.open_channel(
-            self._endpoint, self._creation, self._deadline, self._timeouts.total
+            self._endpoint, self._creation, self._deadline, timeouts.total, timeouts.connect
         )
         self._channel = channel
         return channel

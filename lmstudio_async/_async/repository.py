@@ -112,6 +112,7 @@ class DownloadOption:
             {"downloadIdentifier": self._data.download_identifier},
             deadline,
             timeouts.total,
+            timeouts.connect,
         )
         try:
             what = f"Download of {subject!r}"

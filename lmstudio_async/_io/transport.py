@@ -557,29 +557,35 @@ class NamespaceSocket:
         loop: asyncio.AbstractEventLoop,
         deadline: float | None = None,
         total: float | None = None,
+        connect: float | None = None,
     ) -> _WebSocket:
         """The open socket, opened first if need be; a :meth:`_stale` one is caught up
         with first (one event-loop step), so a socket the server has closed is replaced
         instead of failing the call. A call's ``deadline`` (loop time; ``total`` is the
-        call's configured total deadline, for the error) also bounds the opening."""
+        call's configured total deadline, for the error) also bounds the opening, and its
+        ``connect`` deadline (None: the client's) bounds its wait for the socket."""
         ws = self._ws
         if ws is not None and self._stale():
             await self._catch_up(loop)
             ws = self._ws
         if ws is None:
             if deadline is None:
-                ws = await self._ensure_open()
+                ws = await self._ensure_open(connect)
             else:
-                ws = await self._open_by(loop, deadline, total)
+                ws = await self._open_by(loop, deadline, total, connect)
         return ws
 
     async def _open_by(
-        self, loop: asyncio.AbstractEventLoop, deadline: float, total: float | None
+        self,
+        loop: asyncio.AbstractEventLoop,
+        deadline: float,
+        total: float | None,
+        connect: float | None,
     ) -> _WebSocket:
         limit = asyncio.timeout_at(deadline)
         try:
             async with limit:
-                return await self._ensure_open()
+                return await self._ensure_open(connect)
         except TimeoutError:
             if not limit.expired():
                 raise  # the connect deadline's own error
@@ -605,23 +611,43 @@ class NamespaceSocket:
         if not waiter.done():
             waiter.set_result(None)
 
-    async def _ensure_open(self) -> _WebSocket:
+    async def _ensure_open(self, connect: float | None = None) -> _WebSocket:
+        """The open socket, opened if need be within ``connect`` seconds (None: the
+        client's connect deadline), including any wait for another call opening it."""
         ws = self._ws
         if ws is not None:
             return ws
-        async with self._open_lock:
+        if connect is None:
+            connect = self.transport.timeouts.connect
+        limit = asyncio.get_running_loop().time() + connect
+        waiting = asyncio.timeout_at(limit)
+        try:
+            async with waiting:  # another call may be opening it: wait for its outcome
+                await self._open_lock.acquire()
+        except TimeoutError:
+            if not waiting.expired():
+                raise
+            raise LMStudioTimeoutError(
+                f"connecting to LM Studio (/{self.namespace}) took longer than {connect:g} s",
+                timeout=connect,
+                kind="connect",
+            ) from None
+        try:
             if self._ws is not None:
                 return self._ws
-            return await self._open()
+            return await self._open(connect, limit)
+        finally:
+            self._open_lock.release()
 
-    async def _open(self) -> _WebSocket:
+    async def _open(self, connect: float, limit: float) -> _WebSocket:
+        """Connect and authenticate by the loop time ``limit`` (``connect`` seconds after
+        the call began waiting for the socket)."""
         transport = self.transport
         transport.check_open()
-        timeouts = transport.timeouts
         host = await transport.resolve_host()
         ws: _WebSocket | None = None
         try:
-            async with asyncio.timeout(timeouts.connect):
+            async with asyncio.timeout_at(limit):
                 ws = await self._connect(host)
                 conn: Connection[Any] = Connection()
                 await ws.send_frame(Connection.auth_frame(*transport.identity), _TEXT)
@@ -653,8 +679,8 @@ class NamespaceSocket:
                 raise
             raise LMStudioTimeoutError(
                 f"connecting to LM Studio at {host} (/{self.namespace}) took longer than "
-                f"{timeouts.connect:g} s",
-                timeout=timeouts.connect,
+                f"{connect:g} s",
+                timeout=connect,
                 kind="connect",
             ) from None
         except Exception:
@@ -942,7 +968,7 @@ class NamespaceSocket:
             total = timeouts.total
             if deadline is None and total is not None:
                 deadline = loop.time() + total
-            ws = await self._usable(loop, deadline, total)
+            ws = await self._usable(loop, deadline, total, timeouts.connect)
         fut: asyncio.Future[Raw | None] = loop.create_future()
         conn = self._conn
         call_id, frame = conn.start_rpc(fut, endpoint, parameter)
@@ -971,10 +997,12 @@ class NamespaceSocket:
         creation_parameter: Any = UNSET,
         deadline: float | None = None,
         total: float | None = None,
+        connect: float | None = None,
     ) -> ChannelStream:
         """Open a channel; read its packets with :meth:`ChannelStream.receive`. The call's
-        ``deadline`` (loop time, for its configured ``total``) bounds the connecting."""
-        ws = await self._usable(asyncio.get_running_loop(), deadline, total)
+        ``deadline`` (loop time, for its configured ``total``) bounds the connecting, and so
+        does its ``connect`` deadline (None: the client's)."""
+        ws = await self._usable(asyncio.get_running_loop(), deadline, total, connect)
         stream = ChannelStream(self)
         conn = self._conn
         channel_id, frame = conn.start_channel(stream, endpoint, creation_parameter)

@@ -230,3 +230,30 @@ async def test_a_total_deadline_also_bounds_connecting(
         assert "within the total deadline (0.3 s)" in str(info.value)
         lmstudio_server.faults.silent = False
         assert [h.identifier for h in await client.llm.list_loaded()] == [SMOL]
+
+
+@pytest.mark.parametrize("call", ["rpc", "load", "prediction"])
+@pytest.mark.parametrize("connect", [0.3, 0.8])
+async def test_a_calls_own_connect_deadline_bounds_its_wait_for_the_socket(
+    lmstudio_server: ThreadedStandInServer, call: str, connect: float
+) -> None:
+    # Timeouts(connect=...) given to a call applies to the connection that call waits for,
+    # shorter or longer than the client's (0.5 s here); it was silently ignored.
+    async with lms.AsyncClient(lmstudio_server.host) as warm:
+        llm = await warm.llm.load(SMOL)
+    client_wide = lms.Timeouts(connect=0.5)
+    lmstudio_server.faults.silent = True
+    async with lms.AsyncClient(lmstudio_server.host, timeout=client_wide) as client:
+        timeout = lms.Timeouts(connect=connect)
+        calls = {
+            "rpc": lambda: client.llm.list_loaded(timeout=timeout),
+            "load": lambda: client.llm.load(SMOL, timeout=timeout),
+            "prediction": lambda: client.llm._handle(llm.info).respond("Hi", timeout=timeout),
+        }
+        t0 = time.monotonic()
+        with pytest.raises(lms.LMStudioTimeoutError) as info:
+            await calls[call]()
+        assert connect - 0.05 < time.monotonic() - t0 < connect + 1.0
+        assert (info.value.kind, info.value.timeout) == ("connect", connect)
+        lmstudio_server.faults.silent = False
+        assert [h.identifier for h in await client.llm.list_loaded()] == [SMOL]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -205,11 +206,21 @@ class Connection:
                 self.abort()
 
     def abort(self) -> None:
-        """Drop the TCP connection without a close handshake (simulated network failure)."""
+        """Drop the TCP connection without a close handshake (simulated network failure).
+
+        Its socket is shut down at once, not at the event loop's next step as
+        ``transport.abort()`` alone would: when ``faults.drop_connections()`` returns, the
+        client's kernel already has the end of the connection, so a call made right after
+        sees a dropped connection, not one that drops under it.
+        """
         self.aborted = True
         transport = self.request.transport
         if transport is not None:
+            sock = transport.get_extra_info("socket")
             transport.abort()
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
     async def warn(self, kind: str, text: str) -> None:
         if self.warnings_sent >= MAX_WARNINGS:

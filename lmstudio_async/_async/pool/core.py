@@ -512,7 +512,10 @@ class AsyncModelPool:
             if cause is None:  # say why the first of them went down
                 cause = next((h.down_cause for h in self._hosts if h.down_cause), None)
         else:
-            detail = f" (last: {cause})" if cause is not None else ""
+            # A metadata call the lease's own deadline cut short says nothing more (its
+            # deadline was what was left of the lease's); it stays the __cause__.
+            shown = cause is not None and not isinstance(cause, LMStudioTimeoutError)
+            detail = f" (last: {cause})" if shown else ""
             error = PoolTimeoutError(
                 f"model pool: no instance of {key!r} became available within {timeout or 0:g}s"
                 f"{detail}",

@@ -101,7 +101,9 @@ DEFAULT_TIMEOUTS: Final = Timeouts()
 
 TimeoutArg: TypeAlias = "float | Timeouts | None"
 """What ``timeout=`` accepts: seconds (the idle deadline), a :class:`Timeouts`, or ``None``
-(no idle deadline; connect and keepalive deadlines stay)."""
+(no idle deadline; connect and keepalive deadlines stay). A number or ``None`` changes only
+the idle deadline of the client's; a :class:`Timeouts` is taken whole (fields left out have
+their defaults: derive it with ``client.timeouts.with_(...)`` to keep the client's)."""
 
 
 def resolve_timeouts(value: float | Timeouts | None, base: Timeouts) -> Timeouts:

@@ -229,6 +229,27 @@ async def test_a_hung_host_ends_a_lease_at_its_deadline(
         lmstudio_server.faults.silent = False
 
 
+async def test_a_hosts_own_connect_deadline_bounds_the_pools_calls_to_it(
+    lmstudio_server: ThreadedStandInServer,
+) -> None:
+    # The pool's metadata calls keep the host client's connect deadline (they built a
+    # Timeouts of their own, whose default 10 s connect then applied).
+    client = lms.AsyncClient(lmstudio_server.host, timeout=lms.Timeouts(connect=0.3))
+    async with client, lms.AsyncModelPool(client, reconcile_interval=None) as pool:
+        lmstudio_server.faults.ignore_auth = True
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            waiting = asyncio.create_task(pool.llm("m0", timeout=20).__aenter__())
+            await eventually(lambda: not pool._hosts[0].up)
+            assert loop.time() - started < 2.0
+            assert "took longer than 0.3 s" in str(pool._hosts[0].down_cause)
+            waiting.cancel()
+            await asyncio.gather(waiting, return_exceptions=True)
+        finally:
+            lmstudio_server.faults.ignore_auth = False
+
+
 async def test_closing_the_pool_ends_a_lease_waiting_for_a_host() -> None:
     async with lms.AsyncClient(f"127.0.0.1:{free_port()}") as client:
         pool = lms.AsyncModelPool(client)

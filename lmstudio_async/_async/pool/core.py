@@ -501,8 +501,10 @@ class AsyncModelPool:
         raise self._timeout(key, timeout, cause)
 
     def _timeout(
-        self, key: str, timeout: float | None, cause: BaseException | None
+        self, key: str, timeout: float | None, cause: BaseException | None, *, show: bool = True
     ) -> LMStudioError:
+        """The error of a lease of ``key`` past its ``timeout``; ``cause`` is named in the
+        message (``show``) and is its ``__cause__``."""
         if all(not h.up for h in self._hosts):
             names = ", ".join(h.name for h in self._hosts)
             error: LMStudioError = HostDownError(
@@ -512,10 +514,7 @@ class AsyncModelPool:
             if cause is None:  # say why the first of them went down
                 cause = next((h.down_cause for h in self._hosts if h.down_cause), None)
         else:
-            # A metadata call the lease's own deadline cut short says nothing more (its
-            # deadline was what was left of the lease's); it stays the __cause__.
-            shown = cause is not None and not isinstance(cause, LMStudioTimeoutError)
-            detail = f" (last: {cause})" if shown else ""
+            detail = f" (last: {cause})" if cause is not None and show else ""
             error = PoolTimeoutError(
                 f"model pool: no instance of {key!r} became available within {timeout or 0:g}s"
                 f"{detail}",
@@ -620,7 +619,7 @@ class AsyncModelPool:
         again elsewhere or waits for a host; a lease whose deadline cut the question
         short ends with its usual timeout error."""
         assert inst.handle is not None
-        limit = _bounded(deadline, _PROBE_TIMEOUT)
+        limit = _bounded(deadline, _PROBE_TIMEOUT, inst.target.host.client.timeouts)
         try:
             await inst.handle.get_info(timeout=limit)
         except ModelNotFoundError:
@@ -970,7 +969,7 @@ class AsyncModelPool:
     ) -> None:
         client = target.host.client
         namespace = client.llm if domain == "llm" else client.embedding
-        limit = _bounded(deadline, _PROBE_TIMEOUT)
+        limit = _bounded(deadline, _PROBE_TIMEOUT, client.timeouts)
         try:
             estimate = await namespace.estimate(
                 key, config=cfg, timeout=limit, **self._device_kwargs(target)
@@ -1119,7 +1118,7 @@ class AsyncModelPool:
                     if not host.up:
                         continue
                     if host.catalog is None or refresh:
-                        limit = _bounded(deadline, _PROBE_TIMEOUT)
+                        limit = _bounded(deadline, _PROBE_TIMEOUT, host.client.timeouts)
                         try:
                             models = await host.client.system.list_downloaded(timeout=limit)
                         except LMStudioConnectionError as exc:
@@ -1356,7 +1355,8 @@ class AsyncModelPool:
         short, the lease has timed out (its usual error, from ``exc``); otherwise the host
         is not answering (a hung server): it is down until its probe gets an answer."""
         if limit.total is not None and limit.total < _PROBE_TIMEOUT:
-            error = self._timeout(key, timeout, exc)
+            # Not named in the message: its deadline was what was left of the lease's.
+            error = self._timeout(key, timeout, exc, show=False)
             raise error from error.__cause__
         self._mark_down(host, exc)
 
@@ -1421,13 +1421,14 @@ def _where(target: _Target) -> str:
     return name if target.device is None else f"{name} device {target.device!r}"
 
 
-def _bounded(deadline: float | None, limit: float) -> Timeouts:
+def _bounded(deadline: float | None, limit: float, base: Timeouts) -> Timeouts:
     """Deadlines of a metadata call made for a lease: ``limit`` seconds, or what is left
-    until the lease's ``deadline`` if that is sooner (connecting included)."""
+    until the lease's ``deadline`` if that is sooner (connecting included); the others
+    (``connect``) are the host client's, ``base``."""
     seconds = limit
     if deadline is not None:
         seconds = max(0.001, min(limit, deadline - asyncio.get_running_loop().time()))
-    return Timeouts(idle=seconds, total=seconds)
+    return base.with_(idle=seconds, total=seconds)
 
 
 def _is_finite(value: object) -> bool:

@@ -63,6 +63,7 @@ from .._protocol.tools import response_format as make_response_format
 from ..config import EmbeddingLoadConfig, LlmLoadConfig
 from ..errors import (
     LMStudioError,
+    LMStudioTimeoutError,
     LMStudioValueError,
     ModelUnloadedError,
     ProtocolError,
@@ -117,6 +118,9 @@ def _check_texts(value: object, what: str) -> list[str] | None:
 
 
 _BATCH_IN_FLIGHT: Final = 32
+# After a stream's deadline expired: how long its reaper waits, between packets, for the
+# rest of the prediction and its final result (the server's answer to the cancel).
+_TIMED_OUT_SETTLE_SECONDS: Final = 2.0
 """At most this many requests of one ``embed`` / ``tokenize`` list are in flight at once.
 Each request's idle deadline starts when it is sent, so a list of any length succeeds
 while LM Studio keeps answering; and a failure leaves at most this many unanswered."""
@@ -468,17 +472,20 @@ class PredictionStream:
             self._cancel_sent = True
             channel.send({"type": "cancel"})
         if self._reaper is None:
+            # The rest is read within the stream's idle deadline, so that leaving a stream
+            # on a silent server does not wait for the keepalive (or SETTLE_SECONDS); once
+            # a deadline has expired, within _TIMED_OUT_SETTLE_SECONDS at most.
+            idle = self._timeouts.idle
+            if isinstance(exc, LMStudioTimeoutError):
+                idle = min(idle or _TIMED_OUT_SETTLE_SECONDS, _TIMED_OUT_SETTLE_SECONDS)
             self._reaper = self._client._spawn(
-                self._reap(channel), f"lmstudio-reap-{self._subject}"
+                self._reap(channel, idle), f"lmstudio-reap-{self._subject}"
             )
 
-    async def _reap(self, channel: ChannelStream) -> None:
+    async def _reap(self, channel: ChannelStream, idle: float | None) -> None:
         try:
-            # Within the stream's idle deadline: leaving a stream that timed out on a
-            # silent server must not wait for the keepalive (or SETTLE_SECONDS).
-            packet = await channel.settle(
-                PREDICTION_PACKET_DECODER, (PredictionSuccess,), idle=self._timeouts.idle
-            )
+            terminal = (PredictionSuccess,)
+            packet = await channel.settle(PREDICTION_PACKET_DECODER, terminal, idle=idle)
             if packet is not None:
                 self._result = result_from_success("".join(self._parts), packet)
         finally:

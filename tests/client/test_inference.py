@@ -361,14 +361,17 @@ async def test_a_deadline_expiring_while_cancel_reads_ends_the_other_reader_too(
     lmstudio_server.faults.silent = False
 
 
-@pytest.mark.parametrize("how", ["async with", "break"])
+@pytest.mark.parametrize(
+    ("how", "deadline"), [("async with", "idle"), ("async with", "total"), ("break", "idle")]
+)
 async def test_leaving_a_stream_on_a_silent_server_waits_one_idle_deadline_at_most(
-    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer, how: str
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer, how: str, deadline: str
 ) -> None:
     # Leaving the stream (after its timeout, or after a break) waits for LM Studio's answer
-    # to the cancel within the stream's idle deadline, never until the keepalive (25 s).
+    # to the cancel within the stream's idle deadline, and after a deadline expired within
+    # 2 s at most; never until the keepalive (25 s).
     llm = await client.llm.model(LLAMA)
-    timeout = lms.Timeouts(idle=0.5)
+    timeout = lms.Timeouts(idle=0.5) if deadline == "idle" else lms.Timeouts(idle=30, total=1)
     started = 0.0
 
     async def read_within() -> None:
@@ -382,8 +385,9 @@ async def test_leaving_a_stream_on_a_silent_server_waits_one_idle_deadline_at_mo
     try:
         async with asyncio.timeout(10):
             if how == "async with":
-                with pytest.raises(lms.LMStudioTimeoutError):
+                with pytest.raises(lms.LMStudioTimeoutError) as info:
                     await read_within()
+                assert info.value.kind == deadline
             else:
                 stream = llm.respond_stream("A story.", timeout=timeout)
                 async for _ in stream:
@@ -396,7 +400,8 @@ async def test_leaving_a_stream_on_a_silent_server_waits_one_idle_deadline_at_mo
             elapsed = time.monotonic() - started
     finally:
         lmstudio_server.faults.silent = False
-    assert elapsed < 2.0, elapsed  # idle 0.5 s, then at most 0.5 s for the cancel's answer
+    # idle: 0.5 s, then at most 0.5 s for the cancel's answer; total: 1 s, then at most 2 s
+    assert elapsed < (2.0 if deadline == "idle" else 3.6), elapsed
 
 
 @SLOW

@@ -535,7 +535,7 @@ class DomainMismatchError(ServerError, LMStudioValueError):
     ) -> DomainMismatchError:
         """The mismatch found by the client, before asking the server."""
         return cls(
-            f"{model!r} is {_noun(actual_domain, True)}, not {_noun(expected_domain, True)}",
+            f"{model!r} is {_noun(actual_domain, True)}, not {_noun(expected_domain, True)}.",
             model=model,
             actual_domain=actual_domain,
             expected_domain=expected_domain,

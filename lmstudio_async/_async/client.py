@@ -584,7 +584,10 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
                     model = resolve_model_key(models, info.model_key)
                     break
         if model is None:
-            other = resolve_model_key([m for m in everything if m.type != self._name], key)
+            try:
+                other = resolve_model_key([m for m in everything if m.type != self._name], key)
+            except LMStudioValueError:  # a prefix of several: no one model is meant
+                other = None
             if other is not None:  # as LM Studio would say of the load itself
                 raise DomainMismatchError.client_side(
                     other.model_key, str(other.type), self._name, operation=operation

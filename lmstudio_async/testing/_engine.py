@@ -475,6 +475,12 @@ async def _predict(
 # --- embeddings and tokens ------------------------------------------------------------------
 
 
+def embedded_tokens(inst: Instance, text: str) -> int:
+    """How many tokens of ``text`` :func:`embed` uses (its input is truncated to the
+    instance's context)."""
+    return min(tg.count_tokens(text), max(inst.context_length - len(tg.EMBEDDING_MARKERS), 0))
+
+
 def embed(inst: Instance, text: str) -> list[float]:
     """The embedding vector ``inst`` gives ``text``: of its first tokens only when it is
     longer than the instance's context (LM Studio truncates, and logs that it did)."""

@@ -416,6 +416,10 @@ async def test_a_model_of_the_other_kind_is_a_domain_mismatch_on_every_path(
             assert str(err).startswith(f"{operation} failed: "), str(err)
     with pytest.raises(lms.DomainMismatchError, match="is an embedding model, not an LLM"):
         await client.llm.load(NOMIC, config={"context_length": "max"})
+    # A prefix of several LLM keys names no one model: not a mismatch, and not a hint to
+    # pick one of those LLMs for an embedding load.
+    with pytest.raises(lms.ModelNotFoundError, match="no downloaded embedding model matches"):
+        await client.embedding.load("lmstudio-community/", config={"context_length": "max"})
     assert lmstudio_server.loaded_instances() == []
 
 

@@ -407,6 +407,7 @@ async def test_embedding_input_longer_than_the_context_is_truncated_to_it(
     )
     assert status == 200, body
     assert body["data"][0]["embedding"] == pytest.approx(whole, abs=1e-6)
+    assert body["usage"]["prompt_tokens"] == 62  # the tokens embedded, not the 200 sent
 
 
 def test_two_embedding_models_of_one_dimension_give_different_vectors() -> None:

@@ -339,7 +339,7 @@ async def embeddings(rt: Runtime, request: web.Request) -> web.Response:
         if index:
             await asyncio.sleep(0)  # a long list of inputs lets other requests in between
         vector = engine.embed(inst, text)
-        tokens += engine.count_tokens(text)
+        tokens += engine.embedded_tokens(inst, text)
         value: Any = vector
         if encoding == "base64":
             value = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()

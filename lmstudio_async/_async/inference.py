@@ -118,12 +118,13 @@ def _check_texts(value: object, what: str) -> list[str] | None:
 
 
 _BATCH_IN_FLIGHT: Final = 32
-# After a stream's deadline expired: how long its reaper waits, between packets, for the
-# rest of the prediction and its final result (the server's answer to the cancel).
-_TIMED_OUT_SETTLE_SECONDS: Final = 2.0
 """At most this many requests of one ``embed`` / ``tokenize`` list are in flight at once.
 Each request's idle deadline starts when it is sent, so a list of any length succeeds
 while LM Studio keeps answering; and a failure leaves at most this many unanswered."""
+
+# After a stream's deadline expired: how long its reaper waits, between packets, for the
+# rest of the prediction and its final result (the server's answer to the cancel).
+_TIMED_OUT_SETTLE_SECONDS: Final = 2.0
 
 _R = TypeVar("_R")
 

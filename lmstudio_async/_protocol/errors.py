@@ -223,13 +223,14 @@ def map_server_error(
     """Turn a server error payload into the exception to raise.
 
     Returns :class:`ModelNotFoundError` for the codes in
-    :data:`MODEL_NOT_FOUND_CODES`, else :class:`ServerError`. ``operation``
+    :data:`MODEL_NOT_FOUND_CODES`, :class:`DomainMismatchError` for
+    :data:`DOMAIN_MISMATCH_CODE`, a typed error by :data:`LOAD_ERROR_RULES`, else
+    :class:`ServerError`. ``operation``
     (e.g. ``"Model load"``, ``"Unload"``, ``"RPC getModelInfo"``) prefixes the
     message; ``subject`` is the model key / identifier / path the user asked
     about, used when the server's data does not name it; ``domain`` the kind of model
     asked for (``"llm"``, ``"embedding"``), when the call was on such a namespace. Any
-    string in
-    ``secrets`` (e.g. the API token) is replaced by ``***`` in all text taken
+    string in ``secrets`` (e.g. the API token) is replaced by ``***`` in all text taken
     from the server. The server's ``stack`` is dropped.
     """
     secret_list = [s for s in secrets if s]

@@ -138,5 +138,3 @@ def unknown_device(device: str, known: Sequence[str] = ()) -> StandInError:
         cause=f"The LM Link devices this server knows: {names}. Use null for the local device.",
         error_data={"deviceIdentifier": device},
     )
-
-

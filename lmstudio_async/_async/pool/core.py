@@ -44,7 +44,7 @@ from ..client import LLM, AsyncClient, EmbeddingModel
 from ..handle import log
 from .lease import PoolLease
 from .policy import Eviction, make_policy
-from .state import _HandleAny, _Host, _Instance, _Target, _Waiter
+from .state import _HandleAny, _Host, _Instance, _State, _Target, _Waiter
 from .stats import PoolStats, TargetKey, _Counts
 
 __all__ = [
@@ -1191,10 +1191,7 @@ class AsyncModelPool:
         targets = [t for t in self._targets if t.host is host]
         before = {i.reference for t in targets for i in t.instances if i.state == "ready"}
         try:
-            loaded: list[_HandleAny] = [
-                *await host.client.llm.list_loaded(timeout=_PROBE_TIMEOUT),
-                *await host.client.embedding.list_loaded(timeout=_PROBE_TIMEOUT),
-            ]
+            loaded = await _list_loaded(host)
         except LMStudioConnectionError as exc:
             if not self._closed:
                 self._mark_down(host, exc)
@@ -1230,37 +1227,14 @@ class AsyncModelPool:
                 log.info("pool: unloading %r, an orphan of a failed load", handle.identifier)
                 # Tracked as an instance whose unload failed: it counts against the budget
                 # until an unload succeeds (now, below, or at a later reconciliation).
-                orphan = _Instance(
-                    handle.model_key,
-                    handle._domain,
-                    None,
-                    target,
-                    self._orphan_bytes(target, handle),
-                    owned=True,
-                )
-                orphan.handle = handle
-                orphan.identifier = handle.identifier
-                orphan.reference = ref
-                orphan.state = "stranded"
-                target.instances.append(orphan)
-                stranded.append(orphan)
+                nbytes = self._orphan_bytes(target, handle)
+                stranded.append(_track(target, handle, nbytes, owned=True, state="stranded"))
                 continue
-            inst = _Instance(
-                handle.model_key,
-                handle._domain,
-                None,
-                target,
-                await self._foreign_bytes(host, target, handle),
-                owned=False,
-            )
+            nbytes = await self._foreign_bytes(host, target, handle)
             if self._closed or ref in {i.reference for i in target.instances}:
                 continue
-            inst.handle = handle
-            inst.identifier = handle.identifier
-            inst.reference = ref
-            inst.state = "ready"
-            target.instances.append(inst)
-            log.info("pool: using %r, loaded by someone else, on %s", inst.identifier, host.name)
+            _track(target, handle, nbytes, owned=False, state="ready")
+            log.info("pool: using %r, loaded by someone else, on %s", handle.identifier, host.name)
         # Instances whose unload failed: forgotten if the list no longer has them, else
         # unloaded again (they count against the budget until then).
         again: list[_Instance] = []
@@ -1283,10 +1257,7 @@ class AsyncModelPool:
     async def _sweep(self, host: _Host) -> None:
         """At close: unload whatever of this pool's is still loaded on ``host``."""
         try:
-            loaded: list[_HandleAny] = [
-                *await host.client.llm.list_loaded(timeout=_PROBE_TIMEOUT),
-                *await host.client.embedding.list_loaded(timeout=_PROBE_TIMEOUT),
-            ]
+            loaded = await _list_loaded(host)
         except LMStudioError as exc:
             log.warning("pool: cannot check %s for instances left loaded: %s", host.name, exc)
             return
@@ -1419,6 +1390,28 @@ class _Retry(Exception):
 def _where(target: _Target) -> str:
     name = target.host.name
     return name if target.device is None else f"{name} device {target.device!r}"
+
+
+async def _list_loaded(host: _Host) -> list[_HandleAny]:
+    """Every instance loaded on ``host``, LLMs and embedding models."""
+    return [
+        *await host.client.llm.list_loaded(timeout=_PROBE_TIMEOUT),
+        *await host.client.embedding.list_loaded(timeout=_PROBE_TIMEOUT),
+    ]
+
+
+def _track(
+    target: _Target, handle: _HandleAny, nbytes: int, *, owned: bool, state: _State
+) -> _Instance:
+    """Track the instance ``handle`` names, found in its host's list, on ``target`` from
+    now on, counting ``nbytes`` against its budget."""
+    inst = _Instance(handle.model_key, handle._domain, None, target, nbytes, owned=owned)
+    inst.handle = handle
+    inst.identifier = handle.identifier
+    inst.reference = handle.instance_reference
+    inst.state = state
+    target.instances.append(inst)
+    return inst
 
 
 def _bounded(deadline: float | None, limit: float, base: Timeouts) -> Timeouts:

@@ -396,6 +396,13 @@ class AsyncClient:
             return self._timeouts
         return resolve_timeouts(timeout, self._timeouts)
 
+    def _deadlines_for(self, timeout: TimeoutParam) -> tuple[Timeouts, float | None]:
+        """The deadlines of a call starting now, and where its total one ends (loop time;
+        None: no total), for a call made of several requests that the total bounds whole."""
+        timeouts = self._timeouts_for(timeout)
+        total = timeouts.total
+        return timeouts, None if total is None else asyncio.get_running_loop().time() + total
+
     def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         task.set_name(name)
@@ -943,9 +950,7 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         ttl_value = ttl_ms(ttl)
         cfg = self._config(config)
         callback = _check_callback(on_progress)
-        timeouts = self._client._timeouts_for(timeout)
-        total = timeouts.total
-        deadline = None if total is None else asyncio.get_running_loop().time() + total
+        timeouts, deadline = self._client._deadlines_for(timeout)
         cfg = await self._concrete(key, cfg, timeouts, deadline, LOAD_OPERATION)
         progress = _Progress()
         if callback is not None:
@@ -1079,9 +1084,7 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         cfg = self._config(config)
         if device is not None:
             check_key(device, "device")
-        timeouts = self._client._timeouts_for(timeout)
-        total = timeouts.total
-        deadline = None if total is None else asyncio.get_running_loop().time() + total
+        timeouts, deadline = self._client._deadlines_for(timeout)
         cfg = await self._concrete(key, cfg, timeouts, deadline, "Estimate")
         param: dict[str, Any] = {
             "modelKey": key,

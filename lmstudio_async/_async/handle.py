@@ -6,7 +6,6 @@ extend them. Both import this module, so neither needs the other.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, Literal, TypeAlias, TypeVar
 
@@ -168,8 +167,6 @@ class _ModelHandle(Generic[_InstanceT, _ConfigT]):
         whether this very instance is still loaded (as the JS SDK does). ``timeout``
         bounds both calls together."""
         ns = self._namespace
-        timeouts = ns._client._timeouts_for(timeout)
-        total = timeouts.total
-        deadline = None if total is None else asyncio.get_running_loop().time() + total
+        timeouts, deadline = ns._client._deadlines_for(timeout)
         info = await self._get_info(timeouts, f"Unload of {self.identifier!r}")
         await ns._unload(info.identifier, info.device_identifier, timeouts, deadline)

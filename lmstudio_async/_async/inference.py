@@ -605,7 +605,7 @@ class _InferenceMethods(_ModelHandle[_InstanceT, _ConfigT]):
         texts = _check_texts(text, "tokenize")
         if texts is None:
             return await self._tokenize_one(text, timeout)  # type: ignore[arg-type]
-        timeouts, deadline = self._whole(timeout)
+        timeouts, deadline = self._namespace._client._deadlines_for(timeout)
         return await _each(lambda t: self._tokenize_one(t, timeouts, deadline), texts)
 
     async def _tokenize_one(
@@ -621,13 +621,6 @@ class _InferenceMethods(_ModelHandle[_InstanceT, _ConfigT]):
             raise LMStudioValueError(f"count_tokens takes a string, got {type(text).__name__}")
         raw = await self._call("countTokens", tokenize_param(self._specifier(), text), timeout)
         return decode_reply(_COUNT_DECODER, raw, "token count").token_count
-
-    def _whole(self, timeout: TimeoutParam) -> tuple[Timeouts, float | None]:
-        """The deadlines of a call made of several requests, and where its total one ends
-        (loop time), so that the total bounds the whole call."""
-        timeouts = self._namespace._client._timeouts_for(timeout)
-        total = timeouts.total
-        return timeouts, None if total is None else asyncio.get_running_loop().time() + total
 
     async def _call(
         self, endpoint: str, parameter: Any, timeout: TimeoutParam, deadline: float | None = None
@@ -847,7 +840,7 @@ class EmbeddingMethods(_InferenceMethods[EmbeddingModelInstanceInfo, EmbeddingLo
         texts = _check_texts(text, "embed")
         if texts is None:
             return await self._embed_one(text, timeout)  # type: ignore[arg-type]
-        timeouts, deadline = self._whole(timeout)
+        timeouts, deadline = self._namespace._client._deadlines_for(timeout)
         return await _each(lambda t: self._embed_one(t, timeouts, deadline), texts)
 
     async def _embed_one(

@@ -9,7 +9,6 @@ deadline, Ctrl-C in sync code) sends the protocol ``cancel``.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import inspect
 from collections.abc import Callable, Sequence
@@ -102,9 +101,7 @@ class DownloadOption:
                 f"on_progress must be a function, got {type(on_progress).__name__}"
             )
         client = self._client
-        timeouts = client._timeouts_for(timeout)
-        loop = asyncio.get_running_loop()
-        deadline = None if timeouts.total is None else loop.time() + timeouts.total
+        timeouts, deadline = client._deadlines_for(timeout)
         subject = self._data.name
         sock = client._transport.socket(_NAMESPACE)
         stream = await sock.open_channel(

@@ -11,12 +11,12 @@ import contextlib
 import functools
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, ClassVar, Final, Generic, Literal, TypeAlias, TypeVar
+from typing import Any, ClassVar, Final, Generic, Literal, TypeAlias
 
 import msgspec
 from msgspec import UNSET, Raw
 
-from .._io.transport import ChannelStream, RemoteError, SSLOption, Transport
+from .._io.transport import ChannelStream, RemoteError, SSLOption, Transport, bounded
 from .._protocol.endpoints import (
     LOAD_PACKET_DECODER,
     AlreadyLoaded,
@@ -197,30 +197,6 @@ async def _within_grace(task: asyncio.Future[Any], extra: float = 0.0) -> None:
     """
     if not task.done():
         await asyncio.wait({task}, timeout=LOAD_CANCEL_GRACE_SECONDS + extra)
-
-
-_R = TypeVar("_R")
-
-
-async def _within_total(
-    work: Awaitable[_R], deadline: float | None, total: float | None, what: str
-) -> _R:
-    """``work``, cancelled when the loop time passes ``deadline`` (None: no deadline);
-    then an :class:`LMStudioTimeoutError` naming ``total``, the deadline as configured."""
-    if deadline is None:
-        return await work
-    scope = asyncio.timeout_at(deadline)
-    try:
-        async with scope:
-            return await work
-    except TimeoutError as exc:
-        if isinstance(exc, LMStudioTimeoutError) or not scope.expired():
-            raise
-        raise LMStudioTimeoutError(
-            f"{what} did not finish within the total deadline ({total:g} s)",
-            timeout=total,
-            kind="total",
-        ) from None
 
 
 async def _wait_for_flight(
@@ -749,7 +725,18 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         reconciling = self._reconcile(
             key, info, ttl_value, cfg, on_config_mismatch, timeouts, loaded_now=False
         )
-        info = await _within_total(reconciling, deadline, total, f"Get-or-load of {key!r}")
+        if deadline is not None:
+            reconciling = bounded(
+                reconciling,
+                deadline,
+                lambda: LMStudioTimeoutError(
+                    f"Get-or-load of {key!r} did not finish within the total deadline "
+                    f"({total:g} s)",
+                    timeout=total,
+                    kind="total",
+                ),
+            )
+        info = await reconciling
         return self._handle(info), False
 
     async def _reconcile(

@@ -31,7 +31,7 @@ import secrets
 import select
 import ssl
 import sys
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final, Literal, TypeAlias, TypeVar
 
 import aiohttp
@@ -71,6 +71,7 @@ __all__ = [
     "RemoteError",
     "SSLOption",
     "Transport",
+    "bounded",
     "parse_api_host",
     "probe_lmstudio",
 ]
@@ -290,6 +291,24 @@ def _expire(fut: asyncio.Future[Any], waiting_for: str, wait: float, kind: str) 
                 kind=kind,
             )
         )
+
+
+_T = TypeVar("_T")
+
+
+async def bounded(
+    work: Awaitable[_T], deadline: float, error: Callable[[], LMStudioTimeoutError]
+) -> _T:
+    """``work``, cancelled once the loop time passes ``deadline``; then ``error()`` is
+    raised (a timeout error of ``work``'s own passes through as it is)."""
+    scope = asyncio.timeout_at(deadline)
+    try:
+        async with scope:
+            return await work
+    except TimeoutError as exc:
+        if isinstance(exc, LMStudioTimeoutError) or not scope.expired():
+            raise
+        raise error() from None
 
 
 class _Deadlines:
@@ -582,20 +601,16 @@ class NamespaceSocket:
         total: float | None,
         connect: float | None,
     ) -> _WebSocket:
-        limit = asyncio.timeout_at(deadline)
-        try:
-            async with limit:
-                return await self._ensure_open(connect)
-        except TimeoutError:
-            if not limit.expired():
-                raise  # the connect deadline's own error
+        def expired() -> LMStudioTimeoutError:
             shown = total if total is not None else max(deadline - loop.time(), 0.0)
-            raise LMStudioTimeoutError(
+            return LMStudioTimeoutError(
                 f"could not connect to LM Studio (/{self.namespace}) within the total "
                 f"deadline ({shown:g} s)",
                 timeout=shown,
                 kind="total",
-            ) from None
+            )
+
+        return await bounded(self._ensure_open(connect), deadline, expired)
 
     async def _catch_up(self, loop: asyncio.AbstractEventLoop) -> None:
         # A timer due now runs after the I/O callbacks of the next loop iteration (the
@@ -620,18 +635,16 @@ class NamespaceSocket:
         if connect is None:
             connect = self.transport.timeouts.connect
         limit = asyncio.get_running_loop().time() + connect
-        waiting = asyncio.timeout_at(limit)
-        try:
-            async with waiting:  # another call may be opening it: wait for its outcome
-                await self._open_lock.acquire()
-        except TimeoutError:
-            if not waiting.expired():
-                raise
-            raise LMStudioTimeoutError(
+        # Another call may be opening it: wait for its outcome, within this call's connect.
+        await bounded(
+            self._open_lock.acquire(),
+            limit,
+            lambda: LMStudioTimeoutError(
                 f"connecting to LM Studio (/{self.namespace}) took longer than {connect:g} s",
                 timeout=connect,
                 kind="connect",
-            ) from None
+            ),
+        )
         try:
             if self._ws is not None:
                 return self._ws

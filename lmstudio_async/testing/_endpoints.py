@@ -23,7 +23,7 @@ from ._connection import (
     RpcEndpoint,
 )
 from ._kvconfig import collapse_stack, config_fields, effective_config, prediction_config
-from ._state import Instance, ModelState, PendingLoad, WaitAbandoned
+from ._state import Instance, ModelState, PendingLoad, WaitAbandoned, wait_unless_gone
 from ._toolcalls import messages_from_history
 
 LMSTUDIO_VERSION = "0.3.31"
@@ -182,10 +182,10 @@ async def _already_loaded(
 async def _wait_pending(ctx: ChannelContext, future: asyncio.Future[Instance], key: str) -> None:
     """Wait for another interface's load to end (however it ends); raises
     ``load_cancelled`` if the client cancels meanwhile."""
-    while not future.done():
-        await asyncio.wait({future}, timeout=0.05)
-        if not future.done() and ctx.cancelled.is_set():
-            raise err.load_cancelled(key)
+    try:
+        await wait_unless_gone(future, ctx.cancelled.is_set)
+    except WaitAbandoned:
+        raise err.load_cancelled(key) from None
 
 
 async def _jit_load_now(

@@ -107,6 +107,20 @@ class WaitAbandoned(Exception):
     """The client of a waiting just-in-time load went away (see ``jit_turn``)."""
 
 
+# How often a wait for the client (a just-in-time load's turn, another load) checks that
+# the client is still there.
+GONE_POLL_SECONDS = 0.05
+
+
+async def wait_unless_gone(future: asyncio.Future[Any], gone: Callable[[], bool]) -> None:
+    """Wait until ``future`` is done (never cancelling it); raises :class:`WaitAbandoned`
+    if ``gone()`` turns true first."""
+    while not future.done():
+        await asyncio.wait({future}, timeout=GONE_POLL_SECONDS)
+        if not future.done() and gone():
+            raise WaitAbandoned
+
+
 @dataclass
 class PendingLoad:
     """A just-in-time load in progress; HTTP requests for the same model join it.
@@ -252,10 +266,7 @@ class ModelState:
         :class:`WaitAbandoned` if ``gone()`` turns true while waiting for it."""
         acquire = asyncio.ensure_future(self.jit_lock.acquire())
         try:
-            while not acquire.done():
-                await asyncio.wait({acquire}, timeout=0.05)
-                if not acquire.done() and gone():
-                    raise WaitAbandoned
+            await wait_unless_gone(acquire, gone)
         except BaseException:
             if acquire.done() and not acquire.cancelled() and acquire.exception() is None:
                 self.jit_lock.release()
@@ -289,7 +300,8 @@ class ModelState:
                     return victims
                 if gone():
                     raise WaitAbandoned
-                await self.wait_for_change(min(0.05, max(0.0, deadline - time.monotonic())))
+                left = max(0.0, deadline - time.monotonic())
+                await self.wait_for_change(min(GONE_POLL_SECONDS, left))
         except BaseException:
             self.unmark_evicting(marked)
             raise

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeAlias
 import msgspec
 import msgspec.structs
 
+from lmstudio_async._protocol.endpoints import check_key
 from lmstudio_async._protocol.kvconfig import (
     API_OVERRIDE_LAYER,
     KvConfig,
@@ -132,10 +133,11 @@ class PredictionConfig(
         self._check_strings("tool_call_stop_strings")
         self._check_choice("context_overflow_policy", _POLICIES)
         self._check_int("cpu_threads", 1)
-        if self.draft_model is not None and not (
-            isinstance(self.draft_model, str) and self.draft_model.strip()
-        ):
-            raise self._fail("draft_model", "a non-empty model key", self.draft_model)
+        if self.draft_model is not None:
+            try:  # the rule every other key follows (also no lone zero-width space)
+                check_key(self.draft_model, "draft_model")
+            except LMStudioValueError as exc:
+                raise ConfigError(f"PredictionConfig.{exc}", field="draft_model") from exc
         self._check_schema()
         if self.grammar is not None:
             if not (isinstance(self.grammar, str) and self.grammar.strip()):

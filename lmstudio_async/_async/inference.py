@@ -247,6 +247,7 @@ class PredictionStream:
         # them (they count in the result's content) unless it leaves the stream first.
         self._held: collections.deque[Fragment] = collections.deque()
         self._left = False  # the reader left the stream early (a ``break``): see _leave
+        self._cut = False  # ... and fragments it was not given were dropped
         self._result: PredictionResult | None = None
         self._error: BaseException | None = None
         self._done = False
@@ -362,7 +363,9 @@ class PredictionStream:
                 if kind is FragmentPacket:
                     fragment: Fragment = packet.fragment  # type: ignore[union-attr]
                     if hold:
-                        if not self._left:  # (left: nobody is to get it)
+                        if self._left:  # nobody is to get it
+                            self._cut = True
+                        else:
                             self._held.append(fragment)
                         continue
                     return await self._deliver(fragment)
@@ -411,7 +414,9 @@ class PredictionStream:
         """The reader left the stream early (in the loop thread): what it was not given is
         not part of the result, and the prediction is cancelled if it still runs."""
         self._left = True
-        self._held.clear()
+        if self._held:
+            self._cut = True
+            self._held.clear()
         if self._result is not None:
             self._result = self._result._with_content("".join(self._parts))
         self._abandon()
@@ -428,6 +433,8 @@ class PredictionStream:
     def _succeed(self, packet: PredictionSuccess) -> None:
         text = "".join(self._parts) + "".join(f.content for f in self._held)
         result = result_from_success(text, packet, self._tool_calls)
+        if self._cut:  # its reader left before the end of the reply (even if the model
+            result = result._cut_to(text)  # had finished it): never "eosFound"
         if result.stop_reason == "modelUnloaded" and not self._cancel_sent:
             # Cut short because the instance went away (unloaded by another client, a TTL,
             # a JIT auto-evict): an error carrying the partial result, never a silent success.
@@ -486,11 +493,20 @@ class PredictionStream:
     async def _reap(self, channel: ChannelStream, idle: float | None) -> None:
         try:
             terminal = (PredictionSuccess,)
-            packet = await channel.settle(PREDICTION_PACKET_DECODER, terminal, idle=idle)
+            packet = await channel.settle(
+                PREDICTION_PACKET_DECODER, terminal, idle=idle, skipped=self._skipped
+            )
             if packet is not None:
-                self._result = result_from_success("".join(self._parts), packet)
+                result = result_from_success("".join(self._parts), packet)
+                self._result = result._cut_to(result.content) if self._cut else result
         finally:
             self._end(None)
+
+    def _skipped(self, packet: object) -> None:
+        """A packet the reaper read after the cancel: a fragment there is one the stream's
+        reader never got, if it had left."""
+        if self._left and type(packet) is FragmentPacket:
+            self._cut = True
 
     def _abandon(self) -> None:
         """The iteration was dropped mid-way (``break``): cancel, in the loop thread."""

@@ -494,6 +494,7 @@ class ChannelStream:
         terminal: tuple[type, ...],
         seconds: float = SETTLE_SECONDS,
         idle: float | None = None,
+        skipped: Callable[[Any], object] | None = None,
     ) -> Any | None:
         """After a ``cancel``: read what is left of the channel for up to ``seconds``, and
         at most ``idle`` seconds between packets (a server that stopped answering).
@@ -501,7 +502,8 @@ class ChannelStream:
         Returns the first packet (decoded with ``decoder``) that is an instance of one of
         the ``terminal`` types — e.g. a load's success that raced the cancel — or ``None``
         once the channel ends without one, fails, or the time is up. Then the channel is
-        forgotten, so nothing more is routed to it.
+        forgotten, so nothing more is routed to it. ``skipped`` is given each other packet
+        decoded on the way.
         """
         deadline = asyncio.get_running_loop().time() + seconds
         try:
@@ -512,6 +514,8 @@ class ChannelStream:
                     continue
                 if isinstance(packet, terminal):
                     return packet
+                if skipped is not None:
+                    skipped(packet)
             return None
         except (RemoteError, LMStudioError):
             return None

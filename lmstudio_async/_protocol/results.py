@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any, Final, Generic, Literal, TypeAlias, TypeVar, cast
 
 import msgspec
+import msgspec.structs
 
 from lmstudio_async._protocol.info import LlmInstanceInfo
 from lmstudio_async._protocol.kvconfig import KvConfig, fields_to_load_config
@@ -260,10 +261,16 @@ class PredictionResult:
 
     def _with_content(self, content: str) -> PredictionResult:
         """This result holding ``content`` instead: what a reader that left the stream
-        early was given (a parsed value of the whole reply does not go with it)."""
-        if content == self.content:
-            return self
-        return dataclasses.replace(self, content=content, _parsed=_NOT_PARSED)
+        early was given. A parsed value of the whole reply does not go with it, and its
+        stop reason is ``"userStopped"``: the reply was cut short by its reader, even when
+        the model had finished it (a cut reply never says ``"eosFound"``)."""
+        return self if content == self.content else self._cut_to(content)
+
+    def _cut_to(self, content: str) -> PredictionResult:
+        """This result holding ``content``, the part of the reply its reader was given
+        before it left, and stopped by that reader (see :meth:`_with_content`)."""
+        stats = msgspec.structs.replace(self.stats, stop_reason="userStopped", stop_string=None)
+        return dataclasses.replace(self, content=content, stats=stats, _parsed=_NOT_PARSED)
 
     def _cut_short(self) -> str:
         """`` (it stopped: REASON)`` when the model did not end the reply itself, else ``""``:

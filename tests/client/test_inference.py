@@ -472,6 +472,33 @@ async def test_break_out_of_the_loop_sends_cancel(
 
 
 
+async def test_a_break_after_the_reply_has_ended_still_says_user_stopped(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    # The whole reply arrives while the loop is slow (a UI update); the loop then leaves
+    # after two fragments. Its result holds those two, so it must not claim the model
+    # ended the reply ("maxPredictedTokensReached" here, "eosFound" for a short answer).
+    llm = await client.llm.model(LLAMA)
+    config = lms.PredictionConfig(max_tokens=12, temperature=0)
+    whole = await llm.respond("Tell me about rivers", config=config)
+    assert whole.stop_reason == "maxPredictedTokensReached"
+    seen = []
+    async with llm.respond_stream("Tell me about rivers", config=config) as stream:
+        async for fragment in stream:
+            seen.append(fragment.content)
+            if len(seen) == 1:
+                await asyncio.sleep(0.5)  # 12 tokens at the stand-in's speed: long done
+            else:
+                break
+    result = stream.result()
+    assert len(seen) == 2
+    assert result.content == "".join(seen)
+    assert whole.content.startswith(result.content)
+    assert whole.content != result.content
+    assert result.stop_reason == "userStopped"
+    assert result.stats.stop_string is None
+
+
 @SLOW
 async def test_after_a_break_cancel_waits_for_the_final_result(
     client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer

@@ -258,7 +258,10 @@ class _LoopThread:
         raise error
 
     def _wait(self, inbox: queue.SimpleQueue[Any], callback: ProgressCallback | None) -> Any:
+        watch = CallerTask.find()
         while True:
+            if watch is not None:
+                watch.check()
             try:
                 item = inbox.get(timeout=_POLL_SECONDS)
             except queue.Empty:
@@ -340,6 +343,41 @@ def _quiet_closed_client_errors(loop: asyncio.AbstractEventLoop, context: dict[s
         log.debug("at loop-thread shutdown: %s", context.get("message"))
         return
     loop.default_exception_handler(context)
+
+
+class CallerTask:
+    """The asyncio task a sync call is made from, when its thread runs an event loop (a
+    sync call inside ``asyncio.run()`` or a notebook cell), and how many cancel requests it
+    had when the call began.
+
+    That loop is blocked while the call waits, so nothing can cancel its task but code run
+    in the waiting thread itself: a signal handler. ``asyncio.run()`` installs one for
+    SIGINT that cancels the main task rather than raising ``KeyboardInterrupt``; the wait
+    sees that request (within one poll) and raises ``CancelledError``, so the call is
+    cancelled on the server and the task ends as cancelled (which ``asyncio.run()`` turns
+    into ``KeyboardInterrupt``)."""
+
+    __slots__ = ("base", "task")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.base = task.cancelling()
+
+    @classmethod
+    def find(cls) -> CallerTask | None:
+        loop = asyncio._get_running_loop()
+        task = None if loop is None else asyncio.current_task(loop)
+        return None if task is None else cls(task)
+
+    def here(self) -> bool:
+        """Whether this thread runs that task now."""
+        loop = asyncio._get_running_loop()
+        return loop is not None and asyncio.current_task(loop) is self.task
+
+    def check(self) -> None:
+        """Raise ``CancelledError`` if the task was asked to cancel since the call began."""
+        if self.task.cancelling() > self.base:
+            raise asyncio.CancelledError
 
 
 class _Warning:

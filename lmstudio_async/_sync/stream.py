@@ -18,7 +18,7 @@ from .._async.inference import (
 )
 from .._protocol.results import Fragment, PredictionResult
 from ..errors import ClientClosedError, LMStudioError, LoopThreadError
-from .loop import _CANCEL_GRACE_SECONDS, _POLL_SECONDS, _Lease, _runs_in_caller
+from .loop import _CANCEL_GRACE_SECONDS, _POLL_SECONDS, CallerTask, _Lease, _runs_in_caller
 
 __all__ = ["SyncPredictionStream"]
 
@@ -67,6 +67,7 @@ class SyncPredictionStream:
         # The reader left before the end: it gets nothing more, and the result holds what
         # it got.
         self._left = False
+        self._watch: CallerTask | None = None  # Ctrl-C under asyncio.run(): see CallerTask
 
     def __repr__(self) -> str:
         return repr(self._stream).replace("<", "<Sync", 1)
@@ -98,6 +99,7 @@ class SyncPredictionStream:
             self._ended = True
             raise runner._dead()
         self._started = True
+        self._watch = CallerTask.find()
         try:
             runner.loop.call_soon_threadsafe(self._spawn_pump)
         except RuntimeError:
@@ -125,7 +127,12 @@ class SyncPredictionStream:
 
     def _get(self) -> Any:
         runner = self._lease.runner
+        watch = self._watch
+        if watch is not None and not watch.here():
+            watch = None  # read by another task or thread than the one it started in
         while True:
+            if watch is not None:
+                watch.check()
             try:
                 return self._queue.get(timeout=_POLL_SECONDS)
             except queue.Empty:

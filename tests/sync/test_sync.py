@@ -492,6 +492,64 @@ def test_real_ctrl_c_in_a_script_cancels_the_load(lmstudio_server: ThreadedStand
     assert lmstudio_server.loaded_instances() == []
 
 
+_IN_ASYNCIO_RUN_SCRIPT = """
+import asyncio, sys
+from lmstudio_async._sync.client import Client
+
+def on_progress(fraction):
+    if fraction > 0:
+        print("progress", flush=True)
+
+async def main(client):
+    # Sync calls from a coroutine (as in a notebook): asyncio.run's own SIGINT handler
+    # cancels this task instead of raising KeyboardInterrupt in the waiting thread.
+    if sys.argv[2] == "load":
+        client.llm.load("%s", on_progress=on_progress)
+    else:
+        llm = client.llm.model("%s")
+        for _ in llm.respond_stream("Write a long story about a river."):
+            print("progress", flush=True)
+    print("not interrupted", flush=True)
+
+client = Client(sys.argv[1])
+try:
+    asyncio.run(main(client))
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    client.close()
+    sys.exit(130)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("call", ["load", "stream"])
+@pytest.mark.lmstudio_server(load_seconds=10.0, tokens_per_second=20.0)
+def test_ctrl_c_under_asyncio_run_cancels_a_sync_call_at_once(
+    lmstudio_server: ThreadedStandInServer, call: str
+) -> None:
+    if call == "stream":
+        lmstudio_server.preload(SMOL)
+    script = _IN_ASYNCIO_RUN_SCRIPT % (LLAMA, SMOL)
+    with subprocess.Popen(
+        [sys.executable, "-c", script, lmstudio_server.host, call],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "progress"
+            proc.send_signal(signal.SIGINT)  # one Ctrl-C
+            assert proc.wait(5) == 130  # not after the 10 s load or the whole reply
+            assert proc.stdout.read().splitlines()[-1] == "interrupted"
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    eventually(lambda: lmstudio_server.cancel_count == 1)
+    eventually(lambda: lmstudio_server.open_channel_count() == 0)
+    loaded = [i.identifier for i in lmstudio_server.loaded_instances()]
+    assert loaded == ([SMOL] if call == "stream" else [])
+
+
 def test_a_config_mismatch_warning_is_issued_in_the_callers_thread_at_its_line(
     client: Client, lmstudio_server: ThreadedStandInServer
 ) -> None:

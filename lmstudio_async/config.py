@@ -20,7 +20,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar, Literal, TypeAlias, get_args
 
 import msgspec
@@ -63,6 +63,11 @@ def _got(value: Any) -> str:
     if is_number(value):
         return repr(value)
     return f"{value!r} ({type(value).__name__})"
+
+
+def is_sequence(value: object) -> bool:
+    """A list, tuple or other sequence of items; not a string or bytes (one value)."""
+    return isinstance(value, Sequence) and not isinstance(value, str | bytes | bytearray)
 
 
 def is_int(value: Any) -> bool:
@@ -175,11 +180,11 @@ class ConfigBase(
         self._check_choice("split_strategy", _SPLIT_STRATEGIES)
         disabled = getattr(self, "disabled_gpus", None)
         if disabled is not None:
-            if isinstance(disabled, list):
+            if is_sequence(disabled) and not isinstance(disabled, tuple):
                 disabled = tuple(disabled)
                 msgspec.structs.force_setattr(self, "disabled_gpus", disabled)
             if not (isinstance(disabled, tuple) and all(is_int(g) and g >= 0 for g in disabled)):
-                raise self._fail("disabled_gpus", "a tuple of GPU indices (int >= 0)", disabled)
+                raise self._fail("disabled_gpus", "a list of GPU indices (int >= 0)", disabled)
         self._check_number("rope_frequency_base", 0.0)
         self._check_number("rope_frequency_scale", 0.0)
         self._check_bool("keep_model_in_memory")
@@ -217,7 +222,7 @@ class LlmLoadConfig(
     """Index of the main GPU (>= 0)."""
     split_strategy: SplitStrategy | None = None
     """``"evenly"`` or ``"favor_main_gpu"`` (multi-GPU split)."""
-    disabled_gpus: tuple[int, ...] | None = None
+    disabled_gpus: Sequence[int] | None = None
     """Indices of GPUs not to use."""
     gpu_strict_vram_cap: bool | None = None
     """Never spill model weights from VRAM into shared memory."""
@@ -275,7 +280,7 @@ class EmbeddingLoadConfig(
     """Index of the main GPU (>= 0)."""
     split_strategy: SplitStrategy | None = None
     """``"evenly"`` or ``"favor_main_gpu"`` (multi-GPU split)."""
-    disabled_gpus: tuple[int, ...] | None = None
+    disabled_gpus: Sequence[int] | None = None
     """Indices of GPUs not to use."""
     rope_frequency_base: float | None = None
     """RoPE frequency base (>= 0)."""

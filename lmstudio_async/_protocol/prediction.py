@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeAlias
 
 import msgspec
@@ -38,7 +38,7 @@ from lmstudio_async._protocol.kvconfig import (
     convert_config,
 )
 from lmstudio_async._protocol.tools import ResponseFormat, ToolSet, inline_schema
-from lmstudio_async.config import ConfigBase, is_number
+from lmstudio_async.config import ConfigBase, is_number, is_sequence
 from lmstudio_async.errors import ConfigError, LMStudioValueError
 
 if TYPE_CHECKING:
@@ -102,9 +102,9 @@ class PredictionConfig(
     """Min-p sampling, in ``[0, 1]``."""
     repeat_penalty: float | None = None
     """Repetition penalty (>= 0; 1 means none)."""
-    stop_strings: tuple[str, ...] | None = None
+    stop_strings: Sequence[str] | None = None
     """Stop generating when one of these (non-empty) strings is produced."""
-    tool_call_stop_strings: tuple[str, ...] | None = None
+    tool_call_stop_strings: Sequence[str] | None = None
     """Stop strings that end a tool call."""
     context_overflow_policy: ContextOverflowPolicy | None = None
     """``"stopAtLimit"``, ``"truncateMiddle"`` or ``"rollingWindow"``."""
@@ -166,7 +166,7 @@ class PredictionConfig(
             return
         if isinstance(value, str):
             raise self._fail(field, "a list of strings (not a single string)", value)
-        if isinstance(value, list):
+        if is_sequence(value) and not isinstance(value, tuple):
             value = tuple(value)
             msgspec.structs.force_setattr(self, field, value)
         if not (isinstance(value, tuple) and all(isinstance(s, str) and s for s in value)):

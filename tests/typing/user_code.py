@@ -42,6 +42,9 @@ def script_user() -> None:
     assert_type(embedder, lms.SyncEmbeddingModel)
     config = lms.LlmLoadConfig(context_length=4096, gpu_offload=0.5)
     assert_type(config.context_length, int | Literal["max"] | None)
+    # Lists, as the README writes them (the values are kept as tuples).
+    lms.LlmLoadConfig(disabled_gpus=[1])
+    model.respond("Hi", config=lms.PredictionConfig(max_tokens=200, stop_strings=["\n\n"]))
 
 
 def add(a: float, b: float) -> float:

@@ -30,7 +30,7 @@ import msgspec
 
 from .. import __version__
 from .._async.client import LLM, AsyncClient, EmbeddingModel
-from .._io.transport import parse_api_host
+from .._io.transport import ENV_API_TOKEN, credentials, parse_api_host
 from .._protocol.info import ModelInfo, ModelInstanceInfo, resolve_model_key
 from ..config import EmbeddingLoadConfig, GpuOffload, LlmLoadConfig
 from ..errors import LMStudioError, LMStudioValueError, ModelNotFoundError
@@ -309,6 +309,15 @@ def _host(value: str) -> str:
     return value
 
 
+def _token(value: str) -> str:
+    """An API token in LM Studio's form (checked before connecting; never echoed)."""
+    try:
+        credentials(value)
+    except LMStudioValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("api_token is ")) from None
+    return value
+
+
 def _add_serve_options(parser: argparse.ArgumentParser) -> None:
     """The stand-in server's own options (reused, not duplicated). Imports the whole
     stand-in, so only when the command line may run ``serve``."""
@@ -344,6 +353,7 @@ def build_parser(*, serve_options: bool = True) -> argparse.ArgumentParser:
         "--api-token",
         dest="client_api_token",
         metavar="API_TOKEN",
+        type=_token,
         default=None,
         help="API token (default: $LMSTUDIO_API_TOKEN)",
     )
@@ -801,7 +811,8 @@ def _check_args(args: argparse.Namespace) -> str | None:
             if v
         ]
         if given:
-            return f"{' and '.join(given)} do not apply: the demo runs its own stand-in server"
+            verb = "does" if len(given) == 1 else "do"
+            return f"{' and '.join(given)} {verb} not apply: the demo runs its own stand-in server"
         return None
     if command == "serve":
         if args.client_host is not None:
@@ -823,6 +834,11 @@ def _check_args(args: argparse.Namespace) -> str | None:
                 args.client_host = _host(env)
             except argparse.ArgumentTypeError as exc:
                 return f"${ENV_API_HOST}: {exc}"
+    if args.client_api_token is None:
+        try:
+            credentials(None)  # $LMSTUDIO_API_TOKEN, checked as --api-token is
+        except LMStudioValueError as exc:
+            return f"${ENV_API_TOKEN}: {str(exc).removeprefix('api_token is ')}"
     return None
 
 

@@ -386,6 +386,25 @@ def test_api_token(
     assert run(lmstudio_server, capsys, "ps")[0] == 0
 
 
+@pytest.mark.parametrize("where", ["option", "environment"])
+def test_a_malformed_api_token_is_a_usage_error_before_connecting(
+    where: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "garbage-token-1234"
+    monkeypatch.delenv("LMSTUDIO_API_TOKEN", raising=False)
+    args = ["--host", "127.0.0.1:1", "ps"]  # nothing listens there: no connection is tried
+    if where == "option":
+        args = ["--api-token", secret, *args]
+    else:
+        monkeypatch.setenv("LMSTUDIO_API_TOKEN", secret)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: lmstudio-async ")
+    assert "malformed: LM Studio tokens look like 'sk-lm-" in err
+    assert ("$LMSTUDIO_API_TOKEN" in err) == (where == "environment")
+    assert secret not in err
+
+
 # --- serve / misc ------------------------------------------------------------------------------
 
 
@@ -503,8 +522,12 @@ def test_load_by_indexed_model_identifier_picks_the_domain(
             ["--api-token", TOKEN, "serve", "--api-token", "sk-lm-zzzz1234:abcdefghij0123456789"],
             "two different API tokens",
         ),
-        (["--host", "127.0.0.1:1234", "demo"], "--host do not apply"),
-        (["--api-token", TOKEN, "demo"], "--api-token do not apply"),
+        (["--host", "127.0.0.1:1234", "demo"], "--host does not apply"),
+        (["--api-token", TOKEN, "demo"], "--api-token does not apply"),
+        (
+            ["--host", "127.0.0.1:1234", "--api-token", TOKEN, "demo"],
+            "--host and --api-token do not apply",
+        ),
     ],
 )
 def test_global_options_that_do_not_apply_are_refused(

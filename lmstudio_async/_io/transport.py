@@ -284,13 +284,11 @@ _CLOSE_MEANINGS: Final = {
 def _expire(fut: asyncio.Future[Any], waiting_for: str, wait: float, kind: str) -> None:
     # Builds the error only when a deadline really expires: off the hot path.
     if not fut.done():
-        fut.set_exception(
-            LMStudioTimeoutError(
-                f"no {waiting_for} from LM Studio within the {kind} deadline ({wait:g} s)",
-                timeout=wait,
-                kind=kind,
-            )
-        )
+        if kind == "total":  # LM Studio may have been answering all along (e.g. fragments)
+            text = f"{waiting_for} did not finish within the total deadline ({wait:g} s)"
+        else:
+            text = f"{waiting_for}: nothing from LM Studio within the idle deadline ({wait:g} s)"
+        fut.set_exception(LMStudioTimeoutError(text, timeout=wait, kind=kind))
 
 
 _T = TypeVar("_T")
@@ -422,14 +420,19 @@ class ChannelStream:
         return self._done and not self._queue
 
     async def receive(
-        self, idle: float | None, deadline: float | None, total: float | None = None
+        self,
+        idle: float | None,
+        deadline: float | None,
+        total: float | None = None,
+        what: str = "channel",
     ) -> Raw | None:
         """Next packet, or ``None`` once the channel closed normally.
 
         Raises :class:`RemoteError` for a ``channelError``, the connection error
         when the socket died, and :class:`LMStudioTimeoutError` when ``idle``
         seconds pass without a packet or the loop time passes ``deadline``. ``total``
-        is the whole call's configured deadline, which that error reports.
+        is the whole call's configured deadline, which that error reports; ``what``
+        names the call there.
         """
         while True:
             if self._queue:
@@ -444,7 +447,7 @@ class ChannelStream:
             now = loop.time()
             deadlines = self.socket.deadlines(loop)
             remaining = None if deadline is None else deadline - now
-            deadlines.watch(waiter, now, idle, remaining, "channel message", total)
+            deadlines.watch(waiter, now, idle, remaining, what, total)
             try:
                 await waiter
             finally:
@@ -467,7 +470,7 @@ class ChannelStream:
         names the call in those messages, e.g. ``"Download of 'x'"``.
         """
         while True:
-            raw = await self.receive(idle, deadline, total)
+            raw = await self.receive(idle, deadline, total, what)
             if raw is None:
                 raise ProtocolError(f"{what}: LM Studio closed the channel without a result")
             try:

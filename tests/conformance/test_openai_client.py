@@ -191,6 +191,45 @@ def test_tool_call_round_trip(lmstudio_server: ThreadedStandInServer) -> None:
     assert "sunny, 24 C" in (final.choices[0].message.content or "")
 
 
+def test_tool_choice_required_or_named_forces_a_call(
+    lmstudio_server: ThreadedStandInServer,
+) -> None:
+    """The message names no tool and holds no quoted city, so "auto" answers in text;
+    "required" (LM Studio's changelog 0.3.15: the model must call tools) and a named
+    function make the model call one."""
+    delivery = {
+        "type": "function",
+        "function": {
+            "name": "get_delivery_date",
+            "parameters": {
+                "type": "object",
+                "properties": {"order_id": {"type": "string"}},
+                "required": ["order_id"],
+            },
+        },
+    }
+    messages = [{"role": "user", "content": "When does order number 1017 arrive?"}]
+    named = {"type": "function", "function": {"name": "get_delivery_date"}}
+    with sync_client(lmstudio_server) as client:
+        auto = client.chat.completions.create(
+            model=LLAMA, messages=messages, tools=[WEATHER, delivery]
+        )
+        required = client.chat.completions.create(
+            model=LLAMA, messages=messages, tools=[WEATHER, delivery], tool_choice="required"
+        )
+        chosen = client.chat.completions.create(
+            model=LLAMA, messages=messages, tools=[WEATHER, delivery], tool_choice=named
+        )
+    assert auto.choices[0].finish_reason == "stop"
+    assert auto.choices[0].message.tool_calls is None
+    assert required.choices[0].finish_reason == "tool_calls"
+    [forced] = required.choices[0].message.tool_calls or []
+    assert forced.function.name == "get_weather"  # the first offered tool
+    assert json.loads(forced.function.arguments) == {"city": "", "days": 1017}
+    [picked] = chosen.choices[0].message.tool_calls or []
+    assert picked.function.name == "get_delivery_date"
+
+
 def test_structured_output_follows_the_schema(lmstudio_server: ThreadedStandInServer) -> None:
     schema = {
         "type": "object",

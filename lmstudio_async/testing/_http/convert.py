@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
 from .. import _engine as engine
 from .. import _errors as err
+from .. import _toolcalls as tc
 from .._files import FileStore
 from .._state import Instance
 from .common import Fields, HttpError
@@ -301,9 +303,31 @@ def store_chat(chats: dict[str, list[dict[str, Any]]], key: str, messages: list[
 # --- tools ----------------------------------------------------------------------------------------
 
 
-def tool_fields(fields: Fields) -> dict[str, Any] | None:
-    """OpenAI ``tools`` (function tools) as ``llm.prediction.tools``; ``None`` without tools
-    or with ``tool_choice: "none"``."""
+@dataclass(frozen=True)
+class Tools:
+    """A request's tools: ``setting`` is ``llm.prediction.tools``; ``required`` when
+    ``tool_choice`` says the model must call one (``"required"``, or a named function, to
+    which ``setting`` is then narrowed)."""
+
+    setting: dict[str, Any]
+    required: bool = False
+
+
+def _chosen_function(fields: Fields) -> str | None:
+    """The name of a ``tool_choice`` ``{"type": "function", "function": {"name"}}``."""
+    choice = fields.obj("tool_choice")
+    if choice is None:
+        return None
+    function = choice.obj("function")
+    if function is None:
+        raise choice.missing("function")
+    return function.string("name", required=True)
+
+
+def tool_fields(fields: Fields, received: dict[str, Any]) -> Tools | None:
+    """OpenAI ``tools`` (function tools) and ``tool_choice``; ``None`` without tools or with
+    ``tool_choice: "none"``. ``received`` (the prediction keys read so far) must not ask for
+    structured output when a tool call is required: the two would contradict."""
     tools = fields.array("tools")
     choice = fields.raw("tool_choice")
     if (
@@ -317,6 +341,7 @@ def tool_fields(fields: Fields) -> dict[str, Any] | None:
             param="tool_choice",
             code="invalid_value",
         )
+    chosen = _chosen_function(fields) if isinstance(choice, dict) else None
     if not tools or choice == "none":
         return None
     converted: list[dict[str, Any]] = []
@@ -342,7 +367,37 @@ def tool_fields(fields: Fields) -> dict[str, Any] | None:
         if description is not None:
             function["description"] = description
         converted.append({"type": "function", "function": function})
-    return {"type": "toolArray", "tools": converted}
+    if chosen is not None:
+        converted = [t for t in converted if t["function"]["name"] == chosen]
+        if not converted:
+            raise HttpError(
+                400,
+                f"'tool_choice.function.name' names no tool in 'tools': {chosen!r}",
+                param="tool_choice.function.name",
+                code="invalid_value",
+            )
+    required = choice == "required" or chosen is not None
+    if required and _PRED + "structured" in received:
+        raise HttpError(
+            400,
+            "'tool_choice' cannot require a tool call together with a 'response_format' "
+            "schema",
+            param="tool_choice",
+            code="invalid_value",
+        )
+    return Tools({"type": "toolArray", "tools": converted}, required)
+
+
+def tool_round(
+    inst: Instance, config: dict[str, Any], history: dict[str, Any], tools: Tools | None
+) -> tc.ToolRound | None:
+    """What the model does about tools this round: the usual rule (``engine.tool_round``),
+    or, when the request requires a tool call and the model runs on llama.cpp (GGUF), a
+    round that calls one (``tc.forced_tool_round``)."""
+    messages = tc.messages_from_history(history)
+    if tools is None or not tools.required or inst.model.get("format") != "gguf":
+        return engine.tool_round(inst, config, messages)
+    return tc.forced_tool_round(messages, tc.tools_from_setting(tools.setting))
 
 
 def tool_call_json(request: dict[str, Any], index: int) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from .. import _engine as engine
-from .. import _toolcalls as tc
 from .._files import FileStore
 from .._state import Instance
 from . import convert as cv
@@ -112,16 +111,16 @@ async def chat_completions(
         received["llm.prediction.stopStrings"] = stop
     received.update(cv.response_format_fields(fields))
     fields.integer("n", minimum=1, maximum=1)  # the stand-in answers with one choice
-    tools = cv.tool_fields(fields)
+    tools = cv.tool_fields(fields, received)
     if tools is not None:
-        received["llm.prediction.tools"] = tools
+        received["llm.prediction.tools"] = tools.setting
     ttl = ttl_ms(fields)
     loaded = await use_model(rt, request, name, "llm", ttl_ms=ttl)
     inst = loaded.inst
     config = cv.resolve_config(inst, received)
     lead = cv.image_lead(store, inst, history)
     prompt = engine.chat_prompt(inst, history, config)
-    round_ = engine.tool_round(inst, config, tc.messages_from_history(history))
+    round_ = cv.tool_round(inst, config, history, tools)
     completion_id = new_id("chatcmpl-")
     created = now_s()
 

@@ -79,10 +79,11 @@ class HttpError(Exception):
                 error["param"] = self.param
             return {"error": error}
         openai_type = {
-            "authentication": "authentication_error",
             "not_found": "not_found_error",
             "internal_error": "server_error",
         }.get(self.kind, "invalid_request_error")
+        if self.status == 401:  # OpenAI's type for a missing or wrong key
+            openai_type = "authentication_error"
         return {
             "error": {
                 "message": self.message,

@@ -11,14 +11,14 @@ import msgspec
 
 from .. import _engine as engine
 from .. import _errors as err
+from .. import _files as files
 from .. import _toolcalls as tc
-from .._files import FileStore
 from .._state import Instance
 from .common import Fields, HttpError
 
 _PRED = "llm.prediction."
-# HTTP requests have no client identity: their images are stored under this one.
-HTTP_CLIENT = "http-api"
+# Where an HTTP image's file part keeps what the image shows (an ``ImageInfo``).
+IMAGE_KEY = "image"
 _DATA_URL = re.compile(r"^data:(image/[\w.+-]+);base64,(.*)$", re.S)
 _EXTENSIONS = {"image/jpeg": "jpg", "image/svg+xml": "svg"}
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
@@ -30,8 +30,13 @@ def text_part(text: str) -> dict[str, Any]:
     return {"type": "text", "text": text}
 
 
-def image_part(store: FileStore, url: Any, where: str) -> dict[str, Any]:
-    """A base64 data URL image stored like an upload, as a ChatHistoryData file part."""
+def image_part(url: Any, where: str) -> dict[str, Any]:
+    """A base64 data URL image as a ChatHistoryData file part, checked as an upload is.
+
+    The part carries what the image shows (``IMAGE_KEY``) instead of naming a file in the
+    shared upload store, so a stored conversation keeps its images for as long as it is
+    stored, and no request's images push out another's.
+    """
     from .common import from_standin
 
     match = _DATA_URL.match(url) if isinstance(url, str) else None
@@ -47,16 +52,22 @@ def image_part(store: FileStore, url: Any, where: str) -> dict[str, Any]:
     subtype = mime.split("/", 1)[1]
     name = f"image.{_EXTENSIONS.get(mime, subtype)}"
     try:
-        stored = store.upload(HTTP_CLIENT, name, payload.strip())
+        data, image = files.read_upload(name, payload.strip())
     except err.StandInError as exc:
         problem = from_standin(exc)
         problem.param = where
         raise problem from None
-    if stored.image is None:
+    if image is None:
         raise HttpError(
             400, f"'{where}' is not a readable image", param=where, code="invalid_value"
         )
-    return {"type": "file", "name": name, "identifier": stored.identifier}
+    return {
+        "type": "file",
+        "name": name,
+        "fileType": "image",
+        "sizeBytes": len(data),
+        IMAGE_KEY: image,
+    }
 
 
 def _image_url(part: dict[str, Any]) -> Any:
@@ -66,8 +77,9 @@ def _image_url(part: dict[str, Any]) -> Any:
     return url if url is not None else part.get("data_url")
 
 
-def _content_parts(value: Any, where: str, store: FileStore | None = None) -> list[dict[str, Any]]:
-    """OpenAI message content (a string or an array of parts) as ChatHistoryData parts."""
+def _content_parts(value: Any, where: str, images: bool = False) -> list[dict[str, Any]]:
+    """OpenAI message content (a string or an array of parts) as ChatHistoryData parts;
+    image parts only with ``images``."""
     if isinstance(value, str):
         return [text_part(value)]
     if not isinstance(value, list):
@@ -93,9 +105,9 @@ def _content_parts(value: Any, where: str, store: FileStore | None = None) -> li
                     code="invalid_type",
                 )
             parts.append(text_part(text))
-        elif kind in ("image_url", "input_image", "image") and store is not None:
-            # stored like an uploaded file, so the engine sees it as the WebSocket API does
-            parts.append(image_part(store, _image_url(part), f"{here}.image_url"))
+        elif kind in ("image_url", "input_image", "image") and images:
+            # a file part, so the engine sees it as an upload over the WebSocket API
+            parts.append(image_part(_image_url(part), f"{here}.image_url"))
         else:
             raise HttpError(
                 400,
@@ -149,9 +161,10 @@ def _tool_call_parts(value: Any, where: str) -> list[dict[str, Any]]:
 
 
 def history_from_messages(
-    value: Any, where: str = "messages", store: FileStore | None = None
+    value: Any, where: str = "messages", images: bool = False
 ) -> list[dict[str, Any]]:
-    """OpenAI chat messages as ChatHistoryData messages (what the WebSocket API receives)."""
+    """OpenAI chat messages as ChatHistoryData messages (what the WebSocket API receives);
+    image content parts only with ``images``."""
     if not isinstance(value, list):
         raise HttpError(400, f"'{where}' must be an array", param=where, code="invalid_type")
     if not value:
@@ -182,7 +195,7 @@ def history_from_messages(
             parts.append(result)
         else:
             if content is not None or role != "assistant":
-                parts.extend(_content_parts(content, here, store))
+                parts.extend(_content_parts(content, here, images))
             if role == "assistant" and raw.get("tool_calls") is not None:
                 parts.extend(_tool_call_parts(raw["tool_calls"], f"{here}.tool_calls"))
         messages.append({"role": role, "content": parts})
@@ -258,13 +271,17 @@ def response_format_fields(fields: Fields) -> dict[str, Any]:
     return {_PRED + "structured": {"type": "json", "jsonSchema": schema}}
 
 
-def image_lead(store: FileStore, inst: Instance, history: dict[str, Any]) -> str:
+def image_lead(inst: Instance, history: dict[str, Any]) -> str:
     """What the model says first about the history's images (as over WebSocket); a model
     without vision refuses them."""
-    from .. import _files as files
     from .common import from_standin
 
-    images = store.images_in(HTTP_CLIENT, history)
+    images = [
+        part[IMAGE_KEY]
+        for message in history.get("messages", [])
+        for part in message.get("content", [])
+        if part.get("type") == "file" and isinstance(part.get(IMAGE_KEY), files.ImageInfo)
+    ]
     if images and not inst.model.get("vision"):
         raise from_standin(files.vision_not_supported(inst.model_key))
     return files.describe_images(images)

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from .. import _engine as engine
-from .._files import FileStore
 from .._state import Instance
 from . import convert as cv
 from .common import (
@@ -99,9 +98,8 @@ async def chat_completions(
     fields = await read_fields(request)
     name = fields.string("model", required=True)
     assert name is not None
-    store = rt.state.files
     history = {
-        "messages": cv.history_from_messages(fields.raw("messages", required=True), store=store)
+        "messages": cv.history_from_messages(fields.raw("messages", required=True), images=True)
     }
     stream = bool(fields.boolean("stream"))
     include_usage = _stream_options(fields)
@@ -118,7 +116,7 @@ async def chat_completions(
     loaded = await use_model(rt, request, name, "llm", ttl_ms=ttl)
     inst = loaded.inst
     config = cv.resolve_config(inst, received)
-    lead = cv.image_lead(store, inst, history)
+    lead = cv.image_lead(inst, history)
     prompt = engine.chat_prompt(inst, history, config)
     round_ = cv.tool_round(inst, config, history, tools)
     completion_id = new_id("chatcmpl-")
@@ -359,7 +357,7 @@ async def embeddings(rt: Runtime, request: web.Request) -> web.Response:
 # --- responses (basic text) -----------------------------------------------------------------------
 
 
-def _responses_input(fields: Fields, store: FileStore) -> list[dict[str, Any]]:
+def _responses_input(fields: Fields) -> list[dict[str, Any]]:
     raw = fields.raw("input", required=True)
     if isinstance(raw, str):
         return [{"role": "user", "content": [cv.text_part(raw)]}]
@@ -378,7 +376,7 @@ def _responses_input(fields: Fields, store: FileStore) -> list[dict[str, Any]]:
                 code="invalid_value",
             )
         items.append({"role": item.get("role"), "content": item.get("content")})
-    return cv.history_from_messages(items, "input", store)
+    return cv.history_from_messages(items, "input", images=True)
 
 
 def _response_object(
@@ -443,7 +441,7 @@ async def responses(rt: Runtime, request: web.Request) -> web.StreamResponse:
     fields = await read_fields(request)
     name = fields.string("model", required=True)
     assert name is not None
-    messages = _responses_input(fields, rt.state.files)
+    messages = _responses_input(fields)
     instructions = fields.string("instructions", empty=True)
     previous = fields.string("previous_response_id")
     store = fields.boolean("store")
@@ -473,7 +471,7 @@ async def responses(rt: Runtime, request: web.Request) -> web.StreamResponse:
     loaded = await use_model(rt, request, name, "llm", ttl_ms=ttl_ms(fields))
     inst = loaded.inst
     config = cv.resolve_config(inst, received)
-    lead = cv.image_lead(rt.state.files, inst, {"messages": history})
+    lead = cv.image_lead(inst, {"messages": history})
     prompt = engine.chat_prompt(inst, {"messages": system + history}, config)
     response_id = new_id("resp_")
     message_id = new_id("msg_")

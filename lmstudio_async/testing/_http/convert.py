@@ -9,11 +9,12 @@ from typing import Any
 
 import msgspec
 
+from .. import _draft as drafting
 from .. import _engine as engine
 from .. import _errors as err
 from .. import _files as files
 from .. import _toolcalls as tc
-from .._state import Instance
+from .._state import Instance, ModelState
 from .common import Fields, HttpError
 
 _PRED = "llm.prediction."
@@ -295,6 +296,62 @@ def resolve_config(inst: Instance, received: dict[str, Any]) -> dict[str, Any]:
         return engine.resolve_config(inst, received)
     except err.StandInError as exc:
         raise from_standin(exc) from None
+
+
+# --- speculative decoding ------------------------------------------------------------------------
+
+
+def draft_field(fields: Fields) -> str | None:
+    """The request's ``draft_model`` (LM Studio's API changelog, 0.3.10); an empty one
+    means no draft, as an empty ``draftModel`` does over WebSocket."""
+    return fields.string("draft_model", empty=True) or None
+
+
+def draft_key(state: ModelState, model: dict[str, Any], draft: str | None) -> str | None:
+    """The model key of ``draft`` when it may draft for ``model`` (the WebSocket API's rule,
+    ``_draft.check_draft``); a 400 naming ``draft_model`` when it may not."""
+    if draft is None:
+        return None
+    try:
+        return str(drafting.check_draft(state, model, draft)["modelKey"])
+    except err.StandInError as exc:
+        found = (exc.display_data or {}).get("code") != "generic.draftModelNotFound"
+        raise HttpError(
+            400,
+            exc.title if exc.cause is None else f"{exc.title}: {exc.cause}",
+            param="draft_model",
+            code="draft_model_incompatible" if found else "draft_model_not_found",
+        ) from None
+
+
+def check_draft_early(state: ModelState, name: str, draft: str | None) -> None:
+    """Refuse a draft that cannot be used before the main model ``name`` is loaded just in
+    time for nothing (the check is repeated on the instance the request then runs on)."""
+    if draft is None:
+        return
+    inst = state.find_by_query({"identifier": name}, "llm")
+    if inst is not None:
+        draft_key(state, inst.model, draft)
+        return
+    try:
+        model, _ = state.resolve_downloaded(name, "llm")
+    except err.StandInError:
+        return  # the request fails on its model anyway
+    draft_key(state, model, draft)
+
+
+def draft_stats(outcome: engine.Outcome) -> dict[str, Any]:
+    """The draft fields of LM Studio's REST ``stats``; empty without a draft."""
+    stats = outcome.stats
+    if "usedDraftModelKey" not in stats:
+        return {}
+    return {
+        "draft_model": stats["usedDraftModelKey"],
+        "total_draft_tokens_count": stats["totalDraftTokensCount"],
+        "accepted_draft_tokens_count": stats["acceptedDraftTokensCount"],
+        "rejected_draft_tokens_count": stats["rejectedDraftTokensCount"],
+        "ignored_draft_tokens_count": stats["ignoredDraftTokensCount"],
+    }
 
 
 def finish_reason(stop_reason: str) -> str:

@@ -69,6 +69,7 @@ def native_extras(inst: Instance, outcome: engine.Outcome) -> dict[str, Any]:
             "time_to_first_token": ttft if ttft is not None else 0.0,
             "generation_time": round(total - (ttft or 0.0), 6),
             "stop_reason": outcome.stop_reason,
+            **cv.draft_stats(outcome),
         },
         "model_info": {
             "arch": inst.model.get("architecture", ""),
@@ -113,8 +114,11 @@ async def chat_completions(
     if tools is not None:
         received["llm.prediction.tools"] = tools.setting
     ttl = ttl_ms(fields)
+    draft = cv.draft_field(fields)
+    cv.check_draft_early(rt.state, name, draft)
     loaded = await use_model(rt, request, name, "llm", ttl_ms=ttl)
     inst = loaded.inst
+    draft_key = cv.draft_key(rt.state, inst.model, draft)
     config = cv.resolve_config(inst, received)
     lead = cv.image_lead(inst, history)
     prompt = engine.chat_prompt(inst, history, config)
@@ -135,7 +139,7 @@ async def chat_completions(
     if not stream:
         sink = HttpSink(request)
         outcome = await engine.predict(
-            rt.state, inst, config, prompt, sink, rt.tokens_per_second, round_, lead
+            rt.state, inst, config, prompt, sink, rt.tokens_per_second, round_, lead, draft_key
         )
         if outcome.stop_reason == "modelUnloaded":
             raise model_unloaded(inst)
@@ -154,7 +158,7 @@ async def chat_completions(
         if native:
             body.update(native_extras(inst, outcome))
         else:
-            body["stats"] = {}
+            body["stats"] = cv.draft_stats(outcome)
         return json_response(body)
 
     # The stream starts with its first chunk, so that an error found before (e.g. a JSON
@@ -195,7 +199,7 @@ async def chat_completions(
 
     sink = HttpSink(request, on_fragment, sse=sse, on_tool_packet=on_tool_packet)
     outcome = await engine.predict(
-        rt.state, inst, config, prompt, sink, rt.tokens_per_second, round_, lead
+        rt.state, inst, config, prompt, sink, rt.tokens_per_second, round_, lead, draft_key
     )
     if outcome.stop_reason == "modelUnloaded":
         return await _stream_error(sse, inst)
@@ -246,8 +250,11 @@ async def completions(rt: Runtime, request: web.Request, *, native: bool) -> web
     if stop is not None:
         received["llm.prediction.stopStrings"] = stop
     ttl = ttl_ms(fields)
+    draft = cv.draft_field(fields)
+    cv.check_draft_early(rt.state, name, draft)
     loaded = await use_model(rt, request, name, "llm", ttl_ms=ttl)
     inst = loaded.inst
+    draft_key = cv.draft_key(rt.state, inst.model, draft)
     config = cv.resolve_config(inst, received)
     prompt = engine.raw_prompt(text)
     completion_id = new_id("cmpl-")
@@ -264,7 +271,13 @@ async def completions(rt: Runtime, request: web.Request, *, native: bool) -> web
 
     if not stream:
         outcome = await engine.predict(
-            rt.state, inst, config, prompt, HttpSink(request), rt.tokens_per_second
+            rt.state,
+            inst,
+            config,
+            prompt,
+            HttpSink(request),
+            rt.tokens_per_second,
+            draft_key=draft_key,
         )
         if outcome.stop_reason == "modelUnloaded":
             raise model_unloaded(inst)
@@ -287,6 +300,7 @@ async def completions(rt: Runtime, request: web.Request, *, native: bool) -> web
         prompt,
         HttpSink(request, on_fragment, sse=sse),
         rt.tokens_per_second,
+        draft_key=draft_key,
     )
     if outcome.stop_reason == "modelUnloaded":
         return await _stream_error(sse, inst)

@@ -189,6 +189,23 @@ def vision_not_supported(model_key: str) -> StandInError:
 # --- the store ----------------------------------------------------------------------------------
 
 
+def read_upload(name: str, content_base64: str) -> tuple[bytes, ImageInfo | None]:
+    """The decoded content of an upload and, for an image, what it shows; raises the
+    upload's error (not base64, over the size limit, named like an image but not one)."""
+    try:
+        data = base64.b64decode(content_base64, validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid_upload("contentBase64 is not valid base64") from None
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise invalid_upload(
+            f"{len(data)} bytes is more than the limit of {MAX_UPLOAD_BYTES} bytes"
+        )
+    image = image_info(data)
+    if image is None and name.lower().endswith(IMAGE_SUFFIXES):
+        raise invalid_upload(f'"{name}" is named like an image but is not a readable image')
+    return data, image
+
+
 _SAFE_NAME = re.compile(r"[^\w.\-]+")
 
 
@@ -217,17 +234,7 @@ class FileStore:
         return len(self._order)
 
     def upload(self, client: str, name: str, content_base64: str) -> UploadedFile:
-        try:
-            data = base64.b64decode(content_base64, validate=True)
-        except (binascii.Error, ValueError):
-            raise invalid_upload("contentBase64 is not valid base64") from None
-        if len(data) > MAX_UPLOAD_BYTES:
-            raise invalid_upload(
-                f"{len(data)} bytes is more than the limit of {MAX_UPLOAD_BYTES} bytes"
-            )
-        image = image_info(data)
-        if image is None and name.lower().endswith(IMAGE_SUFFIXES):
-            raise invalid_upload(f'"{name}" is named like an image but is not a readable image')
+        data, image = read_upload(name, content_base64)
         safe = _SAFE_NAME.sub("_", name).strip("._") or "file"
         identifier = f"{next(self._counter):06d}-{safe[-64:]}"
         kept_name = name[:MAX_KEPT_NAME]

@@ -49,6 +49,12 @@ The rule (documented in docs/stand-in.md, "Tool calls"):
    results the model answers (rule 1). "Add 1 and 2, then multiply the result by 4" calls
    ``add(1, 2)``, then ``multiply(3, 4)``, then answers; "add 2 and 3, then multiply 4 by
    5" calls both tools in one round.
+8. A round that must call a tool (:func:`forced_tool_round`; the OpenAI-compatible
+   ``tool_choice: "required"`` or a named function) makes the calls rules 1-7 pick when
+   they pick any; otherwise (nothing fits, or the turn already holds results) it calls one
+   tool: the one the last user message names first, else the first offered tool whose
+   parameters can all be filled, else the first offered tool, filled as rule 5 fills a
+   named tool.
 """
 
 from __future__ import annotations
@@ -67,6 +73,7 @@ __all__ = [
     "ToolRound",
     "ToolSpec",
     "answer_from_results",
+    "forced_tool_round",
     "messages_from_history",
     "plan_tool_round",
     "tools_from_setting",
@@ -448,6 +455,42 @@ def plan_tool_round(
     names = ", ".join(call.name for call in calls)
     plural = "tools" if len(calls) > 1 else "tool"
     return ToolRound(calls=calls, text=f"Let me use the {names} {plural}.")
+
+
+def forced_tool_round(
+    messages: Sequence[Message | Mapping[str, Any]],
+    tools: Sequence[ToolSpec | Mapping[str, Any]],
+) -> ToolRound:
+    """A round in which the model must call a tool (rule 8): :func:`plan_tool_round`'s
+    calls when it makes any, else one call it would not have made. ``ToolRound()`` only
+    when no tool is offered."""
+    specs = [t for t in (_as_tool(t) for t in tools) if t.name]
+    if not specs:
+        return ToolRound()
+    planned = plan_tool_round(messages, specs)
+    if planned.calls:
+        return planned
+    history = [_as_message(m) for m in messages]
+    last_user = max((i for i, m in enumerate(history) if m.role == "user"), default=None)
+    text = "" if last_user is None else history[last_user].text
+    values = _values(text)
+    named = [(pos, i) for i, t in enumerate(specs) if (pos := _mention(text, t.name)) is not None]
+    args: dict[str, Any] | None = None
+    if named:
+        pos, index = min(named)
+        tool = specs[index]
+        args = _fill(tool, values, pos, lenient=True)
+    else:
+        for tool in specs:
+            args = _fill(tool, values, 0, lenient=False)
+            if args is not None:
+                break
+        else:
+            tool = specs[0]
+            args = _fill(tool, values, 0, lenient=True)
+    assert args is not None
+    call = PlannedCall(_call_id(history, 0), tool.name, args)
+    return ToolRound(calls=(call,), text=f"Let me use the {tool.name} tool.")
 
 
 _THEN_RE = re.compile(r"\bthen\b", re.IGNORECASE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import aiohttp
 import openai
 import pytest
 
@@ -190,6 +191,45 @@ def test_tool_call_round_trip(lmstudio_server: ThreadedStandInServer) -> None:
     assert "sunny, 24 C" in (final.choices[0].message.content or "")
 
 
+def test_tool_choice_required_or_named_forces_a_call(
+    lmstudio_server: ThreadedStandInServer,
+) -> None:
+    """The message names no tool and holds no quoted city, so "auto" answers in text;
+    "required" (LM Studio's changelog 0.3.15: the model must call tools) and a named
+    function make the model call one."""
+    delivery = {
+        "type": "function",
+        "function": {
+            "name": "get_delivery_date",
+            "parameters": {
+                "type": "object",
+                "properties": {"order_id": {"type": "string"}},
+                "required": ["order_id"],
+            },
+        },
+    }
+    messages = [{"role": "user", "content": "When does order number 1017 arrive?"}]
+    named = {"type": "function", "function": {"name": "get_delivery_date"}}
+    with sync_client(lmstudio_server) as client:
+        auto = client.chat.completions.create(
+            model=LLAMA, messages=messages, tools=[WEATHER, delivery]
+        )
+        required = client.chat.completions.create(
+            model=LLAMA, messages=messages, tools=[WEATHER, delivery], tool_choice="required"
+        )
+        chosen = client.chat.completions.create(
+            model=LLAMA, messages=messages, tools=[WEATHER, delivery], tool_choice=named
+        )
+    assert auto.choices[0].finish_reason == "stop"
+    assert auto.choices[0].message.tool_calls is None
+    assert required.choices[0].finish_reason == "tool_calls"
+    [forced] = required.choices[0].message.tool_calls or []
+    assert forced.function.name == "get_weather"  # the first offered tool
+    assert json.loads(forced.function.arguments) == {"city": "", "days": 1017}
+    [picked] = chosen.choices[0].message.tool_calls or []
+    assert picked.function.name == "get_delivery_date"
+
+
 def test_structured_output_follows_the_schema(lmstudio_server: ThreadedStandInServer) -> None:
     schema = {
         "type": "object",
@@ -273,6 +313,42 @@ def test_errors_are_typed(lmstudio_server: ThreadedStandInServer) -> None:
     assert wrong_domain.value.code == "model_type_mismatch"
     assert bad_temperature.value.param == "temperature"
     assert lmstudio_server.loaded_instances() == []  # bad input loads nothing
+
+
+@pytest.mark.lmstudio_server(tokens_per_second=40.0)
+async def test_an_unload_mid_request_is_not_undone_by_the_default_retries(
+    lmstudio_server: ThreadedStandInServer,
+) -> None:
+    """The openai client retries a 503 twice by default; a retry would load the model just
+    in time again, silently undoing the unload. The stand-in's 503 says not to retry."""
+    lmstudio_server.preload(LLAMA)  # an explicit load
+    async with openai.AsyncOpenAI(
+        base_url=lmstudio_server.url + "/v1", api_key="lm-studio", timeout=20
+    ) as client:
+        assert client.max_retries == 2
+        request = asyncio.create_task(
+            client.chat.completions.create(
+                model=LLAMA,
+                messages=[{"role": "user", "content": "Tell me about harbors"}],
+                max_tokens=40,
+            )
+        )
+        await asyncio.sleep(0.3)  # generating by now
+        assert not request.done()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                lmstudio_server.url + "/api/v1/models/unload", json={"instance_id": LLAMA}
+            ) as unloaded,
+        ):
+            assert unloaded.status == 200, await unloaded.text()
+        with pytest.raises(openai.InternalServerError) as failed:
+            await request
+    assert failed.value.status_code == 503
+    assert failed.value.code == "model_unloaded"
+    assert "unloaded during the request" in failed.value.message
+    assert failed.value.response.headers["x-should-retry"] == "false"
+    assert lmstudio_server.loaded_instances() == []  # the unload stands
 
 
 @pytest.mark.lmstudio_server(api_token=TOKEN)

@@ -50,13 +50,15 @@ def _middleware(rt: Runtime) -> Middleware:
         if not _is_http_api(path):
             return await handler(request)
         if not _authorized(rt, request):
+            # v1 type invalid_request: LM Studio's v1 error types have no authentication
+            # type, and LM Studio 0.4 was seen answering a missing token with this one.
+            # /v1 and v0 say authentication_error (OpenAI's type for a 401).
             return error_response(
                 HttpError(
                     401,
                     "This server requires an API token: send 'Authorization: Bearer <token>' "
                     "with a valid LM Studio API token",
                     code="invalid_api_key",
-                    kind="authentication",
                 ),
                 path,
             )

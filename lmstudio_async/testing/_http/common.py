@@ -79,10 +79,11 @@ class HttpError(Exception):
                 error["param"] = self.param
             return {"error": error}
         openai_type = {
-            "authentication": "authentication_error",
             "not_found": "not_found_error",
             "internal_error": "server_error",
         }.get(self.kind, "invalid_request_error")
+        if self.status == 401:  # OpenAI's type for a missing or wrong key
+            openai_type = "authentication_error"
         return {
             "error": {
                 "message": self.message,
@@ -134,8 +135,19 @@ def json_response(data: Any, status: int = 200) -> web.Response:
     )
 
 
+# The header the ``openai`` clients (Python and JS) obey over their own retry rules: with
+# "false" they never retry the answer. Their default is to retry every status >= 500 (and
+# 408, 409, 429, which the stand-in never sends) twice, but no such error of the stand-in
+# is transient: a retry of a 503 ``model_unloaded`` would load the model just in time
+# again and so silently undo the unload, and a JIT load interrupted by an unload the same.
+NO_RETRY = {"x-should-retry": "false"}
+
+
 def error_response(exc: HttpError, path: str) -> web.Response:
-    return json_response(exc.body(path.startswith(V1_PREFIX)), exc.status)
+    response = json_response(exc.body(path.startswith(V1_PREFIX)), exc.status)
+    if exc.status >= 500:
+        response.headers.update(NO_RETRY)
+    return response
 
 
 def new_id(prefix: str) -> str:

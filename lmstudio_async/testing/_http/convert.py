@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
+from .. import _draft as drafting
 from .. import _engine as engine
 from .. import _errors as err
-from .._files import FileStore
-from .._state import Instance
+from .. import _files as files
+from .. import _toolcalls as tc
+from .._state import Instance, ModelState
 from .common import Fields, HttpError
 
 _PRED = "llm.prediction."
-# HTTP requests have no client identity: their images are stored under this one.
-HTTP_CLIENT = "http-api"
+# Where an HTTP image's file part keeps what the image shows (an ``ImageInfo``).
+IMAGE_KEY = "image"
 _DATA_URL = re.compile(r"^data:(image/[\w.+-]+);base64,(.*)$", re.S)
 _EXTENSIONS = {"image/jpeg": "jpg", "image/svg+xml": "svg"}
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
@@ -28,8 +31,13 @@ def text_part(text: str) -> dict[str, Any]:
     return {"type": "text", "text": text}
 
 
-def image_part(store: FileStore, url: Any, where: str) -> dict[str, Any]:
-    """A base64 data URL image stored like an upload, as a ChatHistoryData file part."""
+def image_part(url: Any, where: str) -> dict[str, Any]:
+    """A base64 data URL image as a ChatHistoryData file part, checked as an upload is.
+
+    The part carries what the image shows (``IMAGE_KEY``) instead of naming a file in the
+    shared upload store, so a stored conversation keeps its images for as long as it is
+    stored, and no request's images push out another's.
+    """
     from .common import from_standin
 
     match = _DATA_URL.match(url) if isinstance(url, str) else None
@@ -45,16 +53,22 @@ def image_part(store: FileStore, url: Any, where: str) -> dict[str, Any]:
     subtype = mime.split("/", 1)[1]
     name = f"image.{_EXTENSIONS.get(mime, subtype)}"
     try:
-        stored = store.upload(HTTP_CLIENT, name, payload.strip())
+        data, image = files.read_upload(name, payload.strip())
     except err.StandInError as exc:
         problem = from_standin(exc)
         problem.param = where
         raise problem from None
-    if stored.image is None:
+    if image is None:
         raise HttpError(
             400, f"'{where}' is not a readable image", param=where, code="invalid_value"
         )
-    return {"type": "file", "name": name, "identifier": stored.identifier}
+    return {
+        "type": "file",
+        "name": name,
+        "fileType": "image",
+        "sizeBytes": len(data),
+        IMAGE_KEY: image,
+    }
 
 
 def _image_url(part: dict[str, Any]) -> Any:
@@ -64,8 +78,9 @@ def _image_url(part: dict[str, Any]) -> Any:
     return url if url is not None else part.get("data_url")
 
 
-def _content_parts(value: Any, where: str, store: FileStore | None = None) -> list[dict[str, Any]]:
-    """OpenAI message content (a string or an array of parts) as ChatHistoryData parts."""
+def _content_parts(value: Any, where: str, images: bool = False) -> list[dict[str, Any]]:
+    """OpenAI message content (a string or an array of parts) as ChatHistoryData parts;
+    image parts only with ``images``."""
     if isinstance(value, str):
         return [text_part(value)]
     if not isinstance(value, list):
@@ -91,9 +106,9 @@ def _content_parts(value: Any, where: str, store: FileStore | None = None) -> li
                     code="invalid_type",
                 )
             parts.append(text_part(text))
-        elif kind in ("image_url", "input_image", "image") and store is not None:
-            # stored like an uploaded file, so the engine sees it as the WebSocket API does
-            parts.append(image_part(store, _image_url(part), f"{here}.image_url"))
+        elif kind in ("image_url", "input_image", "image") and images:
+            # a file part, so the engine sees it as an upload over the WebSocket API
+            parts.append(image_part(_image_url(part), f"{here}.image_url"))
         else:
             raise HttpError(
                 400,
@@ -147,9 +162,10 @@ def _tool_call_parts(value: Any, where: str) -> list[dict[str, Any]]:
 
 
 def history_from_messages(
-    value: Any, where: str = "messages", store: FileStore | None = None
+    value: Any, where: str = "messages", images: bool = False
 ) -> list[dict[str, Any]]:
-    """OpenAI chat messages as ChatHistoryData messages (what the WebSocket API receives)."""
+    """OpenAI chat messages as ChatHistoryData messages (what the WebSocket API receives);
+    image content parts only with ``images``."""
     if not isinstance(value, list):
         raise HttpError(400, f"'{where}' must be an array", param=where, code="invalid_type")
     if not value:
@@ -180,7 +196,7 @@ def history_from_messages(
             parts.append(result)
         else:
             if content is not None or role != "assistant":
-                parts.extend(_content_parts(content, here, store))
+                parts.extend(_content_parts(content, here, images))
             if role == "assistant" and raw.get("tool_calls") is not None:
                 parts.extend(_tool_call_parts(raw["tool_calls"], f"{here}.tool_calls"))
         messages.append({"role": role, "content": parts})
@@ -256,13 +272,17 @@ def response_format_fields(fields: Fields) -> dict[str, Any]:
     return {_PRED + "structured": {"type": "json", "jsonSchema": schema}}
 
 
-def image_lead(store: FileStore, inst: Instance, history: dict[str, Any]) -> str:
+def image_lead(inst: Instance, history: dict[str, Any]) -> str:
     """What the model says first about the history's images (as over WebSocket); a model
     without vision refuses them."""
-    from .. import _files as files
     from .common import from_standin
 
-    images = store.images_in(HTTP_CLIENT, history)
+    images = [
+        part[IMAGE_KEY]
+        for message in history.get("messages", [])
+        for part in message.get("content", [])
+        if part.get("type") == "file" and isinstance(part.get(IMAGE_KEY), files.ImageInfo)
+    ]
     if images and not inst.model.get("vision"):
         raise from_standin(files.vision_not_supported(inst.model_key))
     return files.describe_images(images)
@@ -276,6 +296,62 @@ def resolve_config(inst: Instance, received: dict[str, Any]) -> dict[str, Any]:
         return engine.resolve_config(inst, received)
     except err.StandInError as exc:
         raise from_standin(exc) from None
+
+
+# --- speculative decoding ------------------------------------------------------------------------
+
+
+def draft_field(fields: Fields) -> str | None:
+    """The request's ``draft_model`` (LM Studio's API changelog, 0.3.10); an empty one
+    means no draft, as an empty ``draftModel`` does over WebSocket."""
+    return fields.string("draft_model", empty=True) or None
+
+
+def draft_key(state: ModelState, model: dict[str, Any], draft: str | None) -> str | None:
+    """The model key of ``draft`` when it may draft for ``model`` (the WebSocket API's rule,
+    ``_draft.check_draft``); a 400 naming ``draft_model`` when it may not."""
+    if draft is None:
+        return None
+    try:
+        return str(drafting.check_draft(state, model, draft)["modelKey"])
+    except err.StandInError as exc:
+        found = (exc.display_data or {}).get("code") != "generic.draftModelNotFound"
+        raise HttpError(
+            400,
+            exc.title if exc.cause is None else f"{exc.title}: {exc.cause}",
+            param="draft_model",
+            code="draft_model_incompatible" if found else "draft_model_not_found",
+        ) from None
+
+
+def check_draft_early(state: ModelState, name: str, draft: str | None) -> None:
+    """Refuse a draft that cannot be used before the main model ``name`` is loaded just in
+    time for nothing (the check is repeated on the instance the request then runs on)."""
+    if draft is None:
+        return
+    inst = state.find_by_query({"identifier": name}, "llm")
+    if inst is not None:
+        draft_key(state, inst.model, draft)
+        return
+    try:
+        model, _ = state.resolve_downloaded(name, "llm")
+    except err.StandInError:
+        return  # the request fails on its model anyway
+    draft_key(state, model, draft)
+
+
+def draft_stats(outcome: engine.Outcome) -> dict[str, Any]:
+    """The draft fields of LM Studio's REST ``stats``; empty without a draft."""
+    stats = outcome.stats
+    if "usedDraftModelKey" not in stats:
+        return {}
+    return {
+        "draft_model": stats["usedDraftModelKey"],
+        "total_draft_tokens_count": stats["totalDraftTokensCount"],
+        "accepted_draft_tokens_count": stats["acceptedDraftTokensCount"],
+        "rejected_draft_tokens_count": stats["rejectedDraftTokensCount"],
+        "ignored_draft_tokens_count": stats["ignoredDraftTokensCount"],
+    }
 
 
 def finish_reason(stop_reason: str) -> str:
@@ -301,9 +377,31 @@ def store_chat(chats: dict[str, list[dict[str, Any]]], key: str, messages: list[
 # --- tools ----------------------------------------------------------------------------------------
 
 
-def tool_fields(fields: Fields) -> dict[str, Any] | None:
-    """OpenAI ``tools`` (function tools) as ``llm.prediction.tools``; ``None`` without tools
-    or with ``tool_choice: "none"``."""
+@dataclass(frozen=True)
+class Tools:
+    """A request's tools: ``setting`` is ``llm.prediction.tools``; ``required`` when
+    ``tool_choice`` says the model must call one (``"required"``, or a named function, to
+    which ``setting`` is then narrowed)."""
+
+    setting: dict[str, Any]
+    required: bool = False
+
+
+def _chosen_function(fields: Fields) -> str | None:
+    """The name of a ``tool_choice`` ``{"type": "function", "function": {"name"}}``."""
+    choice = fields.obj("tool_choice")
+    if choice is None:
+        return None
+    function = choice.obj("function")
+    if function is None:
+        raise choice.missing("function")
+    return function.string("name", required=True)
+
+
+def tool_fields(fields: Fields, received: dict[str, Any]) -> Tools | None:
+    """OpenAI ``tools`` (function tools) and ``tool_choice``; ``None`` without tools or with
+    ``tool_choice: "none"``. ``received`` (the prediction keys read so far) must not ask for
+    structured output when a tool call is required: the two would contradict."""
     tools = fields.array("tools")
     choice = fields.raw("tool_choice")
     if (
@@ -317,6 +415,7 @@ def tool_fields(fields: Fields) -> dict[str, Any] | None:
             param="tool_choice",
             code="invalid_value",
         )
+    chosen = _chosen_function(fields) if isinstance(choice, dict) else None
     if not tools or choice == "none":
         return None
     converted: list[dict[str, Any]] = []
@@ -342,7 +441,37 @@ def tool_fields(fields: Fields) -> dict[str, Any] | None:
         if description is not None:
             function["description"] = description
         converted.append({"type": "function", "function": function})
-    return {"type": "toolArray", "tools": converted}
+    if chosen is not None:
+        converted = [t for t in converted if t["function"]["name"] == chosen]
+        if not converted:
+            raise HttpError(
+                400,
+                f"'tool_choice.function.name' names no tool in 'tools': {chosen!r}",
+                param="tool_choice.function.name",
+                code="invalid_value",
+            )
+    required = choice == "required" or chosen is not None
+    if required and _PRED + "structured" in received:
+        raise HttpError(
+            400,
+            "'tool_choice' cannot require a tool call together with a 'response_format' "
+            "schema",
+            param="tool_choice",
+            code="invalid_value",
+        )
+    return Tools({"type": "toolArray", "tools": converted}, required)
+
+
+def tool_round(
+    inst: Instance, config: dict[str, Any], history: dict[str, Any], tools: Tools | None
+) -> tc.ToolRound | None:
+    """What the model does about tools this round: the usual rule (``engine.tool_round``),
+    or, when the request requires a tool call and the model runs on llama.cpp (GGUF), a
+    round that calls one (``tc.forced_tool_round``)."""
+    messages = tc.messages_from_history(history)
+    if tools is None or not tools.required or inst.model.get("format") != "gguf":
+        return engine.tool_round(inst, config, messages)
+    return tc.forced_tool_round(messages, tc.tools_from_setting(tools.setting))
 
 
 def tool_call_json(request: dict[str, Any], index: int) -> dict[str, Any]:

@@ -10,8 +10,6 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from .. import _engine as engine
-from .. import _toolcalls as tc
-from .._files import FileStore
 from .._state import Instance
 from . import convert as cv
 from .common import (
@@ -71,6 +69,7 @@ def native_extras(inst: Instance, outcome: engine.Outcome) -> dict[str, Any]:
             "time_to_first_token": ttft if ttft is not None else 0.0,
             "generation_time": round(total - (ttft or 0.0), 6),
             "stop_reason": outcome.stop_reason,
+            **cv.draft_stats(outcome),
         },
         "model_info": {
             "arch": inst.model.get("architecture", ""),
@@ -100,9 +99,8 @@ async def chat_completions(
     fields = await read_fields(request)
     name = fields.string("model", required=True)
     assert name is not None
-    store = rt.state.files
     history = {
-        "messages": cv.history_from_messages(fields.raw("messages", required=True), store=store)
+        "messages": cv.history_from_messages(fields.raw("messages", required=True), images=True)
     }
     stream = bool(fields.boolean("stream"))
     include_usage = _stream_options(fields)
@@ -112,16 +110,19 @@ async def chat_completions(
         received["llm.prediction.stopStrings"] = stop
     received.update(cv.response_format_fields(fields))
     fields.integer("n", minimum=1, maximum=1)  # the stand-in answers with one choice
-    tools = cv.tool_fields(fields)
+    tools = cv.tool_fields(fields, received)
     if tools is not None:
-        received["llm.prediction.tools"] = tools
+        received["llm.prediction.tools"] = tools.setting
     ttl = ttl_ms(fields)
+    draft = cv.draft_field(fields)
+    cv.check_draft_early(rt.state, name, draft)
     loaded = await use_model(rt, request, name, "llm", ttl_ms=ttl)
     inst = loaded.inst
+    draft_key = cv.draft_key(rt.state, inst.model, draft)
     config = cv.resolve_config(inst, received)
-    lead = cv.image_lead(store, inst, history)
+    lead = cv.image_lead(inst, history)
     prompt = engine.chat_prompt(inst, history, config)
-    round_ = engine.tool_round(inst, config, tc.messages_from_history(history))
+    round_ = cv.tool_round(inst, config, history, tools)
     completion_id = new_id("chatcmpl-")
     created = now_s()
 
@@ -138,7 +139,7 @@ async def chat_completions(
     if not stream:
         sink = HttpSink(request)
         outcome = await engine.predict(
-            rt.state, inst, config, prompt, sink, rt.tokens_per_second, round_, lead
+            rt.state, inst, config, prompt, sink, rt.tokens_per_second, round_, lead, draft_key
         )
         if outcome.stop_reason == "modelUnloaded":
             raise model_unloaded(inst)
@@ -157,7 +158,7 @@ async def chat_completions(
         if native:
             body.update(native_extras(inst, outcome))
         else:
-            body["stats"] = {}
+            body["stats"] = cv.draft_stats(outcome)
         return json_response(body)
 
     # The stream starts with its first chunk, so that an error found before (e.g. a JSON
@@ -198,7 +199,7 @@ async def chat_completions(
 
     sink = HttpSink(request, on_fragment, sse=sse, on_tool_packet=on_tool_packet)
     outcome = await engine.predict(
-        rt.state, inst, config, prompt, sink, rt.tokens_per_second, round_, lead
+        rt.state, inst, config, prompt, sink, rt.tokens_per_second, round_, lead, draft_key
     )
     if outcome.stop_reason == "modelUnloaded":
         return await _stream_error(sse, inst)
@@ -249,8 +250,11 @@ async def completions(rt: Runtime, request: web.Request, *, native: bool) -> web
     if stop is not None:
         received["llm.prediction.stopStrings"] = stop
     ttl = ttl_ms(fields)
+    draft = cv.draft_field(fields)
+    cv.check_draft_early(rt.state, name, draft)
     loaded = await use_model(rt, request, name, "llm", ttl_ms=ttl)
     inst = loaded.inst
+    draft_key = cv.draft_key(rt.state, inst.model, draft)
     config = cv.resolve_config(inst, received)
     prompt = engine.raw_prompt(text)
     completion_id = new_id("cmpl-")
@@ -267,7 +271,13 @@ async def completions(rt: Runtime, request: web.Request, *, native: bool) -> web
 
     if not stream:
         outcome = await engine.predict(
-            rt.state, inst, config, prompt, HttpSink(request), rt.tokens_per_second
+            rt.state,
+            inst,
+            config,
+            prompt,
+            HttpSink(request),
+            rt.tokens_per_second,
+            draft_key=draft_key,
         )
         if outcome.stop_reason == "modelUnloaded":
             raise model_unloaded(inst)
@@ -290,6 +300,7 @@ async def completions(rt: Runtime, request: web.Request, *, native: bool) -> web
         prompt,
         HttpSink(request, on_fragment, sse=sse),
         rt.tokens_per_second,
+        draft_key=draft_key,
     )
     if outcome.stop_reason == "modelUnloaded":
         return await _stream_error(sse, inst)
@@ -360,7 +371,7 @@ async def embeddings(rt: Runtime, request: web.Request) -> web.Response:
 # --- responses (basic text) -----------------------------------------------------------------------
 
 
-def _responses_input(fields: Fields, store: FileStore) -> list[dict[str, Any]]:
+def _responses_input(fields: Fields) -> list[dict[str, Any]]:
     raw = fields.raw("input", required=True)
     if isinstance(raw, str):
         return [{"role": "user", "content": [cv.text_part(raw)]}]
@@ -379,7 +390,7 @@ def _responses_input(fields: Fields, store: FileStore) -> list[dict[str, Any]]:
                 code="invalid_value",
             )
         items.append({"role": item.get("role"), "content": item.get("content")})
-    return cv.history_from_messages(items, "input", store)
+    return cv.history_from_messages(items, "input", images=True)
 
 
 def _response_object(
@@ -444,7 +455,7 @@ async def responses(rt: Runtime, request: web.Request) -> web.StreamResponse:
     fields = await read_fields(request)
     name = fields.string("model", required=True)
     assert name is not None
-    messages = _responses_input(fields, rt.state.files)
+    messages = _responses_input(fields)
     instructions = fields.string("instructions", empty=True)
     previous = fields.string("previous_response_id")
     store = fields.boolean("store")
@@ -474,7 +485,7 @@ async def responses(rt: Runtime, request: web.Request) -> web.StreamResponse:
     loaded = await use_model(rt, request, name, "llm", ttl_ms=ttl_ms(fields))
     inst = loaded.inst
     config = cv.resolve_config(inst, received)
-    lead = cv.image_lead(rt.state.files, inst, {"messages": history})
+    lead = cv.image_lead(inst, {"messages": history})
     prompt = engine.chat_prompt(inst, {"messages": system + history}, config)
     response_id = new_id("resp_")
     message_id = new_id("msg_")

@@ -10,7 +10,6 @@ from aiohttp import web
 
 from .. import _engine as engine
 from .. import _errors as err
-from .._files import FileStore
 from .._kvconfig import context_key, effective_config
 from .._state import Instance
 from . import convert as cv
@@ -170,7 +169,7 @@ async def unload(rt: Runtime, request: web.Request) -> web.Response:
 # --- chat -----------------------------------------------------------------------------------------
 
 
-def _chat_input(fields: Fields, store: FileStore) -> list[dict[str, Any]]:
+def _chat_input(fields: Fields) -> list[dict[str, Any]]:
     """``input`` (text, or message/text/image items) as one user message's parts."""
     raw = fields.raw("input", required=True)
     if isinstance(raw, str):
@@ -192,7 +191,7 @@ def _chat_input(fields: Fields, store: FileStore) -> list[dict[str, Any]]:
                 )
             parts.append(cv.text_part(content))
         elif kind == "image" and isinstance(item, dict):
-            parts.append(cv.image_part(store, item.get("data_url"), f"{here}.data_url"))
+            parts.append(cv.image_part(item.get("data_url"), f"{here}.data_url"))
         else:
             raise HttpError(
                 400,
@@ -255,7 +254,7 @@ async def chat(rt: Runtime, request: web.Request) -> web.StreamResponse:
     fields = await read_fields(request)
     name = fields.string("model", required=True)
     assert name is not None
-    parts = _chat_input(fields, rt.state.files)
+    parts = _chat_input(fields)
     system = fields.string("system_prompt", empty=True)
     stream = bool(fields.boolean("stream"))
     store = fields.boolean("store") is not False
@@ -312,7 +311,7 @@ async def chat(rt: Runtime, request: web.Request) -> web.StreamResponse:
         loaded = await use_model(rt, request, name, "llm", ttl_ms=ttl, load_fields=load_fields)
         inst = loaded.inst
         config = cv.resolve_config(inst, received)
-        lead = cv.image_lead(rt.state.files, inst, {"messages": history})
+        lead = cv.image_lead(inst, {"messages": history})
         prompt = engine.chat_prompt(inst, {"messages": head + history}, config)
         outcome = await engine.predict(
             rt.state, inst, config, prompt, HttpSink(request), rt.tokens_per_second, None, lead
@@ -391,7 +390,7 @@ async def _stream_chat(
             load_time_seconds=round(loaded.load_seconds, 3),
         )
     config = cv.resolve_config(inst, received)
-    lead = cv.image_lead(rt.state.files, inst, {"messages": messages})
+    lead = cv.image_lead(inst, {"messages": messages})
     prompt = engine.chat_prompt(inst, {"messages": messages}, config)
     await event("prompt_processing.start")
     in_message = False

@@ -187,6 +187,12 @@ async def test_every_http_endpoint_requires_the_token(server: StandInServer) -> 
             status, body = await call(server.url, method, path, {}, token=token)
             assert status == 401, (path, token)
             assert _is_error_body(body)
+            error = body["error"]
+            assert error["code"] == "invalid_api_key"
+            # v1: one of the types LM Studio's streaming-events page lists, the one LM
+            # Studio 0.4 logs for a missing token; /v1 and v0 use OpenAI's names
+            v1 = path.startswith("/api/v1/")
+            assert error["type"] == ("invalid_request" if v1 else "authentication_error")
     status, _ = await call(server.url, "GET", "/v1/models", token=TOKEN)
     assert status == 200
     status, _ = await call(server.url, "POST", "/api/v1/models/load", {"model": LLAMA}, token=TOKEN)

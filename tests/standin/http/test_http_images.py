@@ -174,3 +174,77 @@ async def test_a_body_over_the_limit_is_a_json_413(server: StandInServer, path: 
     # each API's own error shape
     v1 = path.startswith("/api/v1/")
     assert reply["error"]["type"] == ("invalid_request" if v1 else "invalid_request_error")
+
+
+async def test_a_stored_conversation_keeps_its_image(server: StandInServer) -> None:
+    """A stored /api/v1/chat or /v1/responses conversation whose first turn had an image can
+    be continued however many images later requests carry, stored or not (they once all
+    shared one upload store of 1000 files, and a follow-up failed naming a WebSocket RPC)."""
+    first_image = data_url(png(40, 30))
+    status, v1_first = await call(
+        server.url,
+        "POST",
+        "/api/v1/chat",
+        {
+            "model": VLM,
+            "input": [
+                {"type": "text", "content": "Describe"},
+                {"type": "image", "data_url": first_image},
+            ],
+            "max_output_tokens": 12,
+        },
+    )
+    assert status == 200, v1_first
+    assert "40x30" in v1_first["output"][0]["content"]
+    responses_input = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "input_text", "text": "Describe"},
+                {"type": "input_image", "image_url": first_image},
+            ],
+        }
+    ]
+    status, resp_first = await call(
+        server.url,
+        "POST",
+        "/v1/responses",
+        {"model": VLM, "input": responses_input, "max_output_tokens": 12},
+    )
+    assert status == 200, resp_first
+    # 1001 more images: one stateless request, then a stored one
+    many = [{"type": "image", "data_url": data_url(png(4, 4))} for _ in range(1001)]
+    for store in (False, True):
+        status, reply = await call(
+            server.url,
+            "POST",
+            "/api/v1/chat",
+            {"model": VLM, "input": many, "max_output_tokens": 1, "store": store},
+        )
+        assert status == 200, reply
+    status, follow = await call(
+        server.url,
+        "POST",
+        "/api/v1/chat",
+        {
+            "model": VLM,
+            "input": "And what colour was it?",
+            "previous_response_id": v1_first["response_id"],
+            "max_output_tokens": 12,
+        },
+    )
+    assert status == 200, follow
+    assert "40x30" in follow["output"][0]["content"]  # the model still sees the first image
+    status, follow = await call(
+        server.url,
+        "POST",
+        "/v1/responses",
+        {
+            "model": VLM,
+            "input": "And what colour was it?",
+            "previous_response_id": resp_first["id"],
+            "max_output_tokens": 12,
+        },
+    )
+    assert status == 200, follow
+    assert "40x30" in follow["output"][0]["content"][0]["text"]

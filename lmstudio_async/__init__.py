@@ -94,6 +94,7 @@ from .errors import (
     ServerError,
     StructuredOutputError,
     ToolCallError,
+    UnsupportedEndpointError,
     VisionNotSupportedError,
 )
 from .types import (
@@ -196,6 +197,7 @@ __all__ = [
     "ToolCallRequest",
     "ToolCallResult",
     "ToolFunctionDef",
+    "UnsupportedEndpointError",
     "VisionNotSupportedError",
     "__version__",
     "configure_default_client",

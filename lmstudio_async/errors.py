@@ -20,7 +20,8 @@ the matching built-in so ordinary ``except`` clauses keep working::
     │   ├── DeviceNotFoundError              no LM Link device has that identifier
     │   ├── VisionNotSupportedError          images sent to a model without vision support
     │   ├── DraftModelError                  unknown or incompatible draft model
-    │   └── PresetNotFoundError              no preset has the given identifier
+    │   ├── PresetNotFoundError              no preset has the given identifier
+    │   └── UnsupportedEndpointError         this LM Studio is too old for the call (.endpoint)
     ├── ProtocolError                        the peer broke the protocol
     ├── LMStudioTimeoutError (TimeoutError)  a call took too long
     │   └── PoolTimeoutError                 a model pool lease waited past its deadline
@@ -646,6 +647,20 @@ class PresetNotFoundError(ServerError):
     ) -> None:
         self.preset = preset
         self.available = list(available)
+        super().__init__(title, **kwargs)
+
+
+class UnsupportedEndpointError(ServerError):
+    """The server does not know the protocol endpoint a call needs (``endpoint``): an
+    LM Studio older than the feature. LM Studio answers such a request only with a
+    warning; the call fails at once with this error instead of waiting for a deadline,
+    and later calls to that endpoint on the same connection fail before anything is sent.
+    """
+
+    endpoint: str
+
+    def __init__(self, title: str, *, endpoint: str, **kwargs: Any) -> None:
+        self.endpoint = endpoint
         super().__init__(title, **kwargs)
 
 

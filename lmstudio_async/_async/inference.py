@@ -37,6 +37,7 @@ from .._protocol.prediction import (
     PredictionConfig,
     apply_template_param,
     complete_creation,
+    complete_via_predict,
     embed_param,
     predict_creation,
     requested_json_schema,
@@ -68,6 +69,7 @@ from ..errors import (
     ModelUnloadedError,
     ProtocolError,
     StructuredOutputError,
+    UnsupportedEndpointError,
     VisionNotSupportedError,
 )
 from ..types import Timeouts
@@ -321,13 +323,31 @@ class PredictionStream:
         self._finished = asyncio.Event()
         if self._timeouts.total is not None:
             self._deadline = loop.time() + self._timeouts.total
-        sock = self._client._transport.socket(self._namespace)
-        timeouts = self._timeouts
-        channel = await sock.open_channel(
-            self._endpoint, self._creation, self._deadline, timeouts.total, timeouts.connect
-        )
+        try:
+            channel = await self._open_channel()
+        except UnsupportedEndpointError:
+            if not self._fall_back():
+                raise
+            channel = await self._open_channel()
         self._channel = channel
         return channel
+
+    async def _open_channel(self) -> ChannelStream:
+        sock = self._client._transport.socket(self._namespace)
+        timeouts = self._timeouts
+        return await sock.open_channel(
+            self._endpoint, self._creation, self._deadline, timeouts.total, timeouts.connect
+        )
+
+    def _fall_back(self) -> bool:
+        """For an LM Studio without the ``completeRawText`` channel (older than mid-2026):
+        complete through ``predict`` instead, as lmstudio-python does. False if this stream
+        has no other way."""
+        if self._endpoint != "completeRawText":
+            return False
+        log.info("this LM Studio has no completeRawText channel: completing through predict")
+        self._endpoint, self._creation = "predict", complete_via_predict(self._creation)
+        return True
 
     async def _next(self, *, hold: bool = False) -> Fragment:
         """The next fragment, given to the caller (``hold``: kept for the reader instead,
@@ -356,9 +376,16 @@ class PredictionStream:
                 raise StopAsyncIteration
             timeouts, deadline, what = self._timeouts, self._deadline, self._what
             while True:
-                packet = await channel.next_packet(
-                    PREDICTION_PACKET_DECODER, timeouts.idle, deadline, timeouts.total, what
-                )
+                try:
+                    packet = await channel.next_packet(
+                        PREDICTION_PACKET_DECODER, timeouts.idle, deadline, timeouts.total, what
+                    )
+                except UnsupportedEndpointError:
+                    # The server's answer to the channel's creation: nothing was sent on it.
+                    if not self._fall_back():
+                        raise
+                    channel = self._channel = await self._open_channel()
+                    continue
                 kind = type(packet)
                 if kind is FragmentPacket:
                     fragment: Fragment = packet.fragment  # type: ignore[union-attr]
@@ -791,7 +818,9 @@ class LlmMethods(_InferenceMethods[LlmInstanceInfo, LlmLoadConfig]):
     ) -> PredictionStream:
         """Start a raw text completion of ``prompt`` (no chat template), streamed.
 
-        Uses the ``completeRawText`` channel. Otherwise like :meth:`respond_stream`.
+        Uses the ``completeRawText`` channel; on an LM Studio without it (older than
+        mid-2026), ``predict`` with a raw prompt template, as lmstudio-python does.
+        Otherwise like :meth:`respond_stream`.
         """
         creation = complete_creation(self._specifier(), prompt, config, preset=preset)
         schema = requested_json_schema(creation)  # checked to be JSON, as in respond

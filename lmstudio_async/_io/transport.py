@@ -43,6 +43,7 @@ from .._protocol.connection import (
     ChannelFailed,
     ChannelMessage,
     Connection,
+    EndpointUnsupported,
     KeepAliveAnswered,
     Malformed,
     PeerKeepAlive,
@@ -50,6 +51,7 @@ from .._protocol.connection import (
     RpcSucceeded,
     Unroutable,
     Warning_,
+    unsupported_error,
 )
 from .._protocol.errors import SerializedError
 from ..errors import (
@@ -864,6 +866,17 @@ class NamespaceSocket:
             # closed (a cancel racing the end of a prediction or load): expected, harmless.
             level = logging.DEBUG if kind == "channelUnknown" else logging.WARNING
             log.log(level, "LM Studio /%s warning: %s", self.namespace, text_)
+        elif cls is EndpointUnsupported:
+            # An LM Studio too old for the call: fail what waits for that endpoint now
+            # (each with an error of its own) rather than at its deadline.
+            endpoint, warning = event.endpoint, event.warning  # type: ignore[attr-defined]
+            log.info("LM Studio /%s: %s", self.namespace, warning)
+            for target in event.targets:  # type: ignore[attr-defined]
+                error = unsupported_error(endpoint, warning)
+                if isinstance(target, ChannelStream):
+                    target.finish(error)
+                elif not target.done():
+                    target.set_exception(error)
         elif cls is PeerKeepAlive:
             self._send_nowait(PeerKeepAlive.reply)
         elif cls is KeepAliveAnswered:

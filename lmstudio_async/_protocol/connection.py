@@ -15,12 +15,13 @@ routed, or cannot be decoded at all, come back as :class:`Unroutable` and
 from __future__ import annotations
 
 import enum
+import re
 from typing import Any, Generic, TypeVar
 
 import msgspec
 from msgspec import UNSET, Raw
 
-from ..errors import LMStudioValueError
+from ..errors import LMStudioValueError, UnsupportedEndpointError
 from .errors import SerializedError, decode_serialized_error
 from .messages import (
     AuthPacket,
@@ -48,6 +49,7 @@ __all__ = [
     "ChannelMessage",
     "Connection",
     "ConnectionState",
+    "EndpointUnsupported",
     "Event",
     "KeepAliveAnswered",
     "Malformed",
@@ -56,6 +58,7 @@ __all__ = [
     "RpcSucceeded",
     "Unroutable",
     "Warning_",
+    "unsupported_error",
 ]
 
 T = TypeVar("T")
@@ -144,6 +147,28 @@ class Warning_(Event):
         return f"Warning_(kind={self.kind!r}, warning={self.warning!r})"
 
 
+class EndpointUnsupported(Event, Generic[T]):
+    """The server does not know (or does not handle) ``endpoint``: its warning, and the
+    calls or channels to that endpoint that were waiting (no longer registered), each to
+    be failed with :func:`unsupported_error`. Later requests to it raise that error at
+    once (see :meth:`Connection.start_rpc`)."""
+
+    __slots__ = ("endpoint", "targets", "warning")
+
+    def __init__(self, endpoint: str, warning: str, targets: list[T]) -> None:
+        self.endpoint = endpoint
+        self.warning = warning
+        self.targets = targets
+
+
+#: The warning LM Studio sends for a request to an endpoint it does not have
+#: (``ServerPort``: kinds ``rpcEndpointUnknown`` / ``rpcEndpointUnhandled`` /
+#: ``channelEndpointUnknown`` / ``channelEndpointUnhandled``); it names the endpoint.
+_ENDPOINT_WARNING = re.compile(
+    r"^Received (rpcCall|channelCreate) for un(?:known|handled) endpoint, endpoint = (\S+)$"
+)
+
+
 class KeepAliveAnswered(Event):
     """The server answered our ``keepAlive``."""
 
@@ -189,7 +214,17 @@ class Connection(Generic[T]):
     channels use separate counters, as the server keeps separate id spaces.
     """
 
-    __slots__ = ("_calls", "_channels", "_next_call", "_next_channel", "max_frame_bytes", "state")
+    __slots__ = (
+        "_call_endpoints",
+        "_calls",
+        "_channel_endpoints",
+        "_channels",
+        "_next_call",
+        "_next_channel",
+        "max_frame_bytes",
+        "state",
+        "unsupported",
+    )
 
     def __init__(self, *, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
         self.state = ConnectionState.AUTHENTICATING
@@ -198,6 +233,11 @@ class Connection(Generic[T]):
         self._next_channel = 0
         self._calls: dict[int, T] = {}
         self._channels: dict[int, T] = {}
+        # Each pending request's endpoint, for an "unknown endpoint" warning to find them.
+        self._call_endpoints: dict[int, str] = {}
+        self._channel_endpoints: dict[int, str] = {}
+        self.unsupported: dict[str, str] = {}
+        """Endpoints this server said it does not have, with its warning."""
 
     # --- authentication -----------------------------------------------------
 
@@ -224,20 +264,26 @@ class Connection(Generic[T]):
 
     def start_rpc(self, target: T, endpoint: str, parameter: Any = UNSET) -> tuple[int, bytes]:
         """Register an RPC and return ``(call_id, frame)``. Raises
-        :class:`LMStudioValueError`, registering nothing, if ``parameter`` cannot be sent."""
+        :class:`LMStudioValueError`, registering nothing, if ``parameter`` cannot be sent,
+        and :class:`UnsupportedEndpointError` if the server said it lacks ``endpoint``."""
+        if self.unsupported and endpoint in self.unsupported:
+            raise unsupported_error(endpoint, self.unsupported[endpoint])
         call_id = self._next_call
         frame = _encode_request(
             RpcCall(endpoint=endpoint, call_id=call_id, parameter=parameter), endpoint
         )
         self._next_call = call_id + 1
         self._calls[call_id] = target
+        self._call_endpoints[call_id] = endpoint
         return call_id, frame
 
     def start_channel(
         self, target: T, endpoint: str, creation_parameter: Any = UNSET
     ) -> tuple[int, bytes]:
-        """Register a channel and return ``(channel_id, frame)``. Raises
-        :class:`LMStudioValueError`, registering nothing, if the parameter cannot be sent."""
+        """Register a channel and return ``(channel_id, frame)``. Raises as
+        :meth:`start_rpc` does."""
+        if self.unsupported and endpoint in self.unsupported:
+            raise unsupported_error(endpoint, self.unsupported[endpoint])
         channel_id = self._next_channel
         frame = _encode_request(
             ChannelCreate(
@@ -247,6 +293,7 @@ class Connection(Generic[T]):
         )
         self._next_channel = channel_id + 1
         self._channels[channel_id] = target
+        self._channel_endpoints[channel_id] = endpoint
         return channel_id, frame
 
     @staticmethod
@@ -267,10 +314,12 @@ class Connection(Generic[T]):
     def forget_call(self, call_id: int) -> None:
         """Stop waiting for an RPC (timeout or cancellation); a late reply becomes unroutable."""
         self._calls.pop(call_id, None)
+        self._call_endpoints.pop(call_id, None)
 
     def forget_channel(self, channel_id: int) -> None:
         """Stop routing a channel; later packets for it become unroutable."""
         self._channels.pop(channel_id, None)
+        self._channel_endpoints.pop(channel_id, None)
 
     @property
     def pending_calls(self) -> int:
@@ -288,6 +337,8 @@ class Connection(Generic[T]):
         targets = [*self._calls.values(), *self._channels.values()]
         self._calls.clear()
         self._channels.clear()
+        self._call_endpoints.clear()
+        self._channel_endpoints.clear()
         return targets
 
     # --- incoming -------------------------------------------------------------
@@ -310,23 +361,30 @@ class Connection(Generic[T]):
             target = self._calls.pop(msg.call_id, None)
             if target is None:
                 return Unroutable("rpcResult", f"unknown callId {msg.call_id}")
+            self._call_endpoints.pop(msg.call_id, None)
             return RpcSucceeded(target, None if msg.result is UNSET else msg.result)
         if type(msg) is RpcError:
             target = self._calls.pop(msg.call_id, None)
             if target is None:
                 return Unroutable("rpcError", f"unknown callId {msg.call_id}")
+            self._call_endpoints.pop(msg.call_id, None)
             return RpcFailed(target, decode_serialized_error(msg.error))
         if type(msg) is ChannelClose:
             target = self._channels.pop(msg.channel_id, None)
             if target is None:
                 return Unroutable("channelClose", f"unknown channelId {msg.channel_id}")
+            self._channel_endpoints.pop(msg.channel_id, None)
             return ChannelClosed(target)
         if type(msg) is ChannelError:
             target = self._channels.pop(msg.channel_id, None)
             if target is None:
                 return Unroutable("channelError", f"unknown channelId {msg.channel_id}")
+            self._channel_endpoints.pop(msg.channel_id, None)
             return ChannelFailed(target, decode_serialized_error(msg.error))
         if type(msg) is CommunicationWarning:
+            found = _ENDPOINT_WARNING.match(msg.warning)
+            if found is not None:
+                return self._unsupported(msg.warning, found[1] == "rpcCall", found[2])
             return Warning_(msg.warning, None if msg.kind is UNSET else msg.kind)
         if type(msg) is KeepAliveAck:
             return KeepAliveAnswered()
@@ -337,6 +395,28 @@ class Connection(Generic[T]):
             return Unroutable("channelAck", f"ack {msg.ack_id} on channel {msg.channel_id}")
         # Signals: this client never subscribes, so any signal message is unsolicited.
         return Unroutable(type(msg).__struct_config__.tag or "unknown", "unsolicited message")  # type: ignore[arg-type]
+
+
+    def _unsupported(self, warning: str, rpc: bool, endpoint: str) -> EndpointUnsupported[T]:
+        self.unsupported[endpoint] = warning
+        if rpc:
+            registry, endpoints = self._calls, self._call_endpoints
+        else:
+            registry, endpoints = self._channels, self._channel_endpoints
+        ids = [i for i, name in endpoints.items() if name == endpoint]
+        for i in ids:
+            del endpoints[i]
+        return EndpointUnsupported(endpoint, warning, [registry.pop(i) for i in ids])
+
+
+def unsupported_error(endpoint: str, warning: str) -> UnsupportedEndpointError:
+    """The error of a request to an endpoint the server said (``warning``) it lacks."""
+    return UnsupportedEndpointError(
+        f"this LM Studio does not support {endpoint!r}, which the call needs",
+        endpoint=endpoint,
+        cause=warning,
+        suggestion="update LM Studio to a version that has this feature",
+    )
 
 
 def _encode_request(message: Any, endpoint: str) -> bytes:

@@ -52,6 +52,7 @@ __all__ = [
     "check_tools_alone",
     "coerce_prediction_config",
     "complete_creation",
+    "complete_via_predict",
     "embed_param",
     "fields_to_prediction_config",
     "predict_creation",
@@ -472,6 +473,55 @@ def complete_creation(
     if preset is not None:
         creation["fuzzyPresetIdentifier"] = check_preset(preset)
     return creation
+
+
+#: The layer that makes ``predict`` a raw text completion: a prompt template that writes
+#: the messages' text as it is, with no BOS / EOS token and no stop strings of its own.
+_COMPLETE_MODE_LAYER: Final = {
+    "layerName": "completeModeFormatting",
+    "config": {
+        "fields": [
+            {
+                "key": "llm.prediction.promptTemplate",
+                "value": {
+                    "type": "jinja",
+                    "jinjaPromptTemplate": {
+                        "bosToken": "",
+                        "eosToken": "",
+                        "template": "{% for message in messages %}{{ message['content'] }}"
+                        "{% endfor %}",
+                        "inputConfig": {
+                            "messagesConfig": {"contentConfig": {"type": "string"}},
+                            "useTools": False,
+                        },
+                    },
+                    "stopStrings": [],
+                },
+            }
+        ]
+    },
+}
+
+
+def complete_via_predict(creation: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``predict`` channel's creation parameter for the raw completion ``creation``
+    describes (a :func:`complete_creation` result): for an LM Studio older than the
+    ``completeRawText`` channel (mid-2026). As lmstudio-python completes on every version:
+    the prompt is the only (user) message, and a ``completeModeFormatting`` layer after
+    the caller's config gives it to the model as it is."""
+    stack = creation["predictionConfigStack"]
+    predict: dict[str, Any] = {
+        "modelSpecifier": creation["modelSpecifier"],
+        "history": {
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": creation["rawPrompt"]}]}
+            ]
+        },
+        "predictionConfigStack": {"layers": [*stack["layers"], _COMPLETE_MODE_LAYER]},
+    }
+    if "fuzzyPresetIdentifier" in creation:
+        predict["fuzzyPresetIdentifier"] = creation["fuzzyPresetIdentifier"]
+    return predict
 
 
 def tokenize_param(specifier: dict[str, Any], text: str) -> dict[str, Any]:

@@ -376,6 +376,8 @@ class Connection:
         but the stand-in does not simulate, the ``communicationWarning`` LM Studio sends
         instead (``kind``: "rpc" or "channel"; ``envelope``: the message type) and None."""
         endpoint = table.get(name)
+        if name in self.rt.faults.missing_endpoints:
+            endpoint = None  # an LM Studio older than the endpoint
         if endpoint is not None and endpoint.handler is not None:
             return endpoint
         state = "Unknown" if endpoint is None else "Unhandled"

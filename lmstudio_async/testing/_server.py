@@ -168,7 +168,9 @@ def _fault_payload(kind: str, payload: Any, size: int) -> str | bytes:
 class Faults:
     """Fault injection, usable from any thread (see docs/stand-in.md).
 
-    ``silent`` and ``ignore_auth`` are plain switches; the methods act immediately.
+    ``silent`` and ``ignore_auth`` are plain switches, ``missing_endpoints`` a set of
+    endpoint names this server then does not know (an older LM Studio: requests to them get
+    the "unknown endpoint" warning); the methods act immediately.
     """
 
     KINDS = FAULT_KINDS
@@ -177,6 +179,7 @@ class Faults:
         self._rt = runtime
         self.silent = False
         self.ignore_auth = False
+        self.missing_endpoints: set[str] = set()
 
     def drop_connections(self, namespace: str | None = None) -> int:
         """Abort every open connection (optionally only one namespace); returns how many."""
@@ -218,6 +221,7 @@ class Faults:
         """Switch every fault off."""
         self.silent = False
         self.ignore_auth = False
+        self.missing_endpoints = set()
 
         def clear() -> None:
             self._rt.drop_countdown = None

@@ -882,3 +882,38 @@ async def test_a_reply_of_the_wrong_shape_is_a_protocol_error(
     lmstudio_server.faults.inject("raw", namespace="embedding", payload=reply)
     with pytest.raises(lms.ProtocolError, match="LM Studio sent an invalid"):
         await task
+
+
+def _channels_opened(server: ThreadedStandInServer) -> list[str]:
+    return [
+        f.message["endpoint"]
+        for f in server.received_frames(namespace="llm")
+        if isinstance(f.message, dict)
+        and f.message.get("type") == "channelCreate"
+        and f.message["endpoint"] in ("predict", "completeRawText")
+    ]
+
+
+async def test_complete_on_an_lm_studio_without_the_complete_raw_text_channel(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    # LM Studio added completeRawText in mid-2026; an older one answers it with only a
+    # warning. complete() then completes through predict, as lmstudio-python does: the
+    # same text, at once rather than at a deadline.
+    llm = await client.llm.model(LLAMA)
+    config = lms.PredictionConfig(max_tokens=10, temperature=0)
+    expected = await llm.complete("Once upon a time", config=config)
+    assert _channels_opened(lmstudio_server) == ["completeRawText"]
+    lmstudio_server.faults.missing_endpoints = {"completeRawText"}
+    for _ in range(2):
+        started = time.monotonic()
+        result = await llm.complete("Once upon a time", config=config, timeout=30)
+        assert time.monotonic() - started < 10  # not the 30 s idle deadline
+        assert result.content == expected.content
+        assert result.stop_reason == "maxPredictedTokensReached"
+    # The first learnt it from the server's warning; the second did not ask again.
+    assert _channels_opened(lmstudio_server) == [
+        "completeRawText", "completeRawText", "predict", "predict"
+    ]
+    assert lmstudio_server.open_channel_count() == 0
+

@@ -764,3 +764,36 @@ async def test_no_channel_outlives_a_load(
     assert lmstudio_server.open_channel_count() == 0
     await client.llm.model(LLAMA)  # already loaded
     assert lmstudio_server.open_channel_count() == 0
+
+
+async def test_a_call_an_older_lm_studio_does_not_know_fails_at_once(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    # LM Studio answers a request to an endpoint it lacks (estimateModelUsage came in
+    # late 2025) with only a warning: the call fails then, not at its idle deadline.
+    def asked() -> int:
+        return sum(
+            isinstance(f.message, dict) and f.message.get("endpoint") == "estimateModelUsage"
+            for f in lmstudio_server.received_frames(namespace="llm")
+        )
+
+    lmstudio_server.faults.missing_endpoints = {"estimateModelUsage"}
+    started = time.monotonic()
+    with pytest.raises(lms.UnsupportedEndpointError) as info:
+        await client.llm.estimate(LLAMA, timeout=30)
+    assert time.monotonic() - started < 10  # not the 30 s idle deadline
+    assert isinstance(info.value, lms.ServerError)
+    assert info.value.endpoint == "estimateModelUsage"
+    assert "does not support 'estimateModelUsage'" in str(info.value)
+    assert asked() == 1
+    # Later calls on that connection fail before anything is sent; the socket is fine.
+    with pytest.raises(lms.UnsupportedEndpointError):
+        await client.llm.estimate(LLAMA)
+    assert asked() == 1
+    assert await client.llm.list_loaded() == []
+    # LM Studio updated (a new connection): asked again.
+    lmstudio_server.faults.missing_endpoints = set()
+    lmstudio_server.faults.drop_connections()
+    assert (await client.llm.estimate(LLAMA)).total_bytes > 0
+    assert asked() == 2
+

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import pytest
 
 import lmstudio_async as lms
 from lmstudio_async.testing import ThreadedStandInServer
 
-from .conftest import EMBED_BYTES, KEYS, MODEL_BYTES, budget_for, eventually, loaded_keys, standin
+from .conftest import (
+    EMBED_BYTES,
+    KEYS,
+    MODEL_BYTES,
+    SIZE,
+    budget_for,
+    eventually,
+    loaded_keys,
+    standin,
+)
 
 pytestmark = standin()
 
@@ -161,6 +171,24 @@ async def test_budget_holds_and_eviction_prefers_the_rarely_used(
         assert (stats.loads, stats.evictions, stats.hits) == (3, 1, 2)
         assert stats.by_key["m1"].evictions == 1
         assert stats.used_bytes[(0, None)] == 2 * MODEL_BYTES
+    assert lmstudio_server.peak_memory_bytes <= budget_for(2)
+
+
+async def test_an_lm_studio_without_estimates_counts_model_sizes_at_once(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    # An LM Studio older than estimateModelUsage answers it with only a warning: the
+    # pool counts the model's size at once (not after a timeout, not marking the host down).
+    lmstudio_server.faults.missing_endpoints = {"estimateModelUsage"}
+    started = time.monotonic()
+    async with lms.AsyncModelPool(client, memory_budget=budget_for(2)) as pool:
+        for key in ["m0", "m1", "m2"]:
+            async with pool.llm(key) as model:
+                assert (await model.respond("hi", config=SHORT)).stop_reason
+        stats = pool.stats()
+        assert (stats.loads, stats.evictions) == (3, 1)
+        assert stats.used_bytes[(0, None)] == 2 * SIZE
+    assert time.monotonic() - started < 5  # each lease's estimate would wait 5 s
     assert lmstudio_server.peak_memory_bytes <= budget_for(2)
 
 

@@ -17,6 +17,7 @@ from lmstudio_async._protocol.connection import (
     ChannelMessage,
     Connection,
     ConnectionState,
+    EndpointUnsupported,
     Event,
     KeepAliveAnswered,
     Malformed,
@@ -329,3 +330,57 @@ def test_a_request_that_cannot_be_encoded_is_a_value_error_and_registers_nothing
     assert (conn.pending_calls, conn.open_channels) == (0, 0)
     call_id, _ = conn.start_rpc("call", "countTokens", {"inputString": "fine"})
     assert call_id == 0  # no id was used up either
+
+
+def _warning(envelope: str, state: str, endpoint: str) -> bytes:
+    kind = ("rpc" if envelope == "rpcCall" else "channel") + f"Endpoint{state.title()}"
+    text = f"Received {envelope} for {state} endpoint, endpoint = {endpoint}"
+    return frame({"type": "communicationWarning", "warning": text, "kind": kind})
+
+
+@pytest.mark.parametrize("state", ["unknown", "unhandled"])
+def test_an_unknown_endpoint_fails_its_requests_and_is_remembered(state: str) -> None:
+    conn: Connection[str] = Connection()
+    conn.start_rpc("estimate-1", "estimateModelUsage", {"x": 1})
+    conn.start_rpc("list", "listLoaded")
+    conn.start_rpc("estimate-2", "estimateModelUsage", {"x": 2})
+    conn.start_channel("raw", "completeRawText", {"y": 1})
+    conn.start_channel("predict", "predict", {"y": 2})
+
+    event = conn.receive(_warning("rpcCall", state, "estimateModelUsage"))
+    assert isinstance(event, EndpointUnsupported)
+    assert (event.endpoint, event.targets) == ("estimateModelUsage", ["estimate-1", "estimate-2"])
+    assert conn.pending_calls == 1  # listLoaded still waits
+    event = conn.receive(_warning("channelCreate", state, "completeRawText"))
+    assert isinstance(event, EndpointUnsupported)
+    assert event.targets == ["raw"]
+    assert conn.open_channels == 1
+
+    # Later requests to them raise before anything is registered or sent.
+    for start in (conn.start_rpc, conn.start_channel):
+        for endpoint in ("estimateModelUsage", "completeRawText"):
+            with pytest.raises(lms.UnsupportedEndpointError) as info:
+                start("late", endpoint)
+            assert info.value.endpoint == endpoint
+            assert "endpoint = " in (info.value.cause or "")
+    assert (conn.pending_calls, conn.open_channels) == (1, 1)
+    # The others are routed as before.
+    assert isinstance(conn.receive(frame({"type": "rpcResult", "callId": 1})), RpcSucceeded)
+    event = conn.receive(frame({"type": "channelClose", "channelId": 1}))
+    assert isinstance(event, ChannelClosed)
+    assert event.target == "predict"
+
+
+def test_other_warnings_stay_warnings() -> None:
+    conn: Connection[str] = Connection()
+    conn.start_rpc("call", "getModelInfo", {"x": 1})
+    for text in (
+        "Received rpcCall with invalid parameter, endpoint = getModelInfo",
+        "Received channelSend for unknown channel, channelId = 3",
+        "Received rpcCall for unknown endpoint, endpoint = ",
+    ):
+        event = conn.receive(frame({"type": "communicationWarning", "warning": text}))
+        assert isinstance(event, Warning_)
+    assert conn.pending_calls == 1
+    assert conn.unsupported == {}
+

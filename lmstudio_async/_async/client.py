@@ -482,28 +482,30 @@ class AsyncClient:
         except BaseException:
             # The load is done but its caller is gone (cancelled in the last callback).
             if result[1]:
-                await _within_grace(self._disown(namespace, result[0].identifier))
+                await _within_grace(self._disown(namespace, result[0]))
             raise
         return result
 
-    def _disown(self, namespace: str, identifier: str) -> asyncio.Task[Any]:
+    def _disown(self, namespace: str, info: ModelInstanceInfo) -> asyncio.Task[Any]:
         """Unload, in the background, an instance loaded for a caller that is gone."""
-        log.info("unloading %r: the call that loaded it was cancelled", identifier)
+        log.info("unloading %r: the call that loaded it was cancelled", info.identifier)
         return self._spawn(
-            self._unload_quietly(namespace, identifier), f"lmstudio-disown-{identifier}"
+            self._unload_quietly(namespace, info), f"lmstudio-disown-{info.identifier}"
         )
 
-    async def _unload_quietly(self, namespace: str, identifier: str) -> None:
+    async def _unload_quietly(self, namespace: str, info: ModelInstanceInfo) -> None:
+        """Unload the instance ``info`` describes, on its own device only; errors ignored."""
+        param = {"identifier": info.identifier, "deviceIdentifier": info.device_identifier}
         with contextlib.suppress(LMStudioError):
-            await self._rpc(namespace, "unloadModel", {"identifier": identifier})
+            await self._rpc(namespace, "unloadModel", param)
 
     async def _reap(self, stream: ChannelStream, namespace: str) -> None:
         """After a cancel: drain the channel; unload an instance the load finished anyway."""
         packet = await stream.settle(LOAD_PACKET_DECODER, (Success, LoadSuccess))
         if packet is not None:
-            identifier = packet.info.identifier
-            log.info("cancelled load of %r completed anyway; unloading it", identifier)
-            await self._unload_quietly(namespace, identifier)
+            info = packet.info
+            log.info("cancelled load of %r completed anyway; unloading it", info.identifier)
+            await self._unload_quietly(namespace, info)
 
 
 
@@ -708,7 +710,7 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
                 ):
                     # Finished just as its last caller gave up, and no caller got it:
                     # nobody owns it.
-                    orphan = task.result().identifier
+                    orphan = task.result()
                     await _within_grace(
                         self._settle(folded, self._client._disown(self._name, orphan))
                     )
@@ -1031,9 +1033,15 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         device: str | None,
         timeout: TimeoutParam,
         deadline: float | None = None,
+        *,
+        exact: bool = False,
     ) -> None:
+        """``exact``: ``device`` is where the instance is, ``None`` the local machine, and
+        only there is it unloaded (``deviceIdentifier: null``, as the JS SDK's handles
+        send). Otherwise ``None`` leaves LM Studio to look on the preferred device, then the
+        local one, then the other LM Link devices."""
         param: dict[str, Any] = {"identifier": identifier}
-        if device is not None:
+        if device is not None or exact:
             param["deviceIdentifier"] = device
         await self._client._rpc(
             self._name,

@@ -169,4 +169,6 @@ class _ModelHandle(Generic[_InstanceT, _ConfigT]):
         ns = self._namespace
         timeouts, deadline = ns._client._deadlines_for(timeout)
         info = await self._get_info(timeouts, f"Unload of {self.identifier!r}")
-        await ns._unload(info.identifier, info.device_identifier, timeouts, deadline)
+        # On its own device only (deviceIdentifier null for a local one, as the JS SDK
+        # sends): with LM Link, another device may have an instance of that identifier.
+        await ns._unload(info.identifier, info.device_identifier, timeouts, deadline, exact=True)

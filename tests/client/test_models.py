@@ -797,3 +797,29 @@ async def test_a_call_an_older_lm_studio_does_not_know_fails_at_once(
     assert (await client.llm.estimate(LLAMA)).total_bytes > 0
     assert asked() == 2
 
+
+async def test_a_handle_unloads_only_where_its_instance_is(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    # With LM Link, LM Studio looks for an identifier on the preferred device first when
+    # no device is given; a handle knows its instance is local, and says so (null), as the
+    # JS SDK's handles do. The namespace's unload(identifier) leaves the choice to LM Studio.
+    def unloads() -> list[dict[str, Any]]:
+        return [
+            m["parameter"]
+            for m in lmstudio_server.received_messages(type="rpcCall", endpoint="unloadModel")
+        ]
+
+    first = await client.llm.load(SMOL, "first")
+    await client.llm.load(SMOL, "second")
+    await first.unload()
+    await client.llm.unload("second")
+    assert unloads() == [
+        {"identifier": "first", "deviceIdentifier": None},
+        {"identifier": "second"},
+    ]
+    async with client.llm.loaded(SMOL, "scoped"):
+        pass
+    assert unloads()[-1] == {"identifier": "scoped", "deviceIdentifier": None}
+    assert loaded_ids(lmstudio_server) == []
+

@@ -58,6 +58,9 @@ async def test_concurrent_leases_share_one_load(
         assert pool.stats().hits == 20
         assert pool.stats().by_key["m0"].loads == 1
     assert lmstudio_server.loaded_instances() == []  # aclose unloaded it
+    # ... where it was, the local machine, not wherever LM Studio looks first.
+    [unload] = lmstudio_server.received_messages(type="rpcCall", endpoint="unloadModel")
+    assert unload["parameter"]["deviceIdentifier"] is None
 
 
 async def test_lease_types_follow_the_catalogue(client: lms.AsyncClient) -> None:

@@ -1012,7 +1012,8 @@ class AsyncModelPool:
         namespace = host.client.llm if inst.domain == "llm" else host.client.embedding
         try:
             device = inst.handle.device if inst.handle is not None else inst.target.device
-            await namespace.unload(inst.identifier, device=device, timeout=_UNLOAD_TIMEOUT)
+            # Only where the instance is (also when that is the local machine).
+            await namespace._unload(inst.identifier, device, _UNLOAD_TIMEOUT, exact=True)
         except ModelNotFoundError:
             return True  # gone already (a TTL, or someone else)
         except (LMStudioConnectionError, LMStudioTimeoutError) as exc:

@@ -41,8 +41,9 @@ class ChatMessage(msgspec.Struct, frozen=True, kw_only=True):
     """One message of a :class:`Chat`.
 
     ``role`` is system, user, assistant or tool; ``content`` its text. A user message may
-    carry ``images`` (:class:`FileHandle`), an assistant message the ``tool_calls`` it made,
-    a tool message the ``tool_results`` it returns.
+    carry ``images`` (:class:`FileHandle`; so may system and assistant messages, as in
+    LM Studio's chat history schema), an assistant message the ``tool_calls`` it made, a
+    tool message the ``tool_results`` it returns.
     """
 
     role: Role
@@ -61,10 +62,10 @@ class ChatMessage(msgspec.Struct, frozen=True, kw_only=True):
             raise LMStudioValueError(
                 f"chat message content must be a string, got {type(self.content).__name__}"
             )
-        for name, kind, role in (
-            ("images", FileHandle, "user"),
-            ("tool_calls", ToolCallRequest, "assistant"),
-            ("tool_results", ToolCallResult, "tool"),
+        for name, kind, roles in (
+            ("images", FileHandle, ("user", "system", "assistant")),
+            ("tool_calls", ToolCallRequest, ("assistant",)),
+            ("tool_results", ToolCallResult, ("tool",)),
         ):
             value = getattr(self, name)
             if isinstance(value, list):
@@ -74,8 +75,8 @@ class ChatMessage(msgspec.Struct, frozen=True, kw_only=True):
                 raise LMStudioValueError(
                     f"chat message {name} must be a list of {kind.__name__}, got {value!r}"
                 )
-            if value and self.role != role:
-                raise LMStudioValueError(f"only {role} messages carry {name}, not {self.role}")
+            if value and self.role not in roles:
+                raise LMStudioValueError(f"a {self.role} message carries no {name}")
         if self.role == "tool" and not self.tool_results:
             raise LMStudioValueError("a tool message needs at least one tool result")
 

@@ -298,8 +298,31 @@ def test_chat_arguments_of_the_wrong_kind_are_value_errors() -> None:
 def test_add_tool_result_needs_json() -> None:
     with pytest.raises(lms.LMStudioValueError, match="JSON"):
         lms.Chat().add_tool_result("call_1", object())
-    with pytest.raises(lms.LMStudioValueError, match="only user messages carry images"):
-        lms.ChatMessage(role="assistant", content="x", images=(_sample_chat().images[0],))
+    image = _sample_chat().images[0]
+    result = lms.ToolCallResult(content="1")
+    with pytest.raises(lms.LMStudioValueError, match="a tool message carries no images"):
+        lms.ChatMessage(role="tool", images=(image,), tool_results=(result,))
+    with pytest.raises(lms.LMStudioValueError, match="a user message carries no tool_calls"):
+        lms.ChatMessage(role="user", tool_calls=(lms.ToolCallRequest(id="c", name="f"),))
+
+
+def test_files_in_assistant_and_system_messages_round_trip() -> None:
+    # LM Studio's chat history schema (and lmstudio-python's AssistantResponseContent)
+    # allow file parts in system and assistant messages too: such a history from the
+    # official SDKs reads, and writes back the same.
+    file_part = {
+        "type": "file", "name": "cat.png", "identifier": "f-1", "sizeBytes": 10, "fileType": "image"
+    }
+    history = {
+        "messages": [
+            {"role": "system", "content": [{"type": "text", "text": "Be terse."}, file_part]},
+            {"role": "user", "content": [{"type": "text", "text": "Draw a cat"}]},
+            {"role": "assistant", "content": [file_part]},
+        ]
+    }
+    chat = lms.Chat.from_history(history)
+    assert [len(m.images) for m in chat.messages] == [1, 0, 1]
+    assert chat.to_wire() == history
 
 
 def test_tool_call_packets_decode_with_missing_arguments() -> None:

@@ -9,6 +9,7 @@ step shows an SDK-loaded model answering an ``openai`` client over the stand-in'
 from __future__ import annotations
 
 import asyncio
+import importlib
 import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, TypeVar
@@ -200,7 +201,9 @@ async def _openai_step(client: AsyncClient, server: StandInServer, out: Output) 
     """A model loaded by this SDK answers an ``openai`` client (when ``openai`` is installed)."""
     out.heading("10. One model, two APIs: loaded by this SDK, answering an openai client")
     try:
-        import openai
+        # Imported in a worker thread: the import takes a second, which would block the
+        # event loop (and the stand-in serving in it) all that time.
+        openai = await asyncio.to_thread(importlib.import_module, "openai")
     except ImportError:
         out.line("  (skipped: `pip install openai` to see it)")
         return

@@ -143,6 +143,37 @@ def union(*checks: Check) -> Check:
     return check
 
 
+def tagged(key: str, variants: Mapping[str, Check]) -> Check:
+    """zod's ``discriminatedUnion``: the object's ``key`` picks the one schema it must match."""
+    expected = " | ".join(f"'{tag}'" for tag in variants)
+
+    def check(value: Any) -> str | None:
+        if not isinstance(value, dict):
+            return "Expected object" if value is not MISSING else "Required"
+        tag = value.get(key)
+        inner = variants.get(tag) if isinstance(tag, str) else None
+        if inner is None:
+            return f"{key}: Invalid discriminator value. Expected {expected}"
+        return inner(value)
+
+    return check
+
+
+def record(inner: Check) -> Check:
+    """zod's ``record``: an object whose every value passes ``inner``."""
+
+    def check(value: Any) -> str | None:
+        if not isinstance(value, dict):
+            return "Expected object" if value is not MISSING else "Required"
+        for name, item in value.items():
+            problem = inner(item)
+            if problem is not None:
+                return f"{name}: {problem}"
+        return None
+
+    return check
+
+
 def obj(required: Mapping[str, Check], optional: Mapping[str, Check] | None = None) -> Check:
     """An object with the given required and optional keys (extra keys are stripped, as zod)."""
     optional = optional or {}

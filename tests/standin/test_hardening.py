@@ -242,7 +242,13 @@ async def test_uploads_are_bounded_across_clients(
     spec = {"type": "query", "query": {"identifier": "llama-3.2-1b-instruct"}}
     for n, (_sock, identifier) in enumerate(handles):
         llm = await client.connect("llm", identifier=f"guest:c{n}", passkey="p")
-        part = {"type": "file", "name": "x", "identifier": identifier}
+        part = {
+            "type": "file",
+            "name": "x",
+            "identifier": identifier,
+            "sizeBytes": 0,
+            "fileType": "unknown",
+        }
         history = {"messages": [{"role": "user", "content": [part]}]}
         frames = await llm.channel(
             "predict",

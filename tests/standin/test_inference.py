@@ -798,7 +798,12 @@ async def test_no_matching_model(server: StandInServer, client: RawClient) -> No
         ("countTokens", {"specifier": query("nope"), "inputString": "x"}),
         (
             "applyPromptTemplate",
-            {"specifier": query("nope"), "history": chat(), "predictionConfigStack": stack()},
+            {
+                "specifier": query("nope"),
+                "history": chat(),
+                "predictionConfigStack": stack(),
+                "opts": {},
+            },
         ),
     ):
         reply = await sock.rpc(endpoint, param)
@@ -847,6 +852,134 @@ async def test_invalid_parameters_warn(llm: Socket) -> None:
     await llm.barrier()
 
 
+def _file(**extra: Any) -> dict[str, Any]:
+    return {"type": "file", "name": "a.png", "identifier": "f1", **extra}
+
+
+_SIZED = {"sizeBytes": 3, "fileType": "image"}
+_CALL = {"type": "toolCallRequest", "toolCallRequest": {"type": "function", "name": "f"}}
+_RESULT = {"type": "toolCallResult", "content": "42"}
+_TEXT = {"type": "text", "text": "hi"}
+
+# Histories lms-shared-types/src/ChatHistoryData.ts (chatMessageDataSchema) refuses.
+BAD_HISTORIES: dict[str, list[dict[str, Any]]] = {
+    "user toolCallResult": [{"role": "user", "content": [_RESULT]}],
+    "user toolCallRequest": [{"role": "user", "content": [_CALL]}],
+    "system toolCallRequest": [{"role": "system", "content": [_CALL]}],
+    "assistant toolCallResult": [{"role": "assistant", "content": [_RESULT]}],
+    "tool text": [{"role": "tool", "content": [_TEXT]}],
+    "tool file": [{"role": "tool", "content": [_file(**_SIZED)]}],
+    "file without sizeBytes": [{"role": "user", "content": [_file(fileType="image")]}],
+    "file without fileType": [{"role": "user", "content": [_file(sizeBytes=3)]}],
+    "file sizeBytes 2.5": [{"role": "user", "content": [_file(sizeBytes=2.5, fileType="image")]}],
+    "file fileType video": [{"role": "user", "content": [_file(sizeBytes=3, fileType="video")]}],
+    "empty toolCallRequest": [
+        {"role": "assistant", "content": [{"type": "toolCallRequest", "toolCallRequest": {}}]}
+    ],
+    "toolCallRequest without name": [
+        {
+            "role": "assistant",
+            "content": [{"type": "toolCallRequest", "toolCallRequest": {"type": "function"}}],
+        }
+    ],
+    "toolCallRequest list arguments": [
+        {
+            "role": "assistant",
+            "content": [
+                {
+                    "type": "toolCallRequest",
+                    "toolCallRequest": {"type": "function", "name": "f", "arguments": [1]},
+                }
+            ],
+        }
+    ],
+    "toolCallResult numeric id": [
+        {"role": "tool", "content": [{**_RESULT, "toolCallId": 7}]},
+    ],
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_HISTORIES))
+async def test_histories_the_schema_refuses_warn(llm: Socket, name: str) -> None:
+    history = {"messages": BAD_HISTORIES[name]}
+    await llm.open_channel("predict", {**predict_param(), "history": history})
+    warning = await llm.recv()
+    assert warning["kind"] == "channelCreationParameterTypeError", warning
+    param = {
+        "specifier": query(LLAMA),
+        "history": history,
+        "predictionConfigStack": {"layers": []},
+        "opts": {},
+    }
+    await llm.send(
+        {"type": "rpcCall", "endpoint": "applyPromptTemplate", "callId": 1, "parameter": param}
+    )
+    warning = await llm.recv()
+    assert warning["kind"] == "rpcParameterTypeError", warning
+    await llm.barrier()
+
+
+async def test_every_part_the_schema_allows_is_accepted(llm: Socket) -> None:
+    call = {"type": "function", "name": "f", "id": "c1", "arguments": {"x": [1, {"y": None}]}}
+    history = {
+        "messages": [
+            {"role": "system", "content": [_TEXT, _file(**_SIZED)]},
+            {"role": "user", "content": [_TEXT, _file(sizeBytes=3.0, fileType="unknown")]},
+            {
+                "role": "assistant",
+                "content": [
+                    _TEXT,
+                    _file(**_SIZED),
+                    {"type": "toolCallRequest", "toolCallRequest": call},
+                ],
+            },
+            {"role": "tool", "content": [{**_RESULT, "toolCallId": "c1", "name": "f"}]},
+        ]
+    }
+    formatted = await apply(llm, LLAMA, history)
+    assert "42" in formatted
+    assert await apply(llm, LLAMA, history, toolDefinitions=[TOOL]) == formatted
+
+
+TOOL = {
+    "type": "function",
+    "function": {
+        "name": "f",
+        "description": "A tool.",
+        "parameters": {"type": "object", "properties": {"x": {"type": "number"}}},
+    },
+}
+
+
+@pytest.mark.parametrize(
+    "opts",
+    [
+        None,  # opts is required (llmBackendInterface.ts)
+        {"toolDefinitions": [{}]},
+        {"toolDefinitions": [{"type": "function", "function": {}}]},
+        {"toolDefinitions": [{**TOOL, "function": {"name": "f", "parameters": {"type": "x"}}}]},
+        {"omitBosToken": "yes"},
+    ],
+)
+async def test_apply_prompt_template_opts_follow_the_schema(
+    llm: Socket, opts: dict[str, Any] | None
+) -> None:
+    param: dict[str, Any] = {
+        "specifier": query(LLAMA),
+        "history": chat(("user", "hi")),
+        "predictionConfigStack": {"layers": []},
+    }
+    if opts is not None:
+        param["opts"] = opts
+    await llm.send(
+        {"type": "rpcCall", "endpoint": "applyPromptTemplate", "callId": 1, "parameter": param}
+    )
+    warning = await llm.recv()
+    assert warning["kind"] == "rpcParameterTypeError", warning
+    assert "opts" in warning["warning"].rsplit("Zod error:", 1)[1]
+    await llm.barrier()
+
+
 async def test_invalid_prediction_value_errors(llm: Socket) -> None:
     frames = await predict(llm, **{"llm.prediction.temperature": "hot"})
     assert types(frames) == ["channelError"]
@@ -879,6 +1012,7 @@ LLM_USES: list[tuple[str, dict[str, Any]]] = [
             "specifier": query(SMOL),
             "history": chat(("user", "hi")),
             "predictionConfigStack": stack(),
+            "opts": {},
         },
     ),
 ]

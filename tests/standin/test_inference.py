@@ -126,6 +126,42 @@ async def test_predict_is_deterministic(llm: Socket) -> None:
     assert hotter != first
 
 
+async def test_a_number_gives_the_same_text_written_as_int_or_float(llm: Socket) -> None:
+    # JSON (and LM Studio's JavaScript) cannot tell 0 from 0.0: the JS SDK writes 0, Python
+    # clients 0.0. The same settings must give the same text either way.
+    def settings(whole: type) -> dict[str, Any]:
+        schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": whole(3)}}}
+        return {
+            "llm.prediction.temperature": whole(0),
+            "llm.prediction.topKSampling": whole(40),
+            "llm.prediction.topPSampling": {"checked": True, "value": whole(1)},
+            "llm.prediction.repeatPenalty": {"checked": True, "value": whole(1)},
+            "llm.prediction.structured": {"type": "json", "jsonSchema": schema},
+        }
+
+    as_int = await predict(llm, **settings(int))
+    as_float = await predict(llm, **settings(float))
+    assert content(as_int) == content(as_float)
+    # ... and so must a tool call's arguments in the history (rendered into the prompt).
+    replies = []
+    for whole in (int, float):
+        call = {"type": "function", "name": "add", "id": "c1", "arguments": {"a": whole(2)}}
+        history = {
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "Add two."}]},
+                {
+                    "role": "assistant",
+                    "content": [{"type": "toolCallRequest", "toolCallRequest": call}],
+                },
+                {"role": "tool", "content": [{"type": "toolCallResult", "content": "4"}]},
+            ]
+        }
+        param = {**predict_param(), "history": history}
+        replies.append(await llm.channel("predict", param))
+    assert content(replies[0]) == content(replies[1])
+    assert '"a": 2}' in await apply(llm, LLAMA, history)
+
+
 async def test_topic_comes_from_the_prompt(llm: Socket) -> None:
     text = content(await predict(llm, prompt="What is the capital of France?"))
     assert "France" in text

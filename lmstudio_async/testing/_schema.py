@@ -105,10 +105,15 @@ def reasonable_key(value: Any) -> str | None:
 
 
 def literal(*options: Any) -> Check:
+    # Python's True == 1 and False == 0, JavaScript's === does not: a boolean matches only a
+    # boolean option, a number only a number option.
+    def same(value: Any, option: Any) -> bool:
+        return isinstance(value, bool) == isinstance(option, bool) and value == option
+
     def check(value: Any) -> str | None:
-        if isinstance(value, bool) and not any(isinstance(o, bool) for o in options):
-            return f"Expected one of {list(options)}"
-        return None if value in options else f"Expected one of {list(options)}"
+        if any(same(value, option) for option in options):
+            return None
+        return f"Expected one of {list(options)}"
 
     return check
 

@@ -1022,6 +1022,55 @@ async def test_invalid_prediction_value_errors(llm: Socket) -> None:
     assert "llm.prediction.temperature" in frames[0]["error"]["title"]
 
 
+# Ranges from lmstudio-js packages/lms-kv-config/src/schema.ts: topKSampling numeric
+# {min: -1, max: 500, int: true}, maxPredictedTokens checkboxNumeric {min: 1, int: true},
+# repeatPenalty checkboxNumeric {min: -1}.
+_PRED = "llm.prediction."
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("topKSampling", 2.5),
+        ("topKSampling", 501),
+        ("topKSampling", -2),
+        ("maxPredictedTokens", {"checked": True, "value": 0}),
+        ("maxPredictedTokens", {"checked": True, "value": -1}),
+        ("maxPredictedTokens", {"checked": True, "value": 2.5}),
+        ("repeatPenalty", {"checked": True, "value": -1.5}),
+    ],
+)
+async def test_prediction_values_outside_the_schema_error(
+    llm: Socket, key: str, value: object
+) -> None:
+    frames = await predict(llm, **{_PRED + key: value})
+    assert types(frames) == ["channelError"], frames
+    assert frames[0]["error"]["title"] == f'Invalid value for prediction config key "{_PRED}{key}"'
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("topKSampling", -1),
+        ("topKSampling", 500),
+        ("topKSampling", 7.0),
+        ("maxPredictedTokens", {"checked": True, "value": 1}),
+        ("maxPredictedTokens", {"checked": False, "value": 1}),  # the JS SDK's maxTokens: false
+        ("maxPredictedTokens", {"checked": True, "value": False}),  # lmstudio-python's
+        # beyond the schema, for the HTTP layer's max_tokens -1 (docs/stand-in.md)
+        ("maxPredictedTokens", {"checked": False, "value": -1}),
+        ("repeatPenalty", {"checked": True, "value": -1}),
+        ("repeatPenalty", {"checked": True, "value": -0.5}),
+    ],
+)
+async def test_prediction_values_inside_the_schema_are_accepted(
+    llm: Socket, key: str, value: object
+) -> None:
+    frames = await predict(llm, **{_PRED + key: value})
+    assert types(frames)[-2:] == ["success", "channelClose"], frames
+    assert kv(success(frames)["predictionConfig"])[_PRED + key] == value
+
+
 async def test_unknown_preset(llm: Socket) -> None:
     param = {**predict_param(), "fuzzyPresetIdentifier": "my preset"}
     frames = await llm.channel("predict", param)

@@ -338,6 +338,12 @@ async def test_layers_collapse_later_wins(client: RawClient) -> None:
         ("llm.load.seed", 42),
         ("llm.load.llama.flashAttention", "yes"),
         ("llm.load.llama.kCacheQuantizationType", {"checked": True, "value": "q9"}),
+        # 0 is not false (nor 1 true), as in JavaScript
+        ("llm.load.llama.kCacheQuantizationType", {"checked": True, "value": 0}),
+        (
+            "llm.load.mlx.kvCacheQuantization",
+            {"enabled": True, "bits": True, "groupSize": 64, "quantizedStart": 0},
+        ),
         ("load.gpuSplitConfig", {"strategy": "evenly"}),
     ],
 )

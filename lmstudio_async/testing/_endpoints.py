@@ -286,11 +286,9 @@ def _estimate(domain: str) -> Any:
 def _processing_state(domain: str) -> Any:
     def handler(conn: Connection, param: dict[str, Any]) -> Any:
         state = _state(conn)
-        inst = state.find_by_specifier(param["specifier"], domain)
-        if inst is None:
-            if not param["throwIfNotFound"]:
-                return VOID
-            state.require(param["specifier"], domain)
+        # The result is a ModelProcessingState, not optional (baseModelBackendInterface.ts),
+        # so an instance that is not there is an error whatever throwIfNotFound says.
+        state.require(param["specifier"], domain)
         return {"status": "idle", "queued": 0}
 
     return handler
@@ -587,14 +585,14 @@ def _model_namespace(domain: str) -> Namespace:
         "loadModel": ChannelEndpoint(
             s.obj(
                 {"modelKey": s.string, "loadConfigStack": _stack},
-                {"identifier": s.reasonable_key, "ttlMs": s.ttl, "deviceIdentifier": _device},
+                {"identifier": s.string, "ttlMs": s.ttl, "deviceIdentifier": _device},
             ),
             _cancel_packet,
             _load_model(domain),
         ),
         "getOrLoad": ChannelEndpoint(
             s.obj(
-                {"identifier": s.reasonable_key, "loadConfigStack": _stack},
+                {"identifier": s.string, "loadConfigStack": _stack},
                 {"loadTtlMs": s.ttl, "deviceIdentifier": _device},
             ),
             _cancel_packet,

@@ -286,11 +286,9 @@ def _estimate(domain: str) -> Any:
 def _processing_state(domain: str) -> Any:
     def handler(conn: Connection, param: dict[str, Any]) -> Any:
         state = _state(conn)
-        inst = state.find_by_specifier(param["specifier"], domain)
-        if inst is None:
-            if not param["throwIfNotFound"]:
-                return VOID
-            state.require(param["specifier"], domain)
+        # The result is a ModelProcessingState, not optional (baseModelBackendInterface.ts),
+        # so an instance that is not there is an error whatever throwIfNotFound says.
+        state.require(param["specifier"], domain)
         return {"status": "idle", "queued": 0}
 
     return handler
@@ -332,7 +330,7 @@ def _apply_prompt_template(conn: Connection, param: dict[str, Any]) -> Any:
     config = prediction_config(
         collapse_stack(param["predictionConfigStack"]), tg.default_prompt_template(inst.model)
     )
-    opts = param.get("opts", {})
+    opts = param["opts"]
     rendered = tg.render_prompt(
         inst.model,
         param["history"],
@@ -471,23 +469,90 @@ async def _alive(ctx: ChannelContext, _param: Any) -> None:
 
 _spec = s.model_specifier
 _stack = s.kv_config_stack
-_part = s.union(
-    s.obj({"type": s.literal("text"), "text": s.string}),
-    s.obj({"type": s.literal("file"), "name": s.string, "identifier": s.string}),
-    s.obj({"type": s.literal("toolCallRequest"), "toolCallRequest": s.obj({})}),
-    s.obj({"type": s.literal("toolCallResult"), "content": s.string}),
+# ChatHistoryData (lms-shared-types/src/ChatHistoryData.ts): which parts each role may hold.
+_text_part = s.obj({"type": s.literal("text"), "text": s.string})
+_file_part = s.obj(
+    {
+        "type": s.literal("file"),
+        "name": s.string,
+        "identifier": s.string,
+        "sizeBytes": s.integer(),
+        "fileType": s.literal(
+            "image", "text/plain", "application/pdf", "application/word", "text/other", "unknown"
+        ),
+    }
 )
+_tool_call_request = s.tagged(
+    "type",
+    {
+        "function": s.obj(
+            {"type": s.literal("function"), "name": s.string},
+            {"id": s.string, "arguments": s.record(s.anything)},
+        )
+    },
+)
+_request_part = s.obj(
+    {"type": s.literal("toolCallRequest"), "toolCallRequest": _tool_call_request}
+)
+_result_part = s.obj(
+    {"type": s.literal("toolCallResult"), "content": s.string},
+    {"toolCallId": s.string, "name": s.string},
+)
+
+
+def _message(role: str, **parts: s.Check) -> s.Check:
+    return s.obj({"role": s.literal(role), "content": s.array(s.tagged("type", parts))})
+
+
 _history = s.obj(
     {
         "messages": s.array(
-            s.obj(
+            s.tagged(
+                "role",
                 {
-                    "role": s.literal("assistant", "user", "system", "tool"),
-                    "content": s.array(_part),
-                }
+                    "assistant": _message(
+                        "assistant", text=_text_part, file=_file_part, toolCallRequest=_request_part
+                    ),
+                    "user": _message("user", text=_text_part, file=_file_part),
+                    "system": _message("system", text=_text_part, file=_file_part),
+                    "tool": _message("tool", toolCallResult=_result_part),
+                },
             )
         )
     }
+)
+# LLMTool (lms-shared-types/src/llm/LLMToolUseSetting.ts), for applyPromptTemplate's opts.
+_tool = s.tagged(
+    "type",
+    {
+        "function": s.obj(
+            {
+                "type": s.literal("function"),
+                "function": s.obj(
+                    {"name": s.string},
+                    {
+                        "description": s.string,
+                        "parameters": s.tagged(
+                            "type",
+                            {
+                                "object": s.obj(
+                                    {
+                                        "type": s.literal("object"),
+                                        "properties": s.record(s.anything),
+                                    },
+                                    {
+                                        "required": s.array(s.string),
+                                        "additionalProperties": s.anything,
+                                        "$defs": s.record(s.anything),
+                                    },
+                                )
+                            },
+                        ),
+                    },
+                ),
+            }
+        )
+    },
 )
 
 
@@ -520,14 +585,14 @@ def _model_namespace(domain: str) -> Namespace:
         "loadModel": ChannelEndpoint(
             s.obj(
                 {"modelKey": s.string, "loadConfigStack": _stack},
-                {"identifier": s.reasonable_key, "ttlMs": s.ttl, "deviceIdentifier": _device},
+                {"identifier": s.string, "ttlMs": s.ttl, "deviceIdentifier": _device},
             ),
             _cancel_packet,
             _load_model(domain),
         ),
         "getOrLoad": ChannelEndpoint(
             s.obj(
-                {"identifier": s.reasonable_key, "loadConfigStack": _stack},
+                {"identifier": s.string, "loadConfigStack": _stack},
                 {"loadTtlMs": s.ttl, "deviceIdentifier": _device},
             ),
             _cancel_packet,
@@ -537,17 +602,19 @@ def _model_namespace(domain: str) -> Namespace:
     if domain == "llm":
         rpc["applyPromptTemplate"] = RpcEndpoint(
             s.obj(
-                {"specifier": _spec, "history": _history, "predictionConfigStack": _stack},
                 {
+                    "specifier": _spec,
+                    "history": _history,
+                    "predictionConfigStack": _stack,
                     "opts": s.obj(
                         {},
                         {
                             "omitBosToken": s.boolean,
                             "omitEosToken": s.boolean,
-                            "toolDefinitions": s.array(s.obj({})),
+                            "toolDefinitions": s.array(_tool),
                         },
-                    )
-                },
+                    ),
+                }
             ),
             _apply_prompt_template,
         )

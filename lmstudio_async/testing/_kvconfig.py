@@ -285,6 +285,8 @@ def estimate_memory(domain: str, model: dict[str, Any], config: dict[str, Any]) 
 
 
 # --- prediction config (llm.prediction.*) -------------------------------------------------
+# Value checks from lmstudio-js packages/lms-kv-config/src/schema.ts
+# (llmPredictionConfigSchematics): "numeric" / "checkboxNumeric" fields with min / max / int.
 
 _PRED = "llm.prediction."
 
@@ -307,13 +309,17 @@ _prompt_template = s.obj(
 )
 _reasoning_parsing = s.obj({"enabled": s.boolean, "startString": s.string, "endString": s.string})
 
+# maxPredictedTokens: checkboxNumeric {min: 1, int: true}. One tolerance beyond the schema: an
+# unchecked box with any integer, which the stand-in's HTTP layer sends for max_tokens -1
+# ({"checked": false, "value": -1}); no official SDK sends it (the JS SDK writes maxTokens
+# false as {"checked": false, "value": 1}).
+_max_predicted_tokens = s.union(
+    _checkbox_or_false(s.integer(1)), s.obj({"checked": s.literal(False), "value": s.integer()})
+)
+
 PREDICTION_KEYS: tuple[KeySpec, ...] = (
     KeySpec(_PRED + "temperature", s.number(0), 0.8),
-    KeySpec(
-        _PRED + "maxPredictedTokens",
-        _checkbox_or_false(s.integer(-1)),
-        {"checked": False, "value": 1000},
-    ),
+    KeySpec(_PRED + "maxPredictedTokens", _max_predicted_tokens, {"checked": False, "value": 1000}),
     KeySpec(_PRED + "stopStrings", s.array(s.string), []),
     KeySpec(_PRED + "toolCallStopStrings", s.array(s.string), []),
     KeySpec(
@@ -323,7 +329,7 @@ PREDICTION_KEYS: tuple[KeySpec, ...] = (
     ),
     KeySpec(_PRED + "structured", _structured, {"type": "none"}),
     KeySpec(_PRED + "tools", s.obj({"type": s.literal("none", "toolArray")}), {"type": "none"}),
-    KeySpec(_PRED + "topKSampling", s.number(), 40),
+    KeySpec(_PRED + "topKSampling", s.integer(-1, 500), 40),
     KeySpec(
         _PRED + "topPSampling", _checkbox_or_false(s.number(0, 1)), {"checked": True, "value": 0.95}
     ),
@@ -331,7 +337,7 @@ PREDICTION_KEYS: tuple[KeySpec, ...] = (
         _PRED + "minPSampling", _checkbox_or_false(s.number(0, 1)), {"checked": True, "value": 0.05}
     ),
     KeySpec(
-        _PRED + "repeatPenalty", _checkbox_or_false(s.number(0)), {"checked": True, "value": 1.1}
+        _PRED + "repeatPenalty", _checkbox_or_false(s.number(-1)), {"checked": True, "value": 1.1}
     ),
     KeySpec(_PRED + "llama.cpuThreads", s.integer(1), 4),
     KeySpec(

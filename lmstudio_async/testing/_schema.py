@@ -105,10 +105,15 @@ def reasonable_key(value: Any) -> str | None:
 
 
 def literal(*options: Any) -> Check:
+    # Python's True == 1 and False == 0, JavaScript's === does not: a boolean matches only a
+    # boolean option, a number only a number option.
+    def same(value: Any, option: Any) -> bool:
+        return isinstance(value, bool) == isinstance(option, bool) and value == option
+
     def check(value: Any) -> str | None:
-        if isinstance(value, bool) and not any(isinstance(o, bool) for o in options):
-            return f"Expected one of {list(options)}"
-        return None if value in options else f"Expected one of {list(options)}"
+        if any(same(value, option) for option in options):
+            return None
+        return f"Expected one of {list(options)}"
 
     return check
 
@@ -139,6 +144,37 @@ def union(*checks: Check) -> Check:
         if any(p is None for p in problems):
             return None
         return "Invalid input (" + "; ".join(p for p in problems if p) + ")"
+
+    return check
+
+
+def tagged(key: str, variants: Mapping[str, Check]) -> Check:
+    """zod's ``discriminatedUnion``: the object's ``key`` picks the one schema it must match."""
+    expected = " | ".join(f"'{tag}'" for tag in variants)
+
+    def check(value: Any) -> str | None:
+        if not isinstance(value, dict):
+            return "Expected object" if value is not MISSING else "Required"
+        tag = value.get(key)
+        inner = variants.get(tag) if isinstance(tag, str) else None
+        if inner is None:
+            return f"{key}: Invalid discriminator value. Expected {expected}"
+        return inner(value)
+
+    return check
+
+
+def record(inner: Check) -> Check:
+    """zod's ``record``: an object whose every value passes ``inner``."""
+
+    def check(value: Any) -> str | None:
+        if not isinstance(value, dict):
+            return "Expected object" if value is not MISSING else "Required"
+        for name, item in value.items():
+            problem = inner(item)
+            if problem is not None:
+                return f"{name}: {problem}"
+        return None
 
     return check
 

@@ -348,6 +348,8 @@ class ModelState:
 
     @staticmethod
     def _match_path(low: str, candidates: list[Instance]) -> Instance | None:
+        if not low:  # an empty text is no path prefix
+            return None
         for inst in candidates:
             path = str(inst.model["path"]).lower()
             indexed = str(inst.model.get("indexedModelIdentifier", "")).lower()
@@ -405,7 +407,7 @@ class ModelState:
         matches = [m for m in self.catalog if str(m["modelKey"]).lower() == low]
         if not matches:
             matches = [m for m in self.catalog if str(m["path"]).lower() == low]
-        if not matches:
+        if not matches and low:  # (an empty text is no path prefix)
             matches = [
                 m
                 for m in self.catalog

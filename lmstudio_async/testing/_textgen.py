@@ -158,7 +158,8 @@ def message_text(message: dict[str, Any]) -> str:
         elif kind == "file":
             parts.append(f"[file: {part.get('name', 'attachment')}]")
         elif kind == "toolCallRequest":
-            parts.append(json.dumps(part.get("toolCallRequest", {}), ensure_ascii=False))
+            request = whole_numbers_as_ints(part.get("toolCallRequest", {}))
+            parts.append(json.dumps(request, ensure_ascii=False))
         elif kind == "toolCallResult":
             parts.append(str(part.get("content", "")))
     return "\n\n".join(p for p in parts if p)
@@ -375,8 +376,23 @@ def generate_text(rng: random.Random, topic_text: str, *, chat: bool, lead_space
     return " " + text if lead_space else text
 
 
+def whole_numbers_as_ints(value: Any) -> Any:
+    """``value`` with every float that is a whole number written as an int (``0.0`` → ``0``):
+    JSON and LM Studio's JavaScript do not tell ``0`` from ``0.0``, so neither may the seed."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: whole_numbers_as_ints(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [whole_numbers_as_ints(item) for item in value]
+    return value
+
+
 def generation_seed(*parts: Any) -> int:
-    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).digest()
+    """A seed from ``parts`` (JSON values): equal values give equal seeds, however a number
+    was written."""
+    text = json.dumps(whole_numbers_as_ints(parts), sort_keys=True, default=str)
+    digest = hashlib.sha256(text.encode()).digest()
     return int.from_bytes(digest[:8], "big")
 
 

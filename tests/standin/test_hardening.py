@@ -242,7 +242,13 @@ async def test_uploads_are_bounded_across_clients(
     spec = {"type": "query", "query": {"identifier": "llama-3.2-1b-instruct"}}
     for n, (_sock, identifier) in enumerate(handles):
         llm = await client.connect("llm", identifier=f"guest:c{n}", passkey="p")
-        part = {"type": "file", "name": "x", "identifier": identifier}
+        part = {
+            "type": "file",
+            "name": "x",
+            "identifier": identifier,
+            "sizeBytes": 0,
+            "fileType": "unknown",
+        }
         history = {"messages": [{"role": "user", "content": [part]}]}
         frames = await llm.channel(
             "predict",
@@ -552,7 +558,7 @@ async def test_without_a_cap_too_much_output_is_a_typed_error(
     _no_errors_logged(caplog)
 
 
-@pytest.mark.parametrize("tokens", [0, 1, 3, 8, 20, 45])
+@pytest.mark.parametrize("tokens", [1, 3, 8, 20, 45])  # maxPredictedTokens is at least 1
 @pytest.mark.parametrize("stop", [None, "a", '", "', "}"])
 async def test_a_capped_structured_answer_is_a_prefix_of_the_whole_one(
     server: StandInServer, client: RawClient, tokens: int, stop: str | None

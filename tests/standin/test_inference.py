@@ -126,6 +126,42 @@ async def test_predict_is_deterministic(llm: Socket) -> None:
     assert hotter != first
 
 
+async def test_a_number_gives_the_same_text_written_as_int_or_float(llm: Socket) -> None:
+    # JSON (and LM Studio's JavaScript) cannot tell 0 from 0.0: the JS SDK writes 0, Python
+    # clients 0.0. The same settings must give the same text either way.
+    def settings(whole: type) -> dict[str, Any]:
+        schema = {"type": "object", "properties": {"n": {"type": "integer", "minimum": whole(3)}}}
+        return {
+            "llm.prediction.temperature": whole(0),
+            "llm.prediction.topKSampling": whole(40),
+            "llm.prediction.topPSampling": {"checked": True, "value": whole(1)},
+            "llm.prediction.repeatPenalty": {"checked": True, "value": whole(1)},
+            "llm.prediction.structured": {"type": "json", "jsonSchema": schema},
+        }
+
+    as_int = await predict(llm, **settings(int))
+    as_float = await predict(llm, **settings(float))
+    assert content(as_int) == content(as_float)
+    # ... and so must a tool call's arguments in the history (rendered into the prompt).
+    replies = []
+    for whole in (int, float):
+        call = {"type": "function", "name": "add", "id": "c1", "arguments": {"a": whole(2)}}
+        history = {
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "Add two."}]},
+                {
+                    "role": "assistant",
+                    "content": [{"type": "toolCallRequest", "toolCallRequest": call}],
+                },
+                {"role": "tool", "content": [{"type": "toolCallResult", "content": "4"}]},
+            ]
+        }
+        param = {**predict_param(), "history": history}
+        replies.append(await llm.channel("predict", param))
+    assert content(replies[0]) == content(replies[1])
+    assert '"a": 2}' in await apply(llm, LLAMA, history)
+
+
 async def test_topic_comes_from_the_prompt(llm: Socket) -> None:
     text = content(await predict(llm, prompt="What is the capital of France?"))
     assert "France" in text
@@ -798,7 +834,12 @@ async def test_no_matching_model(server: StandInServer, client: RawClient) -> No
         ("countTokens", {"specifier": query("nope"), "inputString": "x"}),
         (
             "applyPromptTemplate",
-            {"specifier": query("nope"), "history": chat(), "predictionConfigStack": stack()},
+            {
+                "specifier": query("nope"),
+                "history": chat(),
+                "predictionConfigStack": stack(),
+                "opts": {},
+            },
         ),
     ):
         reply = await sock.rpc(endpoint, param)
@@ -847,10 +888,187 @@ async def test_invalid_parameters_warn(llm: Socket) -> None:
     await llm.barrier()
 
 
+def _file(**extra: Any) -> dict[str, Any]:
+    return {"type": "file", "name": "a.png", "identifier": "f1", **extra}
+
+
+_SIZED = {"sizeBytes": 3, "fileType": "image"}
+_CALL = {"type": "toolCallRequest", "toolCallRequest": {"type": "function", "name": "f"}}
+_RESULT = {"type": "toolCallResult", "content": "42"}
+_TEXT = {"type": "text", "text": "hi"}
+
+# Histories lms-shared-types/src/ChatHistoryData.ts (chatMessageDataSchema) refuses.
+BAD_HISTORIES: dict[str, list[dict[str, Any]]] = {
+    "user toolCallResult": [{"role": "user", "content": [_RESULT]}],
+    "user toolCallRequest": [{"role": "user", "content": [_CALL]}],
+    "system toolCallRequest": [{"role": "system", "content": [_CALL]}],
+    "assistant toolCallResult": [{"role": "assistant", "content": [_RESULT]}],
+    "tool text": [{"role": "tool", "content": [_TEXT]}],
+    "tool file": [{"role": "tool", "content": [_file(**_SIZED)]}],
+    "file without sizeBytes": [{"role": "user", "content": [_file(fileType="image")]}],
+    "file without fileType": [{"role": "user", "content": [_file(sizeBytes=3)]}],
+    "file sizeBytes 2.5": [{"role": "user", "content": [_file(sizeBytes=2.5, fileType="image")]}],
+    "file fileType video": [{"role": "user", "content": [_file(sizeBytes=3, fileType="video")]}],
+    "empty toolCallRequest": [
+        {"role": "assistant", "content": [{"type": "toolCallRequest", "toolCallRequest": {}}]}
+    ],
+    "toolCallRequest without name": [
+        {
+            "role": "assistant",
+            "content": [{"type": "toolCallRequest", "toolCallRequest": {"type": "function"}}],
+        }
+    ],
+    "toolCallRequest list arguments": [
+        {
+            "role": "assistant",
+            "content": [
+                {
+                    "type": "toolCallRequest",
+                    "toolCallRequest": {"type": "function", "name": "f", "arguments": [1]},
+                }
+            ],
+        }
+    ],
+    "toolCallResult numeric id": [
+        {"role": "tool", "content": [{**_RESULT, "toolCallId": 7}]},
+    ],
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_HISTORIES))
+async def test_histories_the_schema_refuses_warn(llm: Socket, name: str) -> None:
+    history = {"messages": BAD_HISTORIES[name]}
+    await llm.open_channel("predict", {**predict_param(), "history": history})
+    warning = await llm.recv()
+    assert warning["kind"] == "channelCreationParameterTypeError", warning
+    param = {
+        "specifier": query(LLAMA),
+        "history": history,
+        "predictionConfigStack": {"layers": []},
+        "opts": {},
+    }
+    await llm.send(
+        {"type": "rpcCall", "endpoint": "applyPromptTemplate", "callId": 1, "parameter": param}
+    )
+    warning = await llm.recv()
+    assert warning["kind"] == "rpcParameterTypeError", warning
+    await llm.barrier()
+
+
+async def test_every_part_the_schema_allows_is_accepted(llm: Socket) -> None:
+    call = {"type": "function", "name": "f", "id": "c1", "arguments": {"x": [1, {"y": None}]}}
+    history = {
+        "messages": [
+            {"role": "system", "content": [_TEXT, _file(**_SIZED)]},
+            {"role": "user", "content": [_TEXT, _file(sizeBytes=3.0, fileType="unknown")]},
+            {
+                "role": "assistant",
+                "content": [
+                    _TEXT,
+                    _file(**_SIZED),
+                    {"type": "toolCallRequest", "toolCallRequest": call},
+                ],
+            },
+            {"role": "tool", "content": [{**_RESULT, "toolCallId": "c1", "name": "f"}]},
+        ]
+    }
+    formatted = await apply(llm, LLAMA, history)
+    assert "42" in formatted
+    assert await apply(llm, LLAMA, history, toolDefinitions=[TOOL]) == formatted
+
+
+TOOL = {
+    "type": "function",
+    "function": {
+        "name": "f",
+        "description": "A tool.",
+        "parameters": {"type": "object", "properties": {"x": {"type": "number"}}},
+    },
+}
+
+
+@pytest.mark.parametrize(
+    "opts",
+    [
+        None,  # opts is required (llmBackendInterface.ts)
+        {"toolDefinitions": [{}]},
+        {"toolDefinitions": [{"type": "function", "function": {}}]},
+        {"toolDefinitions": [{**TOOL, "function": {"name": "f", "parameters": {"type": "x"}}}]},
+        {"omitBosToken": "yes"},
+    ],
+)
+async def test_apply_prompt_template_opts_follow_the_schema(
+    llm: Socket, opts: dict[str, Any] | None
+) -> None:
+    param: dict[str, Any] = {
+        "specifier": query(LLAMA),
+        "history": chat(("user", "hi")),
+        "predictionConfigStack": {"layers": []},
+    }
+    if opts is not None:
+        param["opts"] = opts
+    await llm.send(
+        {"type": "rpcCall", "endpoint": "applyPromptTemplate", "callId": 1, "parameter": param}
+    )
+    warning = await llm.recv()
+    assert warning["kind"] == "rpcParameterTypeError", warning
+    assert "opts" in warning["warning"].rsplit("Zod error:", 1)[1]
+    await llm.barrier()
+
+
 async def test_invalid_prediction_value_errors(llm: Socket) -> None:
     frames = await predict(llm, **{"llm.prediction.temperature": "hot"})
     assert types(frames) == ["channelError"]
     assert "llm.prediction.temperature" in frames[0]["error"]["title"]
+
+
+# Ranges from lmstudio-js packages/lms-kv-config/src/schema.ts: topKSampling numeric
+# {min: -1, max: 500, int: true}, maxPredictedTokens checkboxNumeric {min: 1, int: true},
+# repeatPenalty checkboxNumeric {min: -1}.
+_PRED = "llm.prediction."
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("topKSampling", 2.5),
+        ("topKSampling", 501),
+        ("topKSampling", -2),
+        ("maxPredictedTokens", {"checked": True, "value": 0}),
+        ("maxPredictedTokens", {"checked": True, "value": -1}),
+        ("maxPredictedTokens", {"checked": True, "value": 2.5}),
+        ("repeatPenalty", {"checked": True, "value": -1.5}),
+    ],
+)
+async def test_prediction_values_outside_the_schema_error(
+    llm: Socket, key: str, value: object
+) -> None:
+    frames = await predict(llm, **{_PRED + key: value})
+    assert types(frames) == ["channelError"], frames
+    assert frames[0]["error"]["title"] == f'Invalid value for prediction config key "{_PRED}{key}"'
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("topKSampling", -1),
+        ("topKSampling", 500),
+        ("topKSampling", 7.0),
+        ("maxPredictedTokens", {"checked": True, "value": 1}),
+        ("maxPredictedTokens", {"checked": False, "value": 1}),  # the JS SDK's maxTokens: false
+        ("maxPredictedTokens", {"checked": True, "value": False}),  # lmstudio-python's
+        # beyond the schema, for the HTTP layer's max_tokens -1 (docs/stand-in.md)
+        ("maxPredictedTokens", {"checked": False, "value": -1}),
+        ("repeatPenalty", {"checked": True, "value": -1}),
+        ("repeatPenalty", {"checked": True, "value": -0.5}),
+    ],
+)
+async def test_prediction_values_inside_the_schema_are_accepted(
+    llm: Socket, key: str, value: object
+) -> None:
+    frames = await predict(llm, **{_PRED + key: value})
+    assert types(frames)[-2:] == ["success", "channelClose"], frames
+    assert kv(success(frames)["predictionConfig"])[_PRED + key] == value
 
 
 async def test_unknown_preset(llm: Socket) -> None:
@@ -879,6 +1097,7 @@ LLM_USES: list[tuple[str, dict[str, Any]]] = [
             "specifier": query(SMOL),
             "history": chat(("user", "hi")),
             "predictionConfigStack": stack(),
+            "opts": {},
         },
     ),
 ]

@@ -148,6 +148,40 @@ async def test_custom_and_duplicate_identifier(server: StandInServer, client: Ra
     await emb.ws.close()
 
 
+@pytest.mark.parametrize("identifier", ["tab\there", "x" * 1100, ""])
+async def test_any_string_is_an_identifier(
+    server: StandInServer, client: RawClient, identifier: str
+) -> None:
+    # loadModel.identifier is z.string().optional() and getOrLoad.identifier z.string()
+    # (baseModelBackendInterface.ts): no reasonableKeyString there, so LM Studio answers.
+    sock = await client.connect("llm")
+    frames = await load(sock, SMOL, identifier=identifier)
+    assert types(frames)[-2:] == ["success", "channelClose"], frames
+    assert messages(frames)[-1]["info"]["identifier"] == identifier
+    assert [i.identifier for i in server.loaded_instances()] == [identifier]
+    # getOrLoad finds it by its identifier
+    frames = await sock.channel("getOrLoad", {"identifier": identifier, "loadConfigStack": stack()})
+    assert types(frames) == ["alreadyLoaded", "channelClose"]
+    # a getOrLoad identifier naming nothing is a model not found, not a warning
+    for unknown in [u for u in ("tab\tthere", "y" * 1100, "") if u != identifier]:
+        param = {"identifier": unknown, "loadConfigStack": stack()}
+        frames = await sock.channel("getOrLoad", param)
+        assert types(frames) == ["channelError"], frames
+        assert frames[0]["error"]["displayData"]["code"] == "generic.pathNotFound"
+        assert frames[0]["error"]["displayData"]["path"] == unknown
+    await sock.barrier()
+    await sock.ws.close()
+
+
+async def test_an_empty_model_key_matches_no_model(client: RawClient) -> None:
+    # (every path starts with "", but an empty key is no prefix of anything)
+    sock = await client.connect("llm")
+    frames = await load(sock, "")
+    assert types(frames) == ["channelError"]
+    assert frames[0]["error"]["displayData"]["code"] == "generic.pathNotFound"
+    await sock.ws.close()
+
+
 async def test_queries(server: StandInServer, client: RawClient) -> None:
     sock = await client.connect("llm")
     await load(sock, LLAMA, identifier="first")
@@ -213,6 +247,30 @@ async def test_get_model_info_not_found(client: RawClient) -> None:
     assert reply["error"]["displayData"] == {"code": "generic.specificModelUnloaded"}
     reply = await sock.rpc("getModelInfo", {"specifier": stale, "throwIfNotFound": False})
     assert "result" not in reply
+    await sock.ws.close()
+
+
+@pytest.mark.parametrize("throw", [True, False])
+async def test_processing_state_of_a_missing_instance_is_an_error(
+    client: RawClient, throw: bool
+) -> None:
+    # Its result is a ModelProcessingState, never optional (baseModelBackendInterface.ts):
+    # unlike getModelInfo there is no empty result for throwIfNotFound false.
+    sock = await client.connect("llm")
+    await load(sock, SMOL)
+    param = {"specifier": query(SMOL), "throwIfNotFound": throw}
+    assert await sock.result("getInstanceProcessingState", param) == {
+        "status": "idle",
+        "queued": 0,
+    }
+    for specifier in (query("nope"), {"type": "instanceReference", "instanceReference": "x"}):
+        param = {"specifier": specifier, "throwIfNotFound": throw}
+        reply = await sock.rpc("getInstanceProcessingState", param)
+        assert reply["type"] == "rpcError", reply
+        assert reply["error"]["displayData"]["code"] in (
+            "generic.noModelMatchingQuery",
+            "generic.specificModelUnloaded",
+        )
     await sock.ws.close()
 
 
@@ -338,6 +396,12 @@ async def test_layers_collapse_later_wins(client: RawClient) -> None:
         ("llm.load.seed", 42),
         ("llm.load.llama.flashAttention", "yes"),
         ("llm.load.llama.kCacheQuantizationType", {"checked": True, "value": "q9"}),
+        # 0 is not false (nor 1 true), as in JavaScript
+        ("llm.load.llama.kCacheQuantizationType", {"checked": True, "value": 0}),
+        (
+            "llm.load.mlx.kvCacheQuantization",
+            {"enabled": True, "bits": True, "groupSize": 64, "quantizedStart": 0},
+        ),
         ("load.gpuSplitConfig", {"strategy": "evenly"}),
     ],
 )

@@ -96,7 +96,7 @@ class PredictionConfig(
     temperature: float | None = None
     """Sampling temperature (>= 0; 0 is greedy)."""
     top_k: int | None = None
-    """Top-k sampling (>= 0)."""
+    """Top-k sampling: an int in [-1, 500], as LM Studio takes it (0 or -1: no top-k)."""
     top_p: float | None = None
     """Top-p (nucleus) sampling, in ``[0, 1]``."""
     min_p: float | None = None
@@ -126,7 +126,7 @@ class PredictionConfig(
     def __post_init__(self) -> None:
         self._check_int("max_tokens", 1)
         self._check_number("temperature", 0.0)
-        self._check_int("top_k", 0)
+        self._check_int("top_k", -1, 500)  # the range of LM Studio's schema (lms-kv-config)
         self._check_ratio("top_p")
         self._check_ratio("min_p")
         self._check_number("repeat_penalty", 0.0)

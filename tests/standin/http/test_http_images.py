@@ -62,10 +62,14 @@ async def test_a_vision_model_describes_the_image_as_over_websocket(
     )
     handle = uploaded["result"]["identifier"]
     llm = await client.connect("llm")
-    parts = [
-        {"type": "text", "text": QUESTION},
-        {"type": "file", "name": "image.png", "identifier": handle},
-    ]
+    file_part = {
+        "type": "file",
+        "name": "image.png",
+        "identifier": handle,
+        "sizeBytes": uploaded["result"]["sizeBytes"],
+        "fileType": uploaded["result"]["fileType"],
+    }
+    parts = [{"type": "text", "text": QUESTION}, file_part]
     frames = await llm.channel(
         "predict",
         {

@@ -96,7 +96,7 @@ class PredictionConfig(
     temperature: float | None = None
     """Sampling temperature (>= 0; 0 is greedy)."""
     top_k: int | None = None
-    """Top-k sampling: an int in [-1, 500], as LM Studio takes it (0 or -1: no top-k)."""
+    """Top-k sampling: an int in [-1, 500], the range LM Studio takes."""
     top_p: float | None = None
     """Top-p (nucleus) sampling, in ``[0, 1]``."""
     min_p: float | None = None

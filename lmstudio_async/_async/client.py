@@ -1008,8 +1008,13 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         try:
             yield handle
         finally:
+            # A task of the client's own: if this exit is cancelled (a shutdown), the unload
+            # still runs, its error is collected, and aclose() waits for it.
+            unload = self._client._spawn(
+                handle.unload(timeout=timeout), f"lmstudio-unload-{handle.identifier}"
+            )
             with contextlib.suppress(ModelNotFoundError):
-                await asyncio.shield(handle.unload(timeout=timeout))
+                await asyncio.shield(unload)
 
     # --- unload / list ---------------------------------------------------------------
 

@@ -7,7 +7,9 @@ Client."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+from typing import Any
 
 import pytest
 
@@ -345,3 +347,33 @@ async def test_identifier_taken_is_typed(
     assert info.value.identifier == "worker"
     assert isinstance(info.value, lms.ServerError)
     assert loaded_ids(lmstudio_server) == ["worker"]
+
+
+async def test_a_loaded_block_whose_exit_is_cancelled_leaves_no_unretrieved_error(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    # Someone else unloaded the instance, and the task is cancelled (a shutdown) while the
+    # block's exit unloads it: that unload's ModelNotFoundError is expected and dropped,
+    # never logged by asyncio as "Task exception was never retrieved".
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        async with lms.AsyncClient(lmstudio_server.host) as other:
+
+            async def user() -> None:
+                async with client.llm.loaded(SMOL, "scoped") as model:
+                    await other.llm.unload(model.identifier)
+                    loop.call_soon(task.cancel)  # lands while the exit's unload runs
+
+            task = asyncio.create_task(user())
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await client.aclose()  # waits for the exit's unload
+            gc.collect()
+            await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+    assert reported == []
+    assert loaded_ids(lmstudio_server) == []
+

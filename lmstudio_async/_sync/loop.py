@@ -226,28 +226,37 @@ class _LoopThread:
             value = kwargs.get(name)
             if _runs_in_caller(value):
                 kwargs[name] = _relay(value, inbox, self.loop)
-        coro = fn(*args, **kwargs)  # argument errors surface here, before any hop
+        # The call's coroutine, taken by start() in the loop thread; still here if the
+        # caller gave up before start() ran (a Ctrl-C as it is handed over), and then
+        # closed, never run.
+        pending: list[Awaitable[_T]] = []
         tasks: list[asyncio.Task[_T]] = []
 
         def start() -> None:
+            if not pending:
+                return
             # The call's warnings are issued in this (the caller's) thread: see notices.py.
             context = contextvars.copy_context()
             context.run(RELAY.set, lambda *warning: inbox.put(_Warning(*warning)))
-            task = self.loop.create_task(_contained(coro), context=context)
+            call = pending.pop()
+            task = self.loop.create_task(_contained(call), context=context)
             tasks.append(task)
             task.add_done_callback(inbox.put)
+            # Cancelled before its first step (a Ctrl-C right after the hand-over), the
+            # task never awaits the call: closed, it is not reported as never awaited.
+            task.add_done_callback(lambda _: _close(call))
 
+        pending.append(fn(*args, **kwargs))  # argument errors surface here, before any hop
         try:
-            self.loop.call_soon_threadsafe(start)
-        except RuntimeError:
-            if inspect.iscoroutine(coro):
-                coro.close()
-            raise self._dead() from None
-        try:
+            try:
+                self.loop.call_soon_threadsafe(start)
+            except RuntimeError:
+                raise self._dead() from None
             task = self._wait(inbox, callback)
         except BaseException:
-            # Ctrl-C here, or the progress callback raised: cancel the call in the loop.
-            self._cancel(tasks, inbox, orphan)
+            # Ctrl-C (also while the call was being handed over), or the progress callback
+            # raised, or the loop thread is gone: cancel the call in the loop.
+            self._cancel(tasks, pending, inbox, orphan)
             raise
         if task.cancelled():
             raise LoopThreadError("the sync client's event-loop thread was stopped mid-call")
@@ -284,10 +293,12 @@ class _LoopThread:
     def _cancel(
         self,
         tasks: list[asyncio.Task[Any]],
+        pending: list[Awaitable[Any]],
         inbox: queue.SimpleQueue[Any],
         orphan: Callable[[Any], Awaitable[object]] | None,
     ) -> None:
-        """Cancel the call given up by its caller; wait (bounded) until it wound down."""
+        """Cancel the call given up by its caller; wait (bounded) until it wound down.
+        A call that had not started yet (``pending``) is closed, never run."""
 
         def settled(task: asyncio.Task[Any]) -> None:
             if orphan is None or task.cancelled() or task.exception() is not None:
@@ -298,7 +309,9 @@ class _LoopThread:
             cleanup.add_done_callback(lambda _: inbox.put(_SETTLED))
 
         def cancel() -> None:
-            if not tasks:  # start() ran before (FIFO), unless the loop died in between
+            if pending:  # start() never ran: it was not scheduled, or the loop died
+                _close(pending.pop())
+            if not tasks:
                 inbox.put(_SETTLED)
                 return
             tasks[0].cancel()  # a no-op if it is done
@@ -306,7 +319,9 @@ class _LoopThread:
 
         try:
             self.loop.call_soon_threadsafe(cancel)
-        except RuntimeError:
+        except RuntimeError:  # the loop is gone: nothing runs there any more
+            if pending:
+                _close(pending.pop())
             return
         deadline = time.monotonic() + _CANCEL_GRACE_SECONDS
         while (left := deadline - time.monotonic()) > 0:
@@ -436,6 +451,12 @@ class _CallerJob:
 
         with contextlib.suppress(RuntimeError):  # the loop is gone
             self.loop.call_soon_threadsafe(settle)
+
+
+def _close(call: Awaitable[Any]) -> None:
+    """Close a coroutine that will never run (no "never awaited" warning)."""
+    if inspect.iscoroutine(call):
+        call.close()
 
 
 async def _contained(call: Awaitable[_T]) -> _T:

@@ -68,6 +68,7 @@ class SyncPredictionStream:
         # it got.
         self._left = False
         self._watch: CallerTask | None = None  # Ctrl-C under asyncio.run(): see CallerTask
+        self._pumping = False  # the pump task has begun (in the loop thread)
 
     def __repr__(self) -> str:
         return repr(self._stream).replace("<", "<Sync", 1)
@@ -112,6 +113,7 @@ class SyncPredictionStream:
         self._task = asyncio.get_running_loop().create_task(self._pump())
 
     async def _pump(self) -> None:
+        self._pumping = True
         put = self._queue.put
         stream = self._stream
         try:
@@ -151,8 +153,8 @@ class SyncPredictionStream:
     def _next(self) -> Fragment:
         if self._ended or self._left:
             raise StopIteration  # as in async: a stream left early yields nothing more
-        self._start()
         try:
+            self._start()  # (a Ctrl-C as the pump is handed over cancels it too)
             while True:
                 item = self._get()
                 kind = type(item)
@@ -201,9 +203,16 @@ class SyncPredictionStream:
 
         def cancel() -> None:
             task, stream = self._task, self._stream
-            if task is not None and not task.done():
-                stream._blame(reason or self._stopped())
-                task.cancel()  # the pump's read ends with the stream's _abort (it keeps that error)
+            if task is None or task.done():
+                if task is None or not self._pumping:
+                    self._queue.put(_End(None))  # never started: the end comes from here
+                return
+            stream._blame(reason or self._stopped())
+            task.cancel()  # the pump's read ends with the stream's _abort (it keeps that error)
+            if not self._pumping:
+                # Cancelled before its first step (a Ctrl-C as it was handed over), the
+                # pump never runs, nothing was sent: the reader gets the end from here.
+                self._queue.put(_End(None))
 
         with contextlib.suppress(RuntimeError):
             self._lease.runner.loop.call_soon_threadsafe(cancel)

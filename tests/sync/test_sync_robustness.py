@@ -5,8 +5,10 @@ streams left early."""
 from __future__ import annotations
 
 import gc
+import inspect
 import logging
 import os
+import sys
 import threading
 import time
 import warnings
@@ -17,6 +19,8 @@ import pytest
 
 import lmstudio_async as lms
 from lmstudio_async._sync import client as _sync
+from lmstudio_async._sync import loop as _loop
+from lmstudio_async._sync import stream as _stream
 from lmstudio_async._sync.loop import _LoopThread
 from lmstudio_async.testing import ThreadedStandInServer
 
@@ -411,3 +415,76 @@ def test_inherited_clients_fail_at_once_in_a_fork_child_and_close_without_waitin
         assert default.system.version()
     finally:
         client.close()
+
+
+# --- a Ctrl-C as a call is handed to the loop thread ---------------------------------------------
+
+
+def _interrupt_at(function: Any, text: str) -> Callable[[], bool]:
+    """Raise ``KeyboardInterrupt`` once, as ``function`` is about to run its line holding
+    ``text``: a Ctrl-C landing exactly there, made deterministic with a trace function.
+    Returns a check that it fired; the tracer is removed by the caller (settrace(None))."""
+    code = function.__code__
+    lines, start = inspect.getsourcelines(function)
+    [line] = [start + i for i, source in enumerate(lines) if text in source]
+    fired: list[bool] = []
+
+    def local(frame: Any, event: str, _arg: Any) -> Any:
+        if event == "line" and frame.f_lineno == line and not fired:
+            fired.append(True)
+            raise KeyboardInterrupt
+        return local
+
+    def outer(frame: Any, _event: str, _arg: Any) -> Any:
+        return local if frame.f_code is code else None
+
+    sys.settrace(outer)
+    return lambda: bool(fired)
+
+
+@pytest.mark.lmstudio_server(load_seconds=0.3)
+@pytest.mark.parametrize(
+    "where", ["self.loop.call_soon_threadsafe(start)", "task = self._wait(inbox, callback)"]
+)
+def test_a_ctrl_c_as_a_call_is_handed_over_cancels_it(
+    client: lms.Client, lmstudio_server: ThreadedStandInServer, where: str
+) -> None:
+    # Before the hand-over, the call never starts (its coroutine is closed, never left
+    # un-awaited); after it, the call is cancelled on the server like any Ctrl-C.
+    client.llm.list_loaded()
+    fired = _interrupt_at(_loop._LoopThread.call, where)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            client.llm.load(SMOL, "interrupted")
+    finally:
+        sys.settrace(None)
+    assert fired()
+    gc.collect()  # a coroutine never awaited would warn here (an error under pytest)
+    time.sleep(0.5)  # longer than the load takes
+    assert loaded_ids(lmstudio_server) == []
+    assert lmstudio_server.open_channel_count() == 0
+    assert client.llm.list_loaded() == []  # the client is fine
+
+
+@pytest.mark.lmstudio_server(tokens_per_second=50)
+@pytest.mark.parametrize("where", ["self._started = True", "return self._queue.get("])
+def test_a_ctrl_c_as_a_stream_starts_stops_it(
+    client: lms.Client, lmstudio_server: ThreadedStandInServer, where: str
+) -> None:
+    llm = client.llm.model(SMOL)
+    stream = llm.respond_stream("Write a long story about a river.")
+    function = _stream.SyncPredictionStream._start if "started" in where else (
+        _stream.SyncPredictionStream._get
+    )
+    fired = _interrupt_at(function, where)
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            next(iter(stream))
+    finally:
+        sys.settrace(None)
+    assert fired()
+    assert time.monotonic() - started < 1.5  # not a wait for a pump that never started
+    eventually(lambda: lmstudio_server.open_channel_count() == 0)
+    assert loaded_ids(lmstudio_server) == [SMOL]
+

@@ -470,23 +470,28 @@ except KeyboardInterrupt:
 """
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-@pytest.mark.lmstudio_server(load_seconds=10.0)
-def test_real_ctrl_c_in_a_script_cancels_the_load(lmstudio_server: ThreadedStandInServer) -> None:
+def _ctrl_c_after_the_first_progress(script: str, *args: str, within: float) -> str:
+    """Run ``script``, send it one SIGINT (what Ctrl-C in a terminal does) once it printed
+    ``progress``, and require exit code 130 within ``within`` seconds; its last line."""
     with subprocess.Popen(
-        [sys.executable, "-c", _SCRIPT % LLAMA, lmstudio_server.host],
-        stdout=subprocess.PIPE,
-        text=True,
+        [sys.executable, "-c", script, *args], stdout=subprocess.PIPE, text=True
     ) as proc:
         try:
             assert proc.stdout is not None
             assert proc.stdout.readline().strip() == "progress"
-            proc.send_signal(signal.SIGINT)  # what Ctrl-C in a terminal does
-            assert proc.wait(10) == 130
-            assert "interrupted" in proc.stdout.read()
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(within) == 130
+            return proc.stdout.read().splitlines()[-1]
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.lmstudio_server(load_seconds=10.0)
+def test_real_ctrl_c_in_a_script_cancels_the_load(lmstudio_server: ThreadedStandInServer) -> None:
+    last = _ctrl_c_after_the_first_progress(_SCRIPT % LLAMA, lmstudio_server.host, within=10)
+    assert last == "interrupted"
     eventually(lambda: lmstudio_server.cancel_count == 1)
     eventually(lambda: lmstudio_server.open_channel_count() == 0)
     assert lmstudio_server.loaded_instances() == []
@@ -530,20 +535,9 @@ def test_ctrl_c_under_asyncio_run_cancels_a_sync_call_at_once(
     if call == "stream":
         lmstudio_server.preload(SMOL)
     script = _IN_ASYNCIO_RUN_SCRIPT % (LLAMA, SMOL)
-    with subprocess.Popen(
-        [sys.executable, "-c", script, lmstudio_server.host, call],
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as proc:
-        try:
-            assert proc.stdout is not None
-            assert proc.stdout.readline().strip() == "progress"
-            proc.send_signal(signal.SIGINT)  # one Ctrl-C
-            assert proc.wait(5) == 130  # not after the 10 s load or the whole reply
-            assert proc.stdout.read().splitlines()[-1] == "interrupted"
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+    # One Ctrl-C, answered at once: not after the 10 s load or the whole reply.
+    last = _ctrl_c_after_the_first_progress(script, lmstudio_server.host, call, within=5)
+    assert last == "interrupted"
     eventually(lambda: lmstudio_server.cancel_count == 1)
     eventually(lambda: lmstudio_server.open_channel_count() == 0)
     loaded = [i.identifier for i in lmstudio_server.loaded_instances()]

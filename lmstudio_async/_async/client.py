@@ -356,10 +356,16 @@ class AsyncClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close every socket; calls still in flight fail with ``ClientClosedError``."""
+        """Close every socket; calls still in flight fail with ``ClientClosedError``.
+
+        Clean-up the client still runs (the unload of a ``loaded()`` block whose exit was
+        cancelled, a cancelled load's reaper) gets up to ``_CLOSE_GRACE_SECONDS`` to
+        finish first: it needs the sockets."""
         if self._transport.closed:
             return
         tasks = list(self._tasks)
+        if tasks:
+            await asyncio.wait(tasks, timeout=_CLOSE_GRACE_SECONDS)
         await self._transport.aclose()
         for task in tasks:
             task.cancel()

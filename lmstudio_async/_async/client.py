@@ -787,10 +787,12 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         # this key with other settings in between; then reload that one too, a bounded
         # number of times (the last reload wins, as it would have one after the other).
         identifier = info.identifier
+        device: str | None = info.device_identifier  # where it is (None: here)
+        exact = True  # (False: an instance named only by a ConfigMismatchError below)
         ttl = None if ttl_value is None else ttl_value / 1000.0
         for attempt in range(1, _RELOAD_ATTEMPTS + 1):
             with contextlib.suppress(ModelNotFoundError):  # someone else may have unloaded it
-                await self.unload(identifier, timeout=timeouts)
+                await self._unload(identifier, device, timeouts, exact=exact)
             if _names_instance(key, info):
                 try:
                     return await self._load_again(info, ttl_value, cfg, _Progress(), timeouts)
@@ -807,7 +809,7 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
                     timeout=timeouts,
                 )
             except ConfigMismatchError as exc:
-                identifier = exc.identifier
+                identifier, device, exact = exc.identifier, None, False
                 continue
             reloaded: ModelInstanceInfo = handle.info
             return reloaded
@@ -884,7 +886,9 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
                 )
             except ConfigMismatchError:
                 with contextlib.suppress(ModelNotFoundError):
-                    await self.unload(info.identifier, timeout=timeouts)
+                    await self._unload(
+                        info.identifier, info.device_identifier, timeouts, exact=True
+                    )
                 if _names_instance(key, info):
                     flight.loaded_now = True
                     return await self._load_again(info, ttl_value, cfg, flight.progress, timeouts)

@@ -823,3 +823,16 @@ async def test_a_handle_unloads_only_where_its_instance_is(
     assert unloads()[-1] == {"identifier": "scoped", "deviceIdentifier": None}
     assert loaded_ids(lmstudio_server) == []
 
+
+@pytest.mark.lmstudio_server(devices={"gpu-box": 48})
+@pytest.mark.parametrize("by", ["model key", "identifier"])
+async def test_a_reload_unloads_the_instance_on_its_own_device(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer, by: str
+) -> None:
+    identifier = QWEN if by == "model key" else "remote-q"
+    await client.llm.load(QWEN, identifier, device="gpu-box", config={"context_length": 2048})
+    lmstudio_server.clear_logs()
+    await client.llm.model(identifier, config={"context_length": 4096}, on_config_mismatch="reload")
+    [unload] = lmstudio_server.received_messages(type="rpcCall", endpoint="unloadModel")
+    assert unload["parameter"] == {"identifier": identifier, "deviceIdentifier": "gpu-box"}
+

@@ -246,12 +246,9 @@ class _LoopThread:
             # task never awaits the call: closed, it is not reported as never awaited.
             task.add_done_callback(lambda _: _close(call))
 
-        pending.append(fn(*args, **kwargs))  # argument errors surface here, before any hop
         try:
-            try:
-                self.loop.call_soon_threadsafe(start)
-            except RuntimeError:
-                raise self._dead() from None
+            pending.append(fn(*args, **kwargs))  # argument errors surface here
+            self._hand_over(start)
             task = self._wait(inbox, callback)
         except BaseException:
             # Ctrl-C (also while the call was being handed over), or the progress callback
@@ -265,6 +262,12 @@ class _LoopThread:
         except Escaped as carried:  # a tool's or callback's SystemExit / KeyboardInterrupt
             error = carried.exception
         raise error
+
+    def _hand_over(self, start: Callable[[], None]) -> None:
+        try:
+            self.loop.call_soon_threadsafe(start)
+        except RuntimeError:
+            raise self._dead() from None
 
     def _wait(self, inbox: queue.SimpleQueue[Any], callback: ProgressCallback | None) -> Any:
         watch = CallerTask.find()

@@ -204,8 +204,10 @@ class SyncPredictionStream:
         def cancel() -> None:
             task, stream = self._task, self._stream
             if task is None or task.done():
-                if task is None or not self._pumping:
-                    self._queue.put(_End(None))  # never started: the end comes from here
+                # Never started, or over: its end marker may already have been taken by
+                # the reader that is leaving (a Ctrl-C right then), so _wait_end gets one
+                # from here (a second one is never read: a stream left reads no more).
+                self._queue.put(_End(None))
                 return
             stream._blame(reason or self._stopped())
             task.cancel()  # the pump's read ends with the stream's _abort (it keeps that error)

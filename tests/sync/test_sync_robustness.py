@@ -444,7 +444,12 @@ def _interrupt_at(function: Any, text: str) -> Callable[[], bool]:
 
 @pytest.mark.lmstudio_server(load_seconds=0.3)
 @pytest.mark.parametrize(
-    "where", ["self.loop.call_soon_threadsafe(start)", "task = self._wait(inbox, callback)"]
+    "where",
+    [
+        "pending.append(fn(*args, **kwargs))",
+        "self._hand_over(start)",
+        "task = self._wait(inbox, callback)",
+    ],
 )
 def test_a_ctrl_c_as_a_call_is_handed_over_cancels_it(
     client: lms.Client, lmstudio_server: ThreadedStandInServer, where: str
@@ -487,4 +492,25 @@ def test_a_ctrl_c_as_a_stream_starts_stops_it(
     assert time.monotonic() - started < 1.5  # not a wait for a pump that never started
     eventually(lambda: lmstudio_server.open_channel_count() == 0)
     assert loaded_ids(lmstudio_server) == [SMOL]
+
+
+@pytest.mark.lmstudio_server(tokens_per_second=2000)
+def test_a_ctrl_c_as_the_reader_takes_the_end_of_a_stream_returns_at_once(
+    client: lms.Client, lmstudio_server: ThreadedStandInServer
+) -> None:
+    # The reader has just taken the pump's end marker when Ctrl-C lands: leaving must not
+    # wait the 5 s grace for a second end marker that would never come.
+    llm = client.llm.model(SMOL)
+    stream = llm.respond_stream("Hi", config={"max_tokens": 5})
+    fired = _interrupt_at(_stream.SyncPredictionStream._next, "self._ended = True")
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            for _ in stream:
+                pass
+    finally:
+        sys.settrace(None)
+    assert fired()
+    assert time.monotonic() - started < 1.5
+    assert lmstudio_server.open_channel_count() == 0
 

@@ -319,6 +319,7 @@ class AsyncClient:
         self._timeouts = resolve_timeouts(timeout, DEFAULT_TIMEOUTS)
         self._transport = Transport(api_host, api_token, self._timeouts, ssl)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._unloads: set[asyncio.Task[Any]] = set()  # loaded() exits' (see aclose)
         self.llm = LlmNamespace(self)
         """LLM model management."""
         self.embedding = EmbeddingNamespace(self)
@@ -358,14 +359,15 @@ class AsyncClient:
     async def aclose(self) -> None:
         """Close every socket; calls still in flight fail with ``ClientClosedError``.
 
-        Clean-up the client still runs (the unload of a ``loaded()`` block whose exit was
-        cancelled, a cancelled load's reaper) gets up to ``_CLOSE_GRACE_SECONDS`` to
-        finish first: it needs the sockets."""
+        The unload of a ``loaded()`` block whose exit was cancelled gets up to
+        ``_CLOSE_GRACE_SECONDS`` to finish first: it needs the sockets. (Other clean-up,
+        such as a cancelled load's wait for the server's acknowledgement, is cut short.)"""
         if self._transport.closed:
             return
         tasks = list(self._tasks)
-        if tasks:
-            await asyncio.wait(tasks, timeout=_CLOSE_GRACE_SECONDS)
+        unloads = [t for t in tasks if t in self._unloads]
+        if unloads:
+            await asyncio.wait(unloads, timeout=_CLOSE_GRACE_SECONDS)
         await self._transport.aclose()
         for task in tasks:
             task.cancel()
@@ -1023,6 +1025,8 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
             unload = self._client._spawn(
                 handle.unload(timeout=timeout), f"lmstudio-unload-{handle.identifier}"
             )
+            self._client._unloads.add(unload)
+            unload.add_done_callback(self._client._unloads.discard)
             with contextlib.suppress(ModelNotFoundError):
                 await asyncio.shield(unload)
 

@@ -39,6 +39,7 @@ import msgspec
 from msgspec import UNSET, Raw
 
 from .._protocol.connection import (
+    PROBED_ENDPOINTS,
     ChannelClosed,
     ChannelFailed,
     ChannelMessage,
@@ -131,6 +132,8 @@ _WS_TIMEOUT: Final = aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIM
 _RECHECK_SECONDS: Final = 0.05
 #: A keepalive timer this late means the event loop could not run (busy, or paused).
 _LATE_SECONDS: Final = 0.5
+# The longest a first request to a PROBED_ENDPOINT waits for another's first answer.
+_PROBE_WAIT_SECONDS: Final = 1.0
 _WebSocket: TypeAlias = "aiohttp.ClientWebSocketResponse[Literal[True]]"
 
 
@@ -391,7 +394,7 @@ _PacketT = TypeVar("_PacketT")
 class ChannelStream:
     """Receiving end of one channel: packets queue here until the caller reads them."""
 
-    __slots__ = ("_done", "_error", "_queue", "_waiter", "channel_id", "socket")
+    __slots__ = ("_done", "_error", "_queue", "_waiter", "channel_id", "probe", "socket")
 
     def __init__(self, socket: NamespaceSocket) -> None:
         self.socket = socket
@@ -400,6 +403,9 @@ class ChannelStream:
         self._waiter: asyncio.Future[None] | None = None
         self._done = False
         self._error: BaseException | None = None
+        # (endpoint, turn) while this channel is its connection's probe of the endpoint:
+        # the first thing the server says about it ends the probe (see PROBED_ENDPOINTS).
+        self.probe: tuple[str, asyncio.Future[None]] | None = None
 
     # called by the socket's reader task
     def _wake(self) -> None:
@@ -409,12 +415,22 @@ class ChannelStream:
 
     def deliver(self, message: Raw) -> None:
         self._queue.append(message)
+        if self.probe is not None:
+            self._answered(True)
         self._wake()
 
     def finish(self, error: BaseException | None = None) -> None:
         self._done = True
         self._error = error
+        if self.probe is not None:
+            self._answered(error is None or isinstance(error, RemoteError))
         self._wake()
+
+    def _answered(self, known: bool) -> None:
+        assert self.probe is not None
+        endpoint, turn = self.probe
+        self.probe = None
+        self.socket._end_turn(endpoint, turn, known)
 
     @property
     def finished(self) -> bool:
@@ -552,6 +568,7 @@ class NamespaceSocket:
         self.last_rx = 0.0
         self.warnings: collections.deque[str] = collections.deque(maxlen=20)
         self.dropped_frames = 0
+        self._turns: dict[str, asyncio.Future[None]] = {}  # see _take_turn
 
     def deadlines(self, loop: asyncio.AbstractEventLoop) -> _Deadlines:
         """The deadlines of this socket's pending calls and channel reads (made on first use)."""
@@ -996,15 +1013,28 @@ class NamespaceSocket:
         for a call that is one step of a longer operation; the error still reports
         ``timeouts.total``."""
         loop = asyncio.get_running_loop()
+        turn = None
+        if endpoint in PROBED_ENDPOINTS and endpoint not in self._conn.confirmed:
+            turn = await self._take_turn(endpoint, loop)
         ws = self._ws
         if ws is None or self._stale():
             total = timeouts.total
             if deadline is None and total is not None:
                 deadline = loop.time() + total
-            ws = await self._usable(loop, deadline, total, timeouts.connect)
+            try:
+                ws = await self._usable(loop, deadline, total, timeouts.connect)
+            except BaseException:
+                if turn is not None:
+                    self._end_turn(endpoint, turn, False)
+                raise
         fut: asyncio.Future[Raw | None] = loop.create_future()
         conn = self._conn
-        call_id, frame = conn.start_rpc(fut, endpoint, parameter)
+        try:
+            call_id, frame = conn.start_rpc(fut, endpoint, parameter)
+        except BaseException:
+            if turn is not None:
+                self._end_turn(endpoint, turn, False)
+            raise
         deadlines = self.deadlines(loop)
         if deadline is None:
             deadlines.watch(fut, loop.time(), timeouts.idle, timeouts.total, endpoint)
@@ -1022,7 +1052,42 @@ class NamespaceSocket:
             deadlines.discard(fut)
             conn.forget_call(call_id)  # no-op once answered; stops routing a late reply
             if fut.done() and not fut.cancelled():
-                fut.exception()  # retrieved, even when the send failed first
+                error = fut.exception()  # retrieved, even when the send failed first
+                if turn is not None:
+                    self._end_turn(endpoint, turn, error is None or type(error) is RemoteError)
+            elif turn is not None:
+                self._end_turn(endpoint, turn, False)
+
+    async def _take_turn(
+        self, endpoint: str, loop: asyncio.AbstractEventLoop
+    ) -> asyncio.Future[None] | None:
+        """Before a request to one of :data:`PROBED_ENDPOINTS` that this connection has not
+        seen answered: wait while another such request (the probe) waits for its first
+        answer, at most ``_PROBE_WAIT_SECONDS`` (a slow first answer means the server knows
+        the endpoint: a refusal comes at once). Returns the turn future when this request
+        is to be the probe (end it with :meth:`_end_turn`), else None."""
+        while True:
+            conn = self._conn
+            if endpoint in conn.confirmed or endpoint in conn.unsupported:
+                return None
+            running = self._turns.get(endpoint)
+            if running is None:
+                turn: asyncio.Future[None] = loop.create_future()
+                self._turns[endpoint] = turn
+                return turn
+            await asyncio.wait({running}, timeout=_PROBE_WAIT_SECONDS)
+            if not running.done():
+                return None
+
+    def _end_turn(self, endpoint: str, turn: asyncio.Future[None], known: bool) -> None:
+        """The probe of ``endpoint`` is over: answered (``known``), refused, or failed
+        (timed out, cancelled, connection lost: the next caller probes)."""
+        if known:
+            self._conn.confirmed.add(endpoint)
+        if self._turns.get(endpoint) is turn:
+            del self._turns[endpoint]
+        if not turn.done():
+            turn.set_result(None)
 
     async def open_channel(
         self,
@@ -1035,11 +1100,27 @@ class NamespaceSocket:
         """Open a channel; read its packets with :meth:`ChannelStream.receive`. The call's
         ``deadline`` (loop time, for its configured ``total``) bounds the connecting, and so
         does its ``connect`` deadline (None: the client's)."""
-        ws = await self._usable(asyncio.get_running_loop(), deadline, total, connect)
+        loop = asyncio.get_running_loop()
+        turn = None
+        if endpoint in PROBED_ENDPOINTS and endpoint not in self._conn.confirmed:
+            turn = await self._take_turn(endpoint, loop)
+        try:
+            ws = await self._usable(loop, deadline, total, connect)
+        except BaseException:
+            if turn is not None:
+                self._end_turn(endpoint, turn, False)
+            raise
         stream = ChannelStream(self)
         conn = self._conn
-        channel_id, frame = conn.start_channel(stream, endpoint, creation_parameter)
+        try:
+            channel_id, frame = conn.start_channel(stream, endpoint, creation_parameter)
+        except BaseException:
+            if turn is not None:
+                self._end_turn(endpoint, turn, False)
+            raise
         stream.channel_id = channel_id
+        if turn is not None:
+            stream.probe = (endpoint, turn)
         try:
             if not await _send(ws, frame, None, deadline):
                 raise LMStudioTimeoutError(
@@ -1050,6 +1131,8 @@ class NamespaceSocket:
                 )
         except ConnectionError as exc:
             conn.forget_channel(channel_id)
+            if stream.probe is not None:
+                stream._answered(False)
             raise self._lost_error(exc) from None
         except BaseException:
             # Cancelled while aiohttp waited for its send buffer to drain (a large request):
@@ -1057,16 +1140,23 @@ class NamespaceSocket:
             # what it sends until it closes the channel is dropped.
             stream.send({"type": "cancel"})
             conn.forget_channel(channel_id)
+            if stream.probe is not None:
+                stream._answered(False)
             raise
         return stream
 
     def send_channel_message(self, stream: ChannelStream, message: Any) -> None:
-        if stream.finished or self._ws is None:
+        # Not once the server ended the channel, even with packets still unread: it would
+        # only answer with a channelUnknown warning (LM Studio sends at most five per
+        # connection, and later ones tell of missing endpoints; see PROBED_ENDPOINTS).
+        if stream._done or self._ws is None:
             return
         self._send_nowait(Connection.channel_frame(stream.channel_id, message))
 
     def forget_channel(self, stream: ChannelStream) -> None:
         self._conn.forget_channel(stream.channel_id)
+        if stream.probe is not None:  # given up before the server said anything
+            stream._answered(False)
 
     async def aclose(self) -> None:
         ws, reader = self._ws, self._reader

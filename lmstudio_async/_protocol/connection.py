@@ -44,6 +44,7 @@ from .messages import (
 
 __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",
+    "PROBED_ENDPOINTS",
     "ChannelClosed",
     "ChannelFailed",
     "ChannelMessage",
@@ -62,6 +63,14 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+#: Endpoints this client uses that LM Studio releases still in use may lack (an older
+#: server answers a request to one with only a warning): ``estimateModelUsage`` (in
+#: lmstudio-js since 2025-09) and ``completeRawText`` (since 2026-07). LM Studio sends at
+#: most five warnings per connection, so the I/O layer sends one request to such an
+#: endpoint at a time until the connection has seen it answered (``Connection.confirmed``)
+#: or refused: concurrent first calls then draw one warning, not one each.
+PROBED_ENDPOINTS: frozenset[str] = frozenset({"completeRawText", "estimateModelUsage"})
 
 DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024
 """Frames larger than this are dropped (reported as :class:`Malformed`)."""
@@ -221,6 +230,7 @@ class Connection(Generic[T]):
         "_channels",
         "_next_call",
         "_next_channel",
+        "confirmed",
         "max_frame_bytes",
         "state",
         "unsupported",
@@ -238,6 +248,8 @@ class Connection(Generic[T]):
         self._channel_endpoints: dict[int, str] = {}
         self.unsupported: dict[str, str] = {}
         """Endpoints this server said it does not have, with its warning."""
+        self.confirmed: set[str] = set()
+        """:data:`PROBED_ENDPOINTS` this server has answered (the I/O layer records them)."""
 
     # --- authentication -----------------------------------------------------
 

@@ -917,3 +917,35 @@ async def test_complete_on_an_lm_studio_without_the_complete_raw_text_channel(
     ]
     assert lmstudio_server.open_channel_count() == 0
 
+
+async def test_concurrent_completions_on_an_older_lm_studio_draw_one_warning(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    llm = await client.llm.model(LLAMA)
+    config = lms.PredictionConfig(max_tokens=6, temperature=0)
+    lmstudio_server.faults.missing_endpoints = {"completeRawText"}
+    results = await asyncio.gather(*(llm.complete("Once", config=config) for _ in range(8)))
+    assert len({r.content for r in results}) == 1
+    assert _channels_opened(lmstudio_server) == ["completeRawText"] + ["predict"] * 8
+
+
+async def test_leaving_streams_whose_replies_had_ended_draws_no_warnings(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    # A stream left after LM Studio had closed its channel sends no cancel (LM Studio
+    # would answer each with a channelUnknown warning, and it sends five per connection).
+    llm = await client.llm.model(LLAMA)
+    for _ in range(6):
+        async with llm.respond_stream("Hi", config={"max_tokens": 8}) as stream:
+            async for _fragment in stream:
+                await asyncio.sleep(0.3)  # the whole reply has arrived by now
+                break
+        assert stream.result().stop_reason == "userStopped"
+    warnings = [
+        f for f in lmstudio_server.sent_frames(namespace="llm") if b"communicationWarning" in (
+            f.raw if isinstance(f.raw, bytes) else f.raw.encode()
+        )
+    ]
+    assert warnings == []
+    assert lmstudio_server.cancel_count == 0
+

@@ -836,3 +836,22 @@ async def test_a_reload_unloads_the_instance_on_its_own_device(
     [unload] = lmstudio_server.received_messages(type="rpcCall", endpoint="unloadModel")
     assert unload["parameter"] == {"identifier": identifier, "deviceIdentifier": "gpu-box"}
 
+
+async def test_concurrent_first_calls_to_a_missing_endpoint_draw_one_warning(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    # LM Studio sends at most five warnings per connection: ten concurrent first calls to
+    # an endpoint it lacks send one request (the probe); the others wait for its answer.
+    lmstudio_server.faults.missing_endpoints = {"estimateModelUsage"}
+    results = await asyncio.gather(
+        *(client.llm.estimate(LLAMA) for _ in range(10)), return_exceptions=True
+    )
+    assert all(isinstance(r, lms.UnsupportedEndpointError) for r in results)
+    asked = lmstudio_server.received_messages(type="rpcCall", endpoint="estimateModelUsage")
+    assert len(asked) == 1
+    # On a server that has it, concurrent first calls all get their answer.
+    lmstudio_server.faults.missing_endpoints = set()
+    lmstudio_server.faults.drop_connections()
+    estimates = await asyncio.gather(*(client.llm.estimate(LLAMA) for _ in range(10)))
+    assert len({e.total_bytes for e in estimates}) == 1
+

@@ -416,6 +416,14 @@ def tool_fields(fields: Fields, received: dict[str, Any]) -> Tools | None:
             code="invalid_value",
         )
     chosen = _chosen_function(fields) if isinstance(choice, dict) else None
+    if not tools and (choice == "required" or chosen is not None):
+        # (a guess, as OpenAI answers: a call cannot be required of no tools)
+        raise HttpError(
+            400,
+            "'tool_choice' requires a tool call, but 'tools' offers none",
+            param="tool_choice",
+            code="invalid_value",
+        )
     if not tools or choice == "none":
         return None
     converted: list[dict[str, Any]] = []

@@ -182,4 +182,15 @@ async def test_bad_tool_choices_are_refused(server: StandInServer) -> None:
     status, reply = await call(server.url, "POST", "/v1/chat/completions", body)
     assert status == 400, reply
     assert reply["error"]["param"] == "tool_choice"
+    # A call required of no tools (none given, or an empty list).
+    for choice in ("required", {"type": "function", "function": {"name": "order"}}):
+        for tools in (None, []):
+            body = _tool_chat(LLAMA, ORDER, choice)
+            if tools is None:
+                del body["tools"]
+            else:
+                body["tools"] = tools
+            status, reply = await call(server.url, "POST", "/v1/chat/completions", body)
+            assert status == 400, (choice, tools, reply)
+            assert reply["error"]["param"] == "tool_choice"
     assert server.loaded_instances() == []  # refused before any just-in-time load

@@ -1016,23 +1016,18 @@ class NamespaceSocket:
         turn = None
         if endpoint in PROBED_ENDPOINTS and endpoint not in self._conn.confirmed:
             turn = await self._take_turn(endpoint, loop)
-        ws = self._ws
-        if ws is None or self._stale():
-            total = timeouts.total
-            if deadline is None and total is not None:
-                deadline = loop.time() + total
-            try:
-                ws = await self._usable(loop, deadline, total, timeouts.connect)
-            except BaseException:
-                if turn is not None:
-                    self._end_turn(endpoint, turn, False)
-                raise
         fut: asyncio.Future[Raw | None] = loop.create_future()
-        conn = self._conn
         try:
+            ws = self._ws
+            if ws is None or self._stale():
+                total = timeouts.total
+                if deadline is None and total is not None:
+                    deadline = loop.time() + total
+                ws = await self._usable(loop, deadline, total, timeouts.connect)
+            conn = self._conn
             call_id, frame = conn.start_rpc(fut, endpoint, parameter)
         except BaseException:
-            if turn is not None:
+            if turn is not None:  # nothing was sent: the next caller probes
                 self._end_turn(endpoint, turn, False)
             raise
         deadlines = self.deadlines(loop)
@@ -1104,18 +1099,13 @@ class NamespaceSocket:
         turn = None
         if endpoint in PROBED_ENDPOINTS and endpoint not in self._conn.confirmed:
             turn = await self._take_turn(endpoint, loop)
+        stream = ChannelStream(self)
         try:
             ws = await self._usable(loop, deadline, total, connect)
-        except BaseException:
-            if turn is not None:
-                self._end_turn(endpoint, turn, False)
-            raise
-        stream = ChannelStream(self)
-        conn = self._conn
-        try:
+            conn = self._conn
             channel_id, frame = conn.start_channel(stream, endpoint, creation_parameter)
         except BaseException:
-            if turn is not None:
+            if turn is not None:  # nothing was sent: the next caller probes
                 self._end_turn(endpoint, turn, False)
             raise
         stream.channel_id = channel_id

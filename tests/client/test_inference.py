@@ -938,7 +938,7 @@ async def test_leaving_streams_whose_replies_had_ended_draws_no_warnings(
     for _ in range(6):
         async with llm.respond_stream("Hi", config={"max_tokens": 8}) as stream:
             async for _fragment in stream:
-                await asyncio.sleep(0.3)  # the whole reply has arrived by now
+                await asyncio.sleep(0.15)  # the whole reply has arrived by now
                 break
         assert stream.result().stop_reason == "userStopped"
     warnings = [

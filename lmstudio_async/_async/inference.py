@@ -645,11 +645,24 @@ class _InferenceMethods(_ModelHandle[_InstanceT, _ConfigT]):
         """Token ids of ``text``; for a list of strings, one list per string (requests
         run concurrently, at most 32 at once; ``timeout``'s idle deadline bounds each one's
         wait, its total the whole list's)."""
-        texts = _check_texts(text, "tokenize")
+        # (named first: returned directly, mypy would take _R from the return's union)
+        done = await self._one_or_each(text, "tokenize", self._tokenize_one, timeout)
+        return done
+
+    async def _one_or_each(
+        self,
+        text: str | Sequence[str],
+        what: str,
+        one: Callable[[str, TimeoutParam, float | None], Awaitable[_R]],
+        timeout: TimeoutParam,
+    ) -> _R | list[_R]:
+        """``one`` on ``text``, or on each string of a list of them (see :func:`_each`),
+        whose total deadline then bounds the whole list."""
+        texts = _check_texts(text, what)
         if texts is None:
-            return await self._tokenize_one(text, timeout)  # type: ignore[arg-type]
+            return await one(text, timeout, None)  # type: ignore[arg-type]
         timeouts, deadline = self._namespace._client._deadlines_for(timeout)
-        return await _each(lambda t: self._tokenize_one(t, timeouts, deadline), texts)
+        return await _each(lambda t: one(t, timeouts, deadline), texts)
 
     async def _tokenize_one(
         self, text: str, timeout: TimeoutParam, deadline: float | None = None
@@ -882,11 +895,9 @@ class EmbeddingMethods(_InferenceMethods[EmbeddingModelInstanceInfo, EmbeddingLo
         """The embedding vector of ``text``; for a list of strings, one vector per string,
         in order (the requests run concurrently on the one socket, at most 32 at once;
         ``timeout``'s idle deadline bounds each one's wait, its total the whole list's)."""
-        texts = _check_texts(text, "embed")
-        if texts is None:
-            return await self._embed_one(text, timeout)  # type: ignore[arg-type]
-        timeouts, deadline = self._namespace._client._deadlines_for(timeout)
-        return await _each(lambda t: self._embed_one(t, timeouts, deadline), texts)
+        # (named first: returned directly, mypy would take _R from the return's union)
+        done = await self._one_or_each(text, "embed", self._embed_one, timeout)
+        return done
 
     async def _embed_one(
         self, text: str, timeout: TimeoutParam, deadline: float | None = None

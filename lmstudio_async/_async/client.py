@@ -28,6 +28,7 @@ from .._protocol.endpoints import (
     UnloadingOtherJitModel,
     check_key,
     ttl_ms,
+    unload_param,
 )
 from .._protocol.errors import LOAD_OPERATION, map_server_error
 from .._protocol.info import (
@@ -364,10 +365,9 @@ class AsyncClient:
         such as a cancelled load's wait for the server's acknowledgement, is cut short.)"""
         if self._transport.closed:
             return
+        if self._unloads:
+            await asyncio.wait(list(self._unloads), timeout=_CLOSE_GRACE_SECONDS)
         tasks = list(self._tasks)
-        unloads = [t for t in tasks if t in self._unloads]
-        if unloads:
-            await asyncio.wait(unloads, timeout=_CLOSE_GRACE_SECONDS)
         await self._transport.aclose()
         for task in tasks:
             task.cancel()
@@ -503,7 +503,7 @@ class AsyncClient:
 
     async def _unload_quietly(self, namespace: str, info: ModelInstanceInfo) -> None:
         """Unload the instance ``info`` describes, on its own device only; errors ignored."""
-        param = {"identifier": info.identifier, "deviceIdentifier": info.device_identifier}
+        param = unload_param(info.identifier, info.device_identifier, exact=True)
         with contextlib.suppress(LMStudioError):
             await self._rpc(namespace, "unloadModel", param)
 
@@ -1055,17 +1055,11 @@ class _ModelNamespace(Generic[_HandleT, _InfoT, _InstanceT, _ConfigT]):
         *,
         exact: bool = False,
     ) -> None:
-        """``exact``: ``device`` is where the instance is, ``None`` the local machine, and
-        only there is it unloaded (``deviceIdentifier: null``, as the JS SDK's handles
-        send). Otherwise ``None`` leaves LM Studio to look on the preferred device, then the
-        local one, then the other LM Link devices."""
-        param: dict[str, Any] = {"identifier": identifier}
-        if device is not None or exact:
-            param["deviceIdentifier"] = device
+        """``exact``: see :func:`unload_param`."""
         await self._client._rpc(
             self._name,
             "unloadModel",
-            param,
+            unload_param(identifier, device, exact=exact),
             timeout=timeout,
             deadline=deadline,
             operation="Unload",

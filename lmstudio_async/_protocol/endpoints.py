@@ -31,6 +31,7 @@ __all__ = [
     "identifier_query",
     "instance_specifier",
     "ttl_ms",
+    "unload_param",
 ]
 
 
@@ -146,6 +147,17 @@ def ttl_ms(ttl: object) -> int | None:
 def identifier_query(identifier: str) -> dict[str, Any]:
     """A ``ModelSpecifier`` selecting whatever instance currently has ``identifier``."""
     return {"type": "query", "query": {"identifier": identifier}}
+
+
+def unload_param(identifier: str, device: str | None, *, exact: bool) -> dict[str, Any]:
+    """Parameter of ``unloadModel``. ``exact``: ``device`` is where the instance is, ``None``
+    the local machine, and only there is it unloaded (``deviceIdentifier: null``, as the JS
+    SDK's handles send). Otherwise ``None`` leaves LM Studio to look on the preferred
+    device, then the local one, then the other LM Link devices."""
+    param: dict[str, Any] = {"identifier": identifier}
+    if device is not None or exact:
+        param["deviceIdentifier"] = device
+    return param
 
 
 def instance_specifier(instance_reference: str) -> dict[str, Any]:

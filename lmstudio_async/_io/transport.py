@@ -394,10 +394,12 @@ _PacketT = TypeVar("_PacketT")
 class ChannelStream:
     """Receiving end of one channel: packets queue here until the caller reads them."""
 
-    __slots__ = ("_done", "_error", "_queue", "_waiter", "channel_id", "probe", "socket")
+    __slots__ = ("_done", "_error", "_queue", "_waiter", "channel_id", "conn", "probe", "socket")
 
-    def __init__(self, socket: NamespaceSocket) -> None:
+    def __init__(self, socket: NamespaceSocket, conn: Connection[Any]) -> None:
         self.socket = socket
+        # The connection it is registered on: ids start again at 0 on the next one.
+        self.conn = conn
         self.channel_id = -1
         self._queue: collections.deque[Raw] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
@@ -1099,10 +1101,10 @@ class NamespaceSocket:
         turn = None
         if endpoint in PROBED_ENDPOINTS and endpoint not in self._conn.confirmed:
             turn = await self._take_turn(endpoint, loop)
-        stream = ChannelStream(self)
         try:
             ws = await self._usable(loop, deadline, total, connect)
             conn = self._conn
+            stream = ChannelStream(self, conn)
             channel_id, frame = conn.start_channel(stream, endpoint, creation_parameter)
         except BaseException:
             if turn is not None:  # nothing was sent: the next caller probes
@@ -1120,18 +1122,14 @@ class NamespaceSocket:
                     kind="total",
                 )
         except ConnectionError as exc:
-            conn.forget_channel(channel_id)
-            if stream.probe is not None:
-                stream._answered(False)
+            self.forget_channel(stream)
             raise self._lost_error(exc) from None
         except BaseException:
             # Cancelled while aiohttp waited for its send buffer to drain (a large request):
             # the frame is already queued, so LM Studio opens the channel. Stop it there;
             # what it sends until it closes the channel is dropped.
             stream.send({"type": "cancel"})
-            conn.forget_channel(channel_id)
-            if stream.probe is not None:
-                stream._answered(False)
+            self.forget_channel(stream)
             raise
         return stream
 
@@ -1144,7 +1142,7 @@ class NamespaceSocket:
         self._send_nowait(Connection.channel_frame(stream.channel_id, message))
 
     def forget_channel(self, stream: ChannelStream) -> None:
-        self._conn.forget_channel(stream.channel_id)
+        stream.conn.forget_channel(stream.channel_id)
         if stream.probe is not None:  # given up before the server said anything
             stream._answered(False)
 

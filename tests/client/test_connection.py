@@ -18,6 +18,8 @@ from aioresponses import aioresponses
 
 import lmstudio_async as lms
 from lmstudio_async._io.transport import DEFAULT_PORTS, parse_api_host
+from lmstudio_async._protocol.chat import coerce_chat
+from lmstudio_async._protocol.prediction import predict_creation
 from lmstudio_async.testing import StandInServer, ThreadedStandInServer
 
 from ._support import LLAMA, SMOL, eventually
@@ -549,3 +551,40 @@ def test_a_socket_does_not_outlive_its_event_loop(lmstudio_server: ThreadedStand
         assert time.monotonic() < deadline, "the socket outlived its event loop"
         time.sleep(0.02)
     assert not client._transport._sockets["llm"].is_open
+
+
+@pytest.mark.lmstudio_server(tokens_per_second=200)
+async def test_a_channel_of_a_lost_connection_forgotten_late_leaves_the_new_ones_alone(
+    client: lms.AsyncClient, lmstudio_server: ThreadedStandInServer
+) -> None:
+    # Channel ids start again at 0 on every connection. A channel of a dropped connection
+    # that is forgotten late (a reaper settling, a result released) must not unregister
+    # the new connection's channel that has the same id.
+    llm = await client.llm.model(SMOL)  # the getOrLoad channel: id 0
+    sock = client._transport.socket("llm")
+    creation = predict_creation(llm._specifier(), coerce_chat("Hi"), None)
+    stale = await sock.open_channel("predict", creation)  # id 1
+    lmstudio_server.faults.drop_connections()
+
+    async def drain() -> None:
+        while await stale.receive(5.0, None) is not None:
+            pass
+
+    with pytest.raises(lms.LMStudioConnectionError):
+        await drain()
+    config = lms.PredictionConfig(max_tokens=40)
+    first = llm.respond_stream("Write a story.", config=config)  # id 0 on the new connection
+    second = llm.respond_stream("Write a story.", config=config)  # id 1
+    await first.__anext__()
+    await second.__anext__()
+    sock.forget_channel(stale)
+
+    async def rest(stream: lms.PredictionStream) -> str:
+        async for _ in stream:
+            pass
+        return stream.result().stop_reason
+
+    async with asyncio.timeout(10):  # (before the fix, the second one waited for ever)
+        reasons = await asyncio.gather(rest(first), rest(second))
+    assert set(reasons) <= {"eosFound", "maxPredictedTokensReached"}  # both whole replies
+

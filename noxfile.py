@@ -53,7 +53,7 @@ def bench_pool(session: nox.Session) -> None:
 @nox.session
 def soak(session: nox.Session) -> None:
     """Minutes of random multi-model traffic through a pool under injected faults
-    (``python -m benchmarks.soak``; ``-- --seconds 30`` for the CI length)."""
+    (``python -m benchmarks.soak``; ``-- --seconds 20`` for the CI length)."""
     session.install("-e", ".[test]")
     session.run("python", "-m", "benchmarks.soak", *session.posargs)
 
